@@ -1,0 +1,31 @@
+# One-command entry points (see README). Each target creates .venv and installs the
+# pinned dependencies on first use, so they work on a clean clone.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ENV ?= cpu
+PIPELINE ?= __default__
+export KEDRO_DISABLE_TELEMETRY := 1
+export MPLBACKEND := Agg
+
+.PHONY: install study test lint clean-venv
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+study: install
+	$(BIN)/kedro run --env $(ENV) --pipeline $(PIPELINE)
+
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+
+clean-venv:
+	rm -rf $(VENV)
