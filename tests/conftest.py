@@ -142,9 +142,18 @@ def project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def run_session(project: Path, pipeline: str, env: str = "test", params: dict | None = None) -> dict:
     """Run a Kedro pipeline in ``project`` as `kedro run` would."""
+    from kedro.framework.project import configure_project
     from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
 
-    bootstrap_project(project)
-    with KedroSession.create(project_path=project, env=env, runtime_params=params or {}) as session:
-        return session.run(pipeline_names=[pipeline])
+    # The package is installed (editable), so it needs no bootstrap from a src/ folder.
+    configure_project("bnstudy")
+    try:
+        with KedroSession.create(project_path=project, env=env, runtime_params=params or {}) as session:
+            return session.run(pipeline_names=[pipeline])
+    finally:
+        # kedro-mlflow's hook is a process-wide singleton; `kedro run` gets a fresh process
+        # each time, tests don't, so close whatever run it left open.
+        import mlflow
+
+        while mlflow.active_run():
+            mlflow.end_run()
