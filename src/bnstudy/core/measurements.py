@@ -1,0 +1,256 @@
+"""The per-step measurements as pure JAX functions (definitions in docs/measurements.md).
+
+Nothing here knows about training loops: each function maps arrays (or a loss function)
+to arrays, so the compiled trainer and the tests call the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from bnstudy.core.models import BatchStats, Params, PureModel, cross_entropy, leaf_paths
+
+QUANTILE_LEVELS = (0.01, 0.05, 0.25, 0.50, 0.75, 0.95, 0.99)
+"""Quantiles recorded for every activation snapshot."""
+
+
+def global_norm(tree: Any) -> jax.Array:
+    """L2 norm over all leaves of a pytree."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)))
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Gradient ICS (Santurkar et al. 2018, Def. 2.1)
+# --------------------------------------------------------------------------------------------
+
+
+def ics_gradients(model: PureModel, params_t: Params, params_t1: Params,
+                  batch_stats: BatchStats, x: jax.Array, y: jax.Array, *,
+                  train: bool) -> dict[str, Params]:
+    """G'_i for every layer i: layer i's gradient at (W_{t+1} below i, W_t from i on).
+
+    Layers below i only set the input of layer i, so they run once, as one forward pass at
+    W_{t+1}; each G'_i then needs the forward and backward pass of layers i..end only, and
+    only layer i is differentiated (no backward pass below it, no gradients of layers > i).
+
+    Args:
+        model: the network.
+        params_t, params_t1: W_t and W_{t+1} (the real optimizer update).
+        batch_stats: running statistics used when ``train`` is False (S_t).
+        x, y: the step's batch [B, H, W, C] and labels [B].
+        train: BN with batch statistics (``True``) or with ``batch_stats`` (``False``).
+
+    Returns:
+        {layer: G'_layer}, each with the structure of ``params_t[layer]``.
+    """
+    prefix = model.apply(params_t1, batch_stats, x, train=train)
+    g_prime = {}
+    for index, name in enumerate(model.layer_names):
+        layer_input = prefix.layer_inputs[name]
+
+        def suffix_loss(layer_params, layer_input=layer_input, index=index, name=name):
+            params = {**params_t, name: layer_params}
+            return model.loss(params, batch_stats, layer_input, y, train=train, start=index)[0]
+
+        g_prime[name] = jax.grad(suffix_loss)(params_t[name])
+    return g_prime
+
+
+class GradientComparison(NamedTuple):
+    """||G - G'|| and cos(G, G') per leaf and per layer."""
+
+    l2_leaf: jax.Array  # [n_leaves], leaves in leaf_paths(params) order
+    cosine_leaf: jax.Array  # [n_leaves]
+    l2_layer: jax.Array  # [n_layers], layers in model order
+    cosine_layer: jax.Array  # [n_layers]
+
+
+def _safe_cosine(dot, norm_sq_a, norm_sq_b):
+    denominator = jnp.sqrt(norm_sq_a * norm_sq_b)
+    return jnp.where(denominator > 0, dot / jnp.where(denominator > 0, denominator, 1), jnp.nan)
+
+
+def compare_gradients(grads: Params, grads_prime: Params,
+                      layers: Sequence[str]) -> GradientComparison:
+    """Per-leaf and per-layer L2 distance and cosine similarity of two gradient trees.
+
+    A layer's vector is the concatenation of all its leaves. The distance is computed from
+    the difference itself, never as ||G||^2 + ||G'||^2 - 2<G, G'> (which cancels).
+    """
+    names = leaf_paths(grads)
+    flat_g = jax.tree.leaves(grads)
+    flat_gp = jax.tree.leaves(grads_prime)
+    diff_sq = jnp.stack([jnp.sum(jnp.square(a - b)) for a, b in zip(flat_g, flat_gp)])
+    dot = jnp.stack([jnp.sum(a * b) for a, b in zip(flat_g, flat_gp)])
+    norm_g = jnp.stack([jnp.sum(jnp.square(a)) for a in flat_g])
+    norm_gp = jnp.stack([jnp.sum(jnp.square(b)) for b in flat_gp])
+    leaf_layer = [name.split("/")[0] for name in names]
+    # One-hot [n_layers, n_leaves] sums leaves into layers.
+    membership = jnp.array([[float(owner == layer) for owner in leaf_layer] for layer in layers],
+                           dtype=diff_sq.dtype)
+    return GradientComparison(
+        l2_leaf=jnp.sqrt(diff_sq),
+        cosine_leaf=_safe_cosine(dot, norm_g, norm_gp),
+        l2_layer=jnp.sqrt(membership @ diff_sq),
+        cosine_layer=_safe_cosine(membership @ dot, membership @ norm_g, membership @ norm_gp),
+    )
+
+
+def gradient_ics(model: PureModel, params_t: Params, params_t1: Params,
+                 batch_stats: BatchStats, grads: Params, x: jax.Array, y: jax.Array, *,
+                 train: bool) -> GradientComparison:
+    """ICS_i = ||G_i - G'_i|| and cos(G_i, G'_i) for every layer (and every leaf).
+
+    ``grads`` is g_t, the train-mode gradient at W_t whose layer parts are the G_i.
+    """
+    g_prime = ics_gradients(model, params_t, params_t1, batch_stats, x, y, train=train)
+    return compare_gradients(grads, g_prime, model.layer_names)
+
+
+# --------------------------------------------------------------------------------------------
+# 2-4. Loss landscape, gradient predictiveness, effective beta-smoothness
+# --------------------------------------------------------------------------------------------
+
+
+class ProbeResult(NamedTuple):
+    """Measurements along W(s) = W_start - s * lr * g for the probe step sizes s [S]."""
+
+    loss: jax.Array  # [S] L(W(s))
+    grad_diff: jax.Array  # [S] ||grad L(W(s)) - g||
+    step_norm: jax.Array  # [S] ||W(s) - W_start|| = |s| * lr * ||g||
+    beta_smoothness: jax.Array  # [] max_s grad_diff / step_norm
+
+
+def probe_gradient_direction(loss_and_grad: Callable[[Any], tuple[jax.Array, Any]],
+                             w_start: Any, grads: Any, learning_rate: float,
+                             s_values: jax.Array) -> ProbeResult:
+    """Loss and gradient change at the probe points, all s at once (vmap over s).
+
+    Args:
+        loss_and_grad: W -> (L(W), grad L(W)), any pytree W.
+        w_start: the probe origin W_start.
+        grads: g, the step's gradient (the direction, and the reference gradient).
+        learning_rate: eta.
+        s_values: [S] step sizes in units of eta * g.
+    """
+
+    def at(s):
+        w = jax.tree.map(lambda w0, g: w0 - (s * learning_rate) * g, w_start, grads)
+        loss, grad_w = loss_and_grad(w)
+        return loss, global_norm(jax.tree.map(jnp.subtract, grad_w, grads))
+
+    loss, grad_diff = jax.vmap(at)(s_values)
+    step_norm = jnp.abs(s_values) * learning_rate * global_norm(grads)
+    return ProbeResult(loss, grad_diff, step_norm, jnp.max(grad_diff / step_norm))
+
+
+def model_probe(model: PureModel, w_start: Params, batch_stats: BatchStats, grads: Params,
+                x: jax.Array, y: jax.Array, *, train: bool, learning_rate: float,
+                s_values: jax.Array) -> ProbeResult:
+    """:func:`probe_gradient_direction` for the network on one batch.
+
+    ``train``: BN with batch statistics (running statistics untouched); otherwise BN with
+    ``batch_stats`` (the running statistics of the start point).
+    """
+
+    def loss_and_grad(params):
+        return jax.value_and_grad(
+            lambda p: model.loss(p, batch_stats, x, y, train=train)[0])(params)
+
+    return probe_gradient_direction(loss_and_grad, w_start, grads, learning_rate, s_values)
+
+
+# --------------------------------------------------------------------------------------------
+# 5. Activation statistics, 6. distance from initialization
+# --------------------------------------------------------------------------------------------
+
+
+def histogram_edges(bins: int, value_range: tuple[float, float], dtype=jnp.float32) -> jax.Array:
+    """Fixed histogram edges [bins + 1], linspace(low, high, bins + 1)."""
+    return jnp.linspace(value_range[0], value_range[1], bins + 1, dtype=dtype)
+
+
+def activation_statistics(activations: jax.Array, edges: jax.Array) -> dict[str, jax.Array]:
+    """Summary of one layer's activations [B, ..., C] (channels last); never the raw tensor.
+
+    Quantiles use linear interpolation (numpy's default). Histogram bins are [e_k, e_k+1),
+    the last one closed (numpy's convention); values below e_0 count as underflow, above
+    e_bins as overflow.
+
+    Returns:
+        mean, std, min, max, frac_positive: []; quantiles [7] at QUANTILE_LEVELS;
+        hist_counts [bins] int32; underflow, overflow: [] int32;
+        channel_mean, channel_var: [C] over all other axes (biased variance).
+    """
+    flat = activations.reshape(-1)
+    ordered = jnp.sort(flat)
+    n = flat.shape[0]
+    position = jnp.asarray(QUANTILE_LEVELS, dtype=ordered.dtype) * (n - 1)
+    below = jnp.floor(position).astype(jnp.int32)
+    above = jnp.minimum(below + 1, n - 1)
+    fraction = position - below
+    quantiles = ordered[below] + (ordered[above] - ordered[below]) * fraction
+    smaller = jnp.searchsorted(ordered, edges, side="left").astype(jnp.int32)  # #(x < e)
+    at_most_top = jnp.searchsorted(ordered, edges[-1], side="right").astype(jnp.int32)
+    counts = jnp.diff(smaller)
+    counts = counts.at[-1].add(at_most_top - smaller[-1])
+    channels = activations.reshape(-1, activations.shape[-1])
+    return {
+        "mean": jnp.mean(flat),
+        "std": jnp.std(flat),
+        "min": ordered[0],
+        "max": ordered[-1],
+        "quantiles": quantiles,
+        "frac_positive": jnp.mean((flat > 0).astype(flat.dtype)),
+        "hist_counts": counts,
+        "underflow": smaller[0],
+        "overflow": jnp.int32(n) - at_most_top,
+        "channel_mean": jnp.mean(channels, axis=0),
+        "channel_var": jnp.var(channels, axis=0),
+    }
+
+
+def distance_from_init(params: Params, initial_params: Params,
+                       layers: Sequence[str]) -> dict[str, dict[str, jax.Array]]:
+    """||W - W_0||_F and ||W - W_0||_F / ||W_0||_F of every layer's kernel.
+
+    Returns:
+        {"abs": {layer: []}, "rel": {layer: []}}.
+    """
+    absolute, relative = {}, {}
+    for layer in layers:
+        kernel = _kernel(params, layer)
+        kernel0 = _kernel(initial_params, layer)
+        absolute[layer] = jnp.sqrt(jnp.sum(jnp.square(kernel - kernel0)))
+        relative[layer] = absolute[layer] / jnp.sqrt(jnp.sum(jnp.square(kernel0)))
+    return {"abs": absolute, "rel": relative}
+
+
+def _kernel(params: Params, layer: str) -> jax.Array:
+    block = params[layer]
+    return block["conv"]["kernel"] if "conv" in block else block["kernel"]
+
+
+def layer_activation_statistics(pre_activations: dict[str, jax.Array], edges: jax.Array,
+                                layers: Sequence[str]) -> dict[str, dict[str, jax.Array]]:
+    """:func:`activation_statistics` for every layer."""
+    return {layer: activation_statistics(pre_activations[layer], edges) for layer in layers}
+
+
+def train_loss_and_grad(model: PureModel, params: Params, batch_stats: BatchStats,
+                        x: jax.Array, y: jax.Array):
+    """Train-mode loss, forward pass and gradient g_t at W_t (the step's own computation)."""
+    return jax.value_and_grad(
+        lambda p: model.loss(p, batch_stats, x, y, train=True), has_aux=True)(params)
+
+
+__all__ = [
+    "QUANTILE_LEVELS", "GradientComparison", "ProbeResult", "activation_statistics",
+    "compare_gradients", "cross_entropy", "distance_from_init", "global_norm",
+    "gradient_ics", "histogram_edges", "ics_gradients", "layer_activation_statistics",
+    "model_probe", "probe_gradient_direction", "train_loss_and_grad",
+]

@@ -1,0 +1,194 @@
+"""The VGG pair as one Flax NNX module, and a pure-function view of it.
+
+The module is the single definition of the forward pass. Training and measurements never
+hold the module itself: they split it once into a static ``graphdef`` and two pure pytrees
+(trainable parameters, BatchNorm running statistics) and call :class:`PureModel`, which
+merges them back inside compiled code. Layers can be run from any index onwards, which the
+gradient-ICS measurement uses to skip work below the layer it differentiates.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from bnstudy.core.config import ModelConfig
+
+Params = dict[str, Any]
+"""Nested dict of arrays: ``params[layer][...][leaf]`` (trainable parameters)."""
+BatchStats = dict[str, Any]
+"""Nested dict of arrays: ``stats[conv_i]['bn']['mean' | 'var']``; empty without BN."""
+
+_KERNEL_INIT = nnx.initializers.glorot_normal()
+
+
+def layer_names(config: ModelConfig) -> list[str]:
+    """Names of the layers in forward order: conv_0..conv_{n-1}, fc1..fc{m}, out."""
+    convs = [f"conv_{i}" for i in range(len(config.conv_features))]
+    dense = [f"fc{j + 1}" for j in range(len(config.dense_features))]
+    return [*convs, *dense, "out"]
+
+
+def _normalization_layer(config: ModelConfig, features: int, dtype, rngs: nnx.Rngs):
+    """The normalization after a conv; add new variants here (and to NORMALIZATIONS)."""
+    if config.normalization == "none":
+        return None
+    if config.normalization == "batch":
+        return nnx.BatchNorm(
+            features, momentum=config.bn_momentum, epsilon=config.bn_epsilon,
+            param_dtype=dtype, rngs=rngs,
+        )
+    raise ValueError(f"no normalization layer for {config.normalization!r}")
+
+
+class ConvBlock(nnx.Module):
+    """3x3 SAME conv with bias, then the configured normalization (pre-activation out)."""
+
+    def __init__(self, in_features: int, out_features: int, config: ModelConfig, rngs: nnx.Rngs):
+        dtype = jnp.dtype(config.param_dtype)
+        self.conv = nnx.Conv(
+            in_features, out_features, kernel_size=(3, 3), padding="SAME", use_bias=True,
+            kernel_init=_KERNEL_INIT, param_dtype=dtype, rngs=rngs,
+        )
+        self.bn = _normalization_layer(config, out_features, dtype, rngs)
+
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x, use_running_average=not train)
+        return x
+
+
+class VGG(nnx.Module):
+    """VGG for 32x32 images: convs (+ optional BN) with ReLU and max-pools, dense head.
+
+    Each layer's parameters come from its own key ``fold_in(key, layer_index)``, so the
+    baseline and the candidate built from one key share identical conv and dense weights.
+    """
+
+    def __init__(self, config: ModelConfig, *, key: jax.Array):
+        self.layer_names = tuple(layer_names(config))
+        self.num_convs = len(config.conv_features)
+        self.pool_after = tuple(config.pool_after)
+        dtype = jnp.dtype(config.param_dtype)
+        in_features = config.in_channels
+        for index, width in enumerate(config.conv_widths):
+            rngs = nnx.Rngs(params=jax.random.fold_in(key, index))
+            setattr(self, f"conv_{index}", ConvBlock(in_features, width, config, rngs))
+            in_features = width
+        in_features = config.flat_features
+        widths = [*config.dense_widths, config.num_classes]
+        for offset, (name, width) in enumerate(zip(self.layer_names[self.num_convs:], widths)):
+            rngs = nnx.Rngs(params=jax.random.fold_in(key, self.num_convs + offset))
+            setattr(self, name, nnx.Linear(in_features, width, kernel_init=_KERNEL_INIT,
+                                           param_dtype=dtype, rngs=rngs))
+            in_features = width
+
+    def layer(self, index: int, x: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
+        """Run layer ``index``. Returns (pre-activation, input of the next layer)."""
+        block = getattr(self, self.layer_names[index])
+        if index < self.num_convs:
+            pre_activation = block(x, train=train)
+            out = nnx.relu(pre_activation)
+            if index in self.pool_after:
+                out = nnx.max_pool(out, window_shape=(2, 2), strides=(2, 2))
+            if index == self.num_convs - 1:
+                out = out.reshape(out.shape[0], -1)  # never squeeze: batch size 1 must work
+            return pre_activation, out
+        pre_activation = block(x)
+        is_output = index == len(self.layer_names) - 1
+        return pre_activation, pre_activation if is_output else nnx.relu(pre_activation)
+
+    def __call__(self, x: jax.Array, *, train: bool, start: int = 0):
+        """Forward from layer ``start`` (x is that layer's input).
+
+        Returns:
+            logits [B, num_classes], pre-activations {layer: array}, layer inputs {layer: array}.
+        """
+        pre_activations, layer_inputs = {}, {}
+        for index in range(start, len(self.layer_names)):
+            name = self.layer_names[index]
+            layer_inputs[name] = x
+            pre_activations[name], x = self.layer(index, x, train=train)
+        return x, pre_activations, layer_inputs
+
+
+class Forward(NamedTuple):
+    """Output of :meth:`PureModel.apply`."""
+
+    logits: jax.Array  # [B, num_classes]
+    pre_activations: dict[str, jax.Array]  # layer -> pre-ReLU output (after BN for convs)
+    layer_inputs: dict[str, jax.Array]  # layer -> the input that layer received
+    batch_stats: BatchStats  # running statistics after this pass (updated in train mode)
+
+
+def _to_pure(state) -> dict:
+    return nnx.to_pure_dict(state)
+
+
+class PureModel:
+    """Pure functions of (params, batch_stats) for one ModelConfig; no module is kept."""
+
+    def __init__(self, config: ModelConfig):
+        self.config = config
+        self.layer_names = layer_names(config)
+        abstract = nnx.eval_shape(lambda: VGG(config, key=jax.random.key(0)))
+        self.graphdef, _, _ = nnx.split(abstract, nnx.Param, nnx.BatchStat)
+
+    def init(self, key: jax.Array) -> tuple[Params, BatchStats]:
+        """Initial (params, batch_stats) as pure nested dicts."""
+        _, params, stats = nnx.split(VGG(self.config, key=key), nnx.Param, nnx.BatchStat)
+        return _to_pure(params), _to_pure(stats)
+
+    def apply(self, params: Params, batch_stats: BatchStats, x: jax.Array, *, train: bool,
+              start: int = 0) -> Forward:
+        """Forward pass from layer ``start``; ``train`` uses batch statistics in BN."""
+        model = nnx.merge(self.graphdef, params, batch_stats, copy=True)
+        logits, pre_activations, layer_inputs = model(x, train=train, start=start)
+        new_stats = _to_pure(nnx.state(model, nnx.BatchStat)) if train else batch_stats
+        return Forward(logits, pre_activations, layer_inputs, new_stats)
+
+    def loss(self, params: Params, batch_stats: BatchStats, x: jax.Array, y: jax.Array, *,
+             train: bool, start: int = 0) -> tuple[jax.Array, Forward]:
+        """Mean softmax cross-entropy and the forward pass (as aux)."""
+        forward = self.apply(params, batch_stats, x, train=train, start=start)
+        return cross_entropy(forward.logits, y), forward
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean softmax cross-entropy of logits [B, C] against integer labels [B]."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def leaf_paths(tree: Params) -> list[str]:
+    """Readable names of the leaves in flatten order: 'conv_3/kernel', 'conv_3/bn_scale'."""
+    names = []
+    for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        keys = [str(getattr(k, "key", k)) for k in path]
+        layer, rest = keys[0], keys[1:]
+        if len(rest) == 2 and rest[0] == "bn":
+            leaf = f"bn_{rest[1]}"
+        elif len(rest) == 2 and rest[0] == "conv":
+            leaf = rest[1]
+        else:
+            leaf = "_".join(rest)
+        names.append(f"{layer}/{leaf}")
+    return names
+
+
+def count_parameters(config: ModelConfig) -> dict[str, int]:
+    """Sizes of the model built abstractly (no arrays allocated).
+
+    Returns:
+        ``trainable`` (Param leaves), ``batch_stats`` (BN running mean and variance), ``total``.
+    """
+    abstract = nnx.eval_shape(lambda: VGG(config, key=jax.random.key(0)))
+    _, params, stats = nnx.split(abstract, nnx.Param, nnx.BatchStat)
+    trainable = sum(leaf.size for leaf in jax.tree.leaves(params))
+    running = sum(leaf.size for leaf in jax.tree.leaves(stats))
+    return {"trainable": int(trainable), "batch_stats": int(running),
+            "total": int(trainable + running)}

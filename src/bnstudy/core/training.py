@@ -1,0 +1,487 @@
+"""The compiled, chunked trainer: SGD with momentum plus every per-step measurement.
+
+One chunk of ``steps_per_chunk`` steps is one XLA program (a ``lax.scan``); the host sees
+the results once per chunk. The data set lives on the device, batches come from per-epoch
+permutations computed on the device from the seed, and the training state is donated to
+each chunk. Measurements run under ``lax.cond`` on the steps they are due, read the step's
+own intermediate values, and never write to the training state, so they cannot change the
+trajectory.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bnstudy.core.config import MeasurementConfig, ModelConfig, TrainConfig
+from bnstudy.core.measurements import (
+    QUANTILE_LEVELS,
+    distance_from_init,
+    gradient_ics,
+    histogram_edges,
+    layer_activation_statistics,
+    model_probe,
+)
+from bnstudy.core.models import PureModel, leaf_paths
+
+logger = logging.getLogger(__name__)
+
+TRACE_COUNTS: collections.Counter[str] = collections.Counter()
+"""How often each compiled function was traced (the trace-count test reads it)."""
+
+
+@dataclasses.dataclass
+class TrainingResult:
+    """Everything one training run records, as numpy arrays and plain Python values.
+
+    Shapes: T trained steps, E evaluations, L layers, M measured steps of a preset,
+    S probe points of a preset, K activation snapshots, C_l channels of layer l.
+
+    Attributes:
+        layers: layer names in forward order, [L].
+        leaf_paths: trainable leaf names ("conv_3/kernel", "conv_3/bn_scale", ...).
+        steps: [T] int, 0-based index t of each trained step.
+        train_loss: [T] train-mode loss at W_t on the step's batch (the loss whose gradient
+            is applied).
+        train_accuracy: [T] eval-mode accuracy at (W_{t+1}, S_{t+1}) on the same batch.
+        eval_steps: [E] number of completed steps when the test set was evaluated:
+            0 (before training), every ``eval_every`` steps, and T.
+        test_loss, test_accuracy: [E] eval-mode mean loss / accuracy over the full test set.
+        measurements: {preset name: dict} with
+            measured_steps [M] (t % measure_every == 0), ics_l2 [M, L], ics_cosine [M, L],
+            ics_l2_leaf / ics_cosine_leaf {leaf path: [M]}, probe_s [S],
+            probe_loss [M, S], grad_diff [M, S], step_norm [M, S] (||W(s) - W_start||),
+            beta_smoothness [M], probe_loss_min / probe_loss_max [M],
+            grad_diff_min / grad_diff_max [M], config (the preset as a dict).
+        activation_stats: {"steps": [K] (t % snapshot_every == 0, stats of the train-mode
+            forward pass at W_t), "quantile_levels": [7], "hist_edges": [bins + 1],
+            "layers": {layer: {mean, std, min, max, frac_positive, underflow, overflow: [K];
+            quantiles [K, 7]; hist_counts [K, bins]; channel_mean, channel_var [K, C_l]}}}.
+        init_distance: {"steps": [K + 1] (the snapshot steps, then T), "abs": {layer:
+            [K + 1]} = ||W - W_0||_F of the layer's kernel, "rel": {layer: [K + 1]} = abs /
+            ||W_0||_F}.
+        initial_params, initial_batch_stats, final_params, final_batch_stats: nested dicts of
+            numpy arrays (the pure pytrees; batch stats are {} without BN).
+        model_config, train_config: the configs as plain dicts; measurement_configs: list.
+        wall_time_s: seconds for the whole run; compile_time_s: seconds of the first chunk
+            beyond the median chunk (an estimate of compilation).
+    """
+
+    layers: list[str]
+    leaf_paths: list[str]
+    steps: np.ndarray
+    train_loss: np.ndarray
+    train_accuracy: np.ndarray
+    eval_steps: np.ndarray
+    test_loss: np.ndarray
+    test_accuracy: np.ndarray
+    measurements: dict[str, dict[str, Any]]
+    activation_stats: dict[str, Any]
+    init_distance: dict[str, Any]
+    initial_params: dict[str, Any]
+    initial_batch_stats: dict[str, Any]
+    final_params: dict[str, Any]
+    final_batch_stats: dict[str, Any]
+    model_config: dict[str, Any]
+    train_config: dict[str, Any]
+    measurement_configs: list[dict[str, Any]]
+    wall_time_s: float = 0.0
+    compile_time_s: float = 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Compiled functions
+# ----------------------------------------------------------------------------------------------
+
+
+def _ics_key(config: MeasurementConfig, model_config: ModelConfig) -> str:
+    # Without BN, train and eval mode are the same function: compute it once.
+    return "train" if model_config.normalization == "none" else config.ics_mode
+
+
+def _probe_key(config: MeasurementConfig, model_config: ModelConfig) -> tuple:
+    mode = "train" if model_config.normalization == "none" else config.probe_mode
+    return (config.probe_start, mode, config.probe_s)
+
+
+def _compile_key(train_config: TrainConfig) -> TrainConfig:
+    """The fields of a TrainConfig that do not change the compiled programs are reset, so
+    runs that differ only in seed, length or evaluation cadence share one compilation."""
+    return dataclasses.replace(train_config, seed=0, epochs=1, max_steps=None,
+                               eval_every=train_config.steps_per_chunk)
+
+
+@functools.lru_cache(maxsize=32)
+def get_trainer(model_config: ModelConfig, train_config: TrainConfig,
+                measurement_configs: tuple[MeasurementConfig, ...] = (),
+                snapshots: bool = True) -> Trainer:
+    """The cached :class:`Trainer` for a configuration (built and compiled once).
+
+    ``get_trainer(m, t)`` with no measurements and ``snapshots=False`` is the plain,
+    unmeasured training loop that benchmarks compare against.
+    """
+    return Trainer(model_config, _compile_key(train_config), tuple(measurement_configs),
+                   snapshots)
+
+
+class Trainer:
+    """Jitted functions for one (model, train, measurements) configuration.
+
+    Attributes:
+        chunk: (state, data, start_step, total_steps) -> (state, outputs); runs
+            ``steps_per_chunk`` steps from ``start_step`` (steps >= total_steps are skipped);
+            ``state`` is donated.
+        train_step: (state, x, y) -> (state, loss), one plain step (no measurements).
+        evaluate: (params, batch_stats, x_batches, y_batches, mask) -> (loss, accuracy).
+    """
+
+    def __init__(self, model_config: ModelConfig, train_config: TrainConfig,
+                 measurement_configs: tuple[MeasurementConfig, ...], snapshots: bool):
+        self.model_config = model_config
+        self.train_config = train_config
+        self.measurement_configs = measurement_configs
+        self.snapshots = snapshots
+        self.model = PureModel(model_config)
+        self.layers = self.model.layer_names
+        self.optimizer = optax.sgd(train_config.learning_rate, momentum=train_config.momentum,
+                                   nesterov=train_config.nesterov)
+        # Distinct computations and the cadences that need them (presets share work).
+        self.ics_cadences: dict[str, list[int]] = {}
+        self.probe_cadences: dict[tuple, list[int]] = {}
+        for config in measurement_configs:
+            self.ics_cadences.setdefault(_ics_key(config, model_config), []).append(
+                config.measure_every)
+            self.probe_cadences.setdefault(_probe_key(config, model_config), []).append(
+                config.measure_every)
+        self.probe_names = {key: f"probe_{i}" for i, key in enumerate(self.probe_cadences)}
+        self.chunk = jax.jit(self._chunk, donate_argnums=(0,))
+        self.train_step = jax.jit(self._train_step, donate_argnums=(0,))
+        self.evaluate = jax.jit(self._evaluate)
+
+    # -- pieces ----------------------------------------------------------------------------
+
+    def init_state(self, key: jax.Array) -> dict[str, Any]:
+        """Initial training state {params, opt_state, batch_stats} from the init key."""
+        params, batch_stats = self.model.init(key)
+        return {"params": params, "opt_state": self.optimizer.init(params),
+                "batch_stats": batch_stats}
+
+    def _update(self, state, x, y):
+        params, batch_stats = state["params"], state["batch_stats"]
+        (loss, forward), grads = jax.value_and_grad(
+            lambda p: self.model.loss(p, batch_stats, x, y, train=True), has_aux=True)(params)
+        updates, opt_state = self.optimizer.update(grads, state["opt_state"], params)
+        new_state = {"params": optax.apply_updates(params, updates), "opt_state": opt_state,
+                     "batch_stats": forward.batch_stats}
+        return new_state, loss, forward, grads
+
+    def _train_step(self, state, x, y):
+        TRACE_COUNTS["train_step"] += 1
+        new_state, loss, _, _ = self._update(state, x, y)
+        return new_state, loss
+
+    def _batch(self, data, step):
+        steps_per_epoch = data["permutations"].shape[1] // self.train_config.batch_size
+        epoch, position = step // steps_per_epoch, step % steps_per_epoch
+        batch_size = self.train_config.batch_size
+        indices = jax.lax.dynamic_slice_in_dim(
+            data["permutations"][epoch], position * batch_size, batch_size)
+        return data["x"][indices], data["y"][indices]
+
+    def _measure(self, state, new_state, grads, x, y, step):
+        """ICS and probes for every distinct computation, each under its own cond."""
+        outputs = {}
+        lr = self.train_config.learning_rate
+        for mode, cadences in self.ics_cadences.items():
+            def ics(mode=mode):
+                return gradient_ics(self.model, state["params"], new_state["params"],
+                                    state["batch_stats"], grads, x, y,
+                                    train=mode == "train")._asdict()
+            outputs[f"ics_{mode}"] = _when(_due(step, cadences), ics)
+        for key, cadences in self.probe_cadences.items():
+            start, mode, s_values = key
+            origin = state if start == "pre_step" else new_state
+
+            def probe(origin=origin, mode=mode, s_values=s_values):
+                s = jnp.asarray(s_values, dtype=grads["out"]["kernel"].dtype)
+                return model_probe(self.model, origin["params"], origin["batch_stats"], grads,
+                                   x, y, train=mode == "train", learning_rate=lr,
+                                   s_values=s)._asdict()
+            outputs[self.probe_names[key]] = _when(_due(step, cadences), probe)
+        return outputs
+
+    def _snapshot(self, state, forward, initial_params, step):
+        config = self.train_config
+        edges = histogram_edges(config.histogram_bins, config.histogram_range,
+                                dtype=forward.logits.dtype)
+
+        def snapshot():
+            return {
+                "activations": layer_activation_statistics(
+                    forward.pre_activations, edges, self.layers),
+                "init_distance": distance_from_init(state["params"], initial_params,
+                                                    self.layers),
+            }
+        return _when(step % config.snapshot_every == 0, snapshot)
+
+    def _step(self, state, data, step):
+        x, y = self._batch(data, step)
+        new_state, loss, forward, grads = self._update(state, x, y)
+        logits = self.model.apply(new_state["params"], new_state["batch_stats"], x,
+                                  train=False).logits
+        outputs = {"train_loss": loss,
+                   "train_accuracy": jnp.mean((jnp.argmax(logits, -1) == y).astype(loss.dtype))}
+        outputs.update(self._measure(state, new_state, grads, x, y, step))
+        if self.snapshots:
+            outputs["snapshot"] = self._snapshot(state, forward, data["initial_params"], step)
+        return new_state, outputs
+
+    def _chunk(self, state, data, start_step, total_steps):
+        TRACE_COUNTS["chunk"] += 1
+        steps = start_step + jnp.arange(self.train_config.steps_per_chunk, dtype=jnp.int32)
+        output_shapes = jax.eval_shape(lambda s, t: self._step(s, data, t)[1], state, steps[0])
+
+        def body(state, step):
+            def skip():
+                return state, _filler(output_shapes)
+            return jax.lax.cond(step < total_steps, lambda: self._step(state, data, step), skip)
+
+        return jax.lax.scan(body, state, steps)
+
+    def _evaluate(self, params, batch_stats, x_batches, y_batches, mask):
+        TRACE_COUNTS["evaluate"] += 1
+
+        def body(totals, batch):
+            x, y, valid = batch
+            logits = self.model.apply(params, batch_stats, x, train=False).logits
+            losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+            correct = (jnp.argmax(logits, -1) == y) & valid
+            return (totals[0] + jnp.sum(jnp.where(valid, losses, 0.0)),
+                    totals[1] + jnp.sum(correct.astype(jnp.int32))), None
+
+        zero = jnp.zeros((), x_batches.dtype)
+        (loss_sum, correct), _ = jax.lax.scan(body, (zero, jnp.int32(0)),
+                                              (x_batches, y_batches, mask))
+        count = jnp.sum(mask.astype(jnp.int32))
+        return loss_sum / count, correct / count
+
+
+def _due(step, cadences: Sequence[int]):
+    return functools.reduce(jnp.logical_or, [step % c == 0 for c in cadences])
+
+
+def _filler(shapes):
+    """Placeholder outputs for skipped work: NaN for floats, 0 for integers."""
+    def fill(shape):
+        value = jnp.nan if jnp.issubdtype(shape.dtype, jnp.floating) else 0
+        return jnp.full(shape.shape, value, shape.dtype)
+    return jax.tree.map(fill, shapes)
+
+
+def _when(predicate, compute: Callable[[], Any]):
+    """``compute()`` when ``predicate`` holds, else NaN/0 placeholders (nothing computed)."""
+    return jax.lax.cond(predicate, compute, lambda: _filler(jax.eval_shape(compute)))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def epoch_permutations(key: jax.Array, epochs: int, num_examples: int) -> jax.Array:
+    """[epochs, num_examples] int32: the shuffled order of each epoch, fold_in(key, epoch)."""
+    return jax.vmap(lambda e: jax.random.permutation(jax.random.fold_in(key, e), num_examples))(
+        jnp.arange(epochs)).astype(jnp.int32)
+
+
+def batched_for_eval(x: np.ndarray, y: np.ndarray, batch_size: int, dtype):
+    """Pad the test set to whole batches: x [nb, bs, ...], y [nb, bs], valid mask [nb, bs]."""
+    n = x.shape[0]
+    batches = -(-n // batch_size)
+    pad = batches * batch_size - n
+    x_padded = np.concatenate([np.asarray(x, dtype), np.zeros((pad, *x.shape[1:]), dtype)])
+    y_padded = np.concatenate([np.asarray(y, np.int32), np.zeros(pad, np.int32)])
+    mask = np.arange(batches * batch_size) < n
+    shape = (batches, batch_size)
+    return (jnp.asarray(x_padded.reshape(*shape, *x.shape[1:])),
+            jnp.asarray(y_padded.reshape(shape)), jnp.asarray(mask.reshape(shape)))
+
+
+# ----------------------------------------------------------------------------------------------
+# The host-side driver
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_inputs(model_config, x_train, y_train, x_test, y_test, measurement_configs):
+    expected = (model_config.image_size, model_config.image_size, model_config.in_channels)
+    for name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f"x_{name} must have shape [N, {', '.join(map(str, expected))}] "
+                             f"for this ModelConfig, got {list(x.shape)}")
+        if y.shape != (x.shape[0],):
+            raise ValueError(f"y_{name} must have shape [{x.shape[0]}] (one label per image), "
+                             f"got {list(y.shape)}")
+    names = [config.name for config in measurement_configs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"measurement config names must be unique, got {names}; give each "
+                         "MeasurementConfig its own name")
+
+
+def train(model_config: ModelConfig, train_config: TrainConfig,
+          measurement_configs: Sequence[MeasurementConfig],
+          x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+          progress: Callable[[int, int, dict[str, float]], None] | None = None,
+          *, snapshots: bool = True) -> TrainingResult:
+    """Train one model with SGD + momentum and measure it on every due step.
+
+    Args:
+        model_config, train_config: the network and the run.
+        measurement_configs: protocols for ICS and probes (e.g. ``[PRESETS["blog"],
+            PRESETS["paper"]]``), all measured on the same trajectory; may be empty.
+        x_train, x_test: float32 [N, H, W, C] normalized images; y_train, y_test: int [N].
+        progress: called on the host after every chunk as
+            ``progress(steps_done, total_steps, metrics)``.
+        snapshots: record activation statistics and distance from init.
+
+    Returns:
+        A :class:`TrainingResult`.
+    """
+    started = time.perf_counter()
+    measurement_configs = tuple(measurement_configs)
+    _check_inputs(model_config, x_train, y_train, x_test, y_test, measurement_configs)
+    trainer = get_trainer(model_config, train_config, measurement_configs, snapshots)
+    dtype = np.dtype(model_config.param_dtype)
+    total = train_config.total_steps(x_train.shape[0])
+    steps_per_epoch = train_config.steps_per_epoch(x_train.shape[0])
+    chunk_len = train_config.steps_per_chunk
+    key = jax.random.key(train_config.seed)
+    init_key, shuffle_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
+
+    with jax.default_matmul_precision(train_config.matmul_precision):
+        state = trainer.init_state(init_key)
+        initial_params = jax.device_get(state["params"])
+        initial_batch_stats = jax.device_get(state["batch_stats"])
+        epochs = -(-total // steps_per_epoch)
+        data = {
+            "x": jnp.asarray(np.asarray(x_train, dtype)),
+            "y": jnp.asarray(np.asarray(y_train, np.int32)),
+            # Only whole batches: the permutation is cut to steps_per_epoch * batch_size.
+            "permutations": epoch_permutations(shuffle_key, epochs, x_train.shape[0])[
+                :, : steps_per_epoch * train_config.batch_size],
+            "initial_params": jax.tree.map(jnp.copy, state["params"]),  # state is donated
+        }
+        test_batches = batched_for_eval(x_test, y_test, train_config.eval_batch_size, dtype)
+
+        evaluations = [(0, *_evaluate(trainer, state, test_batches))]
+        chunks, chunk_seconds = [], []
+        for start in range(0, total, chunk_len):
+            chunk_started = time.perf_counter()
+            state, outputs = trainer.chunk(state, data, np.int32(start), np.int32(total))
+            outputs = jax.device_get(outputs)  # the one host transfer of this chunk
+            chunk_seconds.append(time.perf_counter() - chunk_started)
+            active = min(chunk_len, total - start)
+            chunks.append(jax.tree.map(lambda a, n=active: a[:n], outputs))
+            done = start + active
+            metrics = {"train_loss": float(np.mean(outputs["train_loss"][:active])),
+                       "train_accuracy": float(outputs["train_accuracy"][active - 1])}
+            if done % train_config.eval_every == 0 or done == total:
+                evaluations.append((done, *_evaluate(trainer, state, test_batches)))
+                metrics.update(test_loss=evaluations[-1][1], test_accuracy=evaluations[-1][2])
+            logger.info("step %d/%d %s", done, total, metrics)
+            if progress is not None:
+                progress(done, total, metrics)
+        final_distance = distance_from_init(state["params"], data["initial_params"],
+                                            trainer.layers)
+        final_distance = jax.device_get(final_distance)
+        final_params = jax.device_get(state["params"])
+        final_batch_stats = jax.device_get(state["batch_stats"])
+
+    outputs = jax.tree.map(lambda *parts: np.concatenate(parts), *chunks)
+    steps = np.arange(total)
+    result = TrainingResult(
+        layers=list(trainer.layers),
+        leaf_paths=leaf_paths(initial_params),
+        steps=steps,
+        train_loss=outputs["train_loss"],
+        train_accuracy=outputs["train_accuracy"],
+        eval_steps=np.array([e[0] for e in evaluations]),
+        test_loss=np.array([e[1] for e in evaluations]),
+        test_accuracy=np.array([e[2] for e in evaluations]),
+        measurements=_collect_measurements(trainer, outputs, steps, initial_params),
+        activation_stats={},
+        init_distance={},
+        initial_params=initial_params,
+        initial_batch_stats=initial_batch_stats,
+        final_params=final_params,
+        final_batch_stats=final_batch_stats,
+        model_config=model_config.to_dict(),
+        train_config=train_config.to_dict(),
+        measurement_configs=[config.to_dict() for config in measurement_configs],
+    )
+    if snapshots:
+        result.activation_stats, result.init_distance = _collect_snapshots(
+            trainer, outputs, steps, final_distance, total)
+    result.wall_time_s = time.perf_counter() - started
+    if len(chunk_seconds) > 1:
+        result.compile_time_s = max(0.0, chunk_seconds[0] - float(np.median(chunk_seconds[1:])))
+    return result
+
+
+def _evaluate(trainer: Trainer, state, test_batches) -> tuple[float, float]:
+    loss, accuracy = trainer.evaluate(state["params"], state["batch_stats"], *test_batches)
+    return float(loss), float(accuracy)
+
+
+def _collect_measurements(trainer: Trainer, outputs, steps, initial_params):
+    names = leaf_paths(initial_params)
+    collected = {}
+    for config in trainer.measurement_configs:
+        rows = steps % config.measure_every == 0
+        ics = outputs[f"ics_{_ics_key(config, trainer.model_config)}"]
+        probe = outputs[trainer.probe_names[_probe_key(config, trainer.model_config)]]
+        loss, grad_diff = probe["loss"][rows], probe["grad_diff"][rows]
+        collected[config.name] = {
+            "config": config.to_dict(),
+            "measured_steps": steps[rows],
+            "ics_l2": ics["l2_layer"][rows],
+            "ics_cosine": ics["cosine_layer"][rows],
+            "ics_l2_leaf": {n: ics["l2_leaf"][rows, i] for i, n in enumerate(names)},
+            "ics_cosine_leaf": {n: ics["cosine_leaf"][rows, i] for i, n in enumerate(names)},
+            "probe_s": np.asarray(config.probe_s),
+            "probe_loss": loss,
+            "grad_diff": grad_diff,
+            "step_norm": probe["step_norm"][rows],
+            "beta_smoothness": probe["beta_smoothness"][rows],
+            "probe_loss_min": loss.min(axis=1) if len(loss) else loss[:, 0],
+            "probe_loss_max": loss.max(axis=1) if len(loss) else loss[:, 0],
+            "grad_diff_min": grad_diff.min(axis=1) if len(loss) else grad_diff[:, 0],
+            "grad_diff_max": grad_diff.max(axis=1) if len(loss) else grad_diff[:, 0],
+        }
+    return collected
+
+
+def _collect_snapshots(trainer: Trainer, outputs, steps, final_distance, total):
+    config = trainer.train_config
+    rows = steps % config.snapshot_every == 0
+    snapshot = outputs["snapshot"]
+    activation_stats = {
+        "steps": steps[rows],
+        "quantile_levels": np.asarray(QUANTILE_LEVELS),
+        "hist_edges": np.asarray(histogram_edges(config.histogram_bins, config.histogram_range,
+                                                 dtype=outputs["train_loss"].dtype)),
+        "layers": {layer: {stat: values[rows] for stat, values in stats.items()}
+                   for layer, stats in snapshot["activations"].items()},
+    }
+    distance = snapshot["init_distance"]
+    init_distance = {
+        "steps": np.append(steps[rows], total),
+        **{kind: {layer: np.append(distance[kind][layer][rows], final_distance[kind][layer])
+                  for layer in trainer.layers} for kind in ("abs", "rel")},
+    }
+    return activation_stats, init_distance
