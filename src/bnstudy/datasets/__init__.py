@@ -1,5 +1,7 @@
-"""Custom Kedro datasets, only where kedro-datasets has none."""
+"""Custom Kedro datasets, only where kedro-datasets and kedro-mlflow have none."""
 
+from bnstudy.datasets.bytes_dataset import BytesDataset
+from bnstudy.datasets.mlflow_model_run_dataset import MlflowModelRunDataset
 from bnstudy.datasets.npz_dataset import NpzDataset
 
-__all__ = ["NpzDataset"]
+__all__ = ["BytesDataset", "MlflowModelRunDataset", "NpzDataset"]

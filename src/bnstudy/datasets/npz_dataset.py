@@ -13,7 +13,6 @@ latest version.
 from __future__ import annotations
 
 import io
-import os
 from copy import deepcopy
 from pathlib import PurePosixPath
 from typing import Any
@@ -27,6 +26,8 @@ from kedro.io.core import (
     get_filepath_str,
     get_protocol_and_path,
 )
+
+from bnstudy.datasets.bytes_dataset import write_atomically
 
 _SEPARATOR = "/"
 _BARE_ARRAY_KEY = "array"
@@ -144,15 +145,7 @@ class NpzDataset(AbstractVersionedDataset[ArrayTree, ArrayTree]):
             raise DatasetError(f"NpzDataset cannot store object arrays (keys {bad}); use numbers or strings")
         buffer = io.BytesIO()
         (np.savez_compressed if self._save_args["compress"] else np.savez)(buffer, **flat)
-        save_path = get_filepath_str(self._get_save_path(), self._protocol)
-        temporary = f"{save_path}.tmp-{os.getpid()}"
-        try:
-            with self._fs.open(temporary, mode="wb") as handle:
-                handle.write(buffer.getvalue())
-            self._fs.mv(temporary, save_path)
-        finally:
-            if self._fs.exists(temporary):
-                self._fs.rm(temporary)
+        write_atomically(self._fs, get_filepath_str(self._get_save_path(), self._protocol), buffer.getvalue())
         self._invalidate_cache()
 
     def _exists(self) -> bool:
