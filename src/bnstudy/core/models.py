@@ -38,10 +38,14 @@ def _normalization_layer(config: ModelConfig, features: int, dtype, rngs: nnx.Rn
     if config.normalization == "none":
         return None
     if config.normalization == "batch":
-        return nnx.BatchNorm(
+        layer = nnx.BatchNorm(
             features, momentum=config.bn_momentum, epsilon=config.bn_epsilon,
             param_dtype=dtype, rngs=rngs,
         )
+        # Flax creates the running statistics in float32 whatever param_dtype says.
+        layer.mean = nnx.BatchStat(jnp.zeros((features,), dtype))
+        layer.var = nnx.BatchStat(jnp.ones((features,), dtype))
+        return layer
     raise ValueError(f"no normalization layer for {config.normalization!r}")
 
 

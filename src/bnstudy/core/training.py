@@ -267,12 +267,12 @@ class Trainer:
             losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
             correct = (jnp.argmax(logits, -1) == y) & valid
             return (totals[0] + jnp.sum(jnp.where(valid, losses, 0.0)),
-                    totals[1] + jnp.sum(correct.astype(jnp.int32))), None
+                    totals[1] + jnp.sum(correct, dtype=jnp.int32)), None
 
         zero = jnp.zeros((), x_batches.dtype)
         (loss_sum, correct), _ = jax.lax.scan(body, (zero, jnp.int32(0)),
                                               (x_batches, y_batches, mask))
-        count = jnp.sum(mask.astype(jnp.int32))
+        count = jnp.sum(mask, dtype=jnp.int32)
         return loss_sum / count, correct / count
 
 

@@ -1,0 +1,134 @@
+"""The compiled path against the naive reference (tests/core/naive_reference.py), both presets,
+in float64 to rtol 1e-8 and in float32 to rtol 1e-4."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from bnstudy.core import PRESETS, TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, train
+from tests.core.conftest import tiny_data
+from tests.core.naive_reference import NaiveRun
+
+MEASURED = (0, 1, 5, 9)  # first step, second, first of epoch 2, last step (partial chunk)
+SNAPSHOTS = (0, 3, 6, 9)  # t % snapshot_every (3) == 0
+TOLERANCE = {"float64": 1e-8, "float32": 1e-4}
+# conv_0's ICS in train mode is 0 up to rounding: relative to ||G_0||, at most this.
+ZERO_ICS = {"float64": 1e-12, "float32": 1e-5}
+
+
+def _run_both(dtype: str):
+    model_config = dataclasses.replace(TINY_MODEL_CONFIG, param_dtype=dtype)
+    x, y, xt, yt = tiny_data(np.dtype(dtype))
+    presets = [PRESETS["blog"], PRESETS["paper"]]
+    result = train(model_config, TINY_TRAIN_CONFIG, presets, x, y, xt, yt)
+    reference = NaiveRun(model_config, TINY_TRAIN_CONFIG, x, y).run(
+        presets, set(MEASURED), set(SNAPSHOTS), result.activation_stats["hist_edges"])
+    return result, reference
+
+
+@pytest.fixture(scope="module", params=["float64", "float32"])
+def runs(request):
+    if request.param == "float64":
+        with jax.enable_x64(True):
+            return request.param, *_run_both("float64")
+    return request.param, *_run_both("float32")
+
+
+def test_dtype_is_what_the_test_claims(runs):
+    dtype, result, _ = runs
+    assert result.final_params["conv_0"]["conv"]["kernel"].dtype == np.dtype(dtype)
+    assert result.measurements["paper"]["ics_l2"].dtype == np.dtype(dtype)
+
+
+def test_trajectory_matches_stateful_nnx_optimizer(runs):
+    dtype, result, reference = runs
+    rtol = TOLERANCE[dtype]
+    np.testing.assert_allclose(result.train_loss, reference["train_loss"], rtol=rtol)
+    np.testing.assert_array_equal(result.train_accuracy, reference["train_accuracy"])
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * 1e-3),
+                 result.final_params, reference["final_params"])
+
+
+@pytest.mark.parametrize("preset", ["blog", "paper"])
+def test_ics_matches_per_layer_loop(runs, preset):
+    dtype, result, reference = runs
+    rtol = TOLERANCE[dtype]
+    measured = result.measurements[preset]
+    for step in MEASURED:
+        row = int(np.flatnonzero(measured["measured_steps"] == step)[0])
+        expected = reference["measurements"][step][preset]
+        l2, cosine = measured["ics_l2"][row], measured["ics_cosine"][row]
+        if preset == "paper":  # train mode: conv_0's G' is G itself
+            assert l2[0] <= ZERO_ICS[dtype] * expected["g0_norm"]
+            assert expected["ics_l2"][0] <= ZERO_ICS[dtype] * expected["g0_norm"]
+            l2, cosine = l2[1:], cosine[1:]
+            expected = {**expected, "ics_l2": expected["ics_l2"][1:],
+                        "ics_cosine": expected["ics_cosine"][1:],
+                        "ics_l2_leaf": {k: v for k, v in expected["ics_l2_leaf"].items()
+                                        if not k.startswith("conv_0/")}}
+        np.testing.assert_allclose(l2, expected["ics_l2"], rtol=rtol)
+        # A cosine is bounded: near orthogonality its precision is absolute, not relative.
+        np.testing.assert_allclose(cosine, expected["ics_cosine"], rtol=rtol, atol=rtol / 10)
+        for leaf, value in expected["ics_l2_leaf"].items():
+            # A conv bias before BN has a zero gradient: its ICS is rounding, relative to
+            # the layer's gradient norm.
+            floor = ZERO_ICS[dtype] * expected["g_norm"][leaf.split("/")[0]]
+            np.testing.assert_allclose(measured["ics_l2_leaf"][leaf][row], value, rtol=rtol,
+                                       atol=floor, err_msg=leaf)
+
+
+@pytest.mark.parametrize("preset", ["blog", "paper"])
+def test_probes_match_one_point_at_a_time(runs, preset):
+    dtype, result, reference = runs
+    rtol = TOLERANCE[dtype]
+    measured = result.measurements[preset]
+    for step in MEASURED:
+        row = int(np.flatnonzero(measured["measured_steps"] == step)[0])
+        expected = reference["measurements"][step][preset]
+        np.testing.assert_allclose(measured["probe_loss"][row], expected["probe_loss"], rtol=rtol)
+        np.testing.assert_allclose(measured["grad_diff"][row], expected["grad_diff"], rtol=rtol)
+        np.testing.assert_allclose(measured["beta_smoothness"][row],
+                                   expected["beta_smoothness"], rtol=rtol)
+        assert measured["probe_loss_max"][row] == measured["probe_loss"][row].max()
+        assert measured["grad_diff_min"][row] == measured["grad_diff"][row].min()
+
+
+def test_activation_statistics_match_numpy(runs):
+    dtype, result, reference = runs
+    rtol = TOLERANCE[dtype]
+    stats = result.activation_stats
+    np.testing.assert_array_equal(stats["steps"], SNAPSHOTS)
+    for row, step in enumerate(SNAPSHOTS):
+        for layer in result.layers:
+            expected = reference["activations"][step][layer]
+            got = {k: v[row] for k, v in stats["layers"][layer].items()}
+            for name in ("mean", "std", "min", "max", "quantiles", "channel_mean", "channel_var"):
+                np.testing.assert_allclose(got[name], expected[name], rtol=rtol,
+                                           atol=rtol * 1e-2, err_msg=f"{layer} {name}")
+            # Counts: exact in float64; in float32 a value may sit on a bin edge.
+            slack = 0 if dtype == "float64" else 2
+            counts = np.append(got["hist_counts"], [got["underflow"], got["overflow"]])
+            expected_counts = np.append(expected["hist_counts"],
+                                        [expected["underflow"], expected["overflow"]])
+            assert np.abs(counts - expected_counts).sum() <= slack, layer
+            assert counts.sum() == expected_counts.sum()
+            assert abs(got["frac_positive"] - expected["frac_positive"]) <= (slack + 1e-6) / counts.sum()
+
+
+def test_init_distance_matches_numpy(runs):
+    dtype, result, reference = runs
+    rtol = TOLERANCE[dtype]
+    distance = result.init_distance
+    np.testing.assert_array_equal(distance["steps"], [*SNAPSHOTS, 10])
+    for layer in result.layers:
+        expected_abs = [reference["init_distance"][s]["abs"][layer] for s in SNAPSHOTS]
+        expected_abs.append(reference["final_init_distance"]["abs"][layer])
+        expected_rel = [reference["init_distance"][s]["rel"][layer] for s in SNAPSHOTS]
+        expected_rel.append(reference["final_init_distance"]["rel"][layer])
+        np.testing.assert_allclose(distance["abs"][layer], expected_abs, rtol=rtol, atol=1e-30)
+        np.testing.assert_allclose(distance["rel"][layer], expected_rel, rtol=rtol, atol=1e-30)
+        assert distance["abs"][layer][0] == 0.0
