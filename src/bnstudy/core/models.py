@@ -142,11 +142,15 @@ class PureModel:
         self.layer_names = layer_names(config)
         abstract = nnx.eval_shape(lambda: VGG(config, key=jax.random.key(0)))
         self.graphdef, _, _ = nnx.split(abstract, nnx.Param, nnx.BatchStat)
+        self._init = jax.jit(self._init_pure)
 
-    def init(self, key: jax.Array) -> tuple[Params, BatchStats]:
-        """Initial (params, batch_stats) as pure nested dicts."""
+    def _init_pure(self, key):
         _, params, stats = nnx.split(VGG(self.config, key=key), nnx.Param, nnx.BatchStat)
         return _to_pure(params), _to_pure(stats)
+
+    def init(self, key: jax.Array) -> tuple[Params, BatchStats]:
+        """Initial (params, batch_stats) as pure nested dicts (one compiled program)."""
+        return self._init(key)
 
     def apply(self, params: Params, batch_stats: BatchStats, x: jax.Array, *, train: bool,
               start: int = 0) -> Forward:

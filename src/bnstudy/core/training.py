@@ -121,17 +121,36 @@ def _compile_key(train_config: TrainConfig) -> TrainConfig:
                                eval_every=train_config.steps_per_chunk)
 
 
-@functools.lru_cache(maxsize=32)
 def get_trainer(model_config: ModelConfig, train_config: TrainConfig,
-                measurement_configs: tuple[MeasurementConfig, ...] = (),
+                measurement_configs: Sequence[MeasurementConfig] = (),
                 snapshots: bool = True) -> Trainer:
     """The cached :class:`Trainer` for a configuration (built and compiled once).
 
-    ``get_trainer(m, t)`` with no measurements and ``snapshots=False`` is the plain,
-    unmeasured training loop that benchmarks compare against.
+    Only what shapes the compiled programs is part of the cache key: the seed, the run
+    length, the evaluation cadence, preset names and measurement cadences (which are
+    runtime inputs of the chunk) are not. ``get_trainer(m, t)`` with no measurements and
+    ``snapshots=False`` is the plain, unmeasured training loop benchmarks compare against.
     """
-    return Trainer(model_config, _compile_key(train_config), tuple(measurement_configs),
-                   snapshots)
+    ics_modes = tuple(sorted({_ics_key(c, model_config) for c in measurement_configs}))
+    probe_keys = tuple(sorted({_probe_key(c, model_config) for c in measurement_configs}))
+    return _cached_trainer(model_config, _compile_key(train_config), ics_modes, probe_keys,
+                           snapshots)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_trainer(model_config, train_config, ics_modes, probe_keys, snapshots) -> Trainer:
+    return Trainer(model_config, train_config, ics_modes, probe_keys, snapshots)
+
+
+def measurement_cadences(trainer: Trainer,
+                         measurement_configs: Sequence[MeasurementConfig]) -> dict[str, Any]:
+    """Runtime input of :attr:`Trainer.chunk`: for every distinct computation, the
+    ``measure_every`` of each preset that uses it (it runs when any of them is due)."""
+    cadences: dict[str, list[int]] = {name: [] for name in trainer.computation_names}
+    for config in measurement_configs:
+        cadences[trainer.ics_name(config)].append(config.measure_every)
+        cadences[trainer.probe_name(config)].append(config.measure_every)
+    return {name: np.asarray(values, np.int32) for name, values in cadences.items()}
 
 
 class Trainer:
@@ -140,33 +159,41 @@ class Trainer:
     Attributes:
         chunk: (state, data, start_step, total_steps) -> (state, outputs); runs
             ``steps_per_chunk`` steps from ``start_step`` (steps >= total_steps are skipped);
-            ``state`` is donated.
+            ``state`` {params, opt_state, batch_stats} is donated; ``data`` holds the device
+            arrays {x, y, permutations [epochs, N], initial_params, cadences} (see
+            :func:`train` and :func:`measurement_cadences`); ``outputs`` are stacked per
+            step: train_loss, train_accuracy, one dict per computation (NaN where not
+            due) and, with snapshots, "snapshot".
         train_step: (state, x, y) -> (state, loss), one plain step (no measurements).
         evaluate: (params, batch_stats, x_batches, y_batches, mask) -> (loss, accuracy).
     """
 
     def __init__(self, model_config: ModelConfig, train_config: TrainConfig,
-                 measurement_configs: tuple[MeasurementConfig, ...], snapshots: bool):
+                 ics_modes: tuple[str, ...], probe_keys: tuple[tuple, ...], snapshots: bool):
         self.model_config = model_config
         self.train_config = train_config
-        self.measurement_configs = measurement_configs
+        self.ics_modes = ics_modes
+        self.probe_keys = probe_keys
         self.snapshots = snapshots
         self.model = PureModel(model_config)
         self.layers = self.model.layer_names
         self.optimizer = optax.sgd(train_config.learning_rate, momentum=train_config.momentum,
                                    nesterov=train_config.nesterov)
-        # Distinct computations and the cadences that need them (presets share work).
-        self.ics_cadences: dict[str, list[int]] = {}
-        self.probe_cadences: dict[tuple, list[int]] = {}
-        for config in measurement_configs:
-            self.ics_cadences.setdefault(_ics_key(config, model_config), []).append(
-                config.measure_every)
-            self.probe_cadences.setdefault(_probe_key(config, model_config), []).append(
-                config.measure_every)
-        self.probe_names = {key: f"probe_{i}" for i, key in enumerate(self.probe_cadences)}
+        # Distinct computations: presets whose inputs coincide share them.
+        self.probe_names = {key: f"probe_{i}" for i, key in enumerate(probe_keys)}
+        self.computation_names = [*(f"ics_{mode}" for mode in ics_modes),
+                                  *self.probe_names.values()]
         self.chunk = jax.jit(self._chunk, donate_argnums=(0,))
         self.train_step = jax.jit(self._train_step, donate_argnums=(0,))
         self.evaluate = jax.jit(self._evaluate)
+
+    def ics_name(self, config: MeasurementConfig) -> str:
+        """Output key of the ICS computation a preset reads."""
+        return f"ics_{_ics_key(config, self.model_config)}"
+
+    def probe_name(self, config: MeasurementConfig) -> str:
+        """Output key of the probe computation a preset reads."""
+        return self.probe_names[_probe_key(config, self.model_config)]
 
     # -- pieces ----------------------------------------------------------------------------
 
@@ -198,17 +225,17 @@ class Trainer:
             data["permutations"][epoch], position * batch_size, batch_size)
         return data["x"][indices], data["y"][indices]
 
-    def _measure(self, state, new_state, grads, x, y, step):
+    def _measure(self, state, new_state, grads, x, y, step, cadences):
         """ICS and probes for every distinct computation, each under its own cond."""
         outputs = {}
         lr = self.train_config.learning_rate
-        for mode, cadences in self.ics_cadences.items():
+        for mode in self.ics_modes:
             def ics(mode=mode):
                 return gradient_ics(self.model, state["params"], new_state["params"],
                                     state["batch_stats"], grads, x, y,
                                     train=mode == "train")._asdict()
-            outputs[f"ics_{mode}"] = _when(_due(step, cadences), ics)
-        for key, cadences in self.probe_cadences.items():
+            outputs[f"ics_{mode}"] = _when(_due(step, cadences[f"ics_{mode}"]), ics)
+        for key in self.probe_keys:
             start, mode, s_values = key
             origin = state if start == "pre_step" else new_state
 
@@ -217,7 +244,8 @@ class Trainer:
                 return model_probe(self.model, origin["params"], origin["batch_stats"], grads,
                                    x, y, train=mode == "train", learning_rate=lr,
                                    s_values=s)._asdict()
-            outputs[self.probe_names[key]] = _when(_due(step, cadences), probe)
+            name = self.probe_names[key]
+            outputs[name] = _when(_due(step, cadences[name]), probe)
         return outputs
 
     def _snapshot(self, state, forward, initial_params, step):
@@ -241,7 +269,7 @@ class Trainer:
                                   train=False).logits
         outputs = {"train_loss": loss,
                    "train_accuracy": jnp.mean((jnp.argmax(logits, -1) == y).astype(loss.dtype))}
-        outputs.update(self._measure(state, new_state, grads, x, y, step))
+        outputs.update(self._measure(state, new_state, grads, x, y, step, data["cadences"]))
         if self.snapshots:
             outputs["snapshot"] = self._snapshot(state, forward, data["initial_params"], step)
         return new_state, outputs
@@ -276,8 +304,8 @@ class Trainer:
         return loss_sum / count, correct / count
 
 
-def _due(step, cadences: Sequence[int]):
-    return functools.reduce(jnp.logical_or, [step % c == 0 for c in cadences])
+def _due(step, cadences: jax.Array):
+    return jnp.any(step % cadences == 0)
 
 
 def _filler(shapes):
@@ -375,6 +403,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig,
             "permutations": epoch_permutations(shuffle_key, epochs, x_train.shape[0])[
                 :, : steps_per_epoch * train_config.batch_size],
             "initial_params": jax.tree.map(jnp.copy, state["params"]),  # state is donated
+            "cadences": measurement_cadences(trainer, measurement_configs),
         }
         test_batches = batched_for_eval(x_test, y_test, train_config.eval_batch_size, dtype)
 
@@ -413,7 +442,8 @@ def train(model_config: ModelConfig, train_config: TrainConfig,
         eval_steps=np.array([e[0] for e in evaluations]),
         test_loss=np.array([e[1] for e in evaluations]),
         test_accuracy=np.array([e[2] for e in evaluations]),
-        measurements=_collect_measurements(trainer, outputs, steps, initial_params),
+        measurements=_collect_measurements(trainer, measurement_configs, outputs, steps,
+                                           initial_params),
         activation_stats={},
         init_distance={},
         initial_params=initial_params,
@@ -438,13 +468,14 @@ def _evaluate(trainer: Trainer, state, test_batches) -> tuple[float, float]:
     return float(loss), float(accuracy)
 
 
-def _collect_measurements(trainer: Trainer, outputs, steps, initial_params):
+def _collect_measurements(trainer: Trainer, measurement_configs, outputs, steps,
+                          initial_params):
     names = leaf_paths(initial_params)
     collected = {}
-    for config in trainer.measurement_configs:
+    for config in measurement_configs:
         rows = steps % config.measure_every == 0
-        ics = outputs[f"ics_{_ics_key(config, trainer.model_config)}"]
-        probe = outputs[trainer.probe_names[_probe_key(config, trainer.model_config)]]
+        ics = outputs[trainer.ics_name(config)]
+        probe = outputs[trainer.probe_name(config)]
         loss, grad_diff = probe["loss"][rows], probe["grad_diff"][rows]
         collected[config.name] = {
             "config": config.to_dict(),

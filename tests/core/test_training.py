@@ -1,0 +1,132 @@
+"""The compiled trainer: compiles once, deterministic, measurements never change training."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from bnstudy.core import (
+    PRESETS,
+    TINY_MODEL_CONFIG,
+    TINY_TRAIN_CONFIG,
+    TRACE_COUNTS,
+    PureModel,
+    cross_entropy,
+    get_trainer,
+    train,
+)
+
+BOTH = [PRESETS["blog"], PRESETS["paper"]]
+
+
+@pytest.fixture(scope="module")
+def measured(tiny_arrays):
+    return train(TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, BOTH, *tiny_arrays)
+
+
+def test_result_shapes_and_steps(measured):
+    layers, leaves = 6, 18
+    assert measured.layers == ["conv_0", "conv_1", "conv_2", "fc1", "fc2", "out"]
+    np.testing.assert_array_equal(measured.steps, np.arange(10))  # 2 epochs of 5 batches
+    assert measured.train_loss.shape == measured.train_accuracy.shape == (10,)
+    np.testing.assert_array_equal(measured.eval_steps, [0, 4, 8, 10])
+    for name, preset in (("blog", PRESETS["blog"]), ("paper", PRESETS["paper"])):
+        m = measured.measurements[name]
+        s = len(preset.probe_s)
+        assert m["ics_l2"].shape == m["ics_cosine"].shape == (10, layers)
+        assert len(m["ics_l2_leaf"]) == len(m["ics_cosine_leaf"]) == leaves
+        assert m["ics_l2_leaf"]["conv_1/bn_scale"].shape == (10,)
+        assert m["probe_loss"].shape == m["grad_diff"].shape == (10, s)
+        assert m["beta_smoothness"].shape == (10,)
+        assert np.all(np.isfinite(m["probe_loss"])) and np.all(np.isfinite(m["ics_l2"]))
+    conv_1 = measured.activation_stats["layers"]["conv_1"]
+    assert conv_1["hist_counts"].shape == (4, 10) and conv_1["channel_var"].shape == (4, 8)
+    assert measured.activation_stats["hist_edges"].shape == (11,)
+
+
+def test_conv_0_ics_is_zero_in_train_mode_only(measured):
+    paper, blog = measured.measurements["paper"], measured.measurements["blog"]
+    # G' of the first layer is G itself in train mode (float32 rounding at most).
+    assert np.all(paper["ics_l2"][:, 0] <= 1e-5 * paper["ics_l2"][:, 1:].max(axis=1))
+    np.testing.assert_allclose(paper["ics_cosine"][:, 0], 1.0, atol=1e-6)
+    # In eval mode G' uses the running statistics: not G.
+    assert np.all(blog["ics_l2"][:, 0] > 1e-2 * blog["ics_l2"][:, 1:].max(axis=1))
+
+
+def test_measurements_do_not_change_the_trajectory(measured, tiny_arrays):
+    plain = train(TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, [], *tiny_arrays, snapshots=False)
+    assert plain.measurements == {} and plain.activation_stats == {}
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9),
+                 measured.final_params, plain.final_params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9),
+                 measured.final_batch_stats, plain.final_batch_stats)
+    np.testing.assert_allclose(measured.train_loss, plain.train_loss, rtol=1e-6)
+
+
+def test_compiles_once_per_configuration_and_is_deterministic(measured, tiny_arrays):
+    before = dict(TRACE_COUNTS)
+    again = train(TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, BOTH, *tiny_arrays)
+    other_seed = train(TINY_MODEL_CONFIG, dataclasses.replace(TINY_TRAIN_CONFIG, seed=7,
+                                                              max_steps=7), BOTH, *tiny_arrays)
+    assert dict(TRACE_COUNTS) == before  # 3 chunks per run, new seed and length: no retrace
+    assert before["chunk"] >= 1
+    jax.tree.map(np.testing.assert_array_equal, again.measurements, measured.measurements)
+    jax.tree.map(np.testing.assert_array_equal, again.final_params, measured.final_params)
+    np.testing.assert_array_equal(again.test_accuracy, measured.test_accuracy)
+    assert other_seed.steps.shape == (7,)
+    assert not np.array_equal(other_seed.initial_params["out"]["kernel"],
+                              measured.initial_params["out"]["kernel"])
+
+
+def test_first_chunk_traces_exactly_once(tiny_arrays):
+    config = dataclasses.replace(TINY_TRAIN_CONFIG, learning_rate=0.01)  # a fresh trainer
+    before = TRACE_COUNTS["chunk"]
+    result = train(TINY_MODEL_CONFIG, config, [], *tiny_arrays, snapshots=False)
+    assert TRACE_COUNTS["chunk"] == before + 1
+    assert len(result.steps) == 10  # in 3 chunks of 4 (the last one half empty)
+
+
+def test_cadence_measures_the_same_values_on_fewer_steps(measured, tiny_arrays):
+    sparse = dataclasses.replace(PRESETS["paper"], measure_every=3)
+    result = train(TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, [sparse, PRESETS["blog"]], *tiny_arrays)
+    got, every = result.measurements["paper"], measured.measurements["paper"]
+    np.testing.assert_array_equal(got["measured_steps"], [0, 3, 6, 9])
+    for key in ("ics_l2", "probe_loss", "grad_diff", "beta_smoothness"):
+        np.testing.assert_allclose(got[key], every[key][[0, 3, 6, 9]], rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(result.measurements["blog"]["measured_steps"], np.arange(10))
+
+
+def test_test_set_evaluation_is_exact_with_a_partial_batch(measured, tiny_arrays):
+    _, _, x_test, y_test = tiny_arrays  # 21 examples, batches of 16: the last has 5
+    model = PureModel(TINY_MODEL_CONFIG)
+    logits = model.apply(measured.final_params, measured.final_batch_stats, x_test,
+                         train=False).logits
+    np.testing.assert_allclose(measured.test_loss[-1], cross_entropy(logits, y_test), rtol=1e-5)
+    assert measured.test_accuracy[-1] == np.mean(np.argmax(logits, -1) == y_test)
+
+
+def test_progress_is_called_once_per_chunk(tiny_arrays):
+    calls = []
+    train(TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, [], *tiny_arrays, snapshots=False,
+          progress=lambda done, total, metrics: calls.append((done, total, sorted(metrics))))
+    assert [c[:2] for c in calls] == [(4, 10), (8, 10), (10, 10)]
+    assert "test_accuracy" in calls[-1][2] and "train_loss" in calls[0][2]
+
+
+def test_plain_train_step_matches_the_chunk(measured, tiny_arrays):
+    trainer = get_trainer(TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG)
+    state = trainer.init_state(jax.random.fold_in(jax.random.key(TINY_TRAIN_CONFIG.seed), 0))
+    x, y = tiny_arrays[0][:8], tiny_arrays[1][:8]
+    state, loss = trainer.train_step(state, x, y)
+    assert np.isfinite(loss) and state["params"]["out"]["kernel"].shape == (8, 10)
+
+
+def test_bad_inputs_raise_helpful_errors(tiny_arrays):
+    x, y, xt, yt = tiny_arrays
+    with pytest.raises(ValueError, match=r"x_train must have shape \[N, 8, 8, 3\]"):
+        train(TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, [], x[:, :4], y, xt, yt)
+    with pytest.raises(ValueError, match="names must be unique"):
+        train(TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, [PRESETS["blog"]] * 2, x, y, xt, yt)
