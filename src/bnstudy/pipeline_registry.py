@@ -1,4 +1,5 @@
 """Project pipelines."""
+
 from __future__ import annotations
 
 from kedro.framework.project import find_pipelines
@@ -6,11 +7,12 @@ from kedro.pipeline import Pipeline
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    """Register the project's pipelines.
+    """Register the project's pipelines: every folder of ``bnstudy.pipelines``.
 
-    Returns:
-        A mapping from pipeline names to ``Pipeline`` objects.
+    ``full_study`` (data_ingestion + preprocessing + training + analysis + reporting) is
+    also the default pipeline.
     """
     pipelines = find_pipelines(raise_errors=True)
-    pipelines["__default__"] = sum(pipelines.values())
+    if "full_study" in pipelines:
+        pipelines["__default__"] = pipelines["full_study"]
     return pipelines

@@ -1,0 +1,75 @@
+"""Thin Kedro adapters around :mod:`bnstudy.analysis` (which holds the maths).
+
+Each node takes the baseline's and the candidate's traces as separate inputs (so kedro-viz
+shows where they come from) and returns a tidy table and a JSON-ready summary.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bnstudy import analysis
+
+Result = tuple[pd.DataFrame, dict[str, Any]]
+
+
+def _pair(baseline: Any, candidate: Any) -> dict[str, Any]:
+    return {analysis.BASELINE: baseline, analysis.CANDIDATE: candidate}
+
+
+def json_ready(value: Any) -> Any:
+    """Summaries as JSON: numpy scalars -> Python numbers, NaN/inf -> None."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _done(result: Result) -> Result:
+    table, summary = result
+    return table, json_ready(summary)
+
+
+def analyze_training_curves(baseline_training: pd.DataFrame, candidate_training: pd.DataFrame,
+                            baseline_eval: pd.DataFrame, candidate_eval: pd.DataFrame,
+                            params: dict[str, Any]) -> Result:
+    return _done(analysis.analyze_training_curves(
+        _pair(baseline_training, candidate_training), _pair(baseline_eval, candidate_eval),
+        params["num_phases"], params["smoothing_fraction"]))
+
+
+def analyze_gradient_ics(baseline: pd.DataFrame, candidate: pd.DataFrame, params: dict[str, Any]) -> Result:
+    return _done(analysis.analyze_gradient_ics(_pair(baseline, candidate), params["num_phases"]))
+
+
+def analyze_loss_landscape(baseline: pd.DataFrame, candidate: pd.DataFrame, params: dict[str, Any]) -> Result:
+    return _done(analysis.analyze_loss_landscape(_pair(baseline, candidate), params["num_phases"]))
+
+
+def analyze_gradient_predictiveness(baseline: pd.DataFrame, candidate: pd.DataFrame,
+                                    params: dict[str, Any]) -> Result:
+    return _done(analysis.analyze_gradient_predictiveness(_pair(baseline, candidate), params["num_phases"]))
+
+
+def analyze_beta_smoothness(baseline: pd.DataFrame, candidate: pd.DataFrame, params: dict[str, Any]) -> Result:
+    return _done(analysis.analyze_beta_smoothness(_pair(baseline, candidate), params["num_phases"]))
+
+
+def analyze_activation_shift(baseline_stats: pd.DataFrame, candidate_stats: pd.DataFrame,
+                             baseline_histograms: dict[str, Any], candidate_histograms: dict[str, Any],
+                             params: dict[str, Any]) -> Result:
+    return _done(analysis.analyze_activation_shift(
+        _pair(baseline_stats, candidate_stats), _pair(baseline_histograms, candidate_histograms),
+        params["num_phases"]))
+
+
+def analyze_init_distance(baseline: pd.DataFrame, candidate: pd.DataFrame) -> Result:
+    return _done(analysis.analyze_init_distance(_pair(baseline, candidate)))

@@ -1,0 +1,44 @@
+"""Wiring of the ``reporting`` pipeline: one node per figure, then the report."""
+
+from kedro.pipeline import Node, Pipeline
+
+from bnstudy.pipelines.reporting import nodes
+
+MODELS = ("baseline", "candidate")
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    single = {
+        "training_curves": (nodes.plot_training_curves, ["training_curves_table"]),
+        "gradient_ics": (nodes.plot_gradient_ics, ["gradient_ics_table", "params:reporting"]),
+        "loss_landscape": (nodes.plot_loss_landscape, ["loss_landscape_table"]),
+        "gradient_predictiveness": (nodes.plot_gradient_predictiveness, ["gradient_predictiveness_table"]),
+        "beta_smoothness": (nodes.plot_beta_smoothness, ["beta_smoothness_table"]),
+        "init_distance": (nodes.plot_init_distance, ["init_distance_table"]),
+        "activation_shift": (nodes.plot_activation_shift, ["activation_shift_table"]),
+        "activation_histograms": (
+            nodes.plot_activation_histograms,
+            [f"{m}.activation_histograms" for m in MODELS] + ["params:reporting"],
+        ),
+        "activation_animation": (
+            nodes.animate_activations,
+            [f"{m}.activation_histograms" for m in MODELS]
+            + [f"{m}.activation_stats" for m in MODELS]
+            + ["params:reporting"],
+        ),
+    }
+    figure_nodes = [
+        Node(func=func, inputs=inputs, outputs=f"{name}_figure", name=f"plot_{name}_node", tags=["reporting"])
+        for name, (func, inputs) in single.items()
+    ]
+    report_node = Node(
+        func=nodes.write_report,
+        inputs=[f"{m}.run_record" for m in MODELS]
+        + ["params:reporting"]
+        + [f"{name}_summary" for name in nodes.SUMMARY_NAMES]
+        + [f"{name}_figure" for name in nodes.FIGURE_NAMES],
+        outputs=["study_report_md", "study_report_html", "study_metrics"],
+        name="write_report_node",
+        tags=["reporting"],
+    )
+    return Pipeline([*figure_nodes, report_node])

@@ -1,0 +1,338 @@
+"""Thin Kedro adapters: parameters -> core configs -> :func:`bnstudy.core.train` -> tables.
+
+No maths here: the core measures, these functions only reshape its arrays into the
+persisted tables (long format where a person will plot them) and the MLflow payload.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bnstudy.datasets.npz_dataset import flatten_tree
+from bnstudy.core import MeasurementConfig, ModelConfig, TrainConfig, TrainingResult, train
+
+logger = logging.getLogger(__name__)
+
+QUANTILE_COLUMNS = ("q01", "q05", "q25", "q50", "q75", "q95", "q99")
+
+
+def build_configs(
+    normalization: str, architecture: dict[str, Any], training: dict[str, Any], measurements: list
+) -> tuple[ModelConfig, TrainConfig, list[MeasurementConfig]]:
+    """Parameters (plain dicts from YAML) -> validated core configs."""
+    model_config = ModelConfig.from_dict({**architecture, "normalization": normalization})
+    train_config = TrainConfig.from_dict(training)
+    measurement_configs = [
+        MeasurementConfig.from_dict({"preset": m} if isinstance(m, str) else m) for m in measurements
+    ]
+    names = [m.name for m in measurement_configs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"measurement configs need distinct names, got {names}")
+    return model_config, train_config, measurement_configs
+
+
+def train_model(
+    model_input_train: dict[str, np.ndarray],
+    model_input_test: dict[str, np.ndarray],
+    normalization: str,
+    architecture: dict[str, Any],
+    training: dict[str, Any],
+    measurements: list,
+) -> tuple[Any, ...]:
+    """Train one model with every measurement config on the same trajectory.
+
+    Returns, in the order of the pipeline's outputs: initial state, final state (pytrees
+    ``{"params", "batch_stats"}``), training trace, evaluation trace, ICS trace, probe
+    trace, smoothness trace, activation statistics, activation histograms, distance from
+    initialization, and a run record (resolved configs, timings).
+    """
+    model_config, train_config, measurement_configs = build_configs(
+        normalization, architecture, training, measurements
+    )
+    progress = _ProgressLog(normalization)
+    result = train(
+        model_config,
+        train_config,
+        measurement_configs,
+        model_input_train["images"],
+        model_input_train["labels"],
+        model_input_test["images"],
+        model_input_test["labels"],
+        progress=progress,
+    )
+    return (
+        model_state(result.initial_params, result.initial_batch_stats),
+        model_state(result.final_params, result.final_batch_stats),
+        training_trace(result),
+        eval_trace(result),
+        ics_trace(result),
+        probe_trace(result),
+        smoothness_trace(result),
+        activation_table(result),
+        activation_histograms(result),
+        init_distance_table(result),
+        run_record(result),
+    )
+
+
+def model_state(params: dict[str, Any], batch_stats: dict[str, Any]) -> dict[str, Any]:
+    """``{"params": ..., "batch_stats": ...}``; the baseline has no batch statistics, and
+    an empty entry is left out (an .npz file cannot hold an empty dict)."""
+    return {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
+
+
+class _ProgressLog:
+    """Logs one line per compiled chunk (the core calls it on the host)."""
+
+    def __init__(self, label: str):
+        self._label = label
+
+    def __call__(self, done: int, total: int, metrics: dict[str, Any]) -> None:
+        shown = ", ".join(f"{k} {float(v):.4f}" for k, v in metrics.items() if np.ndim(v) == 0)
+        logger.info("[normalization=%s] step %d/%d %s", self._label, done, total, shown)
+
+
+def training_trace(result: TrainingResult) -> pd.DataFrame:
+    """``step, train_loss, train_accuracy``: one row per trained step."""
+    return pd.DataFrame(
+        {"step": result.steps, "train_loss": result.train_loss, "train_accuracy": result.train_accuracy}
+    )
+
+
+def eval_trace(result: TrainingResult) -> pd.DataFrame:
+    """``step, test_loss, test_accuracy``: one row per evaluation of the full test set."""
+    return pd.DataFrame(
+        {"step": result.eval_steps, "test_loss": result.test_loss, "test_accuracy": result.test_accuracy}
+    )
+
+
+def ics_trace(result: TrainingResult) -> pd.DataFrame:
+    """``preset, step, layer, param, ics_l2, ics_cosine``.
+
+    ``param`` is ``"all"`` for the whole layer (all its leaves together) or the leaf name
+    (``kernel``, ``bias``, ``bn_scale``, ...).
+    """
+    frames = []
+    for preset, trace in result.measurements.items():
+        steps = trace["measured_steps"]
+        for index, layer in enumerate(result.layers):
+            frames.append(
+                _long_block(preset, steps, layer, "all", trace["ics_l2"][:, index], trace["ics_cosine"][:, index])
+            )
+        for leaf, values in trace["ics_l2_leaf"].items():
+            layer, param = leaf.split("/", 1)
+            frames.append(_long_block(preset, steps, layer, param, values, trace["ics_cosine_leaf"][leaf]))
+    return _concat(frames, ["preset", "step", "layer", "param", "ics_l2", "ics_cosine"])
+
+
+def _long_block(preset, steps, layer, param, l2, cosine) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"preset": preset, "step": steps, "layer": layer, "param": param, "ics_l2": l2, "ics_cosine": cosine}
+    )
+
+
+def probe_trace(result: TrainingResult) -> pd.DataFrame:
+    """``preset, step, s, probe_loss, grad_diff, step_norm``: every probe point of every step."""
+    frames = []
+    for preset, trace in result.measurements.items():
+        steps, s = trace["measured_steps"], np.asarray(trace["probe_s"])
+        frames.append(
+            pd.DataFrame(
+                {
+                    "preset": preset,
+                    "step": np.repeat(steps, s.size),
+                    "s": np.tile(s, steps.size),
+                    "probe_loss": trace["probe_loss"].reshape(-1),
+                    "grad_diff": trace["grad_diff"].reshape(-1),
+                    "step_norm": trace["step_norm"].reshape(-1),
+                }
+            )
+        )
+    return _concat(frames, ["preset", "step", "s", "probe_loss", "grad_diff", "step_norm"])
+
+
+SMOOTHNESS_COLUMNS = ("probe_loss_min", "probe_loss_max", "grad_diff_min", "grad_diff_max", "beta_smoothness")
+
+
+def smoothness_trace(result: TrainingResult) -> pd.DataFrame:
+    """``preset, step`` + the per-step extremes over s and the effective beta-smoothness."""
+    frames = [
+        pd.DataFrame({"preset": preset, "step": trace["measured_steps"], **{c: trace[c] for c in SMOOTHNESS_COLUMNS}})
+        for preset, trace in result.measurements.items()
+    ]
+    return _concat(frames, ["preset", "step", *SMOOTHNESS_COLUMNS])
+
+
+def activation_table(result: TrainingResult) -> pd.DataFrame:
+    """``step, layer, mean, std, min, max, q01..q99, frac_positive, underflow, overflow``."""
+    stats = result.activation_stats
+    steps = stats["steps"]
+    frames = []
+    for layer, values in stats["layers"].items():
+        columns = {"step": steps, "layer": layer}
+        for name in ("mean", "std", "min", "max"):
+            columns[name] = values[name]
+        for index, name in enumerate(QUANTILE_COLUMNS):
+            columns[name] = values["quantiles"][:, index]
+        for name in ("frac_positive", "underflow", "overflow"):
+            columns[name] = values[name]
+        frames.append(pd.DataFrame(columns))
+    return _concat(frames, ["step", "layer"])
+
+
+def activation_histograms(result: TrainingResult) -> dict[str, Any]:
+    """The array part of the activation statistics, for the NpzDataset:
+    ``{steps [K], hist_edges [bins+1], quantile_levels [7], layers: {layer: {hist_counts
+    [K, bins], channel_mean [K, C], channel_var [K, C]}}}``."""
+    stats = result.activation_stats
+    return {
+        "steps": np.asarray(stats["steps"]),
+        "hist_edges": np.asarray(stats["hist_edges"]),
+        "quantile_levels": np.asarray(stats["quantile_levels"]),
+        "layers": {
+            layer: {k: np.asarray(values[k]) for k in ("hist_counts", "channel_mean", "channel_var")}
+            for layer, values in stats["layers"].items()
+        },
+    }
+
+
+def init_distance_table(result: TrainingResult) -> pd.DataFrame:
+    """``step, layer, abs, rel``: ``||W - W_0||_F`` of each layer's kernel and its ratio to
+    ``||W_0||_F``, at each snapshot and at the end."""
+    distance = result.init_distance
+    frames = [
+        pd.DataFrame(
+            {"step": distance["steps"], "layer": layer, "abs": distance["abs"][layer], "rel": distance["rel"][layer]}
+        )
+        for layer in distance["abs"]
+    ]
+    return _concat(frames, ["step", "layer", "abs", "rel"])
+
+
+def run_record(result: TrainingResult) -> dict[str, Any]:
+    """Resolved configs and timings, JSON-ready."""
+    return _json_ready(
+        {
+            "model_config": result.model_config,
+            "train_config": result.train_config,
+            "measurement_configs": result.measurement_configs,
+            "layers": result.layers,
+            "leaf_paths": result.leaf_paths,
+            "num_steps": int(result.steps.size),
+            "wall_time_s": result.wall_time_s,
+            "compile_time_s": result.compile_time_s,
+            "final_test_accuracy": float(result.test_accuracy[-1]),
+            "final_test_loss": float(result.test_loss[-1]),
+        }
+    )
+
+
+def _json_ready(value: Any) -> Any:
+    """numpy scalars and arrays -> Python numbers and lists (JSONDataset rejects numpy)."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})
+    return pd.concat(frames, ignore_index=True)
+
+
+# ------------------------------------------------------------------------------ MLflow payload
+
+
+def model_run_payload(
+    training_trace: pd.DataFrame,
+    eval_trace: pd.DataFrame,
+    smoothness_trace: pd.DataFrame,
+    ics_trace: pd.DataFrame,
+    initial_state: dict[str, Any],
+    final_state: dict[str, Any],
+    run_record: dict[str, Any],
+    mlflow: dict[str, Any],
+) -> dict[str, Any]:
+    """The model's MLflow run: the same parameter and metric keys for both models.
+
+    Params: the resolved configs, flattened (``model.normalization``, ``train.learning_rate``,
+    ``measurements.paper.probe_max``, ...). Metric histories (every ``metric_stride``-th
+    step): ``train_loss``, ``train_accuracy``, ``test_loss``, ``test_accuracy`` (every
+    evaluation), and per preset ``<preset>.loss_range``, ``<preset>.grad_pred_max``,
+    ``<preset>.beta_smoothness``, ``<preset>.ics_l2.<layer>``, ``<preset>.ics_cosine.<layer>``.
+    Final scalars: ``final_*``. Artifacts: ``initial_state.npz``, ``final_state.npz``.
+    """
+    stride = int(mlflow["metric_stride"])
+    if stride < 1:
+        raise ValueError(f"mlflow.metric_stride must be a positive integer, got {stride}")
+    params = _flatten(
+        {
+            "model": run_record["model_config"],
+            "train": run_record["train_config"],
+            "measurements": {m["name"]: m for m in run_record["measurement_configs"]},
+        }
+    )
+    history: dict[str, dict[str, np.ndarray]] = {}
+
+    def add(key: str, frame: pd.DataFrame, column: str, strided: bool = True) -> None:
+        if strided:
+            frame = frame[frame["step"] % stride == 0]
+        history[key] = {"steps": frame["step"].to_numpy(), "values": frame[column].to_numpy()}
+
+    add("train_loss", training_trace, "train_loss")
+    add("train_accuracy", training_trace, "train_accuracy")
+    add("test_loss", eval_trace, "test_loss", strided=False)
+    add("test_accuracy", eval_trace, "test_accuracy", strided=False)
+    for preset, frame in smoothness_trace.groupby("preset", sort=False):
+        frame = frame.assign(loss_range=frame["probe_loss_max"] - frame["probe_loss_min"])
+        add(f"{preset}.loss_range", frame, "loss_range")
+        add(f"{preset}.grad_pred_max", frame, "grad_diff_max")
+        add(f"{preset}.beta_smoothness", frame, "beta_smoothness")
+    whole_layers = ics_trace[ics_trace["param"] == "all"]
+    for (preset, layer), frame in whole_layers.groupby(["preset", "layer"], sort=False):
+        add(f"{preset}.ics_l2.{layer}", frame, "ics_l2")
+        add(f"{preset}.ics_cosine.{layer}", frame, "ics_cosine")
+    last = training_trace.iloc[-1]
+    metrics = {
+        "final_test_accuracy": float(eval_trace["test_accuracy"].iloc[-1]),
+        "final_test_loss": float(eval_trace["test_loss"].iloc[-1]),
+        "final_train_loss": float(last["train_loss"]),
+        "final_train_accuracy": float(last["train_accuracy"]),
+        "num_steps": float(run_record["num_steps"]),
+        "wall_time_s": float(run_record["wall_time_s"]),
+    }
+    return {
+        "params": params,
+        "metrics": metrics,
+        "metric_history": history,
+        "artifacts": {"initial_state.npz": _npz_bytes(initial_state), "final_state.npz": _npz_bytes(final_state)},
+        "tags": {"normalization": run_record["model_config"]["normalization"]},
+    }
+
+
+def _npz_bytes(state: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **flatten_tree(state))
+    return buffer.getvalue()
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat

@@ -1,0 +1,75 @@
+"""Wiring of the ``training`` pipeline: one template, two namespaces.
+
+``baseline`` and ``candidate`` run the same nodes on the same model input; their
+parameters are ``params:baseline.*`` and ``params:candidate.*`` and their datasets
+``baseline.*`` / ``candidate.*`` (catalog factory patterns ``{model}.*``). kedro-viz draws
+each namespace as one collapsible box.
+"""
+
+from kedro.pipeline import Node, Pipeline
+
+from bnstudy.pipelines.training.nodes import model_run_payload, train_model
+
+MODELS = ("baseline", "candidate")
+TRAINING_OUTPUTS = [
+    "initial_state",
+    "final_state",
+    "training_trace",
+    "eval_trace",
+    "ics_trace",
+    "probe_trace",
+    "smoothness_trace",
+    "activation_stats",
+    "activation_histograms",
+    "init_distance",
+    "run_record",
+]
+
+
+def create_template() -> Pipeline:
+    """The pipeline for one model, before namespacing."""
+    return Pipeline(
+        [
+            Node(
+                func=train_model,
+                inputs=[
+                    "model_input_train",
+                    "model_input_test",
+                    "params:normalization",
+                    "params:architecture",
+                    "params:training",
+                    "params:measurements",
+                ],
+                outputs=TRAINING_OUTPUTS,
+                name="train_model_node",
+                tags=["training"],
+            ),
+            Node(
+                func=model_run_payload,
+                inputs=[
+                    "training_trace",
+                    "eval_trace",
+                    "smoothness_trace",
+                    "ics_trace",
+                    "initial_state",
+                    "final_state",
+                    "run_record",
+                    "params:mlflow",
+                ],
+                outputs="mlflow_run",
+                name="log_model_run_node",
+                tags=["training", "tracking"],
+            ),
+        ]
+    )
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    template = create_template()
+    return sum(
+        (
+            Pipeline(template, namespace=model, inputs={"model_input_train", "model_input_test"})
+            for model in MODELS
+        ),
+        start=Pipeline([]),
+    )
