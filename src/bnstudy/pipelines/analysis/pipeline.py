@@ -1,5 +1,7 @@
 """Wiring of the ``analysis`` pipeline: one node per measurement."""
 
+import warnings
+
 from kedro.pipeline import Node, Pipeline
 
 from bnstudy.pipelines.analysis import nodes
@@ -14,6 +16,10 @@ ANALYSES = {
     "activation_shift": (nodes.analyze_activation_shift, ["activation_stats", "activation_histograms"], True),
     "init_distance": (nodes.analyze_init_distance, ["init_distance"], False),
 }
+
+# This pipeline reads both models' namespaced outputs (``baseline.*``, ``candidate.*``) by
+# their full names, which is how Kedro addresses a namespace's outputs from outside it.
+warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -1,10 +1,16 @@
 """Wiring of the ``reporting`` pipeline: one node per figure, then the report."""
 
+import warnings
+
 from kedro.pipeline import Node, Pipeline
 
 from bnstudy.pipelines.reporting import nodes
 
 MODELS = ("baseline", "candidate")
+
+# This pipeline reads both models' namespaced outputs (``baseline.*``, ``candidate.*``) by
+# their full names, which is how Kedro addresses a namespace's outputs from outside it.
+warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
 
 
 def create_pipeline(**kwargs) -> Pipeline:
