@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 ENV ?= cpu
-PIPELINE ?= __default__
+PIPELINE ?= full_study
 export KEDRO_DISABLE_TELEMETRY := 1
 export MPLBACKEND := Agg
 

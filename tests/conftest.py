@@ -122,22 +122,28 @@ def unused_local_url() -> str:
     return f"http://127.0.0.1:{port}/cifar-10-python.tar.gz"
 
 
-@pytest.fixture
-def project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the project's configuration in a temp dir, made the working directory.
+def make_project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the project's configuration in ``tmp_path``, made the working directory.
 
     Session tests run there so their data, versions and mlflow.db never touch the checkout.
+    The package itself is the installed (editable) one; ``src/`` is left empty.
     """
     project = tmp_path / "project"
     project.mkdir()
     shutil.copy(PROJECT_ROOT / "pyproject.toml", project)
     shutil.copytree(PROJECT_ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
     (project / "conf" / "local").mkdir()
+    (project / "src").mkdir()
     monkeypatch.chdir(project)
     monkeypatch.delenv("BNSTUDY_CIFAR10_SOURCE", raising=False)
     monkeypatch.delenv("BNSTUDY_CIFAR10_PATH", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return project
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return make_project_copy(tmp_path, monkeypatch)
 
 
 def run_session(project: Path, pipeline: str, env: str = "test", params: dict | None = None) -> dict:
