@@ -32,6 +32,8 @@ from bnstudy.core.training import (
     TrainingResult,
     epoch_permutations,
     get_trainer,
+    measurement_cadences,
+    run_chunk,
     train,
 )
 
@@ -40,6 +42,6 @@ __all__ = [
     "MeasurementConfig", "ModelConfig", "PureModel", "TrainConfig", "Trainer", "TrainingResult",
     "activation_statistics", "compare_gradients", "count_parameters", "cross_entropy",
     "distance_from_init", "epoch_permutations", "get_trainer", "gradient_ics",
-    "ics_gradients", "layer_names", "leaf_paths", "model_probe", "probe_gradient_direction",
-    "train",
+    "ics_gradients", "layer_names", "leaf_paths", "measurement_cadences", "model_probe",
+    "probe_gradient_direction", "run_chunk", "train",
 ]

@@ -127,7 +127,7 @@ class ProbeResult(NamedTuple):
 
 def probe_gradient_direction(loss_and_grad: Callable[[Any], tuple[jax.Array, Any]],
                              w_start: Any, grads: Any, learning_rate: float,
-                             s_values: jax.Array) -> ProbeResult:
+                             s_values: jax.Array, *, vectorize: bool = True) -> ProbeResult:
     """Loss and gradient change at the probe points, all s at once (vmap over s).
 
     Args:
@@ -136,6 +136,9 @@ def probe_gradient_direction(loss_and_grad: Callable[[Any], tuple[jax.Array, Any
         grads: g, the step's gradient (the direction, and the reference gradient).
         learning_rate: eta.
         s_values: [S] step sizes in units of eta * g.
+        vectorize: one vmapped pass over all s (best on GPUs) or one unrolled pass per s
+            (XLA:CPU lowers a vmapped convolution over different kernels to a slow grouped
+            convolution).
     """
 
     def at(s):
@@ -143,14 +146,19 @@ def probe_gradient_direction(loss_and_grad: Callable[[Any], tuple[jax.Array, Any
         loss, grad_w = loss_and_grad(w)
         return loss, global_norm(jax.tree.map(jnp.subtract, grad_w, grads))
 
-    loss, grad_diff = jax.vmap(at)(s_values)
+    if vectorize:
+        loss, grad_diff = jax.vmap(at)(s_values)
+    else:
+        points = [at(s_values[i]) for i in range(s_values.shape[0])]
+        loss = jnp.stack([p[0] for p in points])
+        grad_diff = jnp.stack([p[1] for p in points])
     step_norm = jnp.abs(s_values) * learning_rate * global_norm(grads)
     return ProbeResult(loss, grad_diff, step_norm, jnp.max(grad_diff / step_norm))
 
 
 def model_probe(model: PureModel, w_start: Params, batch_stats: BatchStats, grads: Params,
                 x: jax.Array, y: jax.Array, *, train: bool, learning_rate: float,
-                s_values: jax.Array) -> ProbeResult:
+                s_values: jax.Array, vectorize: bool = True) -> ProbeResult:
     """:func:`probe_gradient_direction` for the network on one batch.
 
     ``train``: BN with batch statistics (running statistics untouched); otherwise BN with
@@ -161,7 +169,8 @@ def model_probe(model: PureModel, w_start: Params, batch_stats: BatchStats, grad
         return jax.value_and_grad(
             lambda p: model.loss(p, batch_stats, x, y, train=train)[0])(params)
 
-    return probe_gradient_direction(loss_and_grad, w_start, grads, learning_rate, s_values)
+    return probe_gradient_direction(loss_and_grad, w_start, grads, learning_rate, s_values,
+                                    vectorize=vectorize)
 
 
 # --------------------------------------------------------------------------------------------

@@ -157,8 +157,8 @@ class Trainer:
     """Jitted functions for one (model, train, measurements) configuration.
 
     Attributes:
-        chunk: (state, data, start_step, total_steps) -> (state, outputs); runs
-            ``steps_per_chunk`` steps from ``start_step`` (steps >= total_steps are skipped);
+        chunk: (state, data, start_step, total_steps, length=None) -> (state, outputs); runs
+            ``length`` (default ``steps_per_chunk``) steps from ``start_step`` (steps >= total_steps are skipped);
             ``state`` {params, opt_state, batch_stats} is donated; ``data`` holds the device
             arrays {x, y, permutations [epochs, N], initial_params, cadences} (see
             :func:`train` and :func:`measurement_cadences`); ``outputs`` are stacked per
@@ -183,7 +183,16 @@ class Trainer:
         self.probe_names = {key: f"probe_{i}" for i, key in enumerate(probe_keys)}
         self.computation_names = [*(f"ics_{mode}" for mode in ics_modes),
                                   *self.probe_names.values()]
-        self.chunk = jax.jit(self._chunk, donate_argnums=(0,))
+        self.chunk = jax.jit(self._chunk, donate_argnums=(0,), static_argnames="length")
+        self.step = jax.jit(self._host_step, donate_argnums=(0,),
+                            static_argnames=("measure", "snapshot"))
+        loop = train_config.step_loop
+        if loop == "auto":
+            loop = "host" if jax.default_backend() == "cpu" else "scan"
+        self.step_loop = loop
+        # Probes vmapped over s in the scan loop (accelerators), unrolled in the host loop
+        # (CPU, where a vmapped convolution over different kernels is slow; model_probe).
+        self.vectorize_probes = loop == "scan"
         self.train_step = jax.jit(self._train_step, donate_argnums=(0,))
         self.evaluate = jax.jit(self._evaluate)
 
@@ -225,8 +234,9 @@ class Trainer:
             data["permutations"][epoch], position * batch_size, batch_size)
         return data["x"][indices], data["y"][indices]
 
-    def _measure(self, state, new_state, grads, x, y, step, cadences):
-        """ICS and probes for every distinct computation, each under its own cond."""
+    def _measure(self, state, new_state, grads, x, y, step, cadences, measure):
+        """ICS and probes for every distinct computation, each under its own cond
+        (``measure`` None) or all of them when ``measure`` is True (none when False)."""
         outputs = {}
         lr = self.train_config.learning_rate
         for mode in self.ics_modes:
@@ -234,7 +244,8 @@ class Trainer:
                 return gradient_ics(self.model, state["params"], new_state["params"],
                                     state["batch_stats"], grads, x, y,
                                     train=mode == "train")._asdict()
-            outputs[f"ics_{mode}"] = _when(_due(step, cadences[f"ics_{mode}"]), ics)
+            outputs[f"ics_{mode}"] = _maybe(measure, lambda m=mode: _due(step, cadences[f"ics_{m}"]),
+                                            ics)
         for key in self.probe_keys:
             start, mode, s_values = key
             origin = state if start == "pre_step" else new_state
@@ -243,12 +254,12 @@ class Trainer:
                 s = jnp.asarray(s_values, dtype=grads["out"]["kernel"].dtype)
                 return model_probe(self.model, origin["params"], origin["batch_stats"], grads,
                                    x, y, train=mode == "train", learning_rate=lr,
-                                   s_values=s)._asdict()
+                                   s_values=s, vectorize=self.vectorize_probes)._asdict()
             name = self.probe_names[key]
-            outputs[name] = _when(_due(step, cadences[name]), probe)
+            outputs[name] = _maybe(measure, lambda n=name: _due(step, cadences[n]), probe)
         return outputs
 
-    def _snapshot(self, state, forward, initial_params, step):
+    def _snapshot(self, state, forward, initial_params, step, flag):
         config = self.train_config
         edges = histogram_edges(config.histogram_bins, config.histogram_range,
                                 dtype=forward.logits.dtype)
@@ -260,23 +271,32 @@ class Trainer:
                 "init_distance": distance_from_init(state["params"], initial_params,
                                                     self.layers),
             }
-        return _when(step % config.snapshot_every == 0, snapshot)
+        return _maybe(flag, lambda: step % config.snapshot_every == 0, snapshot)
 
-    def _step(self, state, data, step):
+    def _step(self, state, data, step, measure=None, snapshot=None):
         x, y = self._batch(data, step)
         new_state, loss, forward, grads = self._update(state, x, y)
         logits = self.model.apply(new_state["params"], new_state["batch_stats"], x,
                                   train=False).logits
         outputs = {"train_loss": loss,
                    "train_accuracy": jnp.mean((jnp.argmax(logits, -1) == y).astype(loss.dtype))}
-        outputs.update(self._measure(state, new_state, grads, x, y, step, data["cadences"]))
+        outputs.update(self._measure(state, new_state, grads, x, y, step, data["cadences"],
+                                     measure))
         if self.snapshots:
-            outputs["snapshot"] = self._snapshot(state, forward, data["initial_params"], step)
+            outputs["snapshot"] = self._snapshot(state, forward, data["initial_params"], step,
+                                                 snapshot)
         return new_state, outputs
 
-    def _chunk(self, state, data, start_step, total_steps):
+    def _host_step(self, state, data, step, *, measure: bool, snapshot: bool):
+        """One step without control flow around the network (XLA:CPU runs convolutions
+        inside while/cond bodies far slower); what is due is decided on the host."""
+        TRACE_COUNTS["step"] += 1
+        return self._step(state, data, step, measure=measure, snapshot=snapshot)
+
+    def _chunk(self, state, data, start_step, total_steps, length: int | None = None):
         TRACE_COUNTS["chunk"] += 1
-        steps = start_step + jnp.arange(self.train_config.steps_per_chunk, dtype=jnp.int32)
+        length = self.train_config.steps_per_chunk if length is None else length
+        steps = start_step + jnp.arange(length, dtype=jnp.int32)
         output_shapes = jax.eval_shape(lambda s, t: self._step(s, data, t)[1], state, steps[0])
 
         def body(state, step):
@@ -316,9 +336,15 @@ def _filler(shapes):
     return jax.tree.map(fill, shapes)
 
 
-def _when(predicate, compute: Callable[[], Any]):
-    """``compute()`` when ``predicate`` holds, else NaN/0 placeholders (nothing computed)."""
-    return jax.lax.cond(predicate, compute, lambda: _filler(jax.eval_shape(compute)))
+def _maybe(flag: bool | None, predicate: Callable[[], Any], compute: Callable[[], Any]):
+    """``compute()`` when due, else NaN/0 placeholders (nothing computed).
+
+    ``flag`` None: decided on the device by ``predicate()`` (a cond); True / False: decided
+    when tracing.
+    """
+    if flag is None:
+        return jax.lax.cond(predicate(), compute, lambda: _filler(jax.eval_shape(compute)))
+    return compute() if flag else _filler(jax.eval_shape(compute))
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
@@ -411,8 +437,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig,
         chunks, chunk_seconds = [], []
         for start in range(0, total, chunk_len):
             chunk_started = time.perf_counter()
-            state, outputs = trainer.chunk(state, data, np.int32(start), np.int32(total))
-            outputs = jax.device_get(outputs)  # the one host transfer of this chunk
+            state, outputs = run_chunk(trainer, state, data, start, total)
             chunk_seconds.append(time.perf_counter() - chunk_started)
             active = min(chunk_len, total - start)
             chunks.append(jax.tree.map(lambda a, n=active: a[:n], outputs))
@@ -461,6 +486,29 @@ def train(model_config: ModelConfig, train_config: TrainConfig,
     if len(chunk_seconds) > 1:
         result.compile_time_s = max(0.0, chunk_seconds[0] - float(np.median(chunk_seconds[1:])))
     return result
+
+
+def run_chunk(trainer: Trainer, state, data, start: int, total: int):
+    """One chunk of steps from ``start``; returns (state, outputs as numpy [steps_per_chunk]).
+
+    With ``step_loop == "host"`` the steps are dispatched one by one (asynchronously: the
+    host never waits for a step) and their outputs fetched together at the end; only steps
+    below ``total`` run, so the outputs may be shorter.
+    """
+    if trainer.step_loop == "scan":
+        state, outputs = trainer.chunk(state, data, np.int32(start), np.int32(total))
+        return state, jax.device_get(outputs)  # the one host transfer of this chunk
+    pieces = []
+    cadences = [int(c) for values in data["cadences"].values() for c in np.asarray(values)]
+    snapshot_every = trainer.train_config.snapshot_every
+    for step in range(start, min(start + trainer.train_config.steps_per_chunk, total)):
+        measure = any(step % c == 0 for c in cadences)
+        snapshot = trainer.snapshots and step % snapshot_every == 0
+        state, outputs = trainer.step(state, data, np.int32(step), measure=measure,
+                                      snapshot=snapshot)
+        pieces.append(jax.tree.map(lambda a: a[None], outputs))
+    pieces = jax.device_get(pieces)  # the one host transfer of this chunk
+    return state, jax.tree.map(lambda *parts: np.concatenate(parts), *pieces)
 
 
 def _evaluate(trainer: Trainer, state, test_batches) -> tuple[float, float]:
