@@ -70,7 +70,7 @@ def test_mlflow_has_a_study_run_with_two_nested_model_runs_with_matching_keys(st
     parent = parents[0]
     assert parent.data.params["candidate.normalization"] == "batch"
     assert parent.data.params["baseline.training.learning_rate"] == "0.035"
-    assert "baseline.final_test_accuracy" in parent.data.metrics
+    assert "study.baseline.final_test_accuracy" in parent.data.metrics
     baseline, candidate = sorted(children, key=lambda r: r.info.run_name)
     assert set(baseline.data.metrics) == set(candidate.data.metrics)
     assert set(baseline.data.params) == set(candidate.data.params)
