@@ -196,9 +196,9 @@ def activation_histograms_figure(histograms: Mapping[str, Mapping[str, Any]], la
     for row, layer in enumerate(layers):
         for col, index in enumerate(picks):
             ax = axes[row, col]
-            for model in MODEL_LABELS:
+            for model, label in MODEL_LABELS.items():
                 _draw_hist(ax, edges, _snapshot_hist(histograms[model], layer, index), model,
-                           MODEL_LABELS[model] if (row, col) == (0, picks.size - 1) else None)
+                           label if (row, col) == (0, picks.size - 1) else None)
             ax.set_xlim(edges[0], edges[-1])
             ax.set_yticks([])
             if row == 0:

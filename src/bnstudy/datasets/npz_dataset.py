@@ -5,29 +5,18 @@ e.g. a model's parameter pytree) in one ``.npz`` file; nested keys are joined wi
 and split again on load. A bare array is stored under the key ``array`` and loaded back
 as a bare array.
 
-Saves are atomic: the bytes go to a temporary file that is renamed into place only when
-complete, so a failed save never leaves a truncated file that a later run would load as the
-latest version.
+Saves are atomic (see :class:`~bnstudy.datasets.file_dataset.FileDataset`).
 """
 
 from __future__ import annotations
 
 import io
-from copy import deepcopy
-from pathlib import PurePosixPath
 from typing import Any
 
-import fsspec
 import numpy as np
-from kedro.io.core import (
-    AbstractVersionedDataset,
-    DatasetError,
-    Version,
-    get_filepath_str,
-    get_protocol_and_path,
-)
+from kedro.io.core import DatasetError, Version
 
-from bnstudy.datasets.bytes_dataset import write_atomically
+from bnstudy.datasets.file_dataset import FileDataset
 
 _SEPARATOR = "/"
 _BARE_ARRAY_KEY = "array"
@@ -38,8 +27,8 @@ ArrayTree = np.ndarray | dict[str, Any]
 def flatten_tree(tree: dict[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
     """``{"a": {"b": x}}`` -> ``{"a/b": x}``; leaves become NumPy arrays."""
     flat: dict[str, np.ndarray] = {}
-    for key, value in tree.items():
-        key = str(key)
+    for raw_key, value in tree.items():
+        key = str(raw_key)
         if _SEPARATOR in key:
             raise DatasetError(f"NpzDataset keys must not contain '{_SEPARATOR}', got {key!r}")
         name = f"{prefix}{key}"
@@ -64,7 +53,7 @@ def unflatten_tree(flat: dict[str, np.ndarray]) -> dict[str, Any]:
     return tree
 
 
-class NpzDataset(AbstractVersionedDataset[ArrayTree, ArrayTree]):
+class NpzDataset(FileDataset):
     """Loads and saves a NumPy array, or a (nested) dict of arrays, as an ``.npz`` file.
 
     Example catalog entry::
@@ -96,37 +85,19 @@ class NpzDataset(AbstractVersionedDataset[ArrayTree, ArrayTree]):
         fs_args: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        fs_args = deepcopy(fs_args) or {}
-        protocol, path = get_protocol_and_path(filepath, version)
-        if protocol == "file":
-            fs_args.setdefault("auto_mkdir", True)
-        self._protocol = protocol
-        self._fs = fsspec.filesystem(protocol, **(deepcopy(credentials) or {}), **fs_args)
-        self.metadata = metadata
         self._save_args = {**self.DEFAULT_SAVE_ARGS, **(save_args or {})}
         unknown = set(self._save_args) - set(self.DEFAULT_SAVE_ARGS)
         if unknown:
             raise DatasetError(f"NpzDataset: unknown save_args {sorted(unknown)}; only 'compress'")
-        super().__init__(
-            filepath=PurePosixPath(path),
-            version=version,
-            exists_function=self._fs.exists,
-            glob_function=self._fs.glob,
-        )
+        super().__init__(filepath=filepath, version=version, credentials=credentials, fs_args=fs_args,
+                         metadata=metadata)
 
     def _describe(self) -> dict[str, Any]:
-        return {
-            "filepath": self._filepath,
-            "protocol": self._protocol,
-            "save_args": self._save_args,
-            "version": self._version,
-        }
+        return {**super()._describe(), "save_args": self._save_args}
 
     def load(self) -> ArrayTree:
-        load_path = get_filepath_str(self._get_load_path(), self._protocol)
-        with self._fs.open(load_path, mode="rb") as handle:
-            with np.load(io.BytesIO(handle.read()), allow_pickle=False) as archive:
-                flat = {name: archive[name] for name in archive.files}
+        with np.load(io.BytesIO(self._read_bytes()), allow_pickle=False) as archive:
+            flat = {name: archive[name] for name in archive.files}
         if list(flat) == [_BARE_ARRAY_KEY]:
             return flat[_BARE_ARRAY_KEY]
         return unflatten_tree(flat)
@@ -140,24 +111,14 @@ class NpzDataset(AbstractVersionedDataset[ArrayTree, ArrayTree]):
             raise DatasetError(
                 f"NpzDataset saves an array or a dict of arrays, got {type(data).__name__}"
             )
-        if any(array.dtype == object for array in flat.values()):
-            bad = [name for name, array in flat.items() if array.dtype == object]
+        bad = [name for name, array in flat.items() if array.dtype == object]
+        if bad:
             raise DatasetError(f"NpzDataset cannot store object arrays (keys {bad}); use numbers or strings")
-        buffer = io.BytesIO()
-        (np.savez_compressed if self._save_args["compress"] else np.savez)(buffer, **flat)
-        write_atomically(self._fs, get_filepath_str(self._get_save_path(), self._protocol), buffer.getvalue())
-        self._invalidate_cache()
+        self._write_bytes(npz_bytes(flat, compress=self._save_args["compress"]))
 
-    def _exists(self) -> bool:
-        try:
-            load_path = get_filepath_str(self._get_load_path(), self._protocol)
-        except DatasetError:
-            return False
-        return self._fs.exists(load_path)
 
-    def _release(self) -> None:
-        super()._release()
-        self._invalidate_cache()
-
-    def _invalidate_cache(self) -> None:
-        self._fs.invalidate_cache(get_filepath_str(self._filepath, self._protocol))
+def npz_bytes(flat: dict[str, np.ndarray], compress: bool = False) -> bytes:
+    """The ``.npz`` file of a flat dict of arrays, as bytes."""
+    buffer = io.BytesIO()
+    (np.savez_compressed if compress else np.savez)(buffer, **flat)
+    return buffer.getvalue()

@@ -8,29 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from bnstudy import analysis
+from bnstudy.pipelines import json_ready
 
 Result = tuple[pd.DataFrame, dict[str, Any]]
 
 
 def _pair(baseline: Any, candidate: Any) -> dict[str, Any]:
     return {analysis.BASELINE: baseline, analysis.CANDIDATE: candidate}
-
-
-def json_ready(value: Any) -> Any:
-    """Summaries as JSON: numpy scalars -> Python numbers, NaN/inf -> None."""
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_ready(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
 
 
 def _done(result: Result) -> Result:

@@ -6,15 +6,15 @@ persisted tables (long format where a person will plot them) and the MLflow payl
 
 from __future__ import annotations
 
-import io
 import logging
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from bnstudy.datasets.npz_dataset import flatten_tree
 from bnstudy.core import MeasurementConfig, ModelConfig, TrainConfig, TrainingResult, train
+from bnstudy.datasets.npz_dataset import flatten_tree, npz_bytes
+from bnstudy.pipelines import json_ready
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ def init_distance_table(result: TrainingResult) -> pd.DataFrame:
 
 def run_record(result: TrainingResult) -> dict[str, Any]:
     """Resolved configs and timings, JSON-ready."""
-    return _json_ready(
+    return json_ready(
         {
             "model_config": result.model_config,
             "train_config": result.train_config,
@@ -230,19 +230,6 @@ def run_record(result: TrainingResult) -> dict[str, Any]:
             "final_test_loss": float(result.test_loss[-1]),
         }
     )
-
-
-def _json_ready(value: Any) -> Any:
-    """numpy scalars and arrays -> Python numbers and lists (JSONDataset rejects numpy)."""
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
@@ -294,8 +281,10 @@ def model_run_payload(
     add("train_accuracy", training_trace, "train_accuracy")
     add("test_loss", eval_trace, "test_loss", strided=False)
     add("test_accuracy", eval_trace, "test_accuracy", strided=False)
-    for preset, frame in smoothness_trace.groupby("preset", sort=False):
-        frame = frame.assign(loss_range=frame["probe_loss_max"] - frame["probe_loss_min"])
+    with_range = smoothness_trace.assign(
+        loss_range=smoothness_trace["probe_loss_max"] - smoothness_trace["probe_loss_min"]
+    )
+    for preset, frame in with_range.groupby("preset", sort=False):
         add(f"{preset}.loss_range", frame, "loss_range")
         add(f"{preset}.grad_pred_max", frame, "grad_diff_max")
         add(f"{preset}.beta_smoothness", frame, "beta_smoothness")
@@ -316,15 +305,9 @@ def model_run_payload(
         "params": params,
         "metrics": metrics,
         "metric_history": history,
-        "artifacts": {"initial_state.npz": _npz_bytes(initial_state), "final_state.npz": _npz_bytes(final_state)},
+        "artifacts": {"initial_state.npz": npz_bytes(flatten_tree(initial_state)), "final_state.npz": npz_bytes(flatten_tree(final_state))},
         "tags": {"normalization": run_record["model_config"]["normalization"]},
     }
-
-
-def _npz_bytes(state: dict[str, Any]) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, **flatten_tree(state))
-    return buffer.getvalue()
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
