@@ -18,24 +18,34 @@ SNAPSHOTS = (0, 3, 6, 9)  # t % snapshot_every (3) == 0
 TOLERANCE = {"float64": 1e-8, "float32": 1e-4}
 # conv_0's ICS in train mode is 0 up to rounding: relative to ||G_0||, at most this.
 ZERO_ICS = {"float64": 1e-12, "float32": 1e-5}
+LOOPS = ("scan", "host")
 
 
 def _run_both(dtype: str):
+    """The compiled path in both step loops (one scan program per chunk; the host loop of
+    one-layer programs used on CPUs) and the naive reference, on the same data."""
     model_config = dataclasses.replace(TINY_MODEL_CONFIG, param_dtype=dtype)
     x, y, xt, yt = tiny_data(np.dtype(dtype))
     presets = [PRESETS["blog"], PRESETS["paper"]]
-    result = train(model_config, TINY_TRAIN_CONFIG, presets, x, y, xt, yt)
+    results = {loop: train(model_config, dataclasses.replace(TINY_TRAIN_CONFIG, step_loop=loop),
+                           presets, x, y, xt, yt) for loop in LOOPS}
     reference = NaiveRun(model_config, TINY_TRAIN_CONFIG, x, y).run(
-        presets, set(MEASURED), set(SNAPSHOTS), result.activation_stats["hist_edges"])
-    return result, reference
+        presets, set(MEASURED), set(SNAPSHOTS), results["scan"].activation_stats["hist_edges"])
+    return results, reference
 
 
 @pytest.fixture(scope="module", params=["float64", "float32"])
-def runs(request):
+def both_loops(request):
     if request.param == "float64":
         with jax.enable_x64(True):
             return request.param, *_run_both("float64")
     return request.param, *_run_both("float32")
+
+
+@pytest.fixture(params=LOOPS)
+def runs(both_loops, request):
+    dtype, results, reference = both_loops
+    return dtype, results[request.param], reference
 
 
 def test_dtype_is_what_the_test_claims(runs):

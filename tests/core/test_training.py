@@ -91,6 +91,37 @@ def test_compiles_exactly_once_across_chunks(tiny_arrays, loop):
     assert len(result.steps) == 10  # in 3 chunks of 4 (the last one half empty)
 
 
+def test_host_loop_compiles_each_program_once(tiny_arrays):
+    """The measured host loop: one program per distinct (layer, mode), none rebuilt later."""
+    config = dataclasses.replace(TINY_TRAIN_CONFIG, learning_rate=0.02, step_loop="host")
+    sparse = dataclasses.replace(PRESETS["paper"], measure_every=3)
+    before = dict(TRACE_COUNTS)
+    train(TINY_MODEL_CONFIG, config, [PRESETS["blog"], sparse], *tiny_arrays)
+    first = {k: v - before.get(k, 0) for k, v in TRACE_COUNTS.items() if v != before.get(k, 0)}
+    # 3 convs with BN (train and eval mode differ) and 3 dense layers (one program each).
+    assert first == {"measured_step": 1, "snapshot": 1, "evaluate": 1,
+                     "layer_forward": 3 * 2 + 3, "layer_input_cotangent": 2 * 2 + 3,
+                     "layer_param_gradient": 3 * 2 + 3, "loss_cotangent": 1,
+                     "ics_compare": 1, "probe_point": 2, "probe_summary": 2}
+    after_first = dict(TRACE_COUNTS)
+    train(TINY_MODEL_CONFIG, dataclasses.replace(config, seed=3, max_steps=9),
+          [sparse, PRESETS["blog"]], *tiny_arrays)
+    assert dict(TRACE_COUNTS) == after_first
+
+
+def test_baseline_shares_the_ics_of_both_modes(tiny_arrays):
+    """Without BN, train and eval mode coincide: one ICS computation for both presets."""
+    baseline = dataclasses.replace(TINY_MODEL_CONFIG, normalization="none")
+    config = dataclasses.replace(TINY_TRAIN_CONFIG, step_loop="host", max_steps=4)
+    before = dict(TRACE_COUNTS)
+    result = train(baseline, config, [PRESETS["blog"], PRESETS["paper"]], *tiny_arrays)
+    assert TRACE_COUNTS["layer_forward"] - before.get("layer_forward", 0) == 6
+    np.testing.assert_array_equal(result.measurements["blog"]["ics_l2"],
+                                  result.measurements["paper"]["ics_l2"])
+    assert get_trainer(baseline, config, [PRESETS["blog"], PRESETS["paper"]]).ics_modes == (
+        "train",)
+
+
 def test_scan_and_host_loops_agree(tiny_arrays):
     results = [train(TINY_MODEL_CONFIG, dataclasses.replace(
         TINY_TRAIN_CONFIG, learning_rate=0.01, step_loop=loop), [], *tiny_arrays,

@@ -28,14 +28,89 @@ def global_norm(tree: Any) -> jax.Array:
 # --------------------------------------------------------------------------------------------
 
 
+def ics_layer_inputs(model: PureModel, params_t1: Params, batch_stats: BatchStats,
+                     x: jax.Array, *, train: bool) -> dict[str, jax.Array]:
+    """The input of every layer in the forward pass at W_{t+1} (the "prefix" of G'_i).
+
+    Layer i's input depends only on the layers below i, so this one pass provides the
+    (W_{t+1} below i) part of every G'_i.
+    """
+    return model.apply(params_t1, batch_stats, x, train=train).layer_inputs
+
+
+def ics_layer_gradient(model: PureModel, params_t: Params, batch_stats: BatchStats,
+                       layer_input: jax.Array, y: jax.Array, index: int, *,
+                       train: bool) -> Params:
+    """G'_i: layer ``index``'s gradient of the loss of layers index..end at W_t on
+    ``layer_input`` (forward and backward of those layers only, nothing below)."""
+    name = model.layer_names[index]
+
+    def suffix_loss(layer_params):
+        params = {**params_t, name: layer_params}
+        return model.loss(params, batch_stats, layer_input, y, train=train, start=index)[0]
+
+    return jax.grad(suffix_loss)(params_t[name])
+
+
+# The same G'_i, one layer at a time: programs of one layer each compile once and are chained
+# on the host (XLA:CPU compiles thirteen whole suffixes far slower). A layer is split into its
+# linear map z = A(x) and the rest r(z) (normalization, ReLU, pool); the forward pass keeps
+# (x, z) of every layer, so the backward passes recompute only the cheap elementwise rest.
+
+
+def layer_forward(model: PureModel, params: Params, batch_stats: BatchStats, index: int,
+                  x: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
+    """Layer ``index`` forward: (z = its linear output, the next layer's input or logits)."""
+    z = model.layer_linear(params, batch_stats, index, x)
+    return z, model.layer_rest(params, batch_stats, index, z, train=train)[1]
+
+
+def loss_cotangent(logits: jax.Array, y: jax.Array) -> jax.Array:
+    """d(mean cross-entropy)/d(logits) [B, C]."""
+    return jax.grad(cross_entropy)(logits, y)
+
+
+def layer_input_cotangent(model: PureModel, params: Params, batch_stats: BatchStats,
+                          index: int, x: jax.Array, z: jax.Array, cotangent: jax.Array, *,
+                          train: bool) -> jax.Array:
+    """Backward through layer ``index``: the loss's cotangent at its input x, given the
+    cotangent at its output. The linear map's forward value is unused (XLA removes it)."""
+    _, rest_vjp = jax.vjp(
+        lambda z: model.layer_rest(params, batch_stats, index, z, train=train)[1], z)
+    (cotangent_z,) = rest_vjp(cotangent)
+    _, linear_vjp = jax.vjp(lambda x: model.layer_linear(params, batch_stats, index, x), x)
+    return linear_vjp(cotangent_z)[0]
+
+
+def layer_param_gradient(model: PureModel, params: Params, batch_stats: BatchStats,
+                         index: int, x: jax.Array, z: jax.Array, cotangent: jax.Array, *,
+                         train: bool) -> Params:
+    """Gradient of the loss with respect to layer ``index``'s parameters, given its input x,
+    its linear output z and the cotangent at its output."""
+    name = model.layer_names[index]
+
+    def rest(layer_params, z):
+        return model.layer_rest({**params, name: layer_params}, batch_stats, index, z,
+                                train=train)[1]
+
+    def linear(layer_params):
+        return model.layer_linear({**params, name: layer_params}, batch_stats, index, x)
+
+    _, rest_vjp = jax.vjp(rest, params[name], z)
+    grads_rest, cotangent_z = rest_vjp(cotangent)
+    _, linear_vjp = jax.vjp(linear, params[name])
+    return jax.tree.map(jnp.add, grads_rest, linear_vjp(cotangent_z)[0])
+
+
 def ics_gradients(model: PureModel, params_t: Params, params_t1: Params,
                   batch_stats: BatchStats, x: jax.Array, y: jax.Array, *,
                   train: bool) -> dict[str, Params]:
     """G'_i for every layer i: layer i's gradient at (W_{t+1} below i, W_t from i on).
 
     Layers below i only set the input of layer i, so they run once, as one forward pass at
-    W_{t+1}; each G'_i then needs the forward and backward pass of layers i..end only, and
-    only layer i is differentiated (no backward pass below it, no gradients of layers > i).
+    W_{t+1} (:func:`ics_layer_inputs`); each G'_i then needs the forward and backward pass
+    of layers i..end only, and only layer i is differentiated (no backward pass below it,
+    no parameter gradients of layers > i; :func:`ics_layer_gradient`).
 
     Args:
         model: the network.
@@ -47,17 +122,10 @@ def ics_gradients(model: PureModel, params_t: Params, params_t1: Params,
     Returns:
         {layer: G'_layer}, each with the structure of ``params_t[layer]``.
     """
-    prefix = model.apply(params_t1, batch_stats, x, train=train)
-    g_prime = {}
-    for index, name in enumerate(model.layer_names):
-        layer_input = prefix.layer_inputs[name]
-
-        def suffix_loss(layer_params, layer_input=layer_input, index=index, name=name):
-            params = {**params_t, name: layer_params}
-            return model.loss(params, batch_stats, layer_input, y, train=train, start=index)[0]
-
-        g_prime[name] = jax.grad(suffix_loss)(params_t[name])
-    return g_prime
+    layer_inputs = ics_layer_inputs(model, params_t1, batch_stats, x, train=train)
+    return {name: ics_layer_gradient(model, params_t, batch_stats, layer_inputs[name], y, index,
+                                     train=train)
+            for index, name in enumerate(model.layer_names)}
 
 
 class GradientComparison(NamedTuple):
@@ -125,6 +193,24 @@ class ProbeResult(NamedTuple):
     beta_smoothness: jax.Array  # [] max_s grad_diff / step_norm
 
 
+def probe_point(loss_and_grad: Callable[[Any], tuple[jax.Array, Any]], w_start: Any,
+                grads: Any, learning_rate: float, s: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One probe point W(s) = W_start - s * lr * g: (L(W(s)), ||grad L(W(s)) - g||).
+
+    ``s`` may be a traced scalar, so one compiled program serves every step size.
+    """
+    w = jax.tree.map(lambda w0, g: w0 - (s * learning_rate) * g, w_start, grads)
+    loss, grad_w = loss_and_grad(w)
+    return loss, global_norm(jax.tree.map(jnp.subtract, grad_w, grads))
+
+
+def summarize_probes(loss: jax.Array, grad_diff: jax.Array, grads: Any, learning_rate: float,
+                     s_values: jax.Array) -> ProbeResult:
+    """:class:`ProbeResult` from the per-point losses and gradient changes [S]."""
+    step_norm = jnp.abs(s_values) * learning_rate * global_norm(grads)
+    return ProbeResult(loss, grad_diff, step_norm, jnp.max(grad_diff / step_norm))
+
+
 def probe_gradient_direction(loss_and_grad: Callable[[Any], tuple[jax.Array, Any]],
                              w_start: Any, grads: Any, learning_rate: float,
                              s_values: jax.Array, *, vectorize: bool = True) -> ProbeResult:
@@ -142,9 +228,7 @@ def probe_gradient_direction(loss_and_grad: Callable[[Any], tuple[jax.Array, Any
     """
 
     def at(s):
-        w = jax.tree.map(lambda w0, g: w0 - (s * learning_rate) * g, w_start, grads)
-        loss, grad_w = loss_and_grad(w)
-        return loss, global_norm(jax.tree.map(jnp.subtract, grad_w, grads))
+        return probe_point(loss_and_grad, w_start, grads, learning_rate, s)
 
     if vectorize:
         loss, grad_diff = jax.vmap(at)(s_values)
@@ -152,8 +236,19 @@ def probe_gradient_direction(loss_and_grad: Callable[[Any], tuple[jax.Array, Any
         points = [at(s_values[i]) for i in range(s_values.shape[0])]
         loss = jnp.stack([p[0] for p in points])
         grad_diff = jnp.stack([p[1] for p in points])
-    step_norm = jnp.abs(s_values) * learning_rate * global_norm(grads)
-    return ProbeResult(loss, grad_diff, step_norm, jnp.max(grad_diff / step_norm))
+    return summarize_probes(loss, grad_diff, grads, learning_rate, s_values)
+
+
+def model_loss_and_grad(model: PureModel, batch_stats: BatchStats, x: jax.Array, y: jax.Array,
+                        *, train: bool) -> Callable[[Params], tuple[jax.Array, Params]]:
+    """W -> (L(W), grad L(W)) of the network on one batch; ``train``: BN with batch
+    statistics (running statistics untouched), else with ``batch_stats``."""
+
+    def loss_and_grad(params):
+        return jax.value_and_grad(
+            lambda p: model.loss(p, batch_stats, x, y, train=train)[0])(params)
+
+    return loss_and_grad
 
 
 def model_probe(model: PureModel, w_start: Params, batch_stats: BatchStats, grads: Params,
@@ -164,12 +259,8 @@ def model_probe(model: PureModel, w_start: Params, batch_stats: BatchStats, grad
     ``train``: BN with batch statistics (running statistics untouched); otherwise BN with
     ``batch_stats`` (the running statistics of the start point).
     """
-
-    def loss_and_grad(params):
-        return jax.value_and_grad(
-            lambda p: model.loss(p, batch_stats, x, y, train=train)[0])(params)
-
-    return probe_gradient_direction(loss_and_grad, w_start, grads, learning_rate, s_values,
+    return probe_gradient_direction(model_loss_and_grad(model, batch_stats, x, y, train=train),
+                                    w_start, grads, learning_rate, s_values,
                                     vectorize=vectorize)
 
 
@@ -260,6 +351,8 @@ def train_loss_and_grad(model: PureModel, params: Params, batch_stats: BatchStat
 __all__ = [
     "QUANTILE_LEVELS", "GradientComparison", "ProbeResult", "activation_statistics",
     "compare_gradients", "cross_entropy", "distance_from_init", "global_norm",
-    "gradient_ics", "histogram_edges", "ics_gradients", "layer_activation_statistics",
-    "model_probe", "probe_gradient_direction", "train_loss_and_grad",
+    "gradient_ics", "histogram_edges", "ics_gradients", "ics_layer_gradient",
+    "ics_layer_inputs", "layer_activation_statistics", "layer_forward", "layer_input_cotangent",
+    "layer_param_gradient", "loss_cotangent", "model_loss_and_grad", "model_probe",
+    "probe_gradient_direction", "probe_point", "summarize_probes", "train_loss_and_grad",
 ]

@@ -92,20 +92,29 @@ class VGG(nnx.Module):
                                            param_dtype=dtype, rngs=rngs))
             in_features = width
 
-    def layer(self, index: int, x: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
-        """Run layer ``index``. Returns (pre-activation, input of the next layer)."""
+    def layer_linear(self, index: int, x: jax.Array) -> jax.Array:
+        """The linear part of layer ``index``: its conv or dense map, bias included."""
         block = getattr(self, self.layer_names[index])
+        return block.conv(x) if index < self.num_convs else block(x)
+
+    def layer_rest(self, index: int, z: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
+        """The rest of layer ``index`` after :meth:`layer_linear` (normalization, ReLU, pool,
+        flatten). Returns (pre-activation, input of the next layer)."""
         if index < self.num_convs:
-            pre_activation = block(x, train=train)
+            block = getattr(self, self.layer_names[index])
+            pre_activation = z if block.bn is None else block.bn(z, use_running_average=not train)
             out = nnx.relu(pre_activation)
             if index in self.pool_after:
                 out = nnx.max_pool(out, window_shape=(2, 2), strides=(2, 2))
             if index == self.num_convs - 1:
                 out = out.reshape(out.shape[0], -1)  # never squeeze: batch size 1 must work
             return pre_activation, out
-        pre_activation = block(x)
         is_output = index == len(self.layer_names) - 1
-        return pre_activation, pre_activation if is_output else nnx.relu(pre_activation)
+        return z, z if is_output else nnx.relu(z)
+
+    def layer(self, index: int, x: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
+        """Run layer ``index``. Returns (pre-activation, input of the next layer)."""
+        return self.layer_rest(index, self.layer_linear(index, x), train=train)
 
     def __call__(self, x: jax.Array, *, train: bool, start: int = 0):
         """Forward from layer ``start`` (x is that layer's input).
@@ -159,6 +168,21 @@ class PureModel:
         logits, pre_activations, layer_inputs = model(x, train=train, start=start)
         new_stats = _to_pure(nnx.state(model, nnx.BatchStat)) if train else batch_stats
         return Forward(logits, pre_activations, layer_inputs, new_stats)
+
+    def layer_linear(self, params: Params, batch_stats: BatchStats, index: int,
+                     x: jax.Array) -> jax.Array:
+        """The conv or dense map of layer ``index`` (bias included) on its input ``x``."""
+        model = nnx.merge(self.graphdef, params, batch_stats, copy=True)
+        return model.layer_linear(index, x)
+
+    def layer_rest(self, params: Params, batch_stats: BatchStats, index: int, z: jax.Array, *,
+                   train: bool) -> tuple[jax.Array, jax.Array]:
+        """Normalization, ReLU, pool of layer ``index`` on its linear output ``z``.
+
+        Returns (pre-activation, input of the next layer); running statistics unchanged.
+        """
+        model = nnx.merge(self.graphdef, params, batch_stats, copy=True)
+        return model.layer_rest(index, z, train=train)
 
     def loss(self, params: Params, batch_stats: BatchStats, x: jax.Array, y: jax.Array, *,
              train: bool, start: int = 0) -> tuple[jax.Array, Forward]:

@@ -26,11 +26,19 @@ import optax
 from bnstudy.core.config import MeasurementConfig, ModelConfig, TrainConfig
 from bnstudy.core.measurements import (
     QUANTILE_LEVELS,
+    compare_gradients,
     distance_from_init,
     gradient_ics,
     histogram_edges,
     layer_activation_statistics,
+    layer_forward,
+    layer_input_cotangent,
+    layer_param_gradient,
+    loss_cotangent,
+    model_loss_and_grad,
     model_probe,
+    probe_point,
+    summarize_probes,
 )
 from bnstudy.core.models import PureModel, leaf_paths
 
@@ -184,8 +192,28 @@ class Trainer:
         self.computation_names = [*(f"ics_{mode}" for mode in ics_modes),
                                   *self.probe_names.values()]
         self.chunk = jax.jit(self._chunk, donate_argnums=(0,), static_argnames="length")
-        self.step = jax.jit(self._host_step, donate_argnums=(0,),
-                            static_argnames=("measure", "snapshot"))
+        # The host loop: small programs, each compiled once and dispatched asynchronously.
+        # A plain step donates the state; a measured one keeps W_t, S_t for the measurements.
+        self.step = jax.jit(self._host_step, donate_argnums=(0,))
+        self.measured_step = jax.jit(self._measured_host_step)
+        self.snapshot = jax.jit(self._snapshot_program)
+        self.probe_point = jax.jit(self._probe_point, static_argnames="train")
+        self.probe_summary = jax.jit(self._probe_summary)
+        layer_static = ("index", "train")
+        self.layer_forward = jax.jit(self._layer_forward, static_argnames=layer_static)
+        self.layer_input_cotangent = jax.jit(self._layer_input_cotangent,
+                                             static_argnames=layer_static)
+        self.layer_param_gradient = jax.jit(self._layer_param_gradient,
+                                            static_argnames=layer_static)
+        self.loss_cotangent = jax.jit(self._loss_cotangent)
+        self.ics_compare = jax.jit(self._ics_compare)
+        # Only convolutions followed by BN depend on the mode; other layers share programs.
+        has_bn = model_config.normalization != "none"
+        self._mode_matters = [has_bn and i < len(model_config.conv_features)
+                              for i in range(len(self.layers))]
+        self._snapshot_shapes = None
+        self.num_leaves = len(jax.tree.leaves(jax.eval_shape(self.model.init,
+                                                             jax.random.key(0))[0]))
         loop = train_config.step_loop
         if loop == "auto":
             loop = "host" if jax.default_backend() == "cpu" else "scan"
@@ -287,11 +315,161 @@ class Trainer:
                                                  snapshot)
         return new_state, outputs
 
-    def _host_step(self, state, data, step, *, measure: bool, snapshot: bool):
-        """One step without control flow around the network (XLA:CPU runs convolutions
-        inside while/cond bodies far slower); what is due is decided on the host."""
+    # -- the host loop's programs (XLA:CPU runs convolutions inside while/cond bodies far
+    # slower, so on the CPU nothing of the network sits inside control flow; what is due is
+    # decided on the host, and each measurement is its own small program, compiled once) --
+
+    def _train_outputs(self, new_state, loss, x, y):
+        logits = self.model.apply(new_state["params"], new_state["batch_stats"], x,
+                                  train=False).logits
+        return {"train_loss": loss,
+                "train_accuracy": jnp.mean((jnp.argmax(logits, -1) == y).astype(loss.dtype))}
+
+    def _host_step(self, state, data, step):
         TRACE_COUNTS["step"] += 1
-        return self._step(state, data, step, measure=measure, snapshot=snapshot)
+        x, y = self._batch(data, step)
+        new_state, loss, _, _ = self._update(state, x, y)
+        return new_state, self._train_outputs(new_state, loss, x, y)
+
+    def _measured_host_step(self, state, data, step):
+        """A step that also returns what the measurements read: (new_state, outputs,
+        grads g_t, x_t, y_t). Not donated: W_t and S_t stay alive for the measurements."""
+        TRACE_COUNTS["measured_step"] += 1
+        x, y = self._batch(data, step)
+        new_state, loss, _, grads = self._update(state, x, y)
+        return new_state, self._train_outputs(new_state, loss, x, y), grads, x, y
+
+    def _snapshot_values(self, params, batch_stats, initial_params, x):
+        config = self.train_config
+        forward = self.model.apply(params, batch_stats, x, train=True)
+        edges = histogram_edges(config.histogram_bins, config.histogram_range,
+                                dtype=forward.logits.dtype)
+        return {"activations": layer_activation_statistics(forward.pre_activations, edges,
+                                                           self.layers),
+                "init_distance": distance_from_init(params, initial_params, self.layers)}
+
+    def _snapshot_program(self, params, batch_stats, initial_params, x):
+        """Activation statistics of the train-mode forward pass at W_t (recomputed: one
+        forward pass every snapshot_every steps) and the distance from initialization."""
+        TRACE_COUNTS["snapshot"] += 1
+        return self._snapshot_values(params, batch_stats, initial_params, x)
+
+    def _probe_point(self, w_start, batch_stats, grads, x, y, s, *, train: bool):
+        """(L(W(s)), ||grad L(W(s)) - g||) for a runtime step size s: one program for all s."""
+        TRACE_COUNTS["probe_point"] += 1
+        loss_and_grad = model_loss_and_grad(self.model, batch_stats, x, y, train=train)
+        return probe_point(loss_and_grad, w_start, grads, self.train_config.learning_rate, s)
+
+    def _probe_summary(self, losses, grad_diffs, grads, s_values):
+        TRACE_COUNTS["probe_summary"] += 1
+        return summarize_probes(jnp.stack(losses), jnp.stack(grad_diffs), grads,
+                                self.train_config.learning_rate, s_values)._asdict()
+
+    def _layer_forward(self, params, batch_stats, x, *, index: int, train: bool):
+        TRACE_COUNTS["layer_forward"] += 1
+        return layer_forward(self.model, params, batch_stats, index, x, train=train)
+
+    def _layer_input_cotangent(self, params, batch_stats, x, z, cotangent, *, index: int,
+                               train: bool):
+        TRACE_COUNTS["layer_input_cotangent"] += 1
+        return layer_input_cotangent(self.model, params, batch_stats, index, x, z, cotangent,
+                                     train=train)
+
+    def _layer_param_gradient(self, params, batch_stats, x, z, cotangent, *, index: int,
+                              train: bool):
+        TRACE_COUNTS["layer_param_gradient"] += 1
+        return layer_param_gradient(self.model, params, batch_stats, index, x, z, cotangent,
+                                    train=train)
+
+    def _loss_cotangent(self, logits, y):
+        TRACE_COUNTS["loss_cotangent"] += 1
+        return loss_cotangent(logits, y)
+
+    def _host_ics(self, params_t, params_t1, batch_stats, grads, x, y, train: bool):
+        """Gradient ICS of every layer, chained from one-layer programs (dispatched, not
+        awaited): a forward pass at W_{t+1} gives every layer's input; G'_i is then the
+        forward pass of layers i.. at W_t, and the backward pass down to layer i."""
+        modes = [train and matters for matters in self._mode_matters]
+        last = len(self.layers) - 1
+        layer_inputs, h = [x], x
+        for index in range(last):  # the prefix: inputs of layers 1.. at W_{t+1}
+            h = self.layer_forward(params_t1, batch_stats, h, index=index,
+                                   train=modes[index])[1]
+            layer_inputs.append(h)
+        grads_prime = {}
+        for i, name in enumerate(self.layers):
+            inputs, outputs, h = [], [], layer_inputs[i]
+            for index in range(i, last + 1):
+                inputs.append(h)
+                z, h = self.layer_forward(params_t, batch_stats, h, index=index,
+                                          train=modes[index])
+                outputs.append(z)
+            cotangent = self.loss_cotangent(h, y)
+            for index in range(last, i, -1):
+                cotangent = self.layer_input_cotangent(
+                    params_t, batch_stats, inputs[index - i], outputs[index - i], cotangent,
+                    index=index, train=modes[index])
+            grads_prime[name] = self.layer_param_gradient(
+                params_t, batch_stats, inputs[0], outputs[0], cotangent, index=i,
+                train=modes[i])
+        return self.ics_compare(grads, grads_prime)
+
+    def _ics_compare(self, grads, grads_prime):
+        TRACE_COUNTS["ics_compare"] += 1
+        return compare_gradients(grads, grads_prime, self.layers)._asdict()
+
+    def host_step(self, state, data, step: int, due: dict[str, bool], snapshot: bool):
+        """One step of the host loop: dispatches the step and the measurements that are
+        ``due`` ({computation name: bool}) without waiting for any of them.
+
+        Returns:
+            (new_state, outputs): device arrays, and NaN/0 numpy placeholders for what was
+            not due (the layout of :attr:`chunk`'s outputs for one step).
+        """
+        if not self.computation_names and not self.snapshots:
+            return self.step(state, data, np.int32(step))
+        new_state, outputs, grads, x, y = self.measured_step(state, data, np.int32(step))
+        dtype = np.dtype(self.model_config.param_dtype)
+        for mode in self.ics_modes:
+            name, train = f"ics_{mode}", mode == "train"
+            if not due[name]:
+                outputs[name] = self._ics_filler(dtype)
+                continue
+            outputs[name] = self._host_ics(state["params"], new_state["params"],
+                                           state["batch_stats"], grads, x, y, train)
+        for key, name in self.probe_names.items():
+            start, mode, s_values = key
+            if not due[name]:
+                outputs[name] = self._probe_filler(len(s_values), dtype)
+                continue
+            origin = state if start == "pre_step" else new_state
+            points = [self.probe_point(origin["params"], origin["batch_stats"], grads, x, y,
+                                       np.asarray(s, dtype), train=mode == "train")
+                      for s in s_values]
+            outputs[name] = self.probe_summary(tuple(p[0] for p in points),
+                                               tuple(p[1] for p in points), grads,
+                                               np.asarray(s_values, dtype))
+        if self.snapshots:
+            args = (state["params"], state["batch_stats"], data["initial_params"], x)
+            if snapshot:
+                outputs["snapshot"] = self.snapshot(*args)
+            else:
+                if self._snapshot_shapes is None:
+                    self._snapshot_shapes = jax.eval_shape(self._snapshot_values, *args)
+                outputs["snapshot"] = _numpy_filler(self._snapshot_shapes)
+        return new_state, outputs
+
+    def _ics_filler(self, dtype):
+        leaves, layers = self.num_leaves, len(self.layers)
+        nan = functools.partial(np.full, fill_value=np.nan, dtype=dtype)
+        return {"l2_leaf": nan(leaves), "cosine_leaf": nan(leaves), "l2_layer": nan(layers),
+                "cosine_layer": nan(layers)}
+
+    @staticmethod
+    def _probe_filler(points, dtype):
+        nan = functools.partial(np.full, fill_value=np.nan, dtype=dtype)
+        return {"loss": nan(points), "grad_diff": nan(points), "step_norm": nan(points),
+                "beta_smoothness": nan(())}
 
     def _chunk(self, state, data, start_step, total_steps, length: int | None = None):
         TRACE_COUNTS["chunk"] += 1
@@ -326,6 +504,13 @@ class Trainer:
 
 def _due(step, cadences: jax.Array):
     return jnp.any(step % cadences == 0)
+
+
+def _numpy_filler(shapes):
+    """Host-side placeholders (NaN for floats, 0 for integers) of the given shapes."""
+    return jax.tree.map(lambda shape: np.full(
+        shape.shape, np.nan if np.issubdtype(shape.dtype, np.floating) else 0, shape.dtype),
+        shapes)
 
 
 def _filler(shapes):
@@ -499,16 +684,16 @@ def run_chunk(trainer: Trainer, state, data, start: int, total: int):
         state, outputs = trainer.chunk(state, data, np.int32(start), np.int32(total))
         return state, jax.device_get(outputs)  # the one host transfer of this chunk
     pieces = []
-    cadences = [int(c) for values in data["cadences"].values() for c in np.asarray(values)]
+    cadences = {name: [int(c) for c in np.asarray(values)]
+                for name, values in data["cadences"].items()}
     snapshot_every = trainer.train_config.snapshot_every
     for step in range(start, min(start + trainer.train_config.steps_per_chunk, total)):
-        measure = any(step % c == 0 for c in cadences)
+        due = {name: any(step % c == 0 for c in values) for name, values in cadences.items()}
         snapshot = trainer.snapshots and step % snapshot_every == 0
-        state, outputs = trainer.step(state, data, np.int32(step), measure=measure,
-                                      snapshot=snapshot)
-        pieces.append(jax.tree.map(lambda a: a[None], outputs))
+        state, outputs = trainer.host_step(state, data, step, due, snapshot)
+        pieces.append(outputs)
     pieces = jax.device_get(pieces)  # the one host transfer of this chunk
-    return state, jax.tree.map(lambda *parts: np.concatenate(parts), *pieces)
+    return state, jax.tree.map(lambda *parts: np.stack(parts), *pieces)
 
 
 def _evaluate(trainer: Trainer, state, test_batches) -> tuple[float, float]:
