@@ -75,6 +75,10 @@ class Timing:
     compile_s: float
     flops_per_step: float | None
     outputs: dict | None = None
+    # Process peaks when this path had compiled and run its first chunk (paths run in
+    # table order, so a row includes the rows above it).
+    peak_rss_mb: float = 0.0
+    device_peak_mb: float | None = None
 
 
 def synthetic_data(model_config: ModelConfig, num_train: int, seed: int = 0):
@@ -139,49 +143,80 @@ def count_step_flops(trainer: Trainer, state, data, step: int) -> tuple[float, o
     return flops, state
 
 
-def time_core(model_config, train_config, presets, x, y, steps: int, repeats: int,
-              snapshots: bool = False) -> Timing:
-    """Median seconds per step over ``repeats`` chunks after a warm-up chunk (compiles)."""
-    # No evaluation or snapshot inside the timed chunks (they run every 200 steps in a study).
-    config = dataclasses.replace(train_config, steps_per_chunk=steps, eval_every=steps * 10**6,
-                                 snapshot_every=10**9)
-    trainer = get_trainer(model_config, config, presets, snapshots)
-    state = trainer.init_state(jax.random.fold_in(jax.random.key(config.seed), 0))
-    data = _device_data(trainer, config, presets, x, y, state)
-    total = steps * (repeats + 1)
-    chunk_seconds, first_outputs = [], None
-    for chunk in range(repeats + 1):
+class CoreRunner:
+    """The compiled path (host or scan loop) in chunks of ``steps`` steps from step 0."""
+
+    def __init__(self, model_config, train_config, presets, x, y, steps: int):
+        # No evaluation or snapshot inside the timed chunks (they run every 200 steps).
+        self.config = dataclasses.replace(train_config, steps_per_chunk=steps,
+                                          eval_every=steps * 10**6, snapshot_every=10**9)
+        self.model_config, self.presets, self.x, self.y = model_config, presets, x, y
+        self.trainer = get_trainer(model_config, self.config, presets, snapshots=False)
+        self.state = self.trainer.init_state(self._init_key())
+        self.data = _device_data(self.trainer, self.config, presets, x, y, self.state)
+        self.steps, self.start, self.first_outputs = steps, 0, None
+
+    def _init_key(self):
+        return jax.random.fold_in(jax.random.key(self.config.seed), 0)
+
+    def chunk(self) -> float:
+        """Run the next chunk; returns its wall time per step (the first one compiles)."""
         started = time.perf_counter()
-        state, outputs = run_chunk(trainer, state, data, chunk * steps, total)
-        jax.block_until_ready(state)
-        chunk_seconds.append(time.perf_counter() - started)
-        first_outputs = outputs if first_outputs is None else first_outputs
-    steady = statistics.median(chunk_seconds[1:])
-    flops = None
-    if trainer.step_loop == "host":
-        flops, state = count_step_flops(trainer, state, data, total)
-    else:  # the same arithmetic, counted on the host loop's programs
-        host = get_trainer(model_config, dataclasses.replace(config, step_loop="host"), presets,
-                           snapshots)
-        host_state = host.init_state(jax.random.fold_in(jax.random.key(config.seed), 0))
-        flops, _ = count_step_flops(host, host_state, _device_data(host, config, presets, x, y,
-                                                                   host_state), 0)
-    return Timing(steady / steps, max(0.0, chunk_seconds[0] - steady), flops,
-                  {"trainer": trainer, "outputs": first_outputs})
+        self.state, outputs = run_chunk(self.trainer, self.state, self.data, self.start, 10**9)
+        jax.block_until_ready(self.state)
+        seconds = time.perf_counter() - started
+        self.start += self.steps
+        self.first_outputs = outputs if self.first_outputs is None else self.first_outputs
+        return seconds / self.steps
+
+    def flops_per_step(self) -> float:
+        """XLA FLOPs of one step, counted on the host loop's programs (the scan loop runs
+        the same arithmetic in one program)."""
+        if self.trainer.step_loop == "host":
+            flops, self.state = count_step_flops(self.trainer, self.state, self.data,
+                                                 self.start)
+            return flops
+        host = get_trainer(self.model_config, dataclasses.replace(self.config, step_loop="host"),
+                           self.presets, snapshots=False)
+        state = host.init_state(self._init_key())
+        data = _device_data(host, self.config, self.presets, self.x, self.y, state)
+        return count_step_flops(host, state, data, 0)[0]
 
 
-def time_reference(model_config, train_config, presets, x, y, repeats: int) -> Timing:
-    """The seed-style loop: one warm-up step (compiles), then ``repeats`` timed steps."""
-    from seed_style_reference import SeedStyleLoop
+class ReferenceRunner:
+    """The seed-style loop, one step at a time from step 0."""
 
-    loop = SeedStyleLoop(model_config, train_config, x, y)
-    records, seconds = [], []
-    for _ in range(repeats + 1):
+    def __init__(self, model_config, train_config, presets, x, y):
+        from seed_style_reference import SeedStyleLoop
+
+        self.loop = SeedStyleLoop(model_config, train_config, x, y)
+        self.presets, self.records = presets, []
+
+    def chunk(self) -> float:
         started = time.perf_counter()
-        records.append(loop.step(presets))
-        seconds.append(time.perf_counter() - started)
-    steady = statistics.median(seconds[1:])
-    return Timing(steady, max(0.0, seconds[0] - steady), None, {"records": records})
+        self.records.append(self.loop.step(self.presets))
+        return time.perf_counter() - started
+
+
+def measure(runners: dict, repeats: int) -> dict[str, Timing]:
+    """Warm every runner up (compiles), then ``repeats`` rounds of one chunk each,
+    interleaved so that load from other processes hits every path alike; medians."""
+    first, peaks = {}, {}
+    for name, runner in runners.items():
+        first[name] = runner.chunk()
+        peaks[name] = (peak_rss_mb(), device_peak_mb())
+    rounds = {name: [] for name in runners}
+    for _ in range(repeats):
+        for name, runner in runners.items():
+            rounds[name].append(runner.chunk())
+    timings = {}
+    for name, runner in runners.items():
+        steady = statistics.median(rounds[name])
+        steps = getattr(runner, "steps", 1)
+        flops = runner.flops_per_step() if isinstance(runner, CoreRunner) else None
+        timings[name] = Timing(steady, max(0.0, (first[name] - steady) * steps), flops,
+                               {"runner": runner}, *peaks[name])
+    return timings
 
 
 def check_agreement(core: Timing, reference: Timing, presets, rtol: float = AGREEMENT_RTOL):
@@ -191,8 +226,9 @@ def check_agreement(core: Timing, reference: Timing, presets, rtol: float = AGRE
     absolute tolerance of ``rtol`` times the largest value of the same row.
     Returns (passed, largest deviation as a fraction of the tolerance, steps compared).
     """
-    trainer, outputs = core.outputs["trainer"], core.outputs["outputs"]
-    records = reference.outputs["records"]
+    core_runner = core.outputs["runner"]
+    trainer, outputs = core_runner.trainer, core_runner.first_outputs
+    records = reference.outputs["runner"].records
     steps = min(len(records), len(outputs["train_loss"]))
     worst, passed = 0.0, True
     for step in range(steps):
@@ -251,31 +287,30 @@ def run(config_name: str, steps: int, repeats: int, reference: bool,
     train_config = TrainConfig(batch_size=batch_size, eval_batch_size=batch_size)
     x, y = synthetic_data(model_config, num_train)
     presets = list(PRESET_LIST)
-    rows = []
-    plain = time_core(model_config, train_config, [], x, y, steps, repeats)
-    rows.append(("plain", plain, peak_rss_mb(), device_peak_mb()))
-    measured = time_core(model_config, train_config, presets, x, y, steps, repeats)
-    rows.append(("measured (blog+paper)", measured, peak_rss_mb(), device_peak_mb()))
-    ref = None
+    runners = {"plain": CoreRunner(model_config, train_config, [], x, y, steps),
+               "measured": CoreRunner(model_config, train_config, presets, x, y, steps)}
     if reference:
-        ref = time_reference(model_config, train_config, presets, x, y, repeats)
-        rows.append(("seed-style reference", ref, peak_rss_mb(), device_peak_mb()))
-
+        runners["reference"] = ReferenceRunner(model_config, train_config, presets, x, y)
+    timings = measure(runners, repeats)
+    plain, measured, ref = timings["plain"], timings["measured"], timings.get("reference")
+    rows = [("plain", plain), ("measured (blog+paper)", measured)]
+    if ref is not None:
+        rows.append(("seed-style reference", ref))
     device = jax.devices()[0]
     print(f"config {config_name}: widths {model_config.conv_widths}, dense "
           f"{model_config.dense_widths}, batch {batch_size}, {model_config.image_size}px; "
           f"device {device.platform} ({device.device_kind}), {jax.device_count()} device(s); "
           f"steps/chunk {steps}, repeats {repeats}; step loop "
-          f"{measured.outputs['trainer'].step_loop}")
+          f"{runners['measured'].trainer.step_loop}; chunks interleaved")
     table = []
-    for name, timing, rss, device_mb in rows:
+    for name, timing in rows:
         flops = timing.flops_per_step
         table.append({
             "path": name, "steps/s": 1.0 / timing.seconds_per_step,
             "s/step": timing.seconds_per_step, "compile s": timing.compile_s,
             "GFLOP/step": None if flops is None else flops / 1e9,
             "GFLOP/s": None if flops is None else flops / 1e9 / timing.seconds_per_step,
-            "peak RSS MB": rss, "device peak MB": device_mb})
+            "peak RSS MB": timing.peak_rss_mb, "device peak MB": timing.device_peak_mb})
     widths = [max(len(c), 12) for c in COLUMNS]
     widths[0] = max(len(r["path"]) for r in table)
     print("  ".join(c.rjust(w) for c, w in zip(COLUMNS, widths)))

@@ -73,18 +73,18 @@ def test_seed_style_reference_agrees(summary_and_output):
 
 def test_agreement_check_catches_a_wrong_measurement(bench):
     """The check must fail when one ICS value is off by 1%."""
-    import dataclasses
-
     from bnstudy.core import TINY_MODEL_CONFIG, TrainConfig
     config = TrainConfig(batch_size=8, eval_batch_size=8)
     x, y = bench.synthetic_data(TINY_MODEL_CONFIG, 64)
     presets = list(bench.PRESET_LIST)
-    core = bench.time_core(TINY_MODEL_CONFIG, config, presets, x, y, steps=2, repeats=1)
-    reference = bench.time_reference(TINY_MODEL_CONFIG, config, presets, x, y, repeats=1)
+    runners = {"core": bench.CoreRunner(TINY_MODEL_CONFIG, config, presets, x, y, steps=2),
+               "reference": bench.ReferenceRunner(TINY_MODEL_CONFIG, config, presets, x, y)}
+    timings = bench.measure(runners, repeats=1)
+    core, reference = timings["core"], timings["reference"]
     assert bench.check_agreement(core, reference, presets)[0]
-    records = copy.deepcopy(reference.outputs["records"])
+    records = copy.deepcopy(runners["reference"].records)
     records[1]["paper"]["ics_l2"] = records[1]["paper"]["ics_l2"] * np.where(
         np.arange(len(records[1]["paper"]["ics_l2"])) == 2, 1.01, 1.0)
-    wrong = dataclasses.replace(reference, outputs={"records": records})
-    passed, worst, _ = bench.check_agreement(core, wrong, presets)
+    runners["reference"].records = records
+    passed, worst, _ = bench.check_agreement(core, reference, presets)
     assert not passed and worst > 1.0

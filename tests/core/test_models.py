@@ -79,3 +79,25 @@ def test_eval_mode_differs_only_with_batchnorm(tiny_pair):
         train = apply(params, stats, x, train=True).logits
         evaluation = apply(params, stats, x, train=False).logits
         assert (not np.allclose(train, evaluation)) == differs
+
+
+def test_max_pool_matches_flax_values_and_gradient():
+    """The reshape-and-max pool equals nnx.max_pool, forward and backward (no ties in random
+    data; a tie of zeros after a ReLU gets no gradient in either)."""
+    from flax import nnx
+
+    from bnstudy.core.models import max_pool_2x2
+
+    x = jax.random.normal(jax.random.key(0), (3, 8, 6, 5))
+    weights = jax.random.normal(jax.random.key(1), (3, 4, 3, 5))
+
+    def flax_pool(v):
+        return nnx.max_pool(v, window_shape=(2, 2), strides=(2, 2))
+
+    np.testing.assert_array_equal(max_pool_2x2(x), flax_pool(x))
+    for pool in (max_pool_2x2, flax_pool):
+        assert pool(x).shape == (3, 4, 3, 5)
+    ours = jax.grad(lambda v: jnp.sum(weights * max_pool_2x2(jax.nn.relu(v))))(x)
+    theirs = jax.grad(lambda v: jnp.sum(weights * flax_pool(jax.nn.relu(v))))(x)
+    np.testing.assert_array_equal(ours, theirs)
+    assert np.count_nonzero(ours) == np.count_nonzero(np.asarray(max_pool_2x2(x)) > 0)

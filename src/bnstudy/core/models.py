@@ -49,6 +49,18 @@ def _normalization_layer(config: ModelConfig, features: int, dtype, rngs: nnx.Rn
     raise ValueError(f"no normalization layer for {config.normalization!r}")
 
 
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2x2 max-pool with stride 2 of [B, H, W, C] (H, W even), as a reshape and a max.
+
+    The same values as ``nnx.max_pool(x, (2, 2), strides=(2, 2))``; XLA:CPU runs its gradient
+    ~20% faster than the select-and-scatter of a reduce_window. The gradients differ only
+    where two positive entries of a window tie exactly (split between them instead of
+    given to the first); after a ReLU, tied zeros receive no gradient either way.
+    """
+    batch, height, width, channels = x.shape
+    return x.reshape(batch, height // 2, 2, width // 2, 2, channels).max(axis=(2, 4))
+
+
 class ConvBlock(nnx.Module):
     """3x3 SAME conv with bias, then the configured normalization (pre-activation out)."""
 
@@ -105,7 +117,7 @@ class VGG(nnx.Module):
             pre_activation = z if block.bn is None else block.bn(z, use_running_average=not train)
             out = nnx.relu(pre_activation)
             if index in self.pool_after:
-                out = nnx.max_pool(out, window_shape=(2, 2), strides=(2, 2))
+                out = max_pool_2x2(out)
             if index == self.num_convs - 1:
                 out = out.reshape(out.shape[0], -1)  # never squeeze: batch size 1 must work
             return pre_activation, out
