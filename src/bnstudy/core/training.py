@@ -1,11 +1,18 @@
 """The compiled, chunked trainer: SGD with momentum plus every per-step measurement.
 
-One chunk of ``steps_per_chunk`` steps is one XLA program (a ``lax.scan``); the host sees
-the results once per chunk. The data set lives on the device, batches come from per-epoch
-permutations computed on the device from the seed, and the training state is donated to
-each chunk. Measurements run under ``lax.cond`` on the steps they are due, read the step's
-own intermediate values, and never write to the training state, so they cannot change the
-trajectory.
+Two step loops (``TrainConfig.step_loop``), the same results:
+
+* ``scan`` (accelerators): one chunk of ``steps_per_chunk`` steps is one XLA program (a
+  ``lax.scan``); measurements run under ``lax.cond`` on the steps they are due, probes are
+  vmapped over s.
+* ``host`` (CPUs, where XLA runs convolutions inside loops and conds far slower): small
+  programs, each compiled once per configuration and dispatched asynchronously, results
+  fetched once per chunk: the step, one probe point with s as a runtime scalar, and the ICS
+  chained from one-layer forward / backward programs (see :meth:`Trainer.host_step`).
+
+The data set lives on the device, batches come from per-epoch permutations computed on the
+device from the seed. Measurements read the step's own values and never write to the
+training state, so they cannot change the trajectory.
 """
 
 from __future__ import annotations
@@ -174,6 +181,10 @@ class Trainer:
             due) and, with snapshots, "snapshot".
         train_step: (state, x, y) -> (state, loss), one plain step (no measurements).
         evaluate: (params, batch_stats, x_batches, y_batches, mask) -> (loss, accuracy).
+        host_step: one step of the host loop (see its docstring); it dispatches the
+            programs ``step`` / ``measured_step``, ``probe_point``, ``probe_summary``,
+            ``layer_forward``, ``layer_input_cotangent``, ``layer_param_gradient``,
+            ``loss_cotangent``, ``ics_compare`` and ``snapshot``.
     """
 
     def __init__(self, model_config: ModelConfig, train_config: TrainConfig,
