@@ -96,7 +96,11 @@ def test_host_loop_compiles_each_program_once(tiny_arrays):
     config = dataclasses.replace(TINY_TRAIN_CONFIG, learning_rate=0.02, step_loop="host")
     sparse = dataclasses.replace(PRESETS["paper"], measure_every=3)
     before = dict(TRACE_COUNTS)
-    train(TINY_MODEL_CONFIG, config, [PRESETS["blog"], sparse], *tiny_arrays)
+    result = train(TINY_MODEL_CONFIG, config, [PRESETS["blog"], sparse], *tiny_arrays)
+    paper = result.measurements["paper"]
+    np.testing.assert_array_equal(paper["measured_steps"], [0, 3, 6, 9])
+    assert np.all(np.isfinite(paper["ics_l2"])) and np.all(np.isfinite(paper["grad_diff"]))
+    np.testing.assert_array_equal(result.activation_stats["steps"], [0, 3, 6, 9])
     first = {k: v - before.get(k, 0) for k, v in TRACE_COUNTS.items() if v != before.get(k, 0)}
     # 3 convs with BN (train and eval mode differ) and 3 dense layers (one program each).
     assert first == {"measured_step": 1, "snapshot": 1, "evaluate": 1,
