@@ -98,7 +98,7 @@ def _band_figure(table: pd.DataFrame, low: str, high: str, title: str, ylabel: s
 
 def loss_landscape_figure(table: pd.DataFrame) -> plt.Figure:
     """Band between the min and max loss along the gradient direction, per step (log)."""
-    return _band_figure(table, "probe_loss_min", "probe_loss_max", "Loss landscape", "Loss range over s")
+    return _band_figure(table, "probe_loss_min", "probe_loss_max", "Loss landscape", "Loss along the gradient (min to max over s)")
 
 
 def gradient_predictiveness_figure(table: pd.DataFrame) -> plt.Figure:
