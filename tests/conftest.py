@@ -139,6 +139,8 @@ def make_project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("BNSTUDY_CIFAR10_SOURCE", raising=False)
     monkeypatch.delenv("BNSTUDY_CIFAR10_PATH", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
     return project
 
 

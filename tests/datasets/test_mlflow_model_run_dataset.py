@@ -12,12 +12,20 @@ from bnstudy.datasets import BytesDataset, MlflowModelRunDataset
 
 @pytest.fixture
 def tracking(tmp_path, monkeypatch):
+    """A throw-away tracking store. mlflow.set_tracking_uri / set_experiment also write
+    MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_ID into os.environ, which later Kedro sessions in
+    this process would follow: monkeypatch restores both afterwards."""
     monkeypatch.chdir(tmp_path)
+    previous_uri = mlflow.get_tracking_uri()
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.setenv(name, "placeholder")
+        monkeypatch.delenv(name)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_experiment("test")
     yield mlflow.MlflowClient()
     while mlflow.active_run():
         mlflow.end_run()
+    mlflow.set_tracking_uri(previous_uri)
 
 
 def test_child_run_is_nested_and_holds_the_payload(tracking):
