@@ -138,7 +138,10 @@ def make_project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(project)
     monkeypatch.delenv("BNSTUDY_CIFAR10_SOURCE", raising=False)
     monkeypatch.delenv("BNSTUDY_CIFAR10_PATH", raising=False)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # An absolute URI per project (conf/base/mlflow.yml reads MLFLOW_TRACKING_URI): MLflow
+    # caches its store per URI string, so the relative default `sqlite:///mlflow.db` would
+    # keep pointing at the first project's file for every later session in this process.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
     return project
