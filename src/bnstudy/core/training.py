@@ -643,7 +643,8 @@ def train(model_config: ModelConfig, train_config: TrainConfig,
             if done % train_config.eval_every == 0 or done == total:
                 evaluations.append((done, *_evaluate(trainer, state, test_batches)))
                 metrics.update(test_loss=evaluations[-1][1], test_accuracy=evaluations[-1][2])
-            logger.info("step %d/%d %s", done, total, metrics)
+            logger.info("[normalization=%s] step %d/%d %s", model_config.normalization, done, total,
+                        ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
             if progress is not None:
                 progress(done, total, metrics)
         final_distance = distance_from_init(state["params"], data["initial_params"],

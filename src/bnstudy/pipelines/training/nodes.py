@@ -54,7 +54,6 @@ def train_model(
     model_config, train_config, measurement_configs = build_configs(
         normalization, architecture, training, measurements
     )
-    progress = _ProgressLog(normalization)
     result = train(
         model_config,
         train_config,
@@ -63,7 +62,6 @@ def train_model(
         model_input_train["labels"],
         model_input_test["images"],
         model_input_test["labels"],
-        progress=progress,
     )
     return (
         model_state(result.initial_params, result.initial_batch_stats),
@@ -84,17 +82,6 @@ def model_state(params: dict[str, Any], batch_stats: dict[str, Any]) -> dict[str
     """``{"params": ..., "batch_stats": ...}``; the baseline has no batch statistics, and
     an empty entry is left out (an .npz file cannot hold an empty dict)."""
     return {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
-
-
-class _ProgressLog:
-    """Logs one line per compiled chunk (the core calls it on the host)."""
-
-    def __init__(self, label: str):
-        self._label = label
-
-    def __call__(self, done: int, total: int, metrics: dict[str, Any]) -> None:
-        shown = ", ".join(f"{k} {float(v):.4f}" for k, v in metrics.items() if np.ndim(v) == 0)
-        logger.info("[normalization=%s] step %d/%d %s", self._label, done, total, shown)
 
 
 def training_trace(result: TrainingResult) -> pd.DataFrame:
