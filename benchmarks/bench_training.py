@@ -43,7 +43,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # for seed_style_refer
 from bnstudy.core import (  # noqa: E402
     PRESETS,
     TINY_MODEL_CONFIG,
-    MeasurementConfig,
     ModelConfig,
     TrainConfig,
     epoch_permutations,
@@ -51,6 +50,7 @@ from bnstudy.core import (  # noqa: E402
     measurement_cadences,
     run_chunk,
 )
+from bnstudy.core.config import MATMUL_PRECISIONS  # noqa: E402
 from bnstudy.core.training import Trainer  # noqa: E402
 
 CONFIGS: dict[str, tuple[ModelConfig, int, int]] = {
@@ -194,8 +194,16 @@ class ReferenceRunner:
 
     def chunk(self) -> float:
         started = time.perf_counter()
-        self.records.append(self.loop.step(self.presets))
+        with jax.default_matmul_precision(self.loop.config.matmul_precision):
+            self.records.append(self.loop.step(self.presets))
         return time.perf_counter() - started
+
+    def flops_per_step(self) -> float:
+        """XLA FLOPs of one more step, summed over the jitted calls it makes."""
+        with jax.default_matmul_precision(self.loop.config.matmul_precision):
+            flops, record = self.loop.count_step_flops(self.presets)
+        self.records.append(record)
+        return flops
 
 
 def measure(runners: dict, repeats: int) -> dict[str, Timing]:
@@ -213,7 +221,7 @@ def measure(runners: dict, repeats: int) -> dict[str, Timing]:
     for name, runner in runners.items():
         steady = statistics.median(rounds[name])
         steps = getattr(runner, "steps", 1)
-        flops = runner.flops_per_step() if isinstance(runner, CoreRunner) else None
+        flops = runner.flops_per_step()
         timings[name] = Timing(steady, max(0.0, (first[name] - steady) * steps), flops,
                                {"runner": runner}, *peaks[name])
     return timings
@@ -223,15 +231,21 @@ def check_agreement(core: Timing, reference: Timing, presets, rtol: float = AGRE
     """Compare the measurements of the steps both loops ran (from the same start).
 
     Every value to ``rtol``; values near zero (conv_0's train-mode ICS, rounding only) to an
-    absolute tolerance of ``rtol`` times the largest value of the same row.
+    absolute tolerance of ``rtol`` times the largest value of the same row. The batch
+    accuracy after the step may differ by one example (a logit tie broken by rounding).
     Returns (passed, largest deviation as a fraction of the tolerance, steps compared).
     """
     core_runner = core.outputs["runner"]
     trainer, outputs = core_runner.trainer, core_runner.first_outputs
+    reference_loop = reference.outputs["runner"].loop
     records = reference.outputs["runner"].records
     steps = min(len(records), len(outputs["train_loss"]))
     worst, passed = 0.0, True
+    one_example = 1.0 / reference_loop.config.batch_size
     for step in range(steps):
+        accuracy_gap = abs(float(outputs["train_accuracy"][step]) - records[step]["train_accuracy"])
+        worst = max(worst, accuracy_gap / (one_example * 1.001))
+        passed = passed and accuracy_gap <= one_example * 1.001
         pairs = [(outputs["train_loss"][step], records[step]["train_loss"])]
         for preset in presets:
             ics = outputs[trainer.ics_name(preset)]
@@ -242,8 +256,9 @@ def check_agreement(core: Timing, reference: Timing, presets, rtol: float = AGRE
                       (probe["loss"][step], expected["probe_loss"]),
                       (probe["grad_diff"][step], expected["grad_diff"]),
                       (probe["beta_smoothness"][step], expected["beta_smoothness"])]
-        for got, want in pairs:
-            got, want = np.atleast_1d(np.asarray(got, np.float64)), np.atleast_1d(want)
+        for got_value, want_value in pairs:
+            got = np.atleast_1d(np.asarray(got_value, np.float64))
+            want = np.atleast_1d(want_value)
             finite = np.isfinite(want)  # a cosine of a zero gradient is NaN in both
             if not np.array_equal(finite, np.isfinite(got)):
                 passed = False
@@ -279,12 +294,13 @@ def _fmt(value, digits=3):
 
 
 def run(config_name: str, steps: int, repeats: int, reference: bool,
-        out: TextIO | None = None) -> dict:
+        out: TextIO | None = None, matmul_precision: str = "highest") -> dict:
     """Run the benchmark, print the table to ``out`` (default stdout) and return its numbers."""
     out = sys.stdout if out is None else out
     print = functools.partial(builtins.print, file=out, flush=True)  # noqa: A001
     model_config, batch_size, num_train = CONFIGS[config_name]
-    train_config = TrainConfig(batch_size=batch_size, eval_batch_size=batch_size)
+    train_config = TrainConfig(batch_size=batch_size, eval_batch_size=batch_size,
+                               matmul_precision=matmul_precision)
     x, y = synthetic_data(model_config, num_train)
     presets = list(PRESET_LIST)
     runners = {"plain": CoreRunner(model_config, train_config, [], x, y, steps),
@@ -300,7 +316,8 @@ def run(config_name: str, steps: int, repeats: int, reference: bool,
     print(f"config {config_name}: widths {model_config.conv_widths}, dense "
           f"{model_config.dense_widths}, batch {batch_size}, {model_config.image_size}px; "
           f"device {device.platform} ({device.device_kind}), {jax.device_count()} device(s); "
-          f"steps/chunk {steps}, repeats {repeats}; step loop "
+          f"matmul precision {matmul_precision}; steps/chunk {steps}, repeats {repeats}; "
+          "step loop "
           f"{runners['measured'].trainer.step_loop}; chunks interleaved")
     table = []
     for name, timing in rows:
@@ -330,7 +347,12 @@ def run(config_name: str, steps: int, repeats: int, reference: bool,
         print(f"speed vs seed-style reference: x{summary['speedup']:.2f} "
               f"({ref.seconds_per_step:.3f} -> {measured.seconds_per_step:.3f} s per measured "
               "step)")
-        print(f"agreement check ({compared} steps, ICS/probes/beta/loss, rtol "
+        summary["reference_flop_ratio"] = ref.flops_per_step / measured.flops_per_step
+        print(f"arithmetic: seed-style {ref.flops_per_step / 1e9:.3g} vs measured "
+              f"{measured.flops_per_step / 1e9:.3g} GFLOP per step "
+              f"(x{summary['reference_flop_ratio']:.2f}); FLOP rate measured/seed-style "
+              f"x{summary['speedup'] / summary['reference_flop_ratio']:.2f}")
+        print(f"agreement check ({compared} steps, ICS/probes/beta/loss/accuracy, rtol "
               f"{AGREEMENT_RTOL:g}): {'PASS' if passed else 'FAIL'} (largest deviation "
               f"{worst:.2g} of the tolerance)")
     return summary
@@ -344,10 +366,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed chunks after warm-up")
     parser.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
                         help="also run and compare the seed-style loop (default: yes)")
+    parser.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default="highest",
+                        help="TrainConfig.matmul_precision of every path (the seed-style "
+                             "loop runs under jax.default_matmul_precision of it)")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.repeats < 1:
         parser.error("--steps and --repeats must be >= 1")
-    summary = run(args.config, args.steps, args.repeats, args.reference)
+    summary = run(args.config, args.steps, args.repeats, args.reference,
+                  matmul_precision=args.matmul_precision)
     return 0 if summary.get("agreement", True) else 1
 
 

@@ -78,11 +78,11 @@ def main(argv: list[str] | None = None) -> int:
             "compile_time_s": float(result.compile_time_s),
             "steps_per_s": result.steps.size / wall,
         }
-        print(f"{name}: test accuracy {results[name]['final_test_accuracy']:.4f} after "  # noqa: T201
+        print(f"{name}: test accuracy {results[name]['final_test_accuracy']:.4f} after "
               f"{results[name]['steps']} steps in {wall:.0f} s")
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))  # noqa: T201
+    print(json.dumps(results, indent=2))
     return 0
 
 

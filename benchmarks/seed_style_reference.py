@@ -1,25 +1,36 @@
 """A faithful seed-style measured training loop, the way the blog's notebook did it.
 
-Eager Python around a stateful Flax NNX module and ``nnx.Optimizer`` (today's API:
-``nnx.Optimizer(model, tx, wrt=nnx.Param)``, ``optimizer.update(model, grads)``):
+Eager Python around stateful Flax NNX modules and ``nnx.Optimizer``, written against today's
+API (``nnx.Optimizer(model, tx, wrt=nnx.Param)``, ``optimizer.update(model, grads)``), and
+following the notebook's code cell by cell (../shared/seed/how-batchnorm-works-part-2.txt):
 
-* a deep copy of the model *and the optimizer* before every step;
-* gradient ICS with one separately jitted call per layer (and mode), each computing the
-  *full* gradient of a deep-copied model whose lower layers were overwritten with W_{t+1},
-  and keeping only that layer's part;
-* one jitted call per probe point s on a fresh deep copy of the start model;
+* the blog's own network: ``VGGBlock`` (``nnx.Conv`` + ``nnx.BatchNorm(momentum=0.9)``, the
+  BN replaced by the identity for the baseline) and ``VGGNet`` with ``nnx.max_pool``, put in
+  train or eval mode with ``model.train()`` / ``model.eval()``;
+* before every step a deep copy of the optimizer (and, as today's optimizer no longer holds
+  the model, of the model);
+* ``step_fn``: one ``nnx.jit`` call that computes the loss and gradients and updates;
+* ``accuracy``: the batch accuracy in eval mode after the step, its own jitted call;
+* ``santurkar_ics_step``: the optimizer copy takes the real update; then, for each layer,
+  a deep copy of the pre-step model whose lower layers are overwritten with W_{t+1} and one
+  separately jitted call computing the *full* gradient, of which that layer's part is kept;
+* ``loss_landscape_step`` and ``grad_landscape_step``: two separate sweeps over the probe
+  points, each point a fresh deep copy and one jitted call (the loss; the gradient);
 * norms and cosines in numpy on the host (a device-to-host round trip per number).
 
-It computes the same measurements as :mod:`bnstudy.core` (docs/measurements.md) and shares
-with it only the module definition and the data order, so the benchmark can check that both
-agree and time the difference. Not part of the library: a yardstick.
+Where the notebook is silent (the deepkit library is not public) the loop takes the lean
+choice: the optimizer copy is updated once per ICS call, not once per layer.
+
+It computes the same measurements as :mod:`bnstudy.core` (docs/measurements.md) but shares
+with it only the initial weights (copied in, so that both start identical) and the data
+order, so the benchmark can check that both agree and time the difference. Not part of the
+library: a yardstick.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -27,36 +38,139 @@ import numpy as np
 import optax
 from flax import nnx
 
-from bnstudy.core import VGG, MeasurementConfig, ModelConfig, TrainConfig, epoch_permutations, layer_names
+from bnstudy.core import (
+    VGG,
+    MeasurementConfig,
+    ModelConfig,
+    TrainConfig,
+    epoch_permutations,
+    layer_names,
+)
+
+kernel_init = nnx.initializers.glorot_normal()
 
 
-def _loss(module, x, y, train):
-    logits, _, _ = module(x, train=train)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+def identity(x):
+    """The baseline's stand-in for BatchNorm (the notebook sets ``vgg.bn = lambda x: x``)."""
+    return x
+
+
+class VGGBlock(nnx.Module):
+    """The notebook's block: 3x3 SAME conv, BatchNorm, ReLU; returns (out, pre-activation)."""
+
+    def __init__(self, in_features: int, out_features: int, config: ModelConfig,
+                 rngs: nnx.Rngs):
+        self.conv = nnx.Conv(in_features=in_features, out_features=out_features,
+                             kernel_size=(3, 3), kernel_init=kernel_init, padding="SAME",
+                             rngs=rngs)
+        self.bn = (nnx.BatchNorm(num_features=out_features, momentum=config.bn_momentum,
+                                 epsilon=config.bn_epsilon, rngs=rngs)
+                   if config.normalization == "batch" else identity)
+
+    def __call__(self, x):
+        x = self.conv(x)
+        x = self.bn(x)
+        conv_activation = x
+        x = nnx.relu(x)
+        return x, conv_activation
+
+
+class VGGNet(nnx.Module):
+    """The notebook's ``VGGNet``, with the widths, pools and head of a ModelConfig."""
+
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+        widths = [config.in_channels, *config.conv_widths]
+        self.convs = nnx.List([VGGBlock(widths[i], widths[i + 1], config, rngs)
+                               for i in range(len(config.conv_widths))])
+        self.max_pool_after = tuple(config.pool_after)
+        self.dense_names = tuple(layer_names(config)[len(config.conv_widths):])
+        features = [config.flat_features, *config.dense_widths, config.num_classes]
+        for index, name in enumerate(self.dense_names):
+            setattr(self, name, nnx.Linear(in_features=features[index],
+                                           out_features=features[index + 1],
+                                           kernel_init=kernel_init, rngs=rngs))
+
+    def __call__(self, x):
+        activations = {}
+        for conv_idx in range(len(self.convs)):
+            x, act = self.convs[conv_idx](x)
+            activations[f"conv_{conv_idx}"] = act
+            if conv_idx in self.max_pool_after:
+                x = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+        x = x.reshape(x.shape[0], -1)  # the notebook squeezes its [B, 1, 1, C]
+        for name in self.dense_names:
+            x = getattr(self, name)(x)
+            activations[name] = x
+            if name != self.dense_names[-1]:
+                x = nnx.relu(x)
+        return x, activations
+
+
+def loss_fn(model, batch, targets):
+    logits, activations = model(batch)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+    return loss, activations
 
 
 @nnx.jit
-def _train_step(module, optimizer, x, y):
-    loss, grads = nnx.value_and_grad(_loss)(module, x, y, True)
-    optimizer.update(module, grads)
-    return loss, grads
+def step_fn(model, optimizer, batch, labels):
+    (loss, activations), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, batch, labels)
+    optimizer.update(model, grads)
+    return loss, activations, grads
 
 
-@nnx.jit(static_argnames="train")
-def _probe_loss_and_grad(module, x, y, train):
-    return nnx.value_and_grad(_loss)(module, x, y, train)
+@nnx.jit
+def accuracy(model, batch, labels):
+    logits, _ = model(batch)
+    return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
 
 
-@functools.cache  # one compiled function per layer and mode for the whole process
-def _make_layer_ics_fn(layer: str, train: bool):
-    """One separately jitted function per layer and mode: the full gradient, one layer kept."""
+@nnx.jit
+def landscape_loss(model, batch, labels):
+    return loss_fn(model, batch, labels)[0]
 
-    @nnx.jit
-    def layer_gradient(module, x, y):
-        grads = nnx.grad(_loss)(module, x, y, train)
-        return nnx.to_pure_dict(grads)[layer]
 
-    return layer_gradient
+@nnx.jit
+def landscape_grad(model, batch, labels):
+    return nnx.grad(lambda m: loss_fn(m, batch, labels)[0])(model)
+
+
+_LAYER_GRADIENT_FNS: dict[str, Callable] = {}
+
+
+def layer_gradient_fn(layer: str) -> Callable:
+    """One separately jitted function per layer: the full gradient, that layer's part kept."""
+    if layer not in _LAYER_GRADIENT_FNS:
+        @nnx.jit
+        def layer_gradient(model, batch, labels):
+            grads = nnx.grad(lambda m: loss_fn(m, batch, labels)[0])(model)
+            return layer_part(nnx.to_pure_dict(grads), layer)
+
+        _LAYER_GRADIENT_FNS[layer] = layer_gradient
+    return _LAYER_GRADIENT_FNS[layer]
+
+
+def _location(layer: str) -> tuple[tuple[str, ...], int | str]:
+    """Where layer ``layer`` (core naming: conv_i, fc1, ..., out) sits in a VGGNet pure dict."""
+    if layer.startswith("conv_"):
+        return ("convs",), int(layer.removeprefix("conv_"))
+    return (), layer
+
+
+def layer_part(pure: dict, layer: str) -> dict:
+    """Layer ``layer``'s parameters in a VGGNet pure dict."""
+    path, key = _location(layer)
+    for part in path:
+        pure = pure[part]
+    return pure[key]
+
+
+def set_layer_part(pure: dict, layer: str, value: dict) -> None:
+    """Replace layer ``layer``'s parameters in a VGGNet pure dict, in place."""
+    path, key = _location(layer)
+    for part in path:
+        pure = pure[part]
+    pure[key] = value
 
 
 def _params(module) -> dict:
@@ -73,22 +187,43 @@ def _vector(tree) -> np.ndarray:
     return np.concatenate([np.ravel(np.asarray(leaf)) for leaf in jax.tree.leaves(tree)])
 
 
+def _set_mode(module, train: bool):
+    if train:
+        module.train()
+    else:
+        module.eval()
+    return module
+
+
+def blog_params_from_core(core_params: dict, layers: Sequence[str]) -> dict:
+    """Map the core VGG's pure params {conv_i: {conv, bn}, fc1, ...} onto VGGNet's layout."""
+    pure: dict = {"convs": {}}
+    for layer in layers:
+        set_layer_part(pure, layer, core_params[layer])
+    return pure
+
+
 class SeedStyleLoop:
     """Trains step by step and measures every preset on every step, seed style.
 
-    Same initial weights (``fold_in(key(seed), 0)``) and batch order (``fold_in(key(seed), 1)``
-    permutations) as :func:`bnstudy.core.train`.
+    Same initial weights (the core VGG's, from ``fold_in(key(seed), 0)``, copied in) and
+    batch order (``fold_in(key(seed), 1)`` permutations) as :func:`bnstudy.core.train`.
     """
 
     def __init__(self, model_config: ModelConfig, train_config: TrainConfig,
                  x_train: np.ndarray, y_train: np.ndarray):
+        if model_config.param_dtype != "float32":
+            raise ValueError("the seed-style loop runs in float32 only, as the notebook did")
         key = jax.random.key(train_config.seed)
-        self.model = VGG(model_config, key=jax.random.fold_in(key, 0))
+        self.layers = layer_names(model_config)
+        self.model = VGGNet(model_config, rngs=nnx.Rngs(0))
+        core = VGG(model_config, key=jax.random.fold_in(key, 0))
+        _set_params(self.model, blog_params_from_core(_params(core), self.layers))
         self.optimizer = nnx.Optimizer(
-            self.model, optax.sgd(train_config.learning_rate, momentum=train_config.momentum,
+            self.model, optax.sgd(learning_rate=train_config.learning_rate,
+                                  momentum=train_config.momentum,
                                   nesterov=train_config.nesterov), wrt=nnx.Param)
         self.config = train_config
-        self.layers = layer_names(model_config)
         self.x_train, self.y_train = x_train, y_train
         self.steps_per_epoch = train_config.steps_per_epoch(x_train.shape[0])
         total = train_config.total_steps(x_train.shape[0])
@@ -96,6 +231,9 @@ class SeedStyleLoop:
         self.permutations = np.asarray(epoch_permutations(jax.random.fold_in(key, 1), epochs,
                                                           x_train.shape[0]))
         self.step_index = 0
+        # While counting FLOPs: XLA's count per distinct compiled call, and the step's sum.
+        self._flop_cache: dict | None = None
+        self._step_flops = 0.0
 
     def _batch(self, step: int):
         epoch, position = divmod(step, self.steps_per_epoch)
@@ -103,52 +241,83 @@ class SeedStyleLoop:
         indices = self.permutations[epoch, position * size:(position + 1) * size]
         return jnp.asarray(self.x_train[indices]), jnp.asarray(self.y_train[indices])
 
+    def _call(self, fn: Callable, cache_key: tuple, *args):
+        """Call a jitted function; while counting, add XLA's FLOP count of that call."""
+        if self._flop_cache is not None:
+            if cache_key not in self._flop_cache:
+                cost = fn.lower(*args).compile().cost_analysis()
+                cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+                self._flop_cache[cache_key] = float(cost.get("flops", 0.0))
+            self._step_flops += self._flop_cache[cache_key]
+        return fn(*args)
+
     def step(self, presets: Sequence[MeasurementConfig]) -> dict:
-        """One training step with every preset measured. Returns {"train_loss": float,
-        preset name: {ics_l2 [L], ics_cosine [L], probe_loss [S], grad_diff [S],
-        beta_smoothness}} as numpy values."""
+        """One training step with every preset measured. Returns {"train_loss",
+        "train_accuracy", preset name: {ics_l2 [L], ics_cosine [L], probe_loss [S],
+        grad_diff [S], beta_smoothness}} as numpy values."""
         x, y = self._batch(self.step_index)
         self.step_index += 1
-        before = copy.deepcopy(self.model)  # W_t, S_t
-        _ = copy.deepcopy(self.optimizer)  # the notebook's per-step optimizer copy
-        loss, grads = _train_step(self.model, self.optimizer, x, y)
-        after = copy.deepcopy(self.model)  # W_{t+1}, S_{t+1}
-        g = nnx.to_pure_dict(grads)
+        model_copy, optimizer_copy = copy.deepcopy((self.model, self.optimizer))  # W_t, S_t
+        self.model.train()
+        loss, _activations, grads = self._call(step_fn, ("step",), self.model, self.optimizer,
+                                               x, y)
         record = {"train_loss": float(loss)}
         for preset in presets:
-            record[preset.name] = {**self._ics(preset, before, after, g, x, y),
-                                   **self._probes(preset, before, after, g, x, y)}
+            record[preset.name] = {
+                **self.santurkar_ics_step(preset, model_copy, optimizer_copy, grads, x, y),
+                **self.landscape_steps(preset, model_copy, grads, x, y)}
+        self.model.eval()
+        record["train_accuracy"] = float(self._call(accuracy, ("accuracy",), self.model, x, y))
         return record
 
-    def _ics(self, preset, before, after, g, x, y) -> dict:
+    def count_step_flops(self, presets: Sequence[MeasurementConfig]) -> tuple[float, dict]:
+        """Run one step and return (XLA FLOPs summed over its jitted calls, its record)."""
+        self._flop_cache, self._step_flops = {}, 0.0
+        try:
+            record = self.step(presets)
+            return self._step_flops, record
+        finally:
+            self._flop_cache = None
+
+    def santurkar_ics_step(self, preset, model_copy, optimizer_copy, grads, x, y) -> dict:
         train = preset.ics_mode == "train"
-        new_params = _params(after)
+        model_next, optimizer_next = copy.deepcopy((model_copy, optimizer_copy))
+        optimizer_next.update(model_next, grads)  # the real update: W_{t+1}
+        new_params, g = _params(model_next), nnx.to_pure_dict(grads)
         l2, cosine = [], []
         for index, layer in enumerate(self.layers):
-            mixed = copy.deepcopy(before)
+            mixed = _set_mode(copy.deepcopy(model_copy), train)
             mixed_params = _params(mixed)
             for lower in self.layers[:index]:
-                mixed_params[lower] = new_params[lower]
+                set_layer_part(mixed_params, lower, layer_part(new_params, lower))
             _set_params(mixed, mixed_params)
-            a, b = _vector(g[layer]), _vector(_make_layer_ics_fn(layer, train)(mixed, x, y))
+            g_prime = self._call(layer_gradient_fn(layer), ("ics", layer, train), mixed, x, y)
+            a, b = _vector(layer_part(g, layer)), _vector(g_prime)
             l2.append(np.linalg.norm(a - b))
             cosine.append(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
         return {"ics_l2": np.array(l2), "ics_cosine": np.array(cosine)}
 
-    def _probes(self, preset, before, after, g, x, y) -> dict:
-        start = before if preset.probe_start == "pre_step" else after
-        w_start = _params(start)
-        g_vector = _vector(g)
-        lr = self.config.learning_rate
-        losses, diffs, ratios = [], [], []
+    def _probe_model(self, start, w_start, g, s, train):
+        probe = _set_mode(copy.deepcopy(start), train)
+        w_s = jax.tree.map(lambda w, gg: w - s * self.config.learning_rate * gg, w_start, g)
+        _set_params(probe, w_s)
+        return probe, w_s
+
+    def landscape_steps(self, preset, model_copy, grads, x, y) -> dict:
+        """The notebook's loss_landscape_step, then its grad_landscape_step."""
+        start = model_copy if preset.probe_start == "pre_step" else self.model
+        train = preset.probe_mode == "train"
+        w_start, g = _params(start), nnx.to_pure_dict(grads)
+        losses = []
         for s in preset.probe_s:
-            probe = copy.deepcopy(start)
-            w_s = jax.tree.map(lambda w, gg, s=s: w - s * lr * gg, w_start, g)
-            _set_params(probe, w_s)
-            loss, g_s = _probe_loss_and_grad(probe, x, y, preset.probe_mode == "train")
+            probe, _ = self._probe_model(start, w_start, g, s, train)
+            losses.append(float(self._call(landscape_loss, ("loss", train), probe, x, y)))
+        g_vector, diffs, ratios = _vector(g), [], []
+        for s in preset.probe_s:
+            probe, w_s = self._probe_model(start, w_start, g, s, train)
+            g_s = self._call(landscape_grad, ("grad", train), probe, x, y)
             diff = np.linalg.norm(_vector(nnx.to_pure_dict(g_s)) - g_vector)
             distance = np.linalg.norm(_vector(w_s) - _vector(w_start))
-            losses.append(float(loss))
             diffs.append(diff)
             ratios.append(diff / distance)
         return {"probe_loss": np.array(losses), "grad_diff": np.array(diffs),

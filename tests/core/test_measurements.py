@@ -7,7 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bnstudy.core import QUANTILE_LEVELS, activation_statistics, compare_gradients, probe_gradient_direction
+from bnstudy.core import (
+    QUANTILE_LEVELS,
+    activation_statistics,
+    compare_gradients,
+    probe_gradient_direction,
+)
 
 
 @pytest.fixture(autouse=True)

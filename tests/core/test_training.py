@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import jax
 import numpy as np
@@ -176,3 +177,19 @@ def test_bad_inputs_raise_helpful_errors(tiny_arrays):
         train(TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, [], x[:, :4], y, xt, yt)
     with pytest.raises(ValueError, match="names must be unique"):
         train(TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, [PRESETS["blog"]] * 2, x, y, xt, yt)
+
+
+@pytest.mark.parametrize(("precision", "marker"), [("highest", "HIGHEST"), ("bfloat16", "DEFAULT")])
+def test_programs_carry_their_matmul_precision_whoever_calls_them(precision, marker):
+    """A Trainer's programs lower with TrainConfig.matmul_precision even when called outside
+    any ``jax.default_matmul_precision`` context (as the benchmark and the host loop do):
+    otherwise a GPU would silently run float32 matmuls in TF32."""
+    config = dataclasses.replace(TINY_TRAIN_CONFIG, matmul_precision=precision, step_loop="host")
+    trainer = get_trainer(TINY_MODEL_CONFIG, config, BOTH, snapshots=False)
+    state = trainer.init_state(jax.random.key(0))
+    x = jax.ShapeDtypeStruct((config.batch_size, 8, 8, 3), np.float32)
+    y = jax.ShapeDtypeStruct((config.batch_size,), np.int32)
+    text = trainer.train_step.lower(state, x, y).as_text()
+    # every conv and dense dot, forward and backward, asks for the configured precision
+    assert set(re.findall(r"precision ([A-Z]+)", text)) == {marker}
+    assert text.count(f"precision {marker}") >= 2 * 6

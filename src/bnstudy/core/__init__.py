@@ -25,7 +25,14 @@ from bnstudy.core.measurements import (
     model_probe,
     probe_gradient_direction,
 )
-from bnstudy.core.models import VGG, PureModel, count_parameters, cross_entropy, layer_names, leaf_paths
+from bnstudy.core.models import (
+    VGG,
+    PureModel,
+    count_parameters,
+    cross_entropy,
+    layer_names,
+    leaf_paths,
+)
 from bnstudy.core.training import (
     TRACE_COUNTS,
     Trainer,

@@ -168,6 +168,29 @@ def measurement_cadences(trainer: Trainer,
     return {name: np.asarray(values, np.int32) for name, values in cadences.items()}
 
 
+class PrecisionJit:
+    """``jax.jit(fn)`` that always traces, lowers and runs under one matmul precision.
+
+    ``jax.default_matmul_precision`` is read when a program is traced and is part of jit's
+    cache key, so a program called outside the context would silently run at the backend's
+    default (TF32 on NVIDIA GPUs). Every program of a Trainer therefore carries its
+    ``TrainConfig.matmul_precision`` itself, whoever calls it.
+    """
+
+    def __init__(self, fn: Callable, precision: str, **jit_kwargs):
+        self.jitted = jax.jit(fn, **jit_kwargs)
+        self.precision = precision
+
+    def __call__(self, *args, **kwargs):
+        with jax.default_matmul_precision(self.precision):
+            return self.jitted(*args, **kwargs)
+
+    def lower(self, *args, **kwargs):
+        """``jax.jit(...).lower`` under this program's precision (for cost analysis)."""
+        with jax.default_matmul_precision(self.precision):
+            return self.jitted.lower(*args, **kwargs)
+
+
 class Trainer:
     """Jitted functions for one (model, train, measurements) configuration.
 
@@ -202,22 +225,22 @@ class Trainer:
         self.probe_names = {key: f"probe_{i}" for i, key in enumerate(probe_keys)}
         self.computation_names = [*(f"ics_{mode}" for mode in ics_modes),
                                   *self.probe_names.values()]
-        self.chunk = jax.jit(self._chunk, donate_argnums=(0,), static_argnames="length")
+        self.chunk = self._jit(self._chunk, donate_argnums=(0,), static_argnames="length")
         # The host loop: small programs, each compiled once and dispatched asynchronously.
         # A plain step donates the state; a measured one keeps W_t, S_t for the measurements.
-        self.step = jax.jit(self._host_step, donate_argnums=(0,))
-        self.measured_step = jax.jit(self._measured_host_step)
-        self.snapshot = jax.jit(self._snapshot_program)
-        self.probe_point = jax.jit(self._probe_point, static_argnames="train")
-        self.probe_summary = jax.jit(self._probe_summary)
+        self.step = self._jit(self._host_step, donate_argnums=(0,))
+        self.measured_step = self._jit(self._measured_host_step)
+        self.snapshot = self._jit(self._snapshot_program)
+        self.probe_point = self._jit(self._probe_point, static_argnames="train")
+        self.probe_summary = self._jit(self._probe_summary)
         layer_static = ("index", "train")
-        self.layer_forward = jax.jit(self._layer_forward, static_argnames=layer_static)
-        self.layer_input_cotangent = jax.jit(self._layer_input_cotangent,
+        self.layer_forward = self._jit(self._layer_forward, static_argnames=layer_static)
+        self.layer_input_cotangent = self._jit(self._layer_input_cotangent,
                                              static_argnames=layer_static)
-        self.layer_param_gradient = jax.jit(self._layer_param_gradient,
+        self.layer_param_gradient = self._jit(self._layer_param_gradient,
                                             static_argnames=layer_static)
-        self.loss_cotangent = jax.jit(self._loss_cotangent)
-        self.ics_compare = jax.jit(self._ics_compare)
+        self.loss_cotangent = self._jit(self._loss_cotangent)
+        self.ics_compare = self._jit(self._ics_compare)
         # Only convolutions followed by BN depend on the mode; other layers share programs.
         has_bn = model_config.normalization != "none"
         self._mode_matters = [has_bn and i < len(model_config.conv_features)
@@ -232,8 +255,11 @@ class Trainer:
         # Probes vmapped over s in the scan loop (accelerators), unrolled in the host loop
         # (CPU, where a vmapped convolution over different kernels is slow; model_probe).
         self.vectorize_probes = loop == "scan"
-        self.train_step = jax.jit(self._train_step, donate_argnums=(0,))
-        self.evaluate = jax.jit(self._evaluate)
+        self.train_step = self._jit(self._train_step, donate_argnums=(0,))
+        self.evaluate = self._jit(self._evaluate)
+
+    def _jit(self, fn: Callable, **jit_kwargs) -> PrecisionJit:
+        return PrecisionJit(fn, self.train_config.matmul_precision, **jit_kwargs)
 
     def ics_name(self, config: MeasurementConfig) -> str:
         """Output key of the ICS computation a preset reads."""
