@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# Issue 5's GPU measurements, in two commands that each fit a 10-minute device run.
+# Issue 5's GPU measurements, as parts that each fit well inside a 10-minute device run.
 #
 # The device machine has JAX, Flax, optax, NumPy and Pillow but not Kedro, so everything here
 # runs the pure core from src/ (PYTHONPATH=src). The CIFAR-10 archive must travel with the
-# working tree: copy it into a git-ignored folder first and carry that folder, e.g.
+# working tree for `study`: copy it into the git-ignored folder .data/ and carry that folder:
 #
-#   mkdir -p .data && cp ../shared/datasets/cifar10-jpeg.tar.gz .data/   # .data/ is ignored
-#   device run (carry [".data"]):  bash benchmarks/gpu_session.sh bench
+#   mkdir -p .data && cp ../shared/datasets/cifar10-jpeg.tar.gz .data/
+#   device run (carry [".data"]):  bash benchmarks/gpu_session.sh floor bench-high
 #   device run (carry [".data"]):  bash benchmarks/gpu_session.sh study
 #
+# Parts, run in the order given:
+#   floor            precision noise floor of the ICS at paper size (highest, high, default,
+#                    tensorfloat32, bfloat16)
+#   bench-PRECISION  paper-size throughput, plain and measured (both presets, every step),
+#                    550 measured steps after warm-up, at that matmul precision
+#   reference        the seed-style ratio and agreement check at the CPU-size config
+#   study            39 epochs, baseline + candidate, both protocols every MEASURE_EVERY
+#                    (default 50) steps, at PRECISION (default highest): final accuracies
 # Results land in $OUT (the device tool brings that folder back) or ./gpu_results.
-#   bench: the TF32 noise floor, then throughput of the paper-size measured step (>= 500
-#          every-step measured steps) at "highest" and at "default" (TF32) precision, then the
-#          seed-style ratio at the CPU-size config.
-#   study: the 39-epoch baseline + candidate run, both protocols every MEASURE_EVERY steps.
-# GPU_SMOKE=1 shrinks every run (for a check on a CPU).
+# GPU_SMOKE=1 shrinks every part (a check on a CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -36,24 +40,32 @@ fi
   "$PYTHON" -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())"
 } | tee "$OUT_DIR/environment.txt"
 
-case "${1:-}" in
-  bench)
-    "$PYTHON" benchmarks/precision_noise_floor.py --config "$CONFIG" --steps "$FLOOR_STEPS" \
-      --precisions highest default tensorfloat32 bfloat16 | tee "$OUT_DIR/noise_floor.txt"
-    for precision in highest default; do
+[[ $# -gt 0 ]] || { echo "usage: bash benchmarks/gpu_session.sh floor|bench-PRECISION|reference|study ..." >&2; exit 2; }
+for part in "$@"; do
+  echo "=== $part ($(date -u +%H:%M:%S))"
+  case "$part" in
+    floor)
+      "$PYTHON" benchmarks/precision_noise_floor.py --config "$CONFIG" --steps "$FLOOR_STEPS" \
+        --precisions highest high default tensorfloat32 bfloat16 | tee "$OUT_DIR/noise_floor.txt"
+      ;;
+    bench-*)
+      precision="${part#bench-}"
       "$PYTHON" benchmarks/bench_training.py --config "$CONFIG" --steps "$STEPS" \
         --repeats "$REPEATS" --no-reference --matmul-precision "$precision" \
         | tee "$OUT_DIR/bench_${CONFIG}_${precision}.txt"
-    done
-    "$PYTHON" benchmarks/bench_training.py --config "$CPU_CONFIG" --steps 20 --repeats 3 \
-      | tee "$OUT_DIR/bench_${CPU_CONFIG}_reference.txt"
-    ;;
-  study)
-    [[ -e "$DATA" ]] || { echo "no CIFAR-10 archive at $DATA: copy ../shared/datasets/cifar10-jpeg.tar.gz to .data/ and carry .data" >&2; exit 2; }
-    "$PYTHON" benchmarks/paper_run.py --data "$DATA" --measure-every "$MEASURE_EVERY" \
-      --matmul-precision "${PRECISION:-highest}" "${STUDY_ARGS[@]}" \
-      --out "$OUT_DIR/paper_run.json" 2>&1 | tee "$OUT_DIR/paper_run.log"
-    ;;
-  *)
-    echo "usage: bash benchmarks/gpu_session.sh bench|study" >&2; exit 2 ;;
-esac
+      ;;
+    reference)
+      "$PYTHON" benchmarks/bench_training.py --config "$CPU_CONFIG" --steps 20 --repeats 3 \
+        | tee "$OUT_DIR/bench_${CPU_CONFIG}_reference.txt"
+      ;;
+    study)
+      [[ -e "$DATA" ]] || { echo "no CIFAR-10 archive at $DATA: copy ../shared/datasets/cifar10-jpeg.tar.gz to .data/ and carry .data" >&2; exit 2; }
+      "$PYTHON" benchmarks/paper_run.py --data "$DATA" --measure-every "$MEASURE_EVERY" \
+        --matmul-precision "${PRECISION:-highest}" "${STUDY_ARGS[@]}" \
+        --out "$OUT_DIR/paper_run.json" 2>&1 | tee "$OUT_DIR/paper_run.log"
+      ;;
+    *)
+      echo "unknown part '$part': use floor, bench-PRECISION (e.g. bench-highest), reference or study" >&2
+      exit 2 ;;
+  esac
+done
