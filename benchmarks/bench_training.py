@@ -295,13 +295,13 @@ def _fmt(value, digits=3):
 
 def run(config_name: str, steps: int, repeats: int, reference: bool,
         out: TextIO | None = None, matmul_precision: str = "highest",
-        preset_names: tuple[str, ...] = ("blog", "paper")) -> dict:
+        preset_names: tuple[str, ...] = ("blog", "paper"), step_loop: str = "auto") -> dict:
     """Run the benchmark, print the table to ``out`` (default stdout) and return its numbers."""
     out = sys.stdout if out is None else out
     print = functools.partial(builtins.print, file=out, flush=True)  # noqa: A001
     model_config, batch_size, num_train = CONFIGS[config_name]
     train_config = TrainConfig(batch_size=batch_size, eval_batch_size=batch_size,
-                               matmul_precision=matmul_precision)
+                               matmul_precision=matmul_precision, step_loop=step_loop)
     x, y = synthetic_data(model_config, num_train)
     presets = [PRESETS[name] for name in preset_names]
     runners = {"plain": CoreRunner(model_config, train_config, [], x, y, steps),
@@ -369,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run and compare the seed-style loop (default: yes)")
     parser.add_argument("--presets", nargs="+", choices=sorted(PRESETS), default=["blog", "paper"],
                         help="measurement protocols measured every step (default: both)")
+    parser.add_argument("--step-loop", choices=("auto", "host", "scan"), default="auto",
+                        help="TrainConfig.step_loop (auto: host on CPUs, scan on accelerators)")
     parser.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default="highest",
                         help="TrainConfig.matmul_precision of every path (the seed-style "
                              "loop runs under jax.default_matmul_precision of it)")
@@ -376,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 1 or args.repeats < 1:
         parser.error("--steps and --repeats must be >= 1")
     summary = run(args.config, args.steps, args.repeats, args.reference,
-                  matmul_precision=args.matmul_precision, preset_names=tuple(args.presets))
+                  matmul_precision=args.matmul_precision, preset_names=tuple(args.presets), step_loop=args.step_loop)
     return 0 if summary.get("agreement", True) else 1
 
 

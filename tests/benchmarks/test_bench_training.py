@@ -88,3 +88,18 @@ def test_agreement_check_catches_a_wrong_measurement(bench):
     runners["reference"].records = records
     passed, worst, _ = bench.check_agreement(core, reference, presets)
     assert not passed and worst > 1.0
+
+
+def test_scan_loop_benchmark_counts_the_same_flops_and_agrees(bench, summary_and_output):
+    """Accelerators run the scan loop: its FLOPs are counted on the host loop's programs, and
+    its measurements must agree with the seed-style loop just as the host loop's do."""
+    host_summary, _ = summary_and_output
+    out = io.StringIO()
+    summary = bench.run("test", steps=2, repeats=1, reference=True, out=out, step_loop="scan")
+    assert "step loop scan" in out.getvalue()
+    assert summary["agreement"] is True and summary["agreement_steps"] >= 2
+    rows = {row["path"]: row for row in summary["table"]}
+    host_rows = {row["path"]: row for row in host_summary["table"]}
+    for name in ("plain", "measured (blog+paper)", "seed-style reference"):
+        np.testing.assert_allclose(rows[name]["GFLOP/step"], host_rows[name]["GFLOP/step"],
+                                   rtol=1e-9)
