@@ -42,25 +42,24 @@ def noise_floor(config_name: str, precision: str, steps: int) -> dict[str, float
     presets = [PRESETS["paper"]]
     trainer = get_trainer(model_config, train_config, presets, snapshots=False)
     floors = {"conv0_train": 0.0, "repeat_max": 0.0, "fused_repeat": 0.0, "signal": 0.0}
-    with jax.default_matmul_precision(precision):
-        state = trainer.init_state(jax.random.fold_in(jax.random.key(train_config.seed), 0))
-        data = _device_data(trainer, train_config, presets, x, y, state)
-        for step in range(steps):
-            new_state, _, grads, xb, yb = trainer.measured_step(state, data, np.int32(step))
-            _, _, grads_again, _, _ = trainer.measured_step(state, data, np.int32(step))
-            params, stats = state["params"], state["batch_stats"]
-            ics = trainer._host_ics(params, new_state["params"], stats, grads, xb, yb, True)
-            repeat = trainer._host_ics(params, params, stats, grads, xb, yb, True)
-            ics, repeat = jax.device_get((ics["l2_layer"], repeat["l2_layer"]))
-            signal = float(np.median(ics[1:]))
-            g, g2 = (np.concatenate([np.ravel(a) for a in jax.tree.leaves(t)])
-                     for t in jax.device_get((grads, grads_again)))
-            floors["conv0_train"] = max(floors["conv0_train"], ics[0] / signal)
-            floors["repeat_max"] = max(floors["repeat_max"], float(repeat.max()) / signal)
-            floors["fused_repeat"] = max(floors["fused_repeat"],
-                                         float(np.linalg.norm(g - g2) / np.linalg.norm(g)))
-            floors["signal"] = signal
-            state = new_state
+    state = trainer.init_state(jax.random.fold_in(jax.random.key(train_config.seed), 0))
+    data = _device_data(trainer, train_config, presets, x, y, state)
+    for step in range(steps):
+        new_state, _, grads, xb, yb = trainer.measured_step(state, data, np.int32(step))
+        _, _, grads_again, _, _ = trainer.measured_step(state, data, np.int32(step))
+        params, stats = state["params"], state["batch_stats"]
+        ics = trainer._host_ics(params, new_state["params"], stats, grads, xb, yb, True)
+        repeat = trainer._host_ics(params, params, stats, grads, xb, yb, True)
+        ics, repeat = jax.device_get((ics["l2_layer"], repeat["l2_layer"]))
+        signal = float(np.median(ics[1:]))
+        g, g2 = (np.concatenate([np.ravel(a) for a in jax.tree.leaves(t)])
+                 for t in jax.device_get((grads, grads_again)))
+        floors["conv0_train"] = max(floors["conv0_train"], ics[0] / signal)
+        floors["repeat_max"] = max(floors["repeat_max"], float(repeat.max()) / signal)
+        floors["fused_repeat"] = max(floors["fused_repeat"],
+                                     float(np.linalg.norm(g - g2) / np.linalg.norm(g)))
+        floors["signal"] = signal
+        state = new_state
     return floors
 
 

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from xla_cost import compiled_flops  # benchmarks/, beside this file
 
 from bnstudy.core import (
     VGG,
@@ -150,27 +151,24 @@ def layer_gradient_fn(layer: str) -> Callable:
     return _LAYER_GRADIENT_FNS[layer]
 
 
-def _location(layer: str) -> tuple[tuple[str, ...], int | str]:
-    """Where layer ``layer`` (core naming: conv_i, fc1, ..., out) sits in a VGGNet pure dict."""
+def _location(pure: dict, layer: str) -> tuple[dict, int | str]:
+    """(container, key) of layer ``layer`` (core naming: conv_i, fc1, ..., out) in a VGGNet
+    pure dict: the convs sit in ``pure["convs"][i]``, the dense layers at the top."""
     if layer.startswith("conv_"):
-        return ("convs",), int(layer.removeprefix("conv_"))
-    return (), layer
+        return pure["convs"], int(layer.removeprefix("conv_"))
+    return pure, layer
 
 
 def layer_part(pure: dict, layer: str) -> dict:
     """Layer ``layer``'s parameters in a VGGNet pure dict."""
-    path, key = _location(layer)
-    for part in path:
-        pure = pure[part]
-    return pure[key]
+    container, key = _location(pure, layer)
+    return container[key]
 
 
 def set_layer_part(pure: dict, layer: str, value: dict) -> None:
     """Replace layer ``layer``'s parameters in a VGGNet pure dict, in place."""
-    path, key = _location(layer)
-    for part in path:
-        pure = pure[part]
-    pure[key] = value
+    container, key = _location(pure, layer)
+    container[key] = value
 
 
 def _params(module) -> dict:
@@ -245,9 +243,7 @@ class SeedStyleLoop:
         """Call a jitted function; while counting, add XLA's FLOP count of that call."""
         if self._flop_cache is not None:
             if cache_key not in self._flop_cache:
-                cost = fn.lower(*args).compile().cost_analysis()
-                cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-                self._flop_cache[cache_key] = float(cost.get("flops", 0.0))
+                self._flop_cache[cache_key] = compiled_flops(fn, *args)
             self._step_flops += self._flop_cache[cache_key]
         return fn(*args)
 

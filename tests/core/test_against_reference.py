@@ -63,20 +63,27 @@ def test_trajectory_matches_stateful_nnx_optimizer(runs):
                  result.final_params, reference["final_params"])
 
 
-@pytest.mark.parametrize("preset", ["blog", "paper"])
-def test_ics_matches_per_layer_loop(runs, preset):
-    dtype, result, reference = runs
-    rtol = TOLERANCE[dtype]
+def _measured_rows(runs, preset):
+    """(the compiled run's measurements, row of a MEASURED step, the naive loop's values)."""
+    _, result, reference = runs
     measured = result.measurements[preset]
     for step in MEASURED:
         row = int(np.flatnonzero(measured["measured_steps"] == step)[0])
-        expected = reference["measurements"][step][preset]
+        yield measured, row, reference["measurements"][step][preset]
+
+
+@pytest.mark.parametrize("preset", ["blog", "paper"])
+def test_ics_matches_per_layer_loop(runs, preset):
+    dtype = runs[0]
+    rtol = TOLERANCE[dtype]
+    for measured, row, naive in _measured_rows(runs, preset):
+        expected = naive
         l2, cosine = measured["ics_l2"][row], measured["ics_cosine"][row]
         if preset == "paper":  # train mode: conv_0's G' is G itself
             assert l2[0] <= ZERO_ICS[dtype] * expected["g0_norm"]
             assert expected["ics_l2"][0] <= ZERO_ICS[dtype] * expected["g0_norm"]
             l2, cosine = l2[1:], cosine[1:]
-            expected = {**expected, "ics_l2": expected["ics_l2"][1:],
+            expected = {**naive, "ics_l2": naive["ics_l2"][1:],
                         "ics_cosine": expected["ics_cosine"][1:],
                         "ics_l2_leaf": {k: v for k, v in expected["ics_l2_leaf"].items()
                                         if not k.startswith("conv_0/")}}
@@ -93,12 +100,8 @@ def test_ics_matches_per_layer_loop(runs, preset):
 
 @pytest.mark.parametrize("preset", ["blog", "paper"])
 def test_probes_match_one_point_at_a_time(runs, preset):
-    dtype, result, reference = runs
-    rtol = TOLERANCE[dtype]
-    measured = result.measurements[preset]
-    for step in MEASURED:
-        row = int(np.flatnonzero(measured["measured_steps"] == step)[0])
-        expected = reference["measurements"][step][preset]
+    rtol = TOLERANCE[runs[0]]
+    for measured, row, expected in _measured_rows(runs, preset):
         np.testing.assert_allclose(measured["probe_loss"][row], expected["probe_loss"], rtol=rtol)
         np.testing.assert_allclose(measured["grad_diff"][row], expected["grad_diff"], rtol=rtol)
         np.testing.assert_allclose(measured["beta_smoothness"][row],

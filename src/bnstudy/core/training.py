@@ -236,9 +236,9 @@ class Trainer:
         layer_static = ("index", "train")
         self.layer_forward = self._jit(self._layer_forward, static_argnames=layer_static)
         self.layer_input_cotangent = self._jit(self._layer_input_cotangent,
-                                             static_argnames=layer_static)
+                                               static_argnames=layer_static)
         self.layer_param_gradient = self._jit(self._layer_param_gradient,
-                                            static_argnames=layer_static)
+                                              static_argnames=layer_static)
         self.loss_cotangent = self._jit(self._loss_cotangent)
         self.ics_compare = self._jit(self._ics_compare)
         # Only convolutions followed by BN depend on the mode; other layers share programs.
@@ -639,45 +639,45 @@ def train(model_config: ModelConfig, train_config: TrainConfig,
     key = jax.random.key(train_config.seed)
     init_key, shuffle_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
 
-    with jax.default_matmul_precision(train_config.matmul_precision):
-        state = trainer.init_state(init_key)
-        initial_params = jax.device_get(state["params"])
-        initial_batch_stats = jax.device_get(state["batch_stats"])
-        epochs = -(-total // steps_per_epoch)
-        data = {
-            "x": jnp.asarray(np.asarray(x_train, dtype)),
-            "y": jnp.asarray(np.asarray(y_train, np.int32)),
-            # Only whole batches: the permutation is cut to steps_per_epoch * batch_size.
-            "permutations": epoch_permutations(shuffle_key, epochs, x_train.shape[0])[
-                :, : steps_per_epoch * train_config.batch_size],
-            "initial_params": jax.tree.map(jnp.copy, state["params"]),  # state is donated
-            "cadences": measurement_cadences(trainer, measurement_configs),
-        }
-        test_batches = batched_for_eval(x_test, y_test, train_config.eval_batch_size, dtype)
+    # Every Trainer program carries train_config.matmul_precision itself (PrecisionJit).
+    state = trainer.init_state(init_key)
+    initial_params = jax.device_get(state["params"])
+    initial_batch_stats = jax.device_get(state["batch_stats"])
+    epochs = -(-total // steps_per_epoch)
+    data = {
+        "x": jnp.asarray(np.asarray(x_train, dtype)),
+        "y": jnp.asarray(np.asarray(y_train, np.int32)),
+        # Only whole batches: the permutation is cut to steps_per_epoch * batch_size.
+        "permutations": epoch_permutations(shuffle_key, epochs, x_train.shape[0])[
+            :, : steps_per_epoch * train_config.batch_size],
+        "initial_params": jax.tree.map(jnp.copy, state["params"]),  # state is donated
+        "cadences": measurement_cadences(trainer, measurement_configs),
+    }
+    test_batches = batched_for_eval(x_test, y_test, train_config.eval_batch_size, dtype)
 
-        evaluations = [(0, *_evaluate(trainer, state, test_batches))]
-        chunks, chunk_seconds = [], []
-        for start in range(0, total, chunk_len):
-            chunk_started = time.perf_counter()
-            state, outputs = run_chunk(trainer, state, data, start, total)
-            chunk_seconds.append(time.perf_counter() - chunk_started)
-            active = min(chunk_len, total - start)
-            chunks.append(jax.tree.map(lambda a, n=active: a[:n], outputs))
-            done = start + active
-            metrics = {"train_loss": float(np.mean(outputs["train_loss"][:active])),
-                       "train_accuracy": float(outputs["train_accuracy"][active - 1])}
-            if done % train_config.eval_every == 0 or done == total:
-                evaluations.append((done, *_evaluate(trainer, state, test_batches)))
-                metrics.update(test_loss=evaluations[-1][1], test_accuracy=evaluations[-1][2])
-            logger.info("[normalization=%s] step %d/%d %s", model_config.normalization, done, total,
-                        ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-            if progress is not None:
-                progress(done, total, metrics)
-        final_distance = distance_from_init(state["params"], data["initial_params"],
-                                            trainer.layers)
-        final_distance = jax.device_get(final_distance)
-        final_params = jax.device_get(state["params"])
-        final_batch_stats = jax.device_get(state["batch_stats"])
+    evaluations = [(0, *_evaluate(trainer, state, test_batches))]
+    chunks, chunk_seconds = [], []
+    for start in range(0, total, chunk_len):
+        chunk_started = time.perf_counter()
+        state, outputs = run_chunk(trainer, state, data, start, total)
+        chunk_seconds.append(time.perf_counter() - chunk_started)
+        active = min(chunk_len, total - start)
+        chunks.append(jax.tree.map(lambda a, n=active: a[:n], outputs))
+        done = start + active
+        metrics = {"train_loss": float(np.mean(outputs["train_loss"][:active])),
+                   "train_accuracy": float(outputs["train_accuracy"][active - 1])}
+        if done % train_config.eval_every == 0 or done == total:
+            evaluations.append((done, *_evaluate(trainer, state, test_batches)))
+            metrics.update(test_loss=evaluations[-1][1], test_accuracy=evaluations[-1][2])
+        logger.info("[normalization=%s] step %d/%d %s", model_config.normalization, done, total,
+                    ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        if progress is not None:
+            progress(done, total, metrics)
+    final_distance = distance_from_init(state["params"], data["initial_params"],
+                                        trainer.layers)
+    final_distance = jax.device_get(final_distance)
+    final_params = jax.device_get(state["params"])
+    final_batch_stats = jax.device_get(state["batch_stats"])
 
     outputs = jax.tree.map(lambda *parts: np.concatenate(parts), *chunks)
     steps = np.arange(total)
