@@ -101,3 +101,106 @@ def test_max_pool_matches_flax_values_and_gradient():
     theirs = jax.grad(lambda v: jnp.sum(weights * flax_pool(jax.nn.relu(v))))(x)
     np.testing.assert_array_equal(ours, theirs)
     assert np.count_nonzero(ours) == np.count_nonzero(np.asarray(max_pool_2x2(x)) > 0)
+
+
+@pytest.mark.parametrize("side", [1, 2, 3, 4, 8])
+def test_conv3x3_same_matches_nnx_conv_values_and_gradients(side):
+    """conv3x3_same (im2col up to IM2COL_MAX_PIXELS pixels, XLA's convolution above) is
+    nnx.Conv(3x3, SAME, bias): values and the gradients of x, kernel and bias, in float64
+    to 1e-12 (the two differ only in the order of the sums)."""
+    from flax import nnx
+
+    from bnstudy.core.models import IM2COL_MAX_PIXELS, conv3x3_same
+
+    assert IM2COL_MAX_PIXELS == 4  # sides 1 and 2 take the im2col path, 3+ the convolution
+    with jax.enable_x64(True):
+        keys = jax.random.split(jax.random.key(side), 3)
+        x = jax.random.normal(keys[0], (3, side, side, 5), jnp.float64)
+
+        def reference(x, kernel, bias):
+            conv = nnx.Conv(5, 7, kernel_size=(3, 3), padding="SAME", use_bias=True,
+                            param_dtype=jnp.float64, rngs=nnx.Rngs(0))
+            conv.kernel[...], conv.bias[...] = kernel, bias
+            return conv(x)
+
+        kernel = jax.random.normal(keys[1], (3, 3, 5, 7), jnp.float64)
+        bias = jax.random.normal(keys[2], (7,), jnp.float64)
+        weights = jax.random.normal(keys[0], (3, side, side, 7), jnp.float64) ** 2
+
+        ours = conv3x3_same(x, kernel, bias)
+        assert ours.shape == (3, side, side, 7)
+        np.testing.assert_allclose(ours, reference(x, kernel, bias), rtol=1e-12, atol=1e-12)
+        grads = [jax.grad(lambda *a, f=f: jnp.sum(weights * f(*a)), argnums=(0, 1, 2))(
+            x, kernel, bias) for f in (conv3x3_same, reference)]
+        for ours_grad, reference_grad in zip(*grads):
+            np.testing.assert_allclose(ours_grad, reference_grad, rtol=1e-12, atol=1e-12)
+
+
+def _flax_batch_norm(features, dtype, scale, bias):
+    from flax import nnx
+
+    bn = nnx.BatchNorm(features, momentum=0.9, epsilon=1e-5, param_dtype=dtype,
+                       rngs=nnx.Rngs(0))
+    bn.scale[...], bn.bias[...] = scale, bias
+    # flax creates the running statistics in float32 whatever param_dtype says
+    bn.mean = nnx.BatchStat(jnp.linspace(-1.0, 1.0, features, dtype=dtype))
+    bn.var = nnx.BatchStat(jnp.linspace(0.5, 2.0, features, dtype=dtype))
+    return bn
+
+
+@pytest.mark.parametrize("constant_channel", [False, True])
+def test_batch_norm_train_matches_nnx_batchnorm(constant_channel):
+    """batch_norm_train with its written-out backward pass against nnx.BatchNorm in train
+    mode, differentiated by JAX: output, running statistics, and the gradients of x, scale
+    and bias for a loss that also reads the batch mean and variance, in float64 to 1e-10.
+    A constant channel (E[x^2] - mean^2 = 0 exactly, at the clip) must come out finite and
+    equal too."""
+    from flax import nnx
+
+    from bnstudy.core.models import _apply_batch_norm, batch_norm_train
+
+    with jax.enable_x64(True):
+        keys = jax.random.split(jax.random.key(7), 5)
+        dtype = jnp.float64
+        x = 3.0 + 2.0 * jax.random.normal(keys[0], (4, 5, 3, 6), dtype)
+        if constant_channel:
+            x = x.at[..., 2].set(0.5)  # E[x^2] - mean^2 is exactly 0
+        scale = jax.random.normal(keys[1], (6,), dtype)
+        bias = jax.random.normal(keys[2], (6,), dtype)
+        w_y = jax.random.normal(keys[3], x.shape, dtype)
+        w_stats = jax.random.normal(keys[4], (2, 6), dtype)
+
+        def objective(y, mean, var):
+            return jnp.sum(w_y * jnp.tanh(y)) + jnp.sum(w_stats[0] * mean + w_stats[1] * var)
+
+        def ours(x, scale, bias):
+            return objective(*batch_norm_train(x, scale, bias, 1e-5))
+
+        def reference(x, scale, bias):
+            y = _flax_batch_norm(6, dtype, scale, bias)(x, use_running_average=False)
+            # the batch statistics by their definition (flax stops their gradient)
+            mean = x.mean((0, 1, 2))
+            var = jnp.maximum(0.0, jnp.mean(x * x, (0, 1, 2)) - mean**2)
+            return objective(y, mean, var)
+
+        np.testing.assert_allclose(ours(x, scale, bias), reference(x, scale, bias), rtol=1e-10)
+        ours_grads = jax.grad(ours, argnums=(0, 1, 2))(x, scale, bias)
+        reference_grads = jax.grad(reference, argnums=(0, 1, 2))(x, scale, bias)
+        for a, b in zip(ours_grads, reference_grads):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+        if constant_channel:
+            _, _, var = batch_norm_train(x, scale, bias, 1e-5)
+            assert float(var[2]) == 0.0
+
+        # The module path: same output and running statistics as nnx.BatchNorm itself.
+        ours_bn = _flax_batch_norm(6, dtype, scale, bias)
+        flax_bn = _flax_batch_norm(6, dtype, scale, bias)
+        np.testing.assert_allclose(_apply_batch_norm(ours_bn, x, train=True),
+                                   flax_bn(x, use_running_average=False), rtol=1e-12,
+                                   atol=1e-12)
+        for leaf in ("mean", "var"):
+            np.testing.assert_allclose(getattr(ours_bn, leaf)[...],
+                                       getattr(flax_bn, leaf)[...], rtol=1e-12, atol=1e-15)
+        np.testing.assert_array_equal(_apply_batch_norm(ours_bn, x, train=False),
+                                      flax_bn(x, use_running_average=True))
+        assert isinstance(ours_bn, nnx.BatchNorm)

@@ -9,6 +9,7 @@ gradient-ICS measurement uses to skip work below the layer it differentiates.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -61,6 +62,96 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     return x.reshape(batch, height // 2, 2, width // 2, 2, channels).max(axis=(2, 4))
 
 
+# Convolutions whose output map has at most this many pixels run as one matmul over 3x3
+# patches (im2col). XLA:CPU's convolution is ~6x slower than the matmul on 2x2 maps (the
+# last two VGG convs); on larger maps the convolution is as fast or faster.
+IM2COL_MAX_PIXELS = 4
+
+
+def conv3x3_same(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+    """3x3 SAME convolution with stride 1 of x [B, H, W, Cin] by kernel [3, 3, Cin, Cout],
+    plus bias: the map of ``nnx.Conv(kernel_size=(3, 3), padding="SAME")``.
+
+    Maps of at most :data:`IM2COL_MAX_PIXELS` pixels run as a matmul of the 3x3 patches
+    [B, H, W, 9 Cin] with the flattened kernel; larger maps use XLA's convolution. Both use
+    the default matmul precision of the caller, as ``nnx.Conv`` does; they differ only in
+    the order of the float32 sums.
+    """
+    height, width = x.shape[1], x.shape[2]
+    if height * width > IM2COL_MAX_PIXELS:
+        out = jax.lax.conv_general_dilated(
+            x, kernel, window_strides=(1, 1), padding="SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return out + bias
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    patches = jnp.concatenate([padded[:, i:i + height, j:j + width, :]
+                               for i in range(3) for j in range(3)], axis=-1)
+    return patches @ kernel.reshape(-1, kernel.shape[-1]) + bias
+
+
+def _batch_statistics(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(mean, E[x^2] - mean^2, clipped variance) over all axes but the last, as flax's
+    ``_compute_stats`` with ``use_fast_variance=True`` computes them."""
+    axes = tuple(range(x.ndim - 1))
+    mean, mean_sq = x.mean(axes), jnp.square(x).mean(axes)
+    raw_var = mean_sq - jnp.square(mean)
+    return mean, raw_var, jnp.maximum(0.0, raw_var)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array,
+                     epsilon: float) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """BatchNorm with batch statistics over all axes but the last (features).
+
+    Returns (y, mean, var) with the same values as ``nnx.BatchNorm`` in train mode:
+    ``y = (x - mean) * (rsqrt(var + epsilon) * scale) + bias``, ``var = max(0, E[x^2] -
+    mean^2)``. The backward pass is written out (two reductions per channel) instead of
+    differentiated op by op, which XLA:CPU runs ~15% faster in the VGG's forward+backward.
+    It is the exact derivative, including cotangents of ``mean`` and ``var`` and the clip.
+    """
+    return _batch_norm_train_fwd(x, scale, bias, epsilon)[0]
+
+
+def _batch_norm_train_fwd(x, scale, bias, epsilon):
+    mean, raw_var, var = _batch_statistics(x)
+    inv_std = jax.lax.rsqrt(var + epsilon)
+    y = (x - mean) * (inv_std * scale) + bias
+    return (y, mean, var), (x, mean, raw_var, inv_std, scale)
+
+
+def _batch_norm_train_bwd(epsilon, residuals, cotangents):
+    del epsilon  # enters through inv_std
+    x, mean, raw_var, inv_std, scale = residuals
+    dy, dmean, dvar = cotangents
+    axes = tuple(range(x.ndim - 1))
+    count = x.size // x.shape[-1]
+    centered = x - mean
+    x_hat = centered * inv_std
+    dbias = dy.sum(axes)
+    dscale = (dy * x_hat).sum(axes)
+    # d var / d raw_var of max(0, raw_var): 1 above 0, 0 below, 1/2 at 0 (as jnp.maximum).
+    gate = jnp.where(raw_var > 0, 1.0, jnp.where(raw_var == 0, 0.5, 0.0)).astype(x.dtype)
+    # Through y: inv_std * scale * (dy - mean(dy) - x_hat * mean(dy * x_hat)); through the
+    # returned statistics: dmean / n and dvar * 2 (x - mean) / n.
+    dx = ((inv_std * scale) * (dy - dbias / count - x_hat * (gate * dscale / count))
+          + dmean / count + (gate * dvar * 2.0 / count) * centered)
+    return dx, dscale, dbias
+
+
+batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
+
+
+def _apply_batch_norm(bn: nnx.BatchNorm, x: jax.Array, *, train: bool) -> jax.Array:
+    """``bn(x, use_running_average=not train)``, with the train mode through
+    :func:`batch_norm_train`; the running statistics are updated as flax updates them."""
+    if not train:
+        return bn(x, use_running_average=True)
+    y, mean, var = batch_norm_train(x, bn.scale[...], bn.bias[...], bn.epsilon)
+    bn.mean[...] = bn.momentum * bn.mean[...] + (1 - bn.momentum) * mean
+    bn.var[...] = bn.momentum * bn.var[...] + (1 - bn.momentum) * var
+    return y
+
+
 class ConvBlock(nnx.Module):
     """3x3 SAME conv with bias, then the configured normalization (pre-activation out)."""
 
@@ -72,11 +163,16 @@ class ConvBlock(nnx.Module):
         )
         self.bn = _normalization_layer(config, out_features, dtype, rngs)
 
+    def linear(self, x: jax.Array) -> jax.Array:
+        """The convolution with bias (:func:`conv3x3_same`)."""
+        return conv3x3_same(x, self.conv.kernel[...], self.conv.bias[...])
+
+    def normalize(self, z: jax.Array, *, train: bool) -> jax.Array:
+        """The configured normalization of the convolution's output (identity for none)."""
+        return z if self.bn is None else _apply_batch_norm(self.bn, z, train=train)
+
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        x = self.conv(x)
-        if self.bn is not None:
-            x = self.bn(x, use_running_average=not train)
-        return x
+        return self.normalize(self.linear(x), train=train)
 
 
 class VGG(nnx.Module):
@@ -107,14 +203,14 @@ class VGG(nnx.Module):
     def layer_linear(self, index: int, x: jax.Array) -> jax.Array:
         """The linear part of layer ``index``: its conv or dense map, bias included."""
         block = getattr(self, self.layer_names[index])
-        return block.conv(x) if index < self.num_convs else block(x)
+        return block.linear(x) if index < self.num_convs else block(x)
 
     def layer_rest(self, index: int, z: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
         """The rest of layer ``index`` after :meth:`layer_linear` (normalization, ReLU, pool,
         flatten). Returns (pre-activation, input of the next layer)."""
         if index < self.num_convs:
             block = getattr(self, self.layer_names[index])
-            pre_activation = z if block.bn is None else block.bn(z, use_running_average=not train)
+            pre_activation = block.normalize(z, train=train)
             out = nnx.relu(pre_activation)
             if index in self.pool_after:
                 out = max_pool_2x2(out)
