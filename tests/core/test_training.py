@@ -127,6 +127,41 @@ def test_baseline_shares_the_ics_of_both_modes(tiny_arrays):
         "train",)
 
 
+def test_probes_on_the_worker_thread_give_identical_results(tiny_arrays):
+    """The host loop dispatches probe computations from a second thread once their programs
+    are compiled; the measurements are bit-for-bit those of dispatching everything from
+    the main thread, and no program is traced twice."""
+    config = dataclasses.replace(TINY_TRAIN_CONFIG, step_loop="host", max_steps=6)
+    trainer = get_trainer(TINY_MODEL_CONFIG, config, BOTH)
+    results, traces = {}, {}
+    try:
+        for concurrent in (False, True):
+            trainer.concurrent_probes = concurrent
+            before = dict(TRACE_COUNTS)
+            results[concurrent] = train(TINY_MODEL_CONFIG, config, BOTH, *tiny_arrays)
+            traces[concurrent] = {k: v - before.get(k, 0) for k, v in TRACE_COUNTS.items()
+                                  if v != before.get(k, 0)}
+    finally:
+        trainer.concurrent_probes = True
+    assert traces[True] == {}  # everything compiled by the first run, none traced again
+    assert trainer._worker is not None  # the second run used the worker thread
+    # After the first step both probe computations are compiled; the larger (paper, 13
+    # points) goes to the worker, the other stays with the main thread's two ICS modes.
+    paper_key = next(k for k in trainer.probe_keys if len(k[2]) == 13)
+    on_worker, on_main = trainer._split_probes(list(trainer.probe_keys), ics_due=2)
+    assert on_worker == [paper_key] and len(on_main) == 1
+    assert trainer._split_probes(list(trainer.probe_keys), ics_due=0)[0] == [paper_key]
+    trainer.concurrent_probes = False
+    try:
+        assert trainer._split_probes(list(trainer.probe_keys), ics_due=2)[0] == []
+    finally:
+        trainer.concurrent_probes = True
+    jax.tree.map(np.testing.assert_array_equal, results[True].measurements,
+                 results[False].measurements)
+    assert set(results[True].measurements) == {"blog", "paper"}
+    np.testing.assert_array_equal(results[True].train_loss, results[False].train_loss)
+
+
 def test_scan_and_host_loops_agree(tiny_arrays):
     results = [train(TINY_MODEL_CONFIG, dataclasses.replace(
         TINY_TRAIN_CONFIG, learning_rate=0.01, step_loop=loop), [], *tiny_arrays,

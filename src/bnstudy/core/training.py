@@ -18,6 +18,7 @@ training state, so they cannot change the trajectory.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import functools
 import logging
@@ -246,6 +247,10 @@ class Trainer:
         self._mode_matters = [has_bn and i < len(model_config.conv_features)
                               for i in range(len(self.layers))]
         self._snapshot_shapes = None
+        # The host loop dispatches some probes from a second thread (_split_probes).
+        self.concurrent_probes = True
+        self._probes_compiled: set[tuple] = set()
+        self._worker: concurrent.futures.ThreadPoolExecutor | None = None
         self.num_leaves = len(jax.tree.leaves(jax.eval_shape(self.model.init,
                                                              jax.random.key(0))[0]))
         loop = train_config.step_loop
@@ -467,6 +472,19 @@ class Trainer:
             return self.step(state, data, np.int32(step))
         new_state, outputs, grads, x, y = self.measured_step(state, data, np.int32(step))
         dtype = np.dtype(self.model_config.param_dtype)
+        due_probes = []
+        for key, name in self.probe_names.items():
+            if due[name]:
+                due_probes.append(key)
+            else:
+                outputs[name] = self._probe_filler(len(key[2]), dtype)
+        # Probes on a second dispatching thread run concurrently with the main thread's
+        # work (see _split_probes); the results are the same programs' and identical.
+        on_worker, on_main = self._split_probes(
+            due_probes, sum(due[f"ics_{mode}"] for mode in self.ics_modes))
+        probe_args = (state, new_state, grads, x, y, dtype)
+        worker = (self._probe_worker().submit(self._dispatch_probes, on_worker, *probe_args)
+                  if on_worker else None)
         for mode in self.ics_modes:
             name, train = f"ics_{mode}", mode == "train"
             if not due[name]:
@@ -474,18 +492,10 @@ class Trainer:
                 continue
             outputs[name] = self._host_ics(state["params"], new_state["params"],
                                            state["batch_stats"], grads, x, y, train)
-        for key, name in self.probe_names.items():
-            start, mode, s_values = key
-            if not due[name]:
-                outputs[name] = self._probe_filler(len(s_values), dtype)
-                continue
-            origin = state if start == "pre_step" else new_state
-            points = [self.probe_point(origin["params"], origin["batch_stats"], grads, x, y,
-                                       np.asarray(s, dtype), train=mode == "train")
-                      for s in s_values]
-            outputs[name] = self.probe_summary(tuple(p[0] for p in points),
-                                               tuple(p[1] for p in points), grads,
-                                               np.asarray(s_values, dtype))
+        outputs.update(self._dispatch_probes(on_main, *probe_args))
+        self._probes_compiled.update(on_main)
+        if worker is not None:
+            outputs.update(worker.result())  # dispatched, not computed: no wait for results
         if self.snapshots:
             args = (state["params"], state["batch_stats"], data["initial_params"], x)
             if snapshot:
@@ -495,6 +505,50 @@ class Trainer:
                     self._snapshot_shapes = jax.eval_shape(self._snapshot_values, *args)
                 outputs["snapshot"] = _numpy_filler(self._snapshot_shapes)
         return new_state, outputs
+
+    def _dispatch_probes(self, keys, state, new_state, grads, x, y, dtype) -> dict:
+        """Dispatch the probe points and summary of each probe computation in ``keys``."""
+        outputs = {}
+        for key in keys:
+            start, mode, s_values = key
+            origin = state if start == "pre_step" else new_state
+            points = [self.probe_point(origin["params"], origin["batch_stats"], grads, x, y,
+                                       np.asarray(s, dtype), train=mode == "train")
+                      for s in s_values]
+            outputs[self.probe_names[key]] = self.probe_summary(
+                tuple(p[0] for p in points), tuple(p[1] for p in points), grads,
+                np.asarray(s_values, dtype))
+        return outputs
+
+    def _split_probes(self, keys: list, ics_due: int) -> tuple[list, list]:
+        """(keys for the worker thread, keys for the main thread).
+
+        XLA:CPU runs the programs dispatched by one thread one after another, and a program
+        of this size keeps the two cores of the benchmark machine busy only about half of
+        the time; programs dispatched by two threads run concurrently (x1.12 for two
+        forward+backward passes; docs/performance.md). The probes are the largest
+        independent pieces, so the worker takes probe computations, greedily by number of
+        points, against the main thread's ICS (about 3 points' worth per mode). A key goes
+        to the worker only after it ran once on the main thread, so no program is traced
+        concurrently.
+        """
+        if not self.concurrent_probes:
+            return [], list(keys)
+        loads, on_worker, on_main = [0.0, 3.0 * ics_due], [], []
+        for key in sorted(keys, key=lambda k: -len(k[2])):
+            if key in self._probes_compiled and loads[0] <= loads[1]:
+                on_worker.append(key)
+                loads[0] += len(key[2])
+            else:
+                on_main.append(key)
+                loads[1] += len(key[2])
+        return on_worker, on_main
+
+    def _probe_worker(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._worker is None:
+            self._worker = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="bnstudy-probes")
+        return self._worker
 
     def _ics_filler(self, dtype):
         leaves, layers = self.num_leaves, len(self.layers)
