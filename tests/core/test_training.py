@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
 
 import jax
 import numpy as np
@@ -133,18 +134,27 @@ def test_probes_on_the_worker_thread_give_identical_results(tiny_arrays):
     the main thread, and no program is traced twice."""
     config = dataclasses.replace(TINY_TRAIN_CONFIG, step_loop="host", max_steps=6)
     trainer = get_trainer(TINY_MODEL_CONFIG, config, BOTH)
-    results, traces = {}, {}
+    results, traces, threads = {}, {}, {False: set(), True: set()}
+    probe_point = trainer.probe_point
     try:
         for concurrent in (False, True):
             trainer.concurrent_probes = concurrent
+
+            def recording(*args, concurrent=concurrent, **kwargs):
+                threads[concurrent].add(threading.current_thread().name)
+                return probe_point(*args, **kwargs)
+
+            trainer.probe_point = recording
             before = dict(TRACE_COUNTS)
             results[concurrent] = train(TINY_MODEL_CONFIG, config, BOTH, *tiny_arrays)
             traces[concurrent] = {k: v - before.get(k, 0) for k, v in TRACE_COUNTS.items()
                                   if v != before.get(k, 0)}
     finally:
-        trainer.concurrent_probes = True
+        trainer.concurrent_probes, trainer.probe_point = True, probe_point
     assert traces[True] == {}  # everything compiled by the first run, none traced again
-    assert trainer._worker is not None  # the second run used the worker thread
+    main = threading.current_thread().name
+    assert threads[False] == {main}
+    assert main in threads[True] and any(t.startswith("bnstudy-probes") for t in threads[True])
     # After the first step both probe computations are compiled; the larger (paper, 13
     # points) goes to the worker, the other stays with the main thread's two ICS modes.
     paper_key = next(k for k in trainer.probe_keys if len(k[2]) == 13)
