@@ -155,12 +155,15 @@ def test_probes_on_the_worker_thread_give_identical_results(tiny_arrays):
     main = threading.current_thread().name
     assert threads[False] == {main}
     assert main in threads[True] and any(t.startswith("bnstudy-probes") for t in threads[True])
-    # After the first step both probe computations are compiled; the larger (paper, 13
-    # points) goes to the worker, the other stays with the main thread's two ICS modes.
+    # Once compiled, the worker takes half of the step's work in probe points (an ICS mode
+    # counts as 3 points): the 13 paper points first, then 1 of the 10 blog points.
     paper_key = next(k for k in trainer.probe_keys if len(k[2]) == 13)
+    blog_key = next(k for k in trainer.probe_keys if len(k[2]) == 10)
     on_worker, on_main = trainer._split_probes(list(trainer.probe_keys), ics_due=2)
-    assert on_worker == [paper_key] and len(on_main) == 1
-    assert trainer._split_probes(list(trainer.probe_keys), ics_due=0)[0] == [paper_key]
+    assert on_worker == [(paper_key, i) for i in range(13)] + [(blog_key, 0)]
+    assert on_main == [(blog_key, i) for i in range(1, 10)]
+    on_worker, on_main = trainer._split_probes([blog_key], ics_due=1)  # blog alone
+    assert on_worker == [(blog_key, i) for i in range(6)] and len(on_main) == 4
     trainer.concurrent_probes = False
     try:
         assert trainer._split_probes(list(trainer.probe_keys), ics_due=2)[0] == []

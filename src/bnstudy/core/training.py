@@ -478,13 +478,13 @@ class Trainer:
                 due_probes.append(key)
             else:
                 outputs[name] = self._probe_filler(len(key[2]), dtype)
-        # Probes on a second dispatching thread run concurrently with the main thread's
-        # work (see _split_probes); the results are the same programs' and identical.
+        # Some probe points are dispatched from a second thread and run concurrently with
+        # the main thread's work (see _split_probes); same programs, identical results.
         on_worker, on_main = self._split_probes(
             due_probes, sum(due[f"ics_{mode}"] for mode in self.ics_modes))
         probe_args = (state, new_state, grads, x, y, dtype)
-        worker = (self._probe_worker().submit(self._dispatch_probes, on_worker, *probe_args)
-                  if on_worker else None)
+        worker = (self._probe_worker().submit(self._dispatch_probe_points, on_worker,
+                                              *probe_args) if on_worker else None)
         for mode in self.ics_modes:
             name, train = f"ics_{mode}", mode == "train"
             if not due[name]:
@@ -492,10 +492,16 @@ class Trainer:
                 continue
             outputs[name] = self._host_ics(state["params"], new_state["params"],
                                            state["batch_stats"], grads, x, y, train)
-        outputs.update(self._dispatch_probes(on_main, *probe_args))
-        self._probes_compiled.update(on_main)
+        points = self._dispatch_probe_points(on_main, *probe_args)
+        self._probes_compiled.update(key for key, _ in on_main)
         if worker is not None:
-            outputs.update(worker.result())  # dispatched, not computed: no wait for results
+            points.update(worker.result())  # dispatched, not computed: no wait for results
+        for key in due_probes:
+            s_values = key[2]
+            results = [points[key, index] for index in range(len(s_values))]
+            outputs[self.probe_names[key]] = self.probe_summary(
+                tuple(r[0] for r in results), tuple(r[1] for r in results), grads,
+                np.asarray(s_values, dtype))
         if self.snapshots:
             args = (state["params"], state["batch_stats"], data["initial_params"], x)
             if snapshot:
@@ -506,43 +512,39 @@ class Trainer:
                 outputs["snapshot"] = _numpy_filler(self._snapshot_shapes)
         return new_state, outputs
 
-    def _dispatch_probes(self, keys, state, new_state, grads, x, y, dtype) -> dict:
-        """Dispatch the probe points and summary of each probe computation in ``keys``."""
-        outputs = {}
-        for key in keys:
+    def _dispatch_probe_points(self, points, state, new_state, grads, x, y, dtype) -> dict:
+        """Dispatch ``probe_point`` for each (probe key, index of s): {(key, index): (loss,
+        grad_diff)} as device arrays."""
+        results = {}
+        for key, index in points:
             start, mode, s_values = key
             origin = state if start == "pre_step" else new_state
-            points = [self.probe_point(origin["params"], origin["batch_stats"], grads, x, y,
-                                       np.asarray(s, dtype), train=mode == "train")
-                      for s in s_values]
-            outputs[self.probe_names[key]] = self.probe_summary(
-                tuple(p[0] for p in points), tuple(p[1] for p in points), grads,
-                np.asarray(s_values, dtype))
-        return outputs
+            results[key, index] = self.probe_point(
+                origin["params"], origin["batch_stats"], grads, x, y,
+                np.asarray(s_values[index], dtype), train=mode == "train")
+        return results
 
     def _split_probes(self, keys: list, ics_due: int) -> tuple[list, list]:
-        """(keys for the worker thread, keys for the main thread).
+        """The due probe points [(key, index of s)] for the worker thread and for the main
+        thread.
 
         XLA:CPU runs the programs dispatched by one thread one after another, and a program
         of this size keeps the two cores of the benchmark machine busy only about half of
         the time; programs dispatched by two threads run concurrently (x1.12 for two
-        forward+backward passes; docs/performance.md). The probes are the largest
-        independent pieces, so the worker takes probe computations, greedily by number of
-        points, against the main thread's ICS (about 3 points' worth per mode). A key goes
-        to the worker only after it ran once on the main thread, so no program is traced
-        concurrently.
+        forward+backward passes; docs/performance.md). The probe points are the largest
+        independent pieces of a step, so the worker takes about half of the step's work in
+        probe points, and the main thread the rest with the ICS (about 3 points' worth per
+        mode). Only points of probe computations that already ran on the main thread go to
+        the worker, so no program is ever traced concurrently.
         """
+        points = [(key, index) for key in sorted(keys, key=lambda k: -len(k[2]))
+                  for index in range(len(key[2]))]
         if not self.concurrent_probes:
-            return [], list(keys)
-        loads, on_worker, on_main = [0.0, 3.0 * ics_due], [], []
-        for key in sorted(keys, key=lambda k: -len(k[2])):
-            if key in self._probes_compiled and loads[0] <= loads[1]:
-                on_worker.append(key)
-                loads[0] += len(key[2])
-            else:
-                on_main.append(key)
-                loads[1] += len(key[2])
-        return on_worker, on_main
+            return [], points
+        movable = [point for point in points if point[0] in self._probes_compiled]
+        on_worker = movable[:min(len(movable), (len(points) + 3 * ics_due) // 2)]
+        taken = set(on_worker)
+        return on_worker, [point for point in points if point not in taken]
 
     def _probe_worker(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._worker is None:
