@@ -462,7 +462,8 @@ class Trainer:
 
     def host_step(self, state, data, step: int, due: dict[str, bool], snapshot: bool):
         """One step of the host loop: dispatches the step and the measurements that are
-        ``due`` ({computation name: bool}) without waiting for any of them.
+        ``due`` ({computation name: bool}) without waiting for any of them; about half of
+        the probe points are dispatched from a worker thread (:meth:`_split_probes`).
 
         Returns:
             (new_state, outputs): device arrays, and NaN/0 numpy placeholders for what was
