@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import threading
@@ -129,32 +130,40 @@ def test_baseline_shares_the_ics_of_both_modes(tiny_arrays):
 
 
 def test_probes_on_the_worker_thread_give_identical_results(tiny_arrays):
-    """The host loop dispatches probe computations from a second thread once their programs
-    are compiled; the measurements are bit-for-bit those of dispatching everything from
-    the main thread, and no program is traced twice."""
+    """The host loop dispatches probe points from a second thread once their programs are
+    compiled; the measurements are bit-for-bit those of dispatching everything from the
+    main thread, and no program is traced twice. Under a thread-local JAX setting the
+    worker cannot copy, the main thread dispatches everything. (enable_x64, which the
+    worker does copy, is covered by the float64 runs of test_against_reference.py.)"""
     config = dataclasses.replace(TINY_TRAIN_CONFIG, step_loop="host", max_steps=6)
     trainer = get_trainer(TINY_MODEL_CONFIG, config, BOTH)
-    results, traces, threads = {}, {}, {False: set(), True: set()}
+    results, traces, threads = {}, {}, {run: set() for run in ("main", "worker", "context")}
     probe_point = trainer.probe_point
     try:
-        for concurrent in (False, True):
-            trainer.concurrent_probes = concurrent
+        for run in ("main", "worker", "context"):
+            trainer.concurrent_probes = run != "main"
 
-            def recording(*args, concurrent=concurrent, **kwargs):
-                threads[concurrent].add(threading.current_thread().name)
+            def recording(*args, run=run, **kwargs):
+                threads[run].add(threading.current_thread().name)
                 return probe_point(*args, **kwargs)
 
             trainer.probe_point = recording
             before = dict(TRACE_COUNTS)
-            results[concurrent] = train(TINY_MODEL_CONFIG, config, BOTH, *tiny_arrays)
-            traces[concurrent] = {k: v - before.get(k, 0) for k, v in TRACE_COUNTS.items()
-                                  if v != before.get(k, 0)}
+            # "context": a thread-local JAX setting the worker cannot copy (here a matmul
+            # precision context around the call; the programs carry their own precision)
+            with (jax.default_matmul_precision("float32") if run == "context"
+                  else contextlib.nullcontext()):
+                results[run] = train(TINY_MODEL_CONFIG, config, BOTH, *tiny_arrays)
+            traces[run] = {k: v - before.get(k, 0) for k, v in TRACE_COUNTS.items()
+                           if v != before.get(k, 0)}
     finally:
         trainer.concurrent_probes, trainer.probe_point = True, probe_point
-    assert traces[True] == {}  # everything compiled by the first run, none traced again
+    assert traces["worker"] == {}  # everything compiled by the first run, none traced again
     main = threading.current_thread().name
-    assert threads[False] == {main}
-    assert main in threads[True] and any(t.startswith("bnstudy-probes") for t in threads[True])
+    assert threads["main"] == {main}
+    assert main in threads["worker"]
+    assert any(t.startswith("bnstudy-probes") for t in threads["worker"])
+    assert threads["context"] == {main}  # the worker declined: the main thread dispatched
     # Once compiled, the worker takes half of the step's work in probe points (an ICS mode
     # counts as 3 points): the 13 paper points first, then 1 of the 10 blog points.
     paper_key = next(k for k in trainer.probe_keys if len(k[2]) == 13)
@@ -169,10 +178,11 @@ def test_probes_on_the_worker_thread_give_identical_results(tiny_arrays):
         assert trainer._split_probes(list(trainer.probe_keys), ics_due=2)[0] == []
     finally:
         trainer.concurrent_probes = True
-    jax.tree.map(np.testing.assert_array_equal, results[True].measurements,
-                 results[False].measurements)
-    assert set(results[True].measurements) == {"blog", "paper"}
-    np.testing.assert_array_equal(results[True].train_loss, results[False].train_loss)
+    for run in ("worker", "context"):
+        jax.tree.map(np.testing.assert_array_equal, results[run].measurements,
+                     results["main"].measurements)
+        np.testing.assert_array_equal(results[run].train_loss, results["main"].train_loss)
+    assert set(results["main"].measurements) == {"blog", "paper"}
 
 
 def test_scan_and_host_loops_agree(tiny_arrays):

@@ -484,8 +484,9 @@ class Trainer:
         on_worker, on_main = self._split_probes(
             due_probes, sum(due[f"ics_{mode}"] for mode in self.ics_modes))
         probe_args = (state, new_state, grads, x, y, dtype)
-        worker = (self._probe_worker().submit(self._dispatch_probe_points, on_worker,
-                                              *probe_args) if on_worker else None)
+        worker = (self._probe_worker().submit(
+            self._dispatch_on_worker, on_worker, _trace_context(), jax.config.jax_enable_x64,
+            *probe_args) if on_worker else None)
         for mode in self.ics_modes:
             name, train = f"ics_{mode}", mode == "train"
             if not due[name]:
@@ -496,7 +497,9 @@ class Trainer:
         points = self._dispatch_probe_points(on_main, *probe_args)
         self._probes_compiled.update(key for key, _ in on_main)
         if worker is not None:
-            points.update(worker.result())  # dispatched, not computed: no wait for results
+            dispatched = worker.result()  # dispatched, not computed: no wait for results
+            points.update(self._dispatch_probe_points(on_worker, *probe_args)
+                          if dispatched is None else dispatched)
         for key in due_probes:
             s_values = key[2]
             results = [points[key, index] for index in range(len(s_values))]
@@ -524,6 +527,17 @@ class Trainer:
                 origin["params"], origin["batch_stats"], grads, x, y,
                 np.asarray(s_values[index], dtype), train=mode == "train")
         return results
+
+    def _dispatch_on_worker(self, points, context, x64: bool, *probe_args) -> dict | None:
+        """:meth:`_dispatch_probe_points` on the worker thread, under the caller's JAX
+        configuration. JAX's configuration contexts are thread-local and key its caches: the
+        worker re-enters the caller's ``enable_x64``; if any other setting still differs
+        (a ``jax.default_device`` context, say), it returns None and the main thread
+        dispatches these points itself, so a program is never traced under other settings."""
+        with jax.enable_x64(x64):
+            if _trace_context() != context:
+                return None
+            return self._dispatch_probe_points(points, *probe_args)
 
     def _split_probes(self, keys: list, ics_due: int) -> tuple[list, list]:
         """The due probe points [(key, index of s)] for the worker thread and for the main
@@ -594,6 +608,14 @@ class Trainer:
                                               (x_batches, y_batches, mask))
         count = jnp.sum(mask, dtype=jnp.int32)
         return loss_sum / count, correct / count
+
+
+def _trace_context():
+    """JAX's thread-local configuration that keys its tracing and compilation caches
+    (enable_x64, default device, default matmul precision, ...). No public API exposes it."""
+    from jax._src import config as jax_config
+
+    return jax_config.trace_context()
 
 
 def _due(step, cadences: jax.Array):
