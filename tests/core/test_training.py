@@ -20,6 +20,7 @@ from bnstudy.core import (
     cross_entropy,
     get_trainer,
     train,
+    training,
 )
 
 BOTH = [PRESETS["blog"], PRESETS["paper"]]
@@ -166,16 +167,18 @@ def test_probes_on_the_worker_thread_give_identical_results(tiny_arrays):
     assert threads["context"] == {main}  # the worker declined: the main thread dispatched
     # Once compiled, the worker takes half of the step's work in probe points (an ICS mode
     # counts as 3 points): the 13 paper points first, then 1 of the 10 blog points.
+    context = training._trace_context()
+    assert trainer._split_probes(list(trainer.probe_keys), 2, context=("another",))[0] == []
     paper_key = next(k for k in trainer.probe_keys if len(k[2]) == 13)
     blog_key = next(k for k in trainer.probe_keys if len(k[2]) == 10)
-    on_worker, on_main = trainer._split_probes(list(trainer.probe_keys), ics_due=2)
+    on_worker, on_main = trainer._split_probes(list(trainer.probe_keys), ics_due=2, context=context)
     assert on_worker == [(paper_key, i) for i in range(13)] + [(blog_key, 0)]
     assert on_main == [(blog_key, i) for i in range(1, 10)]
-    on_worker, on_main = trainer._split_probes([blog_key], ics_due=1)  # blog alone
+    on_worker, on_main = trainer._split_probes([blog_key], ics_due=1, context=context)  # blog alone
     assert on_worker == [(blog_key, i) for i in range(6)] and len(on_main) == 4
     trainer.concurrent_probes = False
     try:
-        assert trainer._split_probes(list(trainer.probe_keys), ics_due=2)[0] == []
+        assert trainer._split_probes(list(trainer.probe_keys), ics_due=2, context=context)[0] == []
     finally:
         trainer.concurrent_probes = True
     for run in ("worker", "context"):

@@ -249,7 +249,7 @@ class Trainer:
         self._snapshot_shapes = None
         # The host loop dispatches some probes from a second thread (_split_probes).
         self.concurrent_probes = True
-        self._probes_compiled: set[tuple] = set()
+        self._probes_compiled: set[tuple] = set()  # (probe key, JAX trace context)
         self._worker: concurrent.futures.ThreadPoolExecutor | None = None
         self.num_leaves = len(jax.tree.leaves(jax.eval_shape(self.model.init,
                                                              jax.random.key(0))[0]))
@@ -481,11 +481,12 @@ class Trainer:
                 outputs[name] = self._probe_filler(len(key[2]), dtype)
         # Some probe points are dispatched from a second thread and run concurrently with
         # the main thread's work (see _split_probes); same programs, identical results.
+        context = _trace_context()
         on_worker, on_main = self._split_probes(
-            due_probes, sum(due[f"ics_{mode}"] for mode in self.ics_modes))
+            due_probes, sum(due[f"ics_{mode}"] for mode in self.ics_modes), context)
         probe_args = (state, new_state, grads, x, y, dtype)
         worker = (self._probe_worker().submit(
-            self._dispatch_on_worker, on_worker, _trace_context(), jax.config.jax_enable_x64,
+            self._dispatch_on_worker, on_worker, context, jax.config.jax_enable_x64,
             *probe_args) if on_worker else None)
         for mode in self.ics_modes:
             name, train = f"ics_{mode}", mode == "train"
@@ -495,7 +496,7 @@ class Trainer:
             outputs[name] = self._host_ics(state["params"], new_state["params"],
                                            state["batch_stats"], grads, x, y, train)
         points = self._dispatch_probe_points(on_main, *probe_args)
-        self._probes_compiled.update(key for key, _ in on_main)
+        self._probes_compiled.update((key, context) for key, _ in on_main)
         if worker is not None:
             dispatched = worker.result()  # dispatched, not computed: no wait for results
             points.update(self._dispatch_probe_points(on_worker, *probe_args)
@@ -539,7 +540,7 @@ class Trainer:
                 return None
             return self._dispatch_probe_points(points, *probe_args)
 
-    def _split_probes(self, keys: list, ics_due: int) -> tuple[list, list]:
+    def _split_probes(self, keys: list, ics_due: int, context) -> tuple[list, list]:
         """The due probe points [(key, index of s)] for the worker thread and for the main
         thread.
 
@@ -549,14 +550,15 @@ class Trainer:
         forward+backward passes; docs/performance.md). The probe points are the largest
         independent pieces of a step, so the worker takes about half of the step's work in
         probe points, and the main thread the rest with the ICS (about 3 points' worth per
-        mode). Only points of probe computations that already ran on the main thread go to
-        the worker, so no program is ever traced concurrently.
+        mode). Only points of probe computations that already ran on the main thread under
+        the same JAX configuration (``context``, :func:`_trace_context`) go to the worker, so
+        the worker never traces a program.
         """
         points = [(key, index) for key in sorted(keys, key=lambda k: -len(k[2]))
                   for index in range(len(key[2]))]
         if not self.concurrent_probes:
             return [], points
-        movable = [point for point in points if point[0] in self._probes_compiled]
+        movable = [point for point in points if (point[0], context) in self._probes_compiled]
         on_worker = movable[:min(len(movable), (len(points) + 3 * ics_due) // 2)]
         taken = set(on_worker)
         return on_worker, [point for point in points if point not in taken]
