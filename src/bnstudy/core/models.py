@@ -153,7 +153,8 @@ def _apply_batch_norm(bn: nnx.BatchNorm, x: jax.Array, *, train: bool) -> jax.Ar
 
 
 class ConvBlock(nnx.Module):
-    """3x3 SAME conv with bias, then the configured normalization (pre-activation out)."""
+    """3x3 SAME conv with bias, then the configured normalization (pre-activation out); the
+    VGG calls the two parts separately (:meth:`VGG.layer_linear`, :meth:`VGG.layer_rest`)."""
 
     def __init__(self, in_features: int, out_features: int, config: ModelConfig, rngs: nnx.Rngs):
         dtype = jnp.dtype(config.param_dtype)
@@ -170,9 +171,6 @@ class ConvBlock(nnx.Module):
     def normalize(self, z: jax.Array, *, train: bool) -> jax.Array:
         """The configured normalization of the convolution's output (identity for none)."""
         return z if self.bn is None else _apply_batch_norm(self.bn, z, train=train)
-
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        return self.normalize(self.linear(x), train=train)
 
 
 class VGG(nnx.Module):
