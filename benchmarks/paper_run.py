@@ -24,7 +24,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from bnstudy import cifar10
+from bnstudy.data import cifar10
 from bnstudy.core import MeasurementConfig, ModelConfig, TrainConfig, train
 from bnstudy.core.preprocessing import channel_stats, normalize, stratified_subset
 

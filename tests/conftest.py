@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bnstudy import cifar10
+from bnstudy.data import cifar10
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_JPEG_ARCHIVE = PROJECT_ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"

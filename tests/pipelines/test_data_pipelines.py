@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bnstudy import cifar10
+from bnstudy.data import cifar10
 from tests.conftest import SHARED_JPEG_ARCHIVE, run_session
 
 OFFICIAL_MEAN = (0.4914, 0.4822, 0.4465)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bnstudy.report import fmt, pct
+from bnstudy.reporting.report import fmt, pct
 from tests.conftest import SHARED_JPEG_ARCHIVE, make_project_copy, run_session
 
 pytestmark = [

@@ -1,4 +1,4 @@
-"""Thin Kedro adapters around :mod:`bnstudy.analysis` (which holds the maths).
+"""Thin Kedro adapters around :mod:`bnstudy.analysis.tables` (which holds the maths).
 
 Each node takes the baseline's and the candidate's traces as separate inputs (so kedro-viz
 shows where they come from) and returns a tidy table and a JSON-ready summary.
@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from bnstudy import analysis
+from bnstudy.analysis import tables as analysis
 from bnstudy.pipelines import json_ready
 
 Result = tuple[pd.DataFrame, dict[str, Any]]

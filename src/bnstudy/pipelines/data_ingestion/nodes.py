@@ -1,4 +1,4 @@
-"""Thin Kedro adapters around :mod:`bnstudy.cifar10`: parameters in, arrays and records out."""
+"""Thin Kedro adapters around :mod:`bnstudy.data.cifar10`: parameters in, arrays and records out."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from bnstudy import cifar10
+from bnstudy.data import cifar10
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Thin Kedro adapters around :mod:`bnstudy.figures` and :mod:`bnstudy.report`."""
+"""Thin Kedro adapters around :mod:`bnstudy.reporting.figures` and :mod:`bnstudy.reporting.report`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from bnstudy import figures, report
+from bnstudy.reporting import figures, report
 
 FIGURE_NAMES = (
     "training_curves",

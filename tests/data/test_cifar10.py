@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bnstudy import cifar10
+from bnstudy.data import cifar10
 from tests.conftest import make_arrays, tar_folder, write_image_folder
 
 

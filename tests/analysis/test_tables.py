@@ -1,4 +1,4 @@
-"""bnstudy.analysis against naive loops and hand-computed values."""
+"""bnstudy.analysis.tables against naive loops and hand-computed values."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bnstudy import analysis
+from bnstudy.analysis import tables as analysis
 
 
 def test_moving_average_matches_naive_trailing_window():

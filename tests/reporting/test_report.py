@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bnstudy import report
+from bnstudy.reporting import report
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,1 @@
+"""Tidy tables and statistics computed from training traces (pandas, scipy; no Kedro)."""

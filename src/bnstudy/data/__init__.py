@@ -1,0 +1,1 @@
+"""CIFAR-10 sources and readers: download, archives, image folders (no Kedro)."""

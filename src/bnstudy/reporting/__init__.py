@@ -1,0 +1,1 @@
+"""Figures (seaborn) and the Markdown/HTML report (no Kedro)."""
