@@ -33,22 +33,24 @@ from bnstudy.core.models import (
     layer_names,
     leaf_paths,
 )
+from bnstudy.core.plan import Computation, MeasurementPlan
+from bnstudy.core.programs import COMPILE_COUNTS
+from bnstudy.core.results import TrainingResult
+from bnstudy.core.state import TrainState, init_state, init_states
+from bnstudy.core.step import Spec, train_step
 from bnstudy.core.training import (
-    TRACE_COUNTS,
-    Trainer,
-    TrainingResult,
+    batched_for_eval,
     epoch_permutations,
-    get_trainer,
-    measurement_cadences,
-    run_chunk,
     train,
+    train_seeds,
 )
 
 __all__ = [
-    "PRESETS", "QUANTILE_LEVELS", "TINY_MODEL_CONFIG", "TINY_TRAIN_CONFIG", "TRACE_COUNTS", "VGG",
-    "MeasurementConfig", "ModelConfig", "PureModel", "TrainConfig", "Trainer", "TrainingResult",
-    "activation_statistics", "compare_gradients", "count_parameters", "cross_entropy",
-    "distance_from_init", "epoch_permutations", "get_trainer", "gradient_ics",
-    "ics_gradients", "layer_names", "leaf_paths", "measurement_cadences", "model_probe",
-    "probe_gradient_direction", "run_chunk", "train",
+    "COMPILE_COUNTS", "PRESETS", "QUANTILE_LEVELS", "TINY_MODEL_CONFIG", "TINY_TRAIN_CONFIG",
+    "VGG", "Computation", "MeasurementConfig", "MeasurementPlan", "ModelConfig", "PureModel",
+    "Spec", "TrainConfig", "TrainState", "TrainingResult", "activation_statistics",
+    "batched_for_eval", "compare_gradients", "count_parameters", "cross_entropy",
+    "distance_from_init", "epoch_permutations", "gradient_ics", "ics_gradients",
+    "init_state", "init_states", "layer_names", "leaf_paths", "model_probe",
+    "probe_gradient_direction", "train", "train_seeds", "train_step",
 ]

@@ -151,6 +151,9 @@ class TrainConfig:
 
     # Seed of everything random: init key = fold_in(key(seed), 0), shuffling = fold_in(.., 1).
     seed: int = 1337
+    # Seeds trained together on a leading seed axis of the state; () trains ``seed`` alone.
+    # Seed k of a multi-seed run equals the single-seed run with seed k.
+    seeds: tuple[int, ...] = ()
     # SGD learning rate eta (also the unit of the probe step sizes s).
     learning_rate: float = 0.035
     # SGD momentum (optax.sgd trace, no dampening).
@@ -180,8 +183,8 @@ class TrainConfig:
     # How steps of a chunk run: "scan" (one lax.scan program per chunk), "host" (one
     # compiled step per dispatch, asynchronously, results still fetched once per chunk) or
     # "auto" ("host" on CPU, where XLA runs convolutions inside loops ~8x slower, else "scan").
-    # "scan" also vmaps the probes over s; "host" unrolls them (and compiles one program per
-    # combination of due measurements / snapshot).
+    # "scan" also vmaps the seed axis (one program for all seeds, shardable over devices);
+    # "host" runs the seeds one after another (XLA:CPU's vmapped convolutions are slower).
     step_loop: str = "auto"
 
     def __post_init__(self) -> None:
@@ -191,6 +194,9 @@ class TrainConfig:
             _check_positive(owner, name, getattr(self, name))
         if self.max_steps is not None:
             _check_positive(owner, "max_steps", self.max_steps)
+        if len(set(self.seeds)) != len(self.seeds) or not all(
+                isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in self.seeds):
+            raise ValueError(f"TrainConfig.seeds must be distinct integers, got {self.seeds!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate}")
         if not 0.0 <= self.momentum < 1.0:
@@ -217,6 +223,17 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict view (lists instead of tuples), the inverse of ``from_dict``."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @property
+    def seed_list(self) -> tuple[int, ...]:
+        """The seeds of the run: ``seeds``, or ``(seed,)`` when it is empty."""
+        return tuple(int(s) for s in self.seeds) or (self.seed,)
+
+    def resolved_step_loop(self, backend: str) -> str:
+        """``step_loop`` with "auto" resolved for a JAX backend ("host" on CPU)."""
+        if self.step_loop != "auto":
+            return self.step_loop
+        return "host" if backend == "cpu" else "scan"
 
     def steps_per_epoch(self, num_train: int) -> int:
         """Full batches per epoch for a training set of ``num_train`` examples."""

@@ -1,0 +1,137 @@
+"""The measurement plan: the one place that decides what is measured at which step.
+
+Built once from the configuration and the run length. The executor asks it what is due at
+a step; the result collection asks it which steps carry each preset's measurements. Nothing
+else reads ``measure_every``, ``snapshot_every`` or ``eval_every``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from bnstudy.core.config import MeasurementConfig, ModelConfig, TrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Computation:
+    """One distinct measurement computation; presets whose inputs coincide share it.
+
+    Attributes:
+        name: output key ("ics_train", "ics_eval", "probe_0", ...).
+        kind: "ics" or "probe".
+        train: BN with batch statistics (True) or running statistics (False).
+        probe_start: "pre_step" (W_t) or "post_step" (W_{t+1}); None for ICS.
+        probe_s: the probe step sizes; () for ICS.
+    """
+
+    name: str
+    kind: str
+    train: bool
+    probe_start: str | None = None
+    probe_s: tuple[float, ...] = ()
+
+
+def _ics_train(config: MeasurementConfig, model_config: ModelConfig) -> bool:
+    # Without BN, train and eval mode are the same function: compute it once.
+    return model_config.normalization == "none" or config.ics_mode == "train"
+
+
+def _probe_train(config: MeasurementConfig, model_config: ModelConfig) -> bool:
+    return model_config.normalization == "none" or config.probe_mode == "train"
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasurementPlan:
+    """What runs at which step of one run.
+
+    Attributes:
+        computations: the distinct computations, in a fixed order.
+        presets: the measurement configs, in the order given.
+        total_steps: T, steps of the run.
+        snapshot_every, eval_every, steps_per_chunk: cadences (from the TrainConfig).
+        snapshots: whether activation snapshots are recorded at all.
+    """
+
+    computations: tuple[Computation, ...]
+    presets: tuple[MeasurementConfig, ...]
+    total_steps: int
+    snapshot_every: int
+    eval_every: int
+    steps_per_chunk: int
+    snapshots: bool = True
+
+    @classmethod
+    def build(cls, model_config: ModelConfig, train_config: TrainConfig,
+              presets: Sequence[MeasurementConfig], total_steps: int, *,
+              snapshots: bool = True) -> MeasurementPlan:
+        """The plan of a run of ``total_steps`` steps measured with ``presets``."""
+        names = [preset.name for preset in presets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"measurement config names must be unique, got {names}; give "
+                             "each MeasurementConfig its own name")
+        ics = sorted({_ics_train(p, model_config) for p in presets}, reverse=True)
+        probes = sorted({(p.probe_start, _probe_train(p, model_config), p.probe_s)
+                         for p in presets})
+        computations = [Computation(f"ics_{'train' if train else 'eval'}", "ics", train)
+                        for train in ics]
+        computations += [Computation(f"probe_{i}", "probe", train, start, s_values)
+                         for i, (start, train, s_values) in enumerate(probes)]
+        return cls(tuple(computations), tuple(presets), total_steps,
+                   train_config.snapshot_every, train_config.eval_every,
+                   train_config.steps_per_chunk, snapshots)
+
+    def ics_of(self, preset: MeasurementConfig, model_config: ModelConfig) -> Computation:
+        """The ICS computation a preset reads."""
+        train = _ics_train(preset, model_config)
+        return next(c for c in self.computations if c.kind == "ics" and c.train == train)
+
+    def probe_of(self, preset: MeasurementConfig, model_config: ModelConfig) -> Computation:
+        """The probe computation a preset reads."""
+        key = (preset.probe_start, _probe_train(preset, model_config), preset.probe_s)
+        return next(c for c in self.computations
+                    if c.kind == "probe" and (c.probe_start, c.train, c.probe_s) == key)
+
+    def _users(self, computation: Computation, model_config: ModelConfig):
+        return [p for p in self.presets
+                if computation in (self.ics_of(p, model_config), self.probe_of(p, model_config))]
+
+    def due_mask(self, steps: np.ndarray, model_config: ModelConfig) -> np.ndarray:
+        """[len(steps), len(computations)] bool: computation c runs at step t when any
+        preset that reads it is due (t % measure_every == 0)."""
+        steps = np.asarray(steps)
+        columns = [np.zeros(steps.shape, bool) for _ in self.computations]
+        for column, computation in zip(columns, self.computations):
+            for preset in self._users(computation, model_config):
+                column |= steps % preset.measure_every == 0
+        return np.stack(columns, axis=-1) if columns else np.zeros((steps.size, 0), bool)
+
+    def measured_steps(self, preset: MeasurementConfig) -> np.ndarray:
+        """[M] the steps that carry ``preset``'s measurements."""
+        return np.arange(0, self.total_steps, preset.measure_every)
+
+    def snapshot_mask(self, steps: np.ndarray) -> np.ndarray:
+        """[len(steps)] bool: activation snapshot (and distance from init) due."""
+        return self.snapshots & (np.asarray(steps) % self.snapshot_every == 0)
+
+    def snapshot_steps(self) -> np.ndarray:
+        """[K] the snapshot steps."""
+        return np.arange(0, self.total_steps, self.snapshot_every) if self.snapshots else \
+            np.zeros(0, int)
+
+    def eval_steps(self) -> list[int]:
+        """Completed-step counts at which the test set is evaluated: 0, every eval_every,
+        and the end."""
+        steps = list(range(0, self.total_steps, self.eval_every))
+        return [*steps, self.total_steps] if steps[-1] != self.total_steps else steps
+
+    def chunks(self, start: int = 0) -> list[tuple[int, int]]:
+        """[(first step, stop)] of the chunks from ``start``: one host transfer each."""
+        bounds = list(range(start, self.total_steps, self.steps_per_chunk))
+        return [(first, min(first + self.steps_per_chunk, self.total_steps)) for first in bounds]
+
+    def is_measured(self) -> bool:
+        """Whether anything is measured (otherwise every step is a plain step)."""
+        return bool(self.computations) or self.snapshots

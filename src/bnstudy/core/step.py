@@ -1,0 +1,253 @@
+"""The pure step: ``train_step(state, batch) -> (state, metrics)``, and the measurements
+of a step composed from per-layer and per-point operations.
+
+Every function here is pure and takes a :class:`Spec` (the hashable configuration) first.
+The measurements of a step are written once, over an ``ops`` table of primitive operations
+(:data:`OPS`): the scan executor calls them directly inside one traced program, the host
+executor binds the same table to small compiled programs (:mod:`bnstudy.core.programs`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bnstudy.core.config import ModelConfig, TrainConfig
+from bnstudy.core.measurements import (
+    compare_gradients,
+    distance_from_init,
+    histogram_edges,
+    layer_activation_statistics,
+    layer_forward,
+    layer_input_cotangent,
+    layer_param_gradient,
+    loss_cotangent,
+    model_loss_and_grad,
+    probe_point,
+    summarize_probes,
+)
+from bnstudy.core.models import PureModel
+from bnstudy.core.plan import Computation
+from bnstudy.core.state import TrainState, make_optimizer
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """What shapes the compiled programs: the model and the training configuration (with
+    the run-only fields reset, so runs that differ in seed or length share programs)."""
+
+    model_config: ModelConfig
+    train_config: TrainConfig
+
+    @classmethod
+    def of(cls, model_config: ModelConfig, train_config: TrainConfig) -> Spec:
+        """The spec of a configuration; seed, length and cadences do not matter."""
+        return cls(model_config, dataclasses.replace(
+            train_config, seed=0, seeds=(), epochs=1, max_steps=None,
+            eval_every=train_config.steps_per_chunk, snapshot_every=1))
+
+
+@functools.lru_cache(maxsize=64)
+def model_of(config: ModelConfig) -> PureModel:
+    """The pure model of a config (a graphdef only; cached by value)."""
+    return PureModel(config)
+
+
+def batch_of(spec: Spec, x_all: jax.Array, y_all: jax.Array, order: jax.Array,
+             step: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The batch of step t: rows of epoch t // steps_per_epoch's order [E, N']."""
+    batch_size = spec.train_config.batch_size
+    steps_per_epoch = order.shape[1] // batch_size
+    epoch, position = step // steps_per_epoch, step % steps_per_epoch
+    indices = jax.lax.dynamic_slice_in_dim(order[epoch], position * batch_size, batch_size)
+    return x_all[indices], y_all[indices]
+
+
+def update(spec: Spec, state: TrainState, x: jax.Array, y: jax.Array):
+    """One SGD step on (x, y): (new state, train-mode loss at W_t, gradient g_t, forward)."""
+    model = model_of(spec.model_config)
+    (loss, forward), grads = jax.value_and_grad(
+        lambda p: model.loss(p, state.batch_stats, x, y, train=True), has_aux=True)(state.params)
+    updates, opt_state = make_optimizer(spec.train_config).update(
+        grads, state.opt_state, state.params)
+    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params,
+                                                                              updates),
+                              opt_state=opt_state, batch_stats=forward.batch_stats)
+    return new_state, loss, grads, forward
+
+
+def step_metrics(spec: Spec, new_state: TrainState, loss: jax.Array, x: jax.Array,
+                 y: jax.Array) -> dict[str, jax.Array]:
+    """train_loss (at W_t) and the eval-mode accuracy at (W_{t+1}, S_{t+1}) on the batch."""
+    logits = model_of(spec.model_config).apply(new_state.params, new_state.batch_stats, x,
+                                               train=False).logits
+    return {"train_loss": loss,
+            "train_accuracy": jnp.mean((jnp.argmax(logits, -1) == y).astype(loss.dtype))}
+
+
+def train_step(spec: Spec, state: TrainState,
+               batch: tuple[jax.Array, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
+    """The pure training step: (state, (x, y)) -> (state', {train_loss, train_accuracy})."""
+    x, y = batch
+    new_state, loss, _, _ = update(spec, state, x, y)
+    return new_state, step_metrics(spec, new_state, loss, x, y)
+
+
+def snapshot(spec: Spec, params, batch_stats, initial_params, x: jax.Array) -> dict[str, Any]:
+    """Activation statistics of the train-mode forward pass at W_t and ||W_t - W_0||."""
+    config, model = spec.train_config, model_of(spec.model_config)
+    forward = model.apply(params, batch_stats, x, train=True)
+    edges = histogram_edges(config.histogram_bins, config.histogram_range,
+                            dtype=forward.logits.dtype)
+    return {"activations": layer_activation_statistics(forward.pre_activations, edges,
+                                                       model.layer_names),
+            "init_distance": distance_from_init(params, initial_params, model.layer_names)}
+
+
+def evaluate(spec: Spec, params, batch_stats, x_batches: jax.Array, y_batches: jax.Array,
+             mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Eval-mode mean loss and accuracy over padded test batches (sums, then divide)."""
+    model = model_of(spec.model_config)
+
+    def body(totals, batch):
+        x, y, valid = batch
+        logits = model.apply(params, batch_stats, x, train=False).logits
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        correct = (jnp.argmax(logits, -1) == y) & valid
+        return (totals[0] + jnp.sum(jnp.where(valid, losses, 0.0)),
+                totals[1] + jnp.sum(correct, dtype=jnp.int32)), None
+
+    zero = jnp.zeros((), x_batches.dtype)
+    (loss_sum, correct), _ = jax.lax.scan(body, (zero, jnp.int32(0)),
+                                          (x_batches, y_batches, mask))
+    count = jnp.sum(mask, dtype=jnp.int32)
+    return loss_sum / count, correct / count
+
+
+# -- primitive operations of the measurements (each a pure function of arrays) ------------
+
+
+def op_probe_point(spec: Spec, w_start, batch_stats, grads, x, y, s, *, train: bool):
+    """(L(W(s)), ||grad L(W(s)) - g||) at W(s) = W_start - s * lr * g."""
+    loss_and_grad = model_loss_and_grad(model_of(spec.model_config), batch_stats, x, y,
+                                        train=train)
+    return probe_point(loss_and_grad, w_start, grads, spec.train_config.learning_rate, s)
+
+
+def op_probe_summary(spec: Spec, losses, grad_diffs, grads, s_values):
+    """The probe result of a computation from its points."""
+    return summarize_probes(jnp.stack(losses), jnp.stack(grad_diffs), grads,
+                            spec.train_config.learning_rate, s_values)._asdict()
+
+
+def op_layer_forward(spec: Spec, params, batch_stats, x, *, index: int, train: bool):
+    """(z, output) of one layer."""
+    return layer_forward(model_of(spec.model_config), params, batch_stats, index, x,
+                         train=train)
+
+
+def op_layer_input_cotangent(spec: Spec, params, batch_stats, x, z, cotangent, *,
+                             index: int, train: bool):
+    """The loss cotangent at a layer's input."""
+    return layer_input_cotangent(model_of(spec.model_config), params, batch_stats, index, x,
+                                 z, cotangent, train=train)
+
+
+def op_layer_param_gradient(spec: Spec, params, batch_stats, x, z, cotangent, *, index: int,
+                            train: bool):
+    """A layer's parameter gradient from its input, linear output and output cotangent."""
+    return layer_param_gradient(model_of(spec.model_config), params, batch_stats, index, x,
+                                z, cotangent, train=train)
+
+
+def op_loss_cotangent(spec: Spec, logits, y):
+    """d(mean cross-entropy)/d(logits)."""
+    del spec
+    return loss_cotangent(logits, y)
+
+
+def op_ics_compare(spec: Spec, grads, grads_prime):
+    """||G_i - G'_i|| and cos(G_i, G'_i) per leaf and per layer."""
+    return compare_gradients(grads, grads_prime,
+                             model_of(spec.model_config).layer_names)._asdict()
+
+
+OPS: dict[str, Callable] = {
+    "probe_point": op_probe_point, "probe_summary": op_probe_summary,
+    "layer_forward": op_layer_forward, "layer_input_cotangent": op_layer_input_cotangent,
+    "layer_param_gradient": op_layer_param_gradient, "loss_cotangent": op_loss_cotangent,
+    "ics_compare": op_ics_compare,
+}
+"""The primitive operations, by name; an executor binds each to a callable."""
+
+Ops = Mapping[str, Callable]
+
+
+def gradient_ics_by_layers(ops: Ops, spec: Spec, params_t, params_t1, batch_stats, grads,
+                           x, y, *, train: bool) -> dict[str, Any]:
+    """Gradient ICS of every layer, chained from one-layer operations.
+
+    A forward pass at W_{t+1} gives every layer's input; G'_i is then the forward pass of
+    layers i.. at W_t from that input and the backward pass down to layer i only.
+    """
+    config = spec.model_config
+    layers = model_of(config).layer_names
+    modes = [train and config.normalization != "none" and i < len(config.conv_features)
+             for i in range(len(layers))]
+    last = len(layers) - 1
+    layer_inputs, h = [x], x
+    for index in range(last):
+        h = ops["layer_forward"](params_t1, batch_stats, h, index=index, train=modes[index])[1]
+        layer_inputs.append(h)
+    grads_prime = {}
+    for i, name in enumerate(layers):
+        inputs, outputs, h = [], [], layer_inputs[i]
+        for index in range(i, last + 1):
+            inputs.append(h)
+            z, h = ops["layer_forward"](params_t, batch_stats, h, index=index,
+                                        train=modes[index])
+            outputs.append(z)
+        cotangent = ops["loss_cotangent"](h, y)
+        for index in range(last, i, -1):
+            cotangent = ops["layer_input_cotangent"](
+                params_t, batch_stats, inputs[index - i], outputs[index - i], cotangent,
+                index=index, train=modes[index])
+        grads_prime[name] = ops["layer_param_gradient"](
+            params_t, batch_stats, inputs[0], outputs[0], cotangent, index=i, train=modes[i])
+    return ops["ics_compare"](grads, grads_prime)
+
+
+def probe_points(computation: Computation, state: TrainState, new_state: TrainState,
+                 grads, x, y, dtype) -> list[tuple]:
+    """The arguments of each probe point of a computation: [(args, kwargs)]."""
+    origin = state if computation.probe_start == "pre_step" else new_state
+    return [((origin.params, origin.batch_stats, grads, x, y, jnp.asarray(s, dtype)),
+             {"train": computation.train}) for s in computation.probe_s]
+
+
+def probe_computation(ops: Ops, computation: Computation, points: list, grads,
+                      dtype) -> dict[str, Any]:
+    """Summary of a probe computation from its evaluated points [(loss, grad_diff)]."""
+    return ops["probe_summary"](tuple(p[0] for p in points), tuple(p[1] for p in points),
+                                grads, np.asarray(computation.probe_s, dtype))
+
+
+@functools.lru_cache(maxsize=256)
+def computation_shapes(spec: Spec, computation: Computation) -> dict[str, tuple]:
+    """Output shapes of a computation (for NaN placeholders where it is not due)."""
+    if computation.kind == "probe":
+        points = (len(computation.probe_s),)
+        return {"loss": points, "grad_diff": points, "step_norm": points,
+                "beta_smoothness": ()}
+    model = model_of(spec.model_config)
+    leaves = len(jax.tree.leaves(jax.eval_shape(model.init, jax.random.key(0))[0]))
+    layers = (len(model.layer_names),)
+    return {"l2_leaf": (leaves,), "cosine_leaf": (leaves,), "l2_layer": layers,
+            "cosine_layer": layers}
