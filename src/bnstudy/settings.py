@@ -3,6 +3,14 @@
 from kedro.config import OmegaConfigLoader
 from omegaconf.resolvers import oc
 
+from bnstudy.reliability.hooks import PreflightHooks, RunRecordHooks
+
+# docs/reliability.md: checks before the first node (tracking server reachable, --params keys
+# known, model parameters valid), then stale MLflow runs marked KILLED, this run tagged with
+# its process, and a last line naming the report and the MLflow run. kedro-mlflow's own hook
+# is registered by its plugin entry point.
+HOOKS = (PreflightHooks(), RunRecordHooks())
+
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

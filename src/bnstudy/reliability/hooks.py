@@ -1,0 +1,147 @@
+"""Kedro hooks of the reliability guarantees (docs/reliability.md), registered in settings.py.
+
+Ordering: Kedro registers settings.HOOKS before plugin hooks and pluggy calls the last
+registered first, so kedro-mlflow's ``MlflowHook`` would run before these. ``tryfirst`` puts
+the preflight checks ahead of it (its ``after_context_created`` already talks to the tracking
+server); ``trylast`` puts the bookkeeping after it (its run exists by then).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+
+from bnstudy.reliability.params import check_overrides_exist, validate_model_parameters
+from bnstudy.reliability.tracking import (
+    mark_stale_runs_killed,
+    probe_tracking_server,
+    process_tags,
+)
+
+logger = logging.getLogger(__name__)
+
+REPORT_DATASET = "study_report_md"
+
+
+class PreflightHooks:
+    """Checks that fail a run before its first node (and before any MLflow run exists)."""
+
+    @hook_impl(tryfirst=True)
+    def after_context_created(self, context: Any) -> None:
+        """Unknown ``--params`` keys, then the tracking server's reachability."""
+        loader = context.config_loader
+        if loader.runtime_params:
+            configured = _configured_parameters(loader)
+            if configured is not None:
+                check_overrides_exist(configured, loader.runtime_params)
+        probe_tracking_server(_tracking_uri(loader))
+
+    @hook_impl
+    def after_catalog_created(self, parameters: dict[str, Any]) -> None:
+        """Every model's configs, built from the final parameters (``--params`` included)."""
+        validate_model_parameters(parameters.get("parameters", {}))
+
+
+def _configured_parameters(loader: Any) -> dict[str, Any] | None:
+    """The parameters without the run's ``--params`` (None if they cannot load so)."""
+    overrides = loader.runtime_params
+    loader.runtime_params = {}
+    try:
+        return loader["parameters"]
+    except Exception:  # noqa: BLE001 - e.g. a ${runtime_params:} without default
+        return None
+    finally:
+        loader.runtime_params = overrides
+
+
+def _tracking_uri(loader: Any) -> str | None:
+    """server.mlflow_tracking_uri of mlflow.yml, as kedro-mlflow will read it."""
+    import os
+
+    from kedro.config import MissingConfigException
+
+    loader.config_patterns.setdefault("mlflow", ["mlflow*", "mlflow*/**", "**/mlflow*"])
+    try:
+        server = loader["mlflow"].get("server") or {}
+    except MissingConfigException:
+        server = {}
+    return server.get("mlflow_tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+
+
+class RunRecordHooks:
+    """MLflow bookkeeping: stale runs KILLED, this run tagged with its process, and a final
+    line that says where the report and the run are.
+
+    Attributes:
+        run_id: this process's MLflow run (the study's parent run), once it has started;
+            the command line marks it KILLED when the run is interrupted.
+    """
+
+    def __init__(self) -> None:
+        self.run_id: str | None = None
+        self._report: Path | None = None
+        self._project_path: Path | None = None
+
+    @hook_impl(trylast=True)
+    def after_context_created(self, context: Any) -> None:
+        """After kedro-mlflow has set up tracking: mark dead processes' runs KILLED."""
+        import mlflow
+
+        self.run_id = None
+        self._project_path = Path(context.project_path)
+        mlflow_config = getattr(context, "mlflow", None)  # set by kedro-mlflow's hook
+        name = mlflow_config.tracking.experiment.name if mlflow_config is not None else None
+        found = mlflow.get_experiment_by_name(name) if name else None
+        if found is not None:
+            mark_stale_runs_killed(mlflow.MlflowClient(), found.experiment_id)
+
+    @hook_impl
+    def after_catalog_created(self, conf_catalog: dict[str, Any], save_version: str) -> None:
+        """Remember where this run's report will be (the dataset's path, this version)."""
+        entry = conf_catalog.get(REPORT_DATASET) or {}
+        filepath = entry.get("filepath")
+        if filepath and entry.get("versioned"):
+            self._report = Path(filepath) / save_version / Path(filepath).name
+        else:
+            self._report = Path(filepath) if filepath else None
+
+    @hook_impl(trylast=True)
+    def before_pipeline_run(self) -> None:
+        """Tag the run kedro-mlflow has just started with this process's pid and host."""
+        import mlflow
+
+        active = mlflow.active_run()
+        if active is not None:
+            self.run_id = active.info.run_id
+            mlflow.set_tags(process_tags())
+
+    @hook_impl(trylast=True)
+    def after_pipeline_run(self) -> None:
+        """The run's last line: the report and the MLflow run, with how to open them."""
+        logger.info(self.summary())
+
+    def summary(self) -> str:
+        """``Report: <path> | MLflow run <id>: <how to open it>`` (parts that exist)."""
+        import mlflow
+
+        parts = []
+        if self._report is not None and self._report.exists():
+            parts.append(f"Report: {_relative(self._report, self._project_path)}")
+        if self.run_id is not None:
+            uri = mlflow.get_tracking_uri()
+            opener = (
+                f"open {uri}" if uri.startswith(("http://", "https://"))
+                else f"mlflow ui --backend-store-uri {uri}"
+            )
+            parts.append(f"MLflow run {self.run_id} (see it with: {opener})")
+        return " | ".join(parts) or "Run complete (no report, tracking disabled)."
+
+
+def _relative(path: Path, root: Path | None) -> str:
+    try:
+        return str(path.relative_to(root)) if root else str(path)
+    except ValueError:
+        return str(path)
