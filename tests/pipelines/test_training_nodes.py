@@ -11,7 +11,7 @@ from bnstudy.pipelines.training.pipeline import TRAINING_OUTPUTS
 ARCHITECTURE = {"conv_features": [4, 8, 8], "pool_after": [0, 2], "dense_features": [8, 8], "image_size": 8}
 TRAINING = {"batch_size": 8, "epochs": 1, "eval_every": 5, "eval_batch_size": 16, "snapshot_every": 2,
             "histogram_bins": 10, "histogram_range": [-3.0, 3.0], "steps_per_chunk": 5,
-            "step_loop": "scan"}  # one compiled program per model: fastest to compile for tiny nets
+            "step_loop": "host", "seeds": [3, 7]}
 MEASUREMENTS = ["blog", {"preset": "paper", "measure_every": 2}]
 
 
@@ -21,15 +21,26 @@ def outputs():
     train = {"images": rng.normal(size=(40, 8, 8, 3)).astype(np.float32), "labels": rng.integers(0, 10, 40).astype(np.int32)}
     test = {"images": rng.normal(size=(12, 8, 8, 3)).astype(np.float32), "labels": rng.integers(0, 10, 12).astype(np.int32)}
     return {
-        normalization: dict(zip(TRAINING_OUTPUTS,
-                                nodes.train_model(train, test, normalization, ARCHITECTURE, TRAINING, MEASUREMENTS),
-                                strict=True))
+        normalization: nodes.train_model(train, test, normalization, ARCHITECTURE, TRAINING, MEASUREMENTS)
         for normalization in ("none", "batch")
     }
 
 
-def test_tables_have_one_row_per_step_layer_and_probe_point(outputs):
+def test_outputs_are_named_and_every_table_has_a_seed_column(outputs):
     out = outputs["batch"]
+    assert set(out) == set(TRAINING_OUTPUTS)
+    for name in nodes.TABLES:
+        assert out[name].columns[0] == "seed", name
+        assert sorted(out[name]["seed"].unique()) == [3, 7], name
+    assert out["run_record"]["seeds"] == [3, 7]
+    assert set(out["run_record"]["per_seed"]) == {"3", "7"}
+    first = out["training_trace"]
+    assert not np.array_equal(first[first.seed == 3]["train_loss"], first[first.seed == 7]["train_loss"])
+
+
+def test_tables_have_one_row_per_step_layer_and_probe_point(outputs):
+    out = {name: frame[frame.seed == 3] if name in nodes.TABLES else frame
+           for name, frame in outputs["batch"].items()}
     layers = out["run_record"]["layers"]
     assert layers == ["conv_0", "conv_1", "conv_2", "fc1", "fc2", "out"]
     assert out["training_trace"]["step"].tolist() == list(range(5))
@@ -38,7 +49,12 @@ def test_tables_have_one_row_per_step_layer_and_probe_point(outputs):
     whole = ics[ics.param == "all"]
     assert len(whole[whole.preset == "blog"]) == 5 * len(layers)
     assert sorted(whole[whole.preset == "paper"]["step"].unique()) == [0, 2, 4]
-    assert {"kernel", "bias", "bn_scale", "bn_bias"} <= set(ics["param"])
+    assert {"kernel", "bn_scale", "bn_bias"} <= set(ics["param"])
+    # The bias right before BN has no effect on the loss: its per-leaf ICS is undefined, dropped.
+    assert not ((ics.param == "bias") & ics.layer.str.startswith("conv")).any()
+    assert (ics.param == "bias").any()  # the dense layers' biases stay
+    base_ics = outputs["none"]["ics_trace"]
+    assert ((base_ics.param == "bias") & (base_ics.layer == "conv_0")).any()
     probes = out["probe_trace"]
     assert len(probes[probes.preset == "blog"]) == 5 * 10  # 10 probe points in the blog preset
     assert len(probes[probes.preset == "paper"]) == 3 * 13
@@ -52,7 +68,8 @@ def test_activation_outputs_cover_every_layer_and_snapshot(outputs):
     out = outputs["batch"]
     assert sorted(out["activation_stats"]["step"].unique()) == [0, 2, 4]
     assert set(out["activation_stats"]["layer"]) == set(out["run_record"]["layers"])
-    hist = out["activation_histograms"]
+    assert set(out["activation_histograms"]) == {"seed_3", "seed_7"}
+    hist = out["activation_histograms"]["seed_7"]
     assert hist["hist_edges"].shape == (11,)
     assert hist["layers"]["conv_1"]["hist_counts"].shape == (3, 10)
     assert hist["layers"]["conv_1"]["channel_mean"].shape == (3, 8)
@@ -61,10 +78,13 @@ def test_activation_outputs_cover_every_layer_and_snapshot(outputs):
 
 def test_baseline_state_has_no_batch_stats_and_shared_weights_start_equal(outputs):
     base, cand = outputs["none"], outputs["batch"]
-    assert set(base["initial_state"]) == {"params"}
-    assert set(cand["initial_state"]) == {"params", "batch_stats"}
-    np.testing.assert_array_equal(base["initial_state"]["params"]["conv_2"]["conv"]["kernel"],
-                                  cand["initial_state"]["params"]["conv_2"]["conv"]["kernel"])
+    assert set(base["initial_state"]["seed_3"]) == {"params"}
+    assert set(cand["initial_state"]["seed_3"]) == {"params", "batch_stats"}
+    for seed in ("seed_3", "seed_7"):
+        np.testing.assert_array_equal(base["initial_state"][seed]["params"]["conv_2"]["conv"]["kernel"],
+                                      cand["initial_state"][seed]["params"]["conv_2"]["conv"]["kernel"])
+    assert not np.array_equal(cand["initial_state"]["seed_3"]["params"]["conv_2"]["conv"]["kernel"],
+                              cand["initial_state"]["seed_7"]["params"]["conv_2"]["conv"]["kernel"])
 
 
 def test_mlflow_payloads_of_both_models_have_the_same_keys(outputs):
@@ -80,6 +100,11 @@ def test_mlflow_payloads_of_both_models_have_the_same_keys(outputs):
     assert base["params"]["model.normalization"] == "none" and cand["params"]["model.normalization"] == "batch"
     assert base["metric_history"]["train_loss"]["steps"].tolist() == [0, 2, 4]  # stride 2
     assert "paper.ics_l2.conv_1" in base["metric_history"]
+    assert {"seed_3.train_loss", "seed_7.test_accuracy"} <= base["metric_history"].keys()
+    trace = outputs["none"]["training_trace"]
+    np.testing.assert_allclose(base["metric_history"]["train_loss"]["values"][1],
+                               trace[trace.step == 2]["train_loss"].mean(), rtol=1e-6)
+    assert base["metrics"]["num_seeds"] == 2.0
     assert cand["artifacts"]["final_state.npz"][:2] == b"PK"  # a zip (.npz)
 
 

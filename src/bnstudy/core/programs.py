@@ -29,7 +29,8 @@ _LOCK = threading.Lock()
 
 def _signature(args: tuple) -> tuple:
     leaves, treedef = jax.tree.flatten(args)
-    return treedef, tuple((np.shape(leaf), np.result_type(leaf).str,
+    return treedef, tuple((np.shape(leaf), np.dtype(getattr(leaf, "dtype", None)
+                                                    or np.result_type(leaf)).str,
                            bool(getattr(leaf, "weak_type", False))) for leaf in leaves)
 
 

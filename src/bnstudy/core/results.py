@@ -75,12 +75,22 @@ def _extremes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return values.min(axis=1), values.max(axis=1)
 
 
+def undefined_ics_leaves(model_config: ModelConfig) -> set[str]:
+    """Leaves whose per-leaf ICS is undefined and is dropped: the bias of a conv followed
+    by BatchNorm. BN subtracts the batch mean, so that bias has no effect on the loss; its
+    gradient is float rounding noise (not exactly 0), and a cosine of noise is meaningless."""
+    if model_config.normalization == "none":
+        return set()
+    return {f"conv_{i}/bias" for i in range(len(model_config.conv_features))}
+
+
 def collect_measurements(plan: MeasurementPlan, model_config: ModelConfig,
                          outputs: dict[str, Any], leaf_names: list[str],
                          learning_rate: float) -> dict[str, Any]:
     """Each preset's rows of the per-step outputs [T, ...] (one seed). ``grad_norm`` is
     recovered from the first probe point's step norm |s_0| * lr * ||g_t||."""
     collected = {}
+    undefined = undefined_ics_leaves(model_config)
     for preset in plan.presets:
         rows = plan.measured_steps(preset)
         ics = outputs[plan.ics_of(preset, model_config).name]
@@ -93,9 +103,10 @@ def collect_measurements(plan: MeasurementPlan, model_config: ModelConfig,
         collected[preset.name] = {
             "config": preset.to_dict(), "measured_steps": rows,
             "ics_l2": ics["l2_layer"][rows], "ics_cosine": ics["cosine_layer"][rows],
-            "ics_l2_leaf": {n: ics["l2_leaf"][rows, i] for i, n in enumerate(leaf_names)},
+            "ics_l2_leaf": {n: ics["l2_leaf"][rows, i] for i, n in enumerate(leaf_names)
+                            if n not in undefined},
             "ics_cosine_leaf": {n: ics["cosine_leaf"][rows, i]
-                                for i, n in enumerate(leaf_names)},
+                                for i, n in enumerate(leaf_names) if n not in undefined},
             "probe_s": s_values, "probe_loss": loss, "grad_diff": grad_diff,
             "step_norm": step_norm, "beta_smoothness": probe["beta_smoothness"][rows],
             "grad_norm": step_norm[:, 0] / (abs(s_values[0]) * learning_rate),

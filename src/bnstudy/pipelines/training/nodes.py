@@ -1,4 +1,4 @@
-"""Thin Kedro adapters: parameters -> core configs -> :func:`bnstudy.core.train` -> tables.
+"""Thin Kedro adapters: parameters -> core configs -> :func:`bnstudy.core.train_seeds` -> tables.
 
 No maths here: the core measures, these functions only reshape its arrays into the
 persisted tables (long format where a person will plot them) and the MLflow payload.
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bnstudy.core import MeasurementConfig, ModelConfig, TrainConfig, TrainingResult, train
+from bnstudy.core import MeasurementConfig, ModelConfig, TrainConfig, TrainingResult, train_seeds
 from bnstudy.datasets.npz_dataset import flatten_tree, npz_bytes
 from bnstudy.pipelines import json_ready
 
@@ -43,18 +43,18 @@ def train_model(
     architecture: dict[str, Any],
     training: dict[str, Any],
     measurements: list,
-) -> tuple[Any, ...]:
-    """Train one model with every measurement config on the same trajectory.
+) -> dict[str, Any]:
+    """Train one model in every seed of ``training.seeds`` (one stacked run) with every
+    measurement config on the same trajectory.
 
-    Returns, in the order of the pipeline's outputs: initial state, final state (pytrees
-    ``{"params", "batch_stats"}``), training trace, evaluation trace, ICS trace, probe
-    trace, smoothness trace, activation statistics, activation histograms, distance from
-    initialization, and a run record (resolved configs, timings).
+    Returns the pipeline's outputs by name: ``initial_state`` / ``final_state``
+    (``{"seed_<k>": {"params", "batch_stats"}}``), the traces (each with a ``seed``
+    column), ``activation_histograms`` (``{"seed_<k>": ...}``) and ``run_record``.
     """
     model_config, train_config, measurement_configs = build_configs(
         normalization, architecture, training, measurements
     )
-    result = train(
+    results = train_seeds(
         model_config,
         train_config,
         measurement_configs,
@@ -63,19 +63,19 @@ def train_model(
         model_input_test["images"],
         model_input_test["labels"],
     )
-    return (
-        model_state(result.initial_params, result.initial_batch_stats),
-        model_state(result.final_params, result.final_batch_stats),
-        training_trace(result),
-        eval_trace(result),
-        ics_trace(result),
-        probe_trace(result),
-        smoothness_trace(result),
-        activation_table(result),
-        activation_histograms(result),
-        init_distance_table(result),
-        run_record(result),
-    )
+    per_seed = {
+        name: pd.concat([table(r).assign(seed=r.seed) for r in results], ignore_index=True)
+        for name, table in TABLES.items()
+    }
+    for name, frame in per_seed.items():
+        per_seed[name] = frame[["seed", *[c for c in frame.columns if c != "seed"]]]
+    return {
+        "initial_state": {f"seed_{r.seed}": model_state(r.initial_params, r.initial_batch_stats) for r in results},
+        "final_state": {f"seed_{r.seed}": model_state(r.final_params, r.final_batch_stats) for r in results},
+        **per_seed,
+        "activation_histograms": {f"seed_{r.seed}": activation_histograms(r) for r in results},
+        "run_record": run_record(results),
+    }
 
 
 def model_state(params: dict[str, Any], batch_stats: dict[str, Any]) -> dict[str, Any]:
@@ -143,7 +143,9 @@ def probe_trace(result: TrainingResult) -> pd.DataFrame:
     return _concat(frames, ["preset", "step", "s", "probe_loss", "grad_diff", "step_norm"])
 
 
-SMOOTHNESS_COLUMNS = ("probe_loss_min", "probe_loss_max", "grad_diff_min", "grad_diff_max", "beta_smoothness")
+SMOOTHNESS_COLUMNS = (
+    "probe_loss_min", "probe_loss_max", "grad_diff_min", "grad_diff_max", "beta_smoothness", "grad_norm",
+)
 
 
 def smoothness_trace(result: TrainingResult) -> pd.DataFrame:
@@ -201,20 +203,27 @@ def init_distance_table(result: TrainingResult) -> pd.DataFrame:
     return _concat(frames, ["step", "layer", "abs", "rel"])
 
 
-def run_record(result: TrainingResult) -> dict[str, Any]:
-    """Resolved configs and timings, JSON-ready."""
+def run_record(results: list[TrainingResult]) -> dict[str, Any]:
+    """Resolved configs, seeds and timings, JSON-ready (the configs are those of the run;
+    ``seeds`` lists every seed, ``per_seed`` their final test numbers)."""
+    first = results[0]
     return json_ready(
         {
-            "model_config": result.model_config,
-            "train_config": result.train_config,
-            "measurement_configs": result.measurement_configs,
-            "layers": result.layers,
-            "leaf_paths": result.leaf_paths,
-            "num_steps": int(result.steps.size),
-            "wall_time_s": result.wall_time_s,
-            "compile_time_s": result.compile_time_s,
-            "final_test_accuracy": float(result.test_accuracy[-1]),
-            "final_test_loss": float(result.test_loss[-1]),
+            "model_config": first.model_config,
+            "train_config": {**first.train_config, "seeds": [r.seed for r in results]},
+            "measurement_configs": first.measurement_configs,
+            "seeds": [r.seed for r in results],
+            "layers": first.layers,
+            "leaf_paths": first.leaf_paths,
+            "num_steps": int(first.steps.size),
+            "wall_time_s": first.wall_time_s,
+            "compile_time_s": first.compile_time_s,
+            "final_test_accuracy": float(np.mean([r.test_accuracy[-1] for r in results])),
+            "final_test_loss": float(np.mean([r.test_loss[-1] for r in results])),
+            "per_seed": {
+                str(r.seed): {"final_test_accuracy": float(r.test_accuracy[-1]), "final_test_loss": float(r.test_loss[-1])}
+                for r in results
+            },
         }
     )
 
@@ -260,14 +269,20 @@ def model_run_payload(
     history: dict[str, dict[str, np.ndarray]] = {}
 
     def add(key: str, frame: pd.DataFrame, column: str, strided: bool = True) -> None:
+        # The mean over seeds at each step (each seed's own history: ``seed_<k>.`` keys).
         if strided:
             frame = frame[frame["step"] % stride == 0]
-        history[key] = {"steps": frame["step"].to_numpy(), "values": frame[column].to_numpy()}
+        mean = frame.groupby("step", sort=True)[column].mean()
+        history[key] = {"steps": mean.index.to_numpy(), "values": mean.to_numpy()}
 
     add("train_loss", training_trace, "train_loss")
     add("train_accuracy", training_trace, "train_accuracy")
     add("test_loss", eval_trace, "test_loss", strided=False)
     add("test_accuracy", eval_trace, "test_accuracy", strided=False)
+    for seed, frame in training_trace.groupby("seed"):
+        add(f"seed_{seed}.train_loss", frame, "train_loss")
+    for seed, frame in eval_trace.groupby("seed"):
+        add(f"seed_{seed}.test_accuracy", frame, "test_accuracy", strided=False)
     with_range = smoothness_trace.assign(
         loss_range=smoothness_trace["probe_loss_max"] - smoothness_trace["probe_loss_min"]
     )
@@ -279,12 +294,15 @@ def model_run_payload(
     for (preset, layer), frame in whole_layers.groupby(["preset", "layer"], sort=False):
         add(f"{preset}.ics_l2.{layer}", frame, "ics_l2")
         add(f"{preset}.ics_cosine.{layer}", frame, "ics_cosine")
-    last = training_trace.iloc[-1]
+    last_eval = eval_trace[eval_trace["step"] == eval_trace["step"].max()]
+    last = training_trace[training_trace["step"] == training_trace["step"].max()]
     metrics = {
-        "final_test_accuracy": float(eval_trace["test_accuracy"].iloc[-1]),
-        "final_test_loss": float(eval_trace["test_loss"].iloc[-1]),
-        "final_train_loss": float(last["train_loss"]),
-        "final_train_accuracy": float(last["train_accuracy"]),
+        "final_test_accuracy": float(last_eval["test_accuracy"].mean()),
+        "final_test_loss": float(last_eval["test_loss"].mean()),
+        "final_train_loss": float(last["train_loss"].mean()),
+        "final_train_accuracy": float(last["train_accuracy"].mean()),
+        "num_seeds": float(len(run_record["seeds"])),
+        **{f"seed_{seed}.final_test_accuracy": float(v["final_test_accuracy"]) for seed, v in run_record["per_seed"].items()},
         "num_steps": float(run_record["num_steps"]),
         "wall_time_s": float(run_record["wall_time_s"]),
     }
@@ -293,8 +311,23 @@ def model_run_payload(
         "metrics": metrics,
         "metric_history": history,
         "artifacts": {"initial_state.npz": npz_bytes(flatten_tree(initial_state)), "final_state.npz": npz_bytes(flatten_tree(final_state))},
-        "tags": {"normalization": run_record["model_config"]["normalization"]},
+        "tags": {
+            "normalization": run_record["model_config"]["normalization"],
+            "seeds": ",".join(str(seed) for seed in run_record["seeds"]),
+        },
     }
+
+
+TABLES = {
+    "training_trace": training_trace,
+    "eval_trace": eval_trace,
+    "ics_trace": ics_trace,
+    "probe_trace": probe_trace,
+    "smoothness_trace": smoothness_trace,
+    "activation_stats": activation_table,
+    "init_distance": init_distance_table,
+}
+"""The per-seed tables of a training result, by output name."""
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -40,7 +40,7 @@ def create_template() -> Pipeline:
                     "params:training",
                     "params:measurements",
                 ],
-                outputs=TRAINING_OUTPUTS,
+                outputs={name: name for name in TRAINING_OUTPUTS},
                 name="train_model_node",
                 tags=["training"],
             ),
