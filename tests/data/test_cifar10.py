@@ -78,6 +78,48 @@ class TestPythonArchive:
         with pytest.raises(cifar10.Cifar10Error, match="expected"):
             cifar10.read_python_archive(python_archive, class_names=("a", "b"))
 
+    @pytest.mark.parametrize("form", ["zip", "extracted folder"])
+    def test_zip_and_extracted_folder_read_like_the_archive(self, python_archive, small_arrays, tmp_path, form):
+        with tarfile.open(python_archive) as archive:
+            members = {m.name: archive.extractfile(m).read() for m in archive if m.isfile()}
+        if form == "zip":
+            source = tmp_path / "cifar.zip"
+            with zipfile.ZipFile(source, "w") as archive:
+                for name, raw in members.items():
+                    archive.writestr(name, raw)
+        else:
+            source = tmp_path / "extracted"
+            for name, raw in members.items():
+                (source / name).parent.mkdir(parents=True, exist_ok=True)
+                (source / name).write_bytes(raw)
+
+        assert_same_arrays(cifar10.read_python_archive(source), small_arrays)
+
+    def test_image_folder_archive_is_the_wrong_format_not_a_corrupt_one(self, tmp_path, small_arrays):
+        jpeg_tree = tar_folder(write_image_folder(small_arrays, tmp_path / "tree", ".jpg"), tmp_path / "j.tar.gz")
+
+        with pytest.raises(cifar10.Cifar10FormatError, match="wrong format.*image-folder archive.*source=image_folder"):
+            cifar10.read_python_archive(jpeg_tree)
+        with pytest.raises(cifar10.Cifar10FormatError, match="wrong format"):
+            cifar10.reject_image_folder(jpeg_tree)
+
+    def test_reject_image_folder_passes_archives_of_batches_and_unreadable_files(self, python_archive, tmp_path):
+        garbage = tmp_path / "garbage.tar.gz"
+        garbage.write_bytes(b"\x1f\x8b not really gzip")
+
+        cifar10.reject_image_folder(python_archive)  # no error: the right kind
+        cifar10.reject_image_folder(garbage)  # no error: unreadable is the checksum's to report
+
+    def test_select_keeps_the_chosen_rows_and_records_them(self, python_archive, small_arrays):
+        arrays = cifar10.read_python_archive(python_archive, select=lambda split, labels: np.arange(1, labels.size, 3))
+
+        rows = np.arange(1, 40, 3)
+        np.testing.assert_array_equal(arrays.train_images, small_arrays.train_images[rows])
+        np.testing.assert_array_equal(arrays.subset["train"].rows, rows)
+        np.testing.assert_array_equal(arrays.subset["train"].source_labels, small_arrays.train_labels)
+        assert arrays.source_counts()["train"] == dict.fromkeys(cifar10.CLASS_NAMES, 4)
+        assert sum(arrays.counts()["train"].values()) == rows.size
+
 
 class TestDownload:
     def test_downloads_verifies_and_reuses(self, http_server, python_archive, tmp_path):
@@ -118,6 +160,35 @@ class TestDownload:
         assert "python_archive" in message and "image_folder" in message
         assert not (tmp_path / "x.tar.gz").exists()
         assert not (tmp_path / "x.tar.gz.part").exists()
+
+    def test_download_uses_pooch_with_the_known_md5_and_a_progress_bar(
+        self, http_server, python_archive, tmp_path, monkeypatch
+    ):
+        import pooch
+
+        server, served = http_server
+        (served / "c.tar.gz").write_bytes(python_archive.read_bytes())
+        md5 = cifar10.file_md5(python_archive)
+        calls = []
+        real_retrieve = pooch.retrieve
+        monkeypatch.setattr(pooch, "retrieve", lambda *a, **k: calls.append(k) or real_retrieve(*a, **k))
+
+        cifar10.download_archive(server.url("c.tar.gz"), tmp_path / "raw" / "c.tar.gz", md5.upper())
+
+        assert calls[0]["known_hash"] == f"md5:{md5}" and calls[0]["path"] == tmp_path / "raw"
+        assert calls[0]["downloader"].progressbar is True
+
+    @pytest.mark.parametrize("md5", [0, 1e5, None, "", "xyz", "0" * 31])
+    def test_md5_must_be_32_hex_digits_and_is_never_skipped(self, tmp_path, md5):
+        with pytest.raises(cifar10.Cifar10ParameterError, match=r"data_ingestion\.md5 .*(quote it|null)") as error:
+            cifar10.download_archive("http://127.0.0.1:9/c.tar.gz", tmp_path / "c.tar.gz", md5, progress=False)
+
+        assert repr(md5) in str(error.value) or md5 is None
+        assert list(tmp_path.iterdir()) == []
+
+    def test_url_that_is_not_http_or_ftp_is_explained(self, tmp_path, python_archive):
+        with pytest.raises(cifar10.Cifar10ParameterError, match="file:///x.tar.gz.*not an http"):
+            cifar10.download_archive("file:///x.tar.gz", tmp_path / "x.tar.gz", "0" * 32, progress=False)
 
     def test_existing_invalid_archive_is_kept_and_reported(self, tmp_path):
         destination = tmp_path / "cifar.tar.gz"
@@ -188,6 +259,34 @@ class TestImageFolder:
 
         with pytest.raises(cifar10.Cifar10Error, match="truncated"):
             cifar10.read_image_folder(archive)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, None), ("C58F30108F718F92721AF3B95E74349A", "c58f30108f718f92721af3b95e74349a")],
+)
+def test_checked_md5_accepts_null_and_hex_strings(value, expected):
+    assert cifar10.checked_md5(value) == expected
+
+
+@pytest.mark.parametrize("value", [0, 1e5, 123, True, "", "c58f", "g" * 32, " " + "0" * 32])
+def test_checked_md5_rejects_numbers_and_malformed_strings_naming_the_parameter(value):
+    with pytest.raises(cifar10.Cifar10ParameterError) as error:
+        cifar10.checked_md5(value)
+
+    message = str(error.value)
+    assert message.startswith("data_ingestion.md5 must be") and repr(value) in message
+    assert "quote it" in message
+
+
+def test_tree_checksum_depends_on_names_and_content_only(tmp_path: Path):
+    for copy in ("a", "b"):
+        (tmp_path / copy / "train").mkdir(parents=True)
+        (tmp_path / copy / "train" / "x.png").write_bytes(b"1")
+    same = cifar10.tree_sha256(tmp_path / "a") == cifar10.tree_sha256(tmp_path / "b")
+    (tmp_path / "b" / "train" / "x.png").write_bytes(b"2")
+
+    assert same and cifar10.tree_sha256(tmp_path / "a") != cifar10.tree_sha256(tmp_path / "b")
 
 
 def test_file_digests_match_known_values(tmp_path: Path):
