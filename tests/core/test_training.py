@@ -1,27 +1,38 @@
-"""The compiled trainer: compiles once, deterministic, measurements never change training."""
+"""The engine: compiles once, deterministic, seeds as an axis, one plan, measurements never
+change training."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import os
 import re
-import threading
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
 from bnstudy.core import (
+    COMPILE_COUNTS,
     PRESETS,
     TINY_MODEL_CONFIG,
     TINY_TRAIN_CONFIG,
-    TRACE_COUNTS,
+    MeasurementPlan,
     PureModel,
+    Spec,
     cross_entropy,
-    get_trainer,
+    init_state,
     train,
-    training,
+    train_seeds,
+    train_step,
 )
+from bnstudy.core.executor import Executor, data_measured_step
+from bnstudy.core.programs import lowered
+from bnstudy.core.step import batch_of, model_of
+from bnstudy.core.training import epoch_permutations
 
 BOTH = [PRESETS["blog"], PRESETS["paper"]]
 
@@ -32,7 +43,7 @@ def measured(tiny_arrays):
 
 
 def test_result_shapes_and_steps(measured):
-    layers, leaves = 6, 18
+    layers, leaves = 6, 18 - 3  # the 3 conv biases before BN are dropped (undefined ICS)
     assert measured.layers == ["conv_0", "conv_1", "conv_2", "fc1", "fc2", "out"]
     np.testing.assert_array_equal(measured.steps, np.arange(10))  # 2 epochs of 5 batches
     assert measured.train_loss.shape == measured.train_accuracy.shape == (10,)
@@ -70,13 +81,15 @@ def test_measurements_do_not_change_the_trajectory(measured, tiny_arrays):
     np.testing.assert_allclose(measured.train_loss, plain.train_loss, rtol=1e-6)
 
 
+
+
 def test_compiles_once_per_configuration_and_is_deterministic(measured, tiny_arrays):
-    before = dict(TRACE_COUNTS)
+    before = dict(COMPILE_COUNTS)
     again = train(TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, BOTH, *tiny_arrays)
     other_seed = train(TINY_MODEL_CONFIG, dataclasses.replace(TINY_TRAIN_CONFIG, seed=7,
                                                               max_steps=7), BOTH, *tiny_arrays)
-    assert dict(TRACE_COUNTS) == before  # 3 chunks per run, new seed and length: no retrace
-    assert before.get("step", 0) + before.get("chunk", 0) >= 1
+    assert dict(COMPILE_COUNTS) == before  # 3 chunks per run, new seed and length: no compile
+    assert before.get("measured_step", 0) >= 1
     jax.tree.map(np.testing.assert_array_equal, again.measurements, measured.measurements)
     jax.tree.map(np.testing.assert_array_equal, again.final_params, measured.final_params)
     np.testing.assert_array_equal(again.test_accuracy, measured.test_accuracy)
@@ -86,115 +99,188 @@ def test_compiles_once_per_configuration_and_is_deterministic(measured, tiny_arr
 
 
 @pytest.mark.parametrize("loop", ["scan", "host"])
-def test_compiles_exactly_once_across_chunks(tiny_arrays, loop):
-    config = dataclasses.replace(TINY_TRAIN_CONFIG, learning_rate=0.01, step_loop=loop)
-    key = "chunk" if loop == "scan" else "step"
-    before = dict(TRACE_COUNTS)
+def test_the_executor_compiles_once_per_configuration(tiny_arrays, loop):
+    config = dataclasses.replace(TINY_TRAIN_CONFIG, learning_rate=0.013, step_loop=loop)
+    key = "scan_chunk" if loop == "scan" else "train_step"
+    before = dict(COMPILE_COUNTS)
     result = train(TINY_MODEL_CONFIG, config, [], *tiny_arrays, snapshots=False)
-    assert TRACE_COUNTS[key] == before.get(key, 0) + 1
-    assert len(result.steps) == 10  # in 3 chunks of 4 (the last one half empty)
+    assert COMPILE_COUNTS[key] == before.get(key, 0) + 1  # 3 chunks, the last half empty
+    assert len(result.steps) == 10
+    train(TINY_MODEL_CONFIG, dataclasses.replace(config, seed=5, max_steps=6), [], *tiny_arrays,
+          snapshots=False)
+    assert COMPILE_COUNTS[key] == before.get(key, 0) + 1  # another seed and length: cached
 
 
 def test_host_loop_compiles_each_program_once(tiny_arrays):
     """The measured host loop: one program per distinct (layer, mode), none rebuilt later."""
-    config = dataclasses.replace(TINY_TRAIN_CONFIG, learning_rate=0.02, step_loop="host")
+    config = dataclasses.replace(TINY_TRAIN_CONFIG, learning_rate=0.02)
     sparse = dataclasses.replace(PRESETS["paper"], measure_every=3)
-    before = dict(TRACE_COUNTS)
+    before = dict(COMPILE_COUNTS)
     result = train(TINY_MODEL_CONFIG, config, [PRESETS["blog"], sparse], *tiny_arrays)
     paper = result.measurements["paper"]
     np.testing.assert_array_equal(paper["measured_steps"], [0, 3, 6, 9])
     assert np.all(np.isfinite(paper["ics_l2"])) and np.all(np.isfinite(paper["grad_diff"]))
     np.testing.assert_array_equal(result.activation_stats["steps"], [0, 3, 6, 9])
-    first = {k: v - before.get(k, 0) for k, v in TRACE_COUNTS.items() if v != before.get(k, 0)}
+    first = {k: v - before.get(k, 0) for k, v in COMPILE_COUNTS.items() if v != before.get(k, 0)}
     # 3 convs with BN (train and eval mode differ) and 3 dense layers (one program each).
     assert first == {"measured_step": 1, "snapshot": 1, "evaluate": 1,
                      "layer_forward": 3 * 2 + 3, "layer_input_cotangent": 2 * 2 + 3,
                      "layer_param_gradient": 3 * 2 + 3, "loss_cotangent": 1,
                      "ics_compare": 1, "probe_point": 2, "probe_summary": 2}
-    after_first = dict(TRACE_COUNTS)
+    after_first = dict(COMPILE_COUNTS)
     train(TINY_MODEL_CONFIG, dataclasses.replace(config, seed=3, max_steps=9),
           [sparse, PRESETS["blog"]], *tiny_arrays)
-    assert dict(TRACE_COUNTS) == after_first
+    assert dict(COMPILE_COUNTS) == after_first
 
 
 def test_baseline_shares_the_ics_of_both_modes(tiny_arrays):
     """Without BN, train and eval mode coincide: one ICS computation for both presets."""
     baseline = dataclasses.replace(TINY_MODEL_CONFIG, normalization="none")
-    config = dataclasses.replace(TINY_TRAIN_CONFIG, step_loop="host", max_steps=4)
-    before = dict(TRACE_COUNTS)
-    result = train(baseline, config, [PRESETS["blog"], PRESETS["paper"]], *tiny_arrays)
-    assert TRACE_COUNTS["layer_forward"] - before.get("layer_forward", 0) == 6
+    config = dataclasses.replace(TINY_TRAIN_CONFIG, max_steps=4)
+    plan = MeasurementPlan.build(baseline, config, BOTH, 4)
+    assert [c.name for c in plan.computations if c.kind == "ics"] == ["ics_train"]
+    result = train(baseline, config, BOTH, *tiny_arrays)
     np.testing.assert_array_equal(result.measurements["blog"]["ics_l2"],
                                   result.measurements["paper"]["ics_l2"])
-    assert get_trainer(baseline, config, [PRESETS["blog"], PRESETS["paper"]]).ics_modes == (
-        "train",)
 
 
-def test_probes_on_the_worker_thread_give_identical_results(tiny_arrays):
-    """The host loop dispatches probe points from a second thread once their programs are
-    compiled; the measurements are bit-for-bit those of dispatching everything from the
-    main thread, and no program is traced twice. Under a thread-local JAX setting the
-    worker cannot copy, the main thread dispatches everything. (enable_x64, which the
-    worker does copy, is covered by the float64 runs of test_against_reference.py.)"""
-    config = dataclasses.replace(TINY_TRAIN_CONFIG, step_loop="host", max_steps=6)
-    trainer = get_trainer(TINY_MODEL_CONFIG, config, BOTH)
-    results, traces, threads = {}, {}, {run: set() for run in ("main", "worker", "context")}
-    probe_point = trainer.probe_point
-    try:
-        for run in ("main", "worker", "context"):
-            trainer.concurrent_probes = run != "main"
-
-            def recording(*args, run=run, **kwargs):
-                threads[run].add(threading.current_thread().name)
-                return probe_point(*args, **kwargs)
-
-            trainer.probe_point = recording
-            before = dict(TRACE_COUNTS)
-            # "context": a thread-local JAX setting the worker cannot copy (here a matmul
-            # precision context around the call; the programs carry their own precision)
-            with (jax.default_matmul_precision("float32") if run == "context"
-                  else contextlib.nullcontext()):
-                results[run] = train(TINY_MODEL_CONFIG, config, BOTH, *tiny_arrays)
-            traces[run] = {k: v - before.get(k, 0) for k, v in TRACE_COUNTS.items()
-                           if v != before.get(k, 0)}
-    finally:
-        trainer.concurrent_probes, trainer.probe_point = True, probe_point
-    assert traces["worker"] == {}  # everything compiled by the first run, none traced again
-    main = threading.current_thread().name
-    assert threads["main"] == {main}
-    assert main in threads["worker"]
-    assert any(t.startswith("bnstudy-probes") for t in threads["worker"])
-    assert threads["context"] == {main}  # the worker declined: the main thread dispatched
-    # Once compiled, the worker takes half of the step's work in probe points (an ICS mode
-    # counts as 3 points): the 13 paper points first, then 1 of the 10 blog points.
-    context = training._trace_context()
-    assert trainer._split_probes(list(trainer.probe_keys), 2, context=("another",))[0] == []
-    paper_key = next(k for k in trainer.probe_keys if len(k[2]) == 13)
-    blog_key = next(k for k in trainer.probe_keys if len(k[2]) == 10)
-    on_worker, on_main = trainer._split_probes(list(trainer.probe_keys), ics_due=2, context=context)
-    assert on_worker == [(paper_key, i) for i in range(13)] + [(blog_key, 0)]
-    assert on_main == [(blog_key, i) for i in range(1, 10)]
-    on_worker, on_main = trainer._split_probes([blog_key], ics_due=1, context=context)  # blog alone
-    assert on_worker == [(blog_key, i) for i in range(6)] and len(on_main) == 4
-    trainer.concurrent_probes = False
-    try:
-        assert trainer._split_probes(list(trainer.probe_keys), ics_due=2, context=context)[0] == []
-    finally:
-        trainer.concurrent_probes = True
-    for run in ("worker", "context"):
-        jax.tree.map(np.testing.assert_array_equal, results[run].measurements,
-                     results["main"].measurements)
-        np.testing.assert_array_equal(results[run].train_loss, results["main"].train_loss)
-    assert set(results["main"].measurements) == {"blog", "paper"}
+def test_probes_on_the_worker_thread_give_identical_results(measured, tiny_arrays):
+    """Half the probe points run on the executor's own worker thread (compiled executables
+    never trace, so no JAX setting has to be copied): bit-for-bit the single-thread values,
+    also in float64, and the thread is closed when the executor closes."""
+    alone = train(TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, BOTH, *tiny_arrays,
+                  concurrent_probes=False)
+    jax.tree.map(np.testing.assert_array_equal, alone.measurements, measured.measurements)
+    np.testing.assert_array_equal(alone.train_loss, measured.train_loss)
+    spec = Spec.of(TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG)
+    plan = MeasurementPlan.build(TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, BOTH, 10)
+    executor = Executor(spec, plan, "host")
+    with executor:
+        assert executor._worker is not None
+        state = init_state(model_of(TINY_MODEL_CONFIG), TINY_TRAIN_CONFIG, 0)
+        x, y = tiny_arrays[0][:8], tiny_arrays[1][:8]
+        new_state, _, grads, _, _ = jax.jit(
+            lambda s: data_measured_step(spec, s, x, y, np.arange(8)[None]))(state)
+        probes = [c for c in plan.computations if c.kind == "probe"]
+        on_worker, on_main = executor._split(list(plan.computations), state, new_state,
+                                             grads, x, y)
+    # 13 paper + 10 blog points, 2 ICS modes (3 points each): the worker takes 14 points.
+    assert sum(len(c.probe_s) for c in probes) == 23
+    assert len(on_worker) == (23 + 6) // 2 and len(on_main) == 23 - 14
+    assert executor._worker is None  # closed with the executor
 
 
-def test_scan_and_host_loops_agree(tiny_arrays):
-    results = [train(TINY_MODEL_CONFIG, dataclasses.replace(
-        TINY_TRAIN_CONFIG, learning_rate=0.01, step_loop=loop), [], *tiny_arrays,
-        snapshots=False) for loop in ("scan", "host")]
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-                 results[0].final_params, results[1].final_params)
-    np.testing.assert_allclose(results[0].train_loss, results[1].train_loss, rtol=1e-5)
+def test_scan_and_host_loops_agree_with_seeds_vmapped(tiny_arrays):
+    config = dataclasses.replace(TINY_TRAIN_CONFIG, learning_rate=0.01, seeds=(1, 2),
+                                 max_steps=6)
+    paper = [dataclasses.replace(PRESETS["paper"], measure_every=2)]
+    scan, host = (train_seeds(TINY_MODEL_CONFIG, dataclasses.replace(config, step_loop=loop),
+                              paper, *tiny_arrays) for loop in ("scan", "host"))
+    for a, b in zip(scan, host, strict=True):
+        jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-7),
+                     a.final_params, b.final_params)
+        np.testing.assert_allclose(a.train_loss, b.train_loss, rtol=1e-5)
+        for key in ("ics_l2", "probe_loss", "grad_diff", "beta_smoothness"):
+            np.testing.assert_allclose(a.measurements["paper"][key],
+                                       b.measurements["paper"][key], rtol=1e-4, atol=1e-7)
+
+
+def _trace_columns(result):
+    paper = result.measurements["paper"]
+    return {"train_loss": result.train_loss, "train_accuracy": result.train_accuracy,
+            "test_loss": result.test_loss, "test_accuracy": result.test_accuracy,
+            **{k: paper[k] for k in ("ics_l2", "ics_cosine", "probe_loss", "grad_diff",
+                                     "beta_smoothness", "grad_norm")},
+            "init_distance": result.init_distance["abs"]["conv_1"],
+            "activation_mean": result.activation_stats["layers"]["conv_1"]["mean"]}
+
+
+def test_seed_k_of_a_multi_seed_run_equals_the_single_seed_run(tiny_arrays):
+    config = dataclasses.replace(TINY_TRAIN_CONFIG, max_steps=6)
+    paper = [dataclasses.replace(PRESETS["paper"], measure_every=2)]
+    together = train_seeds(TINY_MODEL_CONFIG, dataclasses.replace(config, seeds=(11, 12, 13)),
+                           paper, *tiny_arrays)
+    assert [r.seed for r in together] == [11, 12, 13]
+    for result in together:
+        alone = train(TINY_MODEL_CONFIG, dataclasses.replace(config, seed=result.seed), paper,
+                      *tiny_arrays)
+        for name, column in _trace_columns(alone).items():
+            np.testing.assert_allclose(_trace_columns(result)[name], column, rtol=1e-5,
+                                       atol=1e-7, err_msg=name)
+    assert not np.allclose(together[0].train_loss, together[1].train_loss)
+
+
+@pytest.mark.parametrize("every", [2, 3])
+def test_the_plan_alone_decides_which_steps_are_measured(tiny_arrays, every):
+    preset = dataclasses.replace(PRESETS["paper"], measure_every=every)
+    config = dataclasses.replace(TINY_TRAIN_CONFIG, max_steps=7, snapshot_every=every + 1)
+    plan = MeasurementPlan.build(TINY_MODEL_CONFIG, config, [preset], 7)
+    expected = list(range(0, 7, every))
+    assert plan.measured_steps(preset).tolist() == expected
+    assert np.flatnonzero(plan.due_mask(np.arange(7), TINY_MODEL_CONFIG).any(axis=1)).tolist() \
+        == expected
+    result = train(TINY_MODEL_CONFIG, config, [preset], *tiny_arrays)
+    measured = result.measurements["paper"]
+    assert measured["measured_steps"].tolist() == expected
+    for key in ("ics_l2", "probe_loss", "beta_smoothness", "grad_norm"):
+        assert len(measured[key]) == len(expected)
+        assert np.all(np.isfinite(measured[key]))
+    assert result.activation_stats["steps"].tolist() == list(range(0, 7, every + 1))
+
+
+def test_train_step_is_the_pure_step_the_executor_runs(tiny_arrays):
+    """Three pure ``train_step`` calls on the executor's batches give the run's losses and
+    final weights."""
+    config = dataclasses.replace(TINY_TRAIN_CONFIG, max_steps=3)
+    result = train(TINY_MODEL_CONFIG, config, [], *tiny_arrays, snapshots=False)
+    spec = Spec.of(TINY_MODEL_CONFIG, config)
+    state = init_state(model_of(TINY_MODEL_CONFIG), config, config.seed)
+    order = epoch_permutations(jax.random.wrap_key_data(state.data_key), 1, 40)
+    step = jax.jit(lambda s, b: train_step(spec, s, b))
+    losses = []
+    for _ in range(3):
+        state, metrics = step(state, batch_of(spec, jax.numpy.asarray(tiny_arrays[0]),
+                                              jax.numpy.asarray(tiny_arrays[1]), order,
+                                              state.step))
+        losses.append(float(metrics["train_loss"]))
+    assert int(state.step) == 3
+    np.testing.assert_allclose(losses, result.train_loss, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8),
+                 jax.device_get(state.params), result.final_params)
+
+
+SHARDED_RUN = """
+import dataclasses, numpy as np, jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from bnstudy.core import PRESETS, TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, train_seeds
+from tests.core.conftest import tiny_data
+assert jax.device_count() == 4, jax.devices()
+config = dataclasses.replace(TINY_TRAIN_CONFIG, seeds=(1, 2, 3, 4), max_steps=4,
+                             step_loop="scan")
+paper = [dataclasses.replace(PRESETS["paper"], measure_every=2)]
+mesh = Mesh(np.array(jax.devices()), ("seed",))
+shard = lambda tree: jax.device_put(tree, NamedSharding(mesh, PartitionSpec("seed")))
+data = tiny_data()
+sharded = train_seeds(TINY_MODEL_CONFIG, config, paper, *data, shard=shard)
+plain = train_seeds(TINY_MODEL_CONFIG, config, paper, *data)
+for a, b in zip(sharded, plain, strict=True):
+    np.testing.assert_allclose(a.train_loss, b.train_loss, rtol=1e-5)
+    np.testing.assert_allclose(a.measurements["paper"]["ics_l2"],
+                               b.measurements["paper"]["ics_l2"], rtol=1e-5, atol=1e-7)
+    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-7),
+                 a.final_params, b.final_params)
+print("SHARDED-EQUAL", len(sharded))
+"""
+
+
+def test_seeds_sharded_over_four_devices_equal_the_unsharded_run():
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(SHARDED_RUN)], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "SHARDED-EQUAL 4" in done.stdout
 
 
 def test_cadence_measures_the_same_values_on_fewer_steps(measured, tiny_arrays):
@@ -224,33 +310,29 @@ def test_progress_is_called_once_per_chunk(tiny_arrays):
     assert "test_accuracy" in calls[-1][2] and "train_loss" in calls[0][2]
 
 
-def test_plain_train_step_matches_the_chunk(measured, tiny_arrays):
-    trainer = get_trainer(TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG)
-    state = trainer.init_state(jax.random.fold_in(jax.random.key(TINY_TRAIN_CONFIG.seed), 0))
-    x, y = tiny_arrays[0][:8], tiny_arrays[1][:8]
-    state, loss = trainer.train_step(state, x, y)
-    assert np.isfinite(loss) and state["params"]["out"]["kernel"].shape == (8, 10)
-
-
 def test_bad_inputs_raise_helpful_errors(tiny_arrays):
     x, y, xt, yt = tiny_arrays
     with pytest.raises(ValueError, match=r"x_train must have shape \[N, 8, 8, 3\]"):
         train(TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, [], x[:, :4], y, xt, yt)
     with pytest.raises(ValueError, match="names must be unique"):
         train(TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, [PRESETS["blog"]] * 2, x, y, xt, yt)
+    with pytest.raises(ValueError, match="call train_seeds"):
+        train(TINY_MODEL_CONFIG, dataclasses.replace(TINY_TRAIN_CONFIG, seeds=(1, 2)), [],
+              x, y, xt, yt)
+    with pytest.raises(ValueError, match="seeds must be distinct"):
+        dataclasses.replace(TINY_TRAIN_CONFIG, seeds=(1, 1))
 
 
 @pytest.mark.parametrize(("precision", "marker"), [("highest", "HIGHEST"), ("bfloat16", "DEFAULT")])
 def test_programs_carry_their_matmul_precision_whoever_calls_them(precision, marker):
-    """A Trainer's programs lower with TrainConfig.matmul_precision even when called outside
-    any ``jax.default_matmul_precision`` context (as the benchmark and the host loop do):
-    otherwise a GPU would silently run float32 matmuls in TF32."""
-    config = dataclasses.replace(TINY_TRAIN_CONFIG, matmul_precision=precision, step_loop="host")
-    trainer = get_trainer(TINY_MODEL_CONFIG, config, BOTH, snapshots=False)
-    state = trainer.init_state(jax.random.key(0))
+    """Every program lowers with TrainConfig.matmul_precision even when called outside any
+    ``jax.default_matmul_precision`` context: otherwise a GPU would run float32 in TF32."""
+    config = dataclasses.replace(TINY_TRAIN_CONFIG, matmul_precision=precision)
+    spec = Spec.of(TINY_MODEL_CONFIG, config)
+    state = init_state(model_of(TINY_MODEL_CONFIG), config, 0)
     x = jax.ShapeDtypeStruct((config.batch_size, 8, 8, 3), np.float32)
     y = jax.ShapeDtypeStruct((config.batch_size,), np.int32)
-    text = trainer.train_step.lower(state, x, y).as_text()
+    text = lowered(train_step, spec, (state, (x, y))).as_text()
     # every conv and dense dot, forward and backward, asks for the configured precision
     assert set(re.findall(r"precision ([A-Z]+)", text)) == {marker}
     assert text.count(f"precision {marker}") >= 2 * 6

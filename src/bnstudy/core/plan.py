@@ -103,9 +103,9 @@ class MeasurementPlan:
         preset that reads it is due (t % measure_every == 0)."""
         steps = np.asarray(steps)
         columns = [np.zeros(steps.shape, bool) for _ in self.computations]
-        for column, computation in zip(columns, self.computations):
+        for index, computation in enumerate(self.computations):
             for preset in self._users(computation, model_config):
-                column |= steps % preset.measure_every == 0
+                columns[index] |= steps % preset.measure_every == 0
         return np.stack(columns, axis=-1) if columns else np.zeros((steps.size, 0), bool)
 
     def measured_steps(self, preset: MeasurementConfig) -> np.ndarray:

@@ -45,15 +45,22 @@ def compiled(name: str, fn: Callable, spec: Spec, args: tuple, *,
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-    bound = functools.partial(fn, spec, **dict(static))
-    with jax.default_matmul_precision(spec.train_config.matmul_precision):
-        executable = jax.jit(bound, donate_argnums=donate).lower(*args).compile()
+    executable = lowered(fn, spec, args, static=static, donate=donate).compile()
     with _LOCK:
         COMPILE_COUNTS[name] += 1
         _CACHE[key] = executable
         while len(_CACHE) > _MAX_PROGRAMS:
             _CACHE.popitem(last=False)
     return executable
+
+
+def lowered(fn: Callable, spec: Spec, args: tuple, *,
+            static: tuple[tuple[str, Any], ...] = (), donate: tuple[int, ...] = ()):
+    """``jax.jit(fn)`` lowered for ``args`` under the spec's matmul precision, whoever
+    calls it (a bare jit outside a precision context runs DEFAULT: TF32 on NVIDIA GPUs)."""
+    bound = functools.partial(fn, spec, **dict(static))
+    with jax.default_matmul_precision(spec.train_config.matmul_precision):
+        return jax.jit(bound, donate_argnums=donate).lower(*args)
 
 
 def clear_cache() -> None:
