@@ -1,14 +1,18 @@
 """Shared fixtures: small CIFAR-10-shaped data in every source format, a local HTTP server,
-and a throw-away copy of the Kedro project for session tests."""
+the real CIFAR-10 archive when there is one, and a throw-away copy of the Kedro project for
+session tests."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import http.server
 import os
 import shutil
 import tarfile
+import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +22,40 @@ from PIL import Image
 from bnstudy.data import cifar10
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHARED_JPEG_ARCHIVE = PROJECT_ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+DEFAULT_REAL_ARCHIVE = PROJECT_ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+
+
+def real_cifar10_archive(environ: Mapping[str, str] = os.environ) -> Path:
+    """The real CIFAR-10 for tests: ``BNSTUDY_CIFAR10_PATH`` when set, else the shared JPEG copy."""
+    configured = environ.get("BNSTUDY_CIFAR10_PATH")
+    return Path(configured).expanduser() if configured else DEFAULT_REAL_ARCHIVE
+
+
+def real_cifar10_source(environ: Mapping[str, str] = os.environ) -> str:
+    """Its source kind: ``BNSTUDY_CIFAR10_SOURCE`` when that names a local kind, else image_folder."""
+    configured = environ.get("BNSTUDY_CIFAR10_SOURCE")
+    return configured if configured in ("python_archive", "image_folder") else "image_folder"
+
+
+def require_real_cifar10(environ: Mapping[str, str] = os.environ) -> Path:
+    """The real archive's path; skip without it, but fail under CI, which must run these tests.
+
+    Raises:
+        pytest.fail.Exception: ``CI`` is set (and not ``false``/``0``) and there is no archive.
+        pytest.skip.Exception: no archive outside CI.
+    """
+    path = real_cifar10_archive(environ)
+    if path.exists():
+        return path
+    need = f"needs the real CIFAR-10 at {path} (set BNSTUDY_CIFAR10_PATH to its location)"
+    if environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+        pytest.fail(f"CI is set but this test {need}", pytrace=False)
+    pytest.skip(need)
+
+
+# Read at import, before make_project_copy clears BNSTUDY_CIFAR10_PATH for the sessions.
+SHARED_JPEG_ARCHIVE = real_cifar10_archive()
+REAL_CIFAR10_SOURCE = real_cifar10_source()
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -61,14 +98,29 @@ def tar_folder(folder: Path, archive: Path, arcname: str = ".") -> Path:
     return archive
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def small_arrays() -> cifar10.Cifar10Arrays:
-    return make_arrays()
+    """Shared by every test: read-only, so no test can change what another sees."""
+    arrays = make_arrays()
+    for array in (arrays.train_images, arrays.train_labels, arrays.test_images, arrays.test_labels):
+        array.flags.writeable = False
+    return arrays
 
 
-@pytest.fixture
-def python_archive(tmp_path: Path, small_arrays: cifar10.Cifar10Arrays) -> Path:
-    return cifar10.write_python_archive(small_arrays, tmp_path / "cifar-10-python.tar.gz")
+@pytest.fixture(scope="session")
+def python_archive(tmp_path_factory: pytest.TempPathFactory, small_arrays: cifar10.Cifar10Arrays) -> Path:
+    """``small_arrays`` in the official format; a read-only file shared by every test."""
+    path = cifar10.write_python_archive(
+        small_arrays, tmp_path_factory.mktemp("archive") / "cifar-10-python.tar.gz"
+    )
+    path.chmod(0o444)
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_cifar10() -> Path:
+    """The real CIFAR-10 archive (see :func:`require_real_cifar10`)."""
+    return require_real_cifar10()
 
 
 class _Server:
@@ -132,12 +184,14 @@ def make_project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     project = tmp_path / "project"
     project.mkdir()
     shutil.copy(PROJECT_ROOT / "pyproject.toml", project)
+    # An empty MLflow store with its tables already made: creating them takes seconds.
+    shutil.copy(_empty_mlflow_db(), project / "mlflow.db")
     shutil.copytree(PROJECT_ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
     (project / "conf" / "local").mkdir()
     (project / "src").mkdir()
     monkeypatch.chdir(project)
-    monkeypatch.delenv("BNSTUDY_CIFAR10_SOURCE", raising=False)
-    monkeypatch.delenv("BNSTUDY_CIFAR10_PATH", raising=False)
+    for variable in ("SOURCE", "PATH", "URL", "MD5"):
+        monkeypatch.delenv(f"BNSTUDY_CIFAR10_{variable}", raising=False)
     # An absolute URI per project (conf/base/mlflow.yml reads MLFLOW_TRACKING_URI): MLflow
     # caches its store per URI string, so the relative default `sqlite:///mlflow.db` would
     # keep pointing at the first project's file for every later session in this process.
@@ -147,18 +201,38 @@ def make_project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return project
 
 
+@functools.cache
+def _empty_mlflow_db() -> Path:
+    """An MLflow sqlite store with its schema migrated, made once per test process."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    folder = Path(tempfile.mkdtemp(prefix="bnstudy-mlflow-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    store = SqlAlchemyStore(f"sqlite:///{folder / 'mlflow.db'}", str(folder / "mlruns"))
+    store.engine.dispose()
+    return folder / "mlflow.db"
+
+
 @pytest.fixture
 def project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return make_project_copy(tmp_path, monkeypatch)
 
 
+@functools.cache
+def _configure_project() -> None:
+    """Point Kedro at the installed package, once per process: the package is installed
+    (editable), so it needs no bootstrap from a src/ folder, and reconfiguring reloads the
+    settings through dynaconf, which costs seconds a time."""
+    from kedro.framework.project import configure_project
+
+    configure_project("bnstudy")
+
+
 def run_session(project: Path, pipeline: str, env: str = "test", params: dict | None = None) -> dict:
     """Run a Kedro pipeline in ``project`` as `kedro run` would."""
-    from kedro.framework.project import configure_project
     from kedro.framework.session import KedroSession
 
-    # The package is installed (editable), so it needs no bootstrap from a src/ folder.
-    configure_project("bnstudy")
+    _configure_project()
     try:
         with KedroSession.create(project_path=project, env=env, runtime_params=params or {}) as session:
             return session.run(pipeline_names=[pipeline])

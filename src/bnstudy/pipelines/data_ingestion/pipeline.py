@@ -10,13 +10,10 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 func=ingest_cifar10,
-                inputs="params:data_ingestion",
-                outputs=[
-                    "cifar10_train_raw",
-                    "cifar10_test_raw",
-                    "cifar10_class_names",
-                    "cifar10_provenance",
-                ],
+                # preprocessing's subset sizes and seed: with data_ingestion.subset_only, only
+                # the images preprocessing will keep are read.
+                inputs=["params:data_ingestion", "params:preprocessing"],
+                outputs=["cifar10_raw_cache", "cifar10_class_names", "cifar10_provenance"],
                 name="ingest_cifar10_node",
                 tags=["data"],
             )

@@ -2,12 +2,24 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from bnstudy.pipelines.preprocessing.nodes import compute_channel_stats, make_model_input
+from bnstudy.pipelines.preprocessing.nodes import (
+    compute_channel_stats,
+    load_raw_arrays,
+    make_model_input_test,
+    make_model_input_train,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
+            Node(
+                func=load_raw_arrays,
+                inputs=["cifar10_raw_cache", "cifar10_provenance"],
+                outputs=["cifar10_train_raw", "cifar10_test_raw"],
+                name="load_raw_arrays_node",
+                tags=["data"],
+            ),
             Node(
                 func=compute_channel_stats,
                 inputs="cifar10_train_raw",
@@ -16,7 +28,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 tags=["data"],
             ),
             Node(
-                func=make_model_input,
+                func=make_model_input_train,
                 inputs=[
                     "cifar10_train_raw",
                     "channel_stats",
@@ -28,7 +40,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 tags=["data"],
             ),
             Node(
-                func=make_model_input,
+                func=make_model_input_test,
                 inputs=[
                     "cifar10_test_raw",
                     "channel_stats",
