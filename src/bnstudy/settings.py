@@ -21,7 +21,9 @@ CONFIG_LOADER_ARGS = {
     # the data source from BNSTUDY_CIFAR10_SOURCE / BNSTUDY_CIFAR10_PATH.
     "custom_resolvers": {"oc.env": oc.env},
     # conf/cpu and conf/test override single keys of conf/base, not whole sections.
-    "merge_strategy": {"parameters": "soft", "globals": "soft", "mlflow": "soft", "catalog": "soft"},
+    "merge_strategy": {
+        "parameters": "soft", "globals": "soft", "mlflow": "soft", "catalog": "soft",
+    },
     "config_patterns": {
         "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
     },

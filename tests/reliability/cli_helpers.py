@@ -20,7 +20,9 @@ KEDRO = Path(sys.executable).parent / "kedro"
 # A log record printed by Kedro's rich handler (a timestamp, or the indent of a record in the
 # same second / a wrapped line) or by MLflow's own handler; anything else is a line of the
 # command's own output (an error message, a traceback).
-_LOG_LINE = re.compile(r"^(\[\d\d/\d\d/\d\d \d\d:\d\d:\d\d\]|\s{10,}|\d{4}/\d\d/\d\d \d\d:\d\d:\d\d )")
+_LOG_LINE = re.compile(
+    r"^(\[\d\d/\d\d/\d\d \d\d:\d\d:\d\d\]|\s{10,}|\d{4}/\d\d/\d\d \d\d:\d\d:\d\d )"
+)
 
 
 @dataclass
@@ -36,7 +38,8 @@ class KedroResult:
 
     def user_lines(self) -> list[str]:
         """Printed lines that are not log records."""
-        return [line for line in self.terminal.splitlines() if line.strip() and not _LOG_LINE.match(line)]
+        lines = self.terminal.splitlines()
+        return [line for line in lines if line.strip() and not _LOG_LINE.match(line)]
 
 
 def new_project(base: Path) -> Path:
@@ -94,7 +97,8 @@ class KedroProcess:
         deadline = time.monotonic() + timeout_s
         while not predicate(self.stdout()):
             if self.process.poll() is not None:
-                pytest.fail(f"kedro ended early ({self.process.returncode}):\n{self.result().terminal[-3000:]}")
+                tail = self.result().terminal[-3000:]
+                pytest.fail(f"kedro ended early ({self.process.returncode}):\n{tail}")
             if time.monotonic() > deadline:
                 pytest.fail(f"not seen within {timeout_s} s:\n{self.stdout()[-3000:]}")
             time.sleep(0.2)
@@ -104,7 +108,8 @@ class KedroProcess:
             self.process.wait(timeout_s)
         except subprocess.TimeoutExpired:
             self.stop()
-            pytest.fail(f"kedro still running after {timeout_s} s:\n{self.result().terminal[-3000:]}")
+            tail = self.result().terminal[-3000:]
+            pytest.fail(f"kedro still running after {timeout_s} s:\n{tail}")
         return self.result()
 
     def result(self) -> KedroResult:
@@ -120,7 +125,9 @@ class KedroProcess:
             self.process.wait()
 
 
-def run_kedro(project: Path, args: list[str], env: dict[str, str], timeout_s: float = 300) -> KedroResult:
+def run_kedro(
+    project: Path, args: list[str], env: dict[str, str], timeout_s: float = 300
+) -> KedroResult:
     """Run ``kedro <args>`` to the end (killed, and the test failed, after ``timeout_s``)."""
     process = KedroProcess(project, args, env)
     try:

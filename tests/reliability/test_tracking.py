@@ -98,14 +98,14 @@ def _running(client, experiment_id: str, tags: dict[str, str]) -> str:
 
 def test_stale_runs_of_dead_processes_are_killed_live_ones_kept(client, tmp_path):
     experiment = client.create_experiment("bnstudy", artifact_location=(tmp_path / "a").as_uri())
-    host = socket.gethostname()
+    host, gone = socket.gethostname(), str(dead_pid())
     me = tracking.process_tags()
-    dead = _running(client, experiment, {tracking.PID_TAG: str(dead_pid()), tracking.HOST_TAG: host})
+    dead = _running(client, experiment, {tracking.PID_TAG: gone, tracking.HOST_TAG: host})
     child_of_dead = _running(client, experiment, {tracking.PARENT_TAG: dead})
     reused_pid = _running(client, experiment, {**me, tracking.PROCESS_START_TAG: "1"})
     alive = _running(client, experiment, me)
     child_of_alive = _running(client, experiment, {tracking.PARENT_TAG: alive})
-    other_host = _running(client, experiment, {tracking.PID_TAG: "1", tracking.HOST_TAG: "elsewhere"})
+    other_host = _running(client, experiment, {tracking.PID_TAG: gone, tracking.HOST_TAG: "x"})
     untagged = _running(client, experiment, {})
 
     killed = tracking.mark_stale_runs_killed(client, experiment)

@@ -45,7 +45,9 @@ def is_user_error(error: BaseException) -> bool:
     from kedro.config import MissingConfigException
     from kedro.io.core import DatasetNotFoundError
 
-    if isinstance(error, (UserError, MissingConfigException, DatasetNotFoundError)):
+    from bnstudy.data.cifar10 import Cifar10Error
+
+    if isinstance(error, (UserError, Cifar10Error, MissingConfigException, DatasetNotFoundError)):
         return True
     if isinstance(error, ValueError):
         frames = traceback.extract_tb(error.__traceback__)
@@ -66,7 +68,7 @@ def write_traceback(error: BaseException, project_path: Path) -> Path:
         path = project_path / "logs" / f"bnstudy-{stamp}.log"
         path.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(path, encoding="utf8")
-        handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
+        handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(message)s"))
         log.addHandler(handler)
         log.propagate = False
         files = [handler]

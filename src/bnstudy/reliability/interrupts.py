@@ -92,7 +92,7 @@ def end_interrupted_run(interrupt: RunInterrupted, data_dir: Path, run_id: str |
         signal.signal(signum, lambda number, _frame: os._exit(128 + number))
     try:
         killed = mark_run_killed(run_id)
-        runs = f"MLflow run(s) {', '.join(killed)} marked KILLED" if killed else "no MLflow run open"
+        runs = f"MLflow run(s) {', '.join(killed)} marked KILLED" if killed else "no MLflow run"
     except Exception as error:  # noqa: BLE001 - the exit must happen whatever MLflow does
         logger.exception("Could not mark the MLflow run KILLED")
         runs = f"MLflow run {run_id} NOT marked KILLED ({type(error).__name__}: {error})"

@@ -18,7 +18,7 @@ import click
 from bnstudy.reliability.errors import ParameterError
 
 STRING_KEY_SUFFIXES = ("md5",)
-"""``--params`` keys whose last part ends so keep the typed text (YAML ``null`` still means None)."""
+"""``--params`` keys whose last part ends so keep the text typed (YAML ``null`` is still None)."""
 _YAML_NULLS = ("null", "Null", "NULL", "~")
 MODEL_KEYS = frozenset({"normalization", "architecture", "training", "measurements"})
 """A top-level parameter with these keys is one model of the study (a training namespace)."""

@@ -1,0 +1,109 @@
+"""Guarantees 2 and 8 end to end: a stale RUNNING run left by a dead process is marked KILLED
+by the next `kedro run`, the new run is tagged with its process, and the run ends with one
+line naming the report and the MLflow run.
+
+The end-to-end run is the data_ingestion pipeline only (seconds, not minutes); the report
+part of the last line is checked on the hook with the catalog entry of the real project.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+
+import pytest
+
+from bnstudy.reliability import tracking
+from bnstudy.reliability.hooks import REPORT_DATASET, RunRecordHooks
+from tests.conftest import PROJECT_ROOT
+from tests.reliability.cli_helpers import dead_pid, kedro_env, new_project, run_kedro, tracking_uri
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """``(result, project, client, stale_run_id)`` of a run that found a stale run."""
+    import mlflow
+
+    project = new_project(tmp_path_factory.mktemp("run_record"))
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri(project))
+    experiment = client.create_experiment(
+        "bnstudy", artifact_location=(project / "mlruns").as_uri()
+    )
+    stale = client.create_run(
+        experiment,
+        run_name="killed_earlier",
+        tags={tracking.PID_TAG: str(dead_pid()), tracking.HOST_TAG: socket.gethostname()},
+    ).info.run_id
+
+    result = run_kedro(
+        project, ["run", "--env", "test", "--pipelines", "data_ingestion"], kedro_env(project),
+        timeout_s=300,
+    )
+
+    assert result.returncode == 0, result.terminal[-4000:]
+    return result, project, client, stale
+
+
+def _new_run(client):
+    experiment = client.get_experiment_by_name("bnstudy")
+    runs = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`mlflow.runName` = 'data_ingestion'"
+    )
+    assert len(runs) == 1
+    return runs[0]
+
+
+@pytest.mark.slow
+def test_stale_run_of_a_dead_process_is_marked_killed_and_logged(finished_run):
+    result, _project, client, stale = finished_run
+    assert client.get_run(stale).info.status == "KILLED"
+    assert re.search(rf"MLflow run {stale} \('killed_earlier', pid \d+\) .* marked KILLED",
+                     result.stdout)
+
+
+@pytest.mark.slow
+def test_new_run_is_tagged_with_its_process(finished_run):
+    _result, _project, client, _stale = finished_run
+    run = _new_run(client)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[tracking.HOST_TAG] == socket.gethostname()
+    assert int(run.data.tags[tracking.PID_TAG]) > 0
+
+
+@pytest.mark.slow
+def test_run_ends_with_a_line_naming_the_mlflow_run(finished_run):
+    result, project, client, _stale = finished_run
+    last = result.stdout.strip().splitlines()[-1]
+    run_id = _new_run(client).info.run_id
+    opener = f"mlflow ui --backend-store-uri {tracking_uri(project)}"
+    assert f"MLflow run {run_id} (see it with: {opener})" in last
+    assert "Report:" not in last  # this pipeline writes no report
+
+
+def test_last_line_names_this_runs_report_version(tmp_path, caplog):
+    """The report part, from the project's real catalog entry (versioned)."""
+    from kedro.config import OmegaConfigLoader
+
+    entry = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), base_env="base", default_run_env="base")[
+        "catalog"
+    ][REPORT_DATASET]
+    assert entry["versioned"] is True
+    version = "2026-01-02T03.04.05.678Z"
+    filepath = tmp_path / entry["filepath"]  # Kedro makes catalog paths absolute
+    hooks = RunRecordHooks()
+    hooks._project_path = tmp_path
+    hooks.after_catalog_created({REPORT_DATASET: {**entry, "filepath": str(filepath)}}, version)
+    hooks.run_id = "abc123"
+
+    assert "Report:" not in hooks.summary()  # not written yet
+    report = filepath / version / "report.md"
+    report.parent.mkdir(parents=True)
+    report.write_text("# report")
+    with caplog.at_level(logging.INFO, logger="bnstudy.reliability.hooks"):
+        hooks.after_pipeline_run()
+
+    assert caplog.messages[-1].startswith(
+        f"Report: data/08_reporting/report.md/{version}/report.md | MLflow run abc123 "
+        "(see it with: mlflow ui --backend-store-uri "
+    )

@@ -1,0 +1,158 @@
+"""Guarantees 5 and 6: a user error prints one message and where the traceback went, not a
+traceback; checksum values typed in ``--params`` stay strings."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+import numpy as np
+import pytest
+
+from bnstudy.data import cifar10
+from bnstudy.reliability.errors import ParameterError, is_user_error
+from bnstudy.reliability.params import (
+    check_overrides_exist,
+    split_params_keeping_strings,
+    validate_model_parameters,
+)
+from tests.reliability.cli_helpers import kedro_env, new_project, run_kedro
+
+ZEROS = "0" * 32
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """One project for this module's short runs (each fails before it writes anything)."""
+    return new_project(tmp_path_factory.mktemp("user_errors"))
+
+
+def _traceback_file(stderr: str) -> Path:
+    match = re.search(r"^The full traceback is in (.+)$", stderr, flags=re.MULTILINE)
+    assert match, stderr
+    return Path(match.group(1))
+
+
+def _assert_concise(result, *names: str) -> str:
+    """Exit 1, no traceback on the terminal, at most 3 lines besides log records (the error and
+    where the traceback is), naming ``names``; returns the error line."""
+    assert result.returncode == 1, result.terminal[-3000:]
+    assert "Traceback" not in result.terminal and "╭" not in result.terminal
+    lines = result.user_lines()
+    assert len(lines) <= 3, lines
+    assert lines[0].startswith("Error: ")
+    assert lines[-1].startswith("The full traceback is in ")
+    for name in names:
+        assert name in lines[0]
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_bad_parameter_value_is_one_message_and_the_traceback_is_in_the_log(project):
+    result = run_kedro(
+        project, ["run", "--env", "test", "--params", "baseline.training.learning_rate=oops"],
+        kedro_env(project), timeout_s=120,
+    )
+
+    error = _assert_concise(result, "baseline.training.learning_rate", "'oops'")
+    assert "expects int or float" in error
+    assert "Running node" not in result.stdout  # checked before any node ran
+    log = _traceback_file(result.stderr).read_text()
+    assert "Traceback (most recent call last)" in log
+    assert "ParameterError: Parameter baseline.training.learning_rate = 'oops'" in log
+
+
+@pytest.mark.slow
+def test_unknown_parameter_key_names_the_key_and_the_likely_one(project):
+    result = run_kedro(
+        project, ["run", "--env", "test", "--params", "training.learning_rate=0.1"],
+        kedro_env(project), timeout_s=120,
+    )
+
+    error = _assert_concise(result, "training.learning_rate")
+    likely = "baseline.training.learning_rate or candidate.training.learning_rate"
+    assert f"Did you mean {likely}?" in error
+
+
+@pytest.mark.slow
+def test_md5_typed_on_the_command_line_is_checked_as_a_string(project, python_archive):
+    """Kedro alone parses md5=000...0 as the integer 0 (and the check did not run)."""
+    params = (
+        f"data_ingestion.md5={ZEROS},data_ingestion.source=python_archive,"
+        f"data_ingestion.path={python_archive}"
+    )
+    result = run_kedro(
+        project, ["run", "--env", "test", "--pipelines", "data_ingestion", "--params", params],
+        kedro_env(project), timeout_s=180,
+    )
+
+    actual = cifar10.file_md5(python_archive)
+    error = _assert_concise(result, f"expected {ZEROS}", actual)
+    assert "md5" in error
+
+
+# ----------------------------------------------------------------------------- units
+
+
+def _parse(text: str):
+    return split_params_keeping_strings(None, click.Option(["--params"]), text)
+
+
+def test_kedro_alone_reads_a_zero_checksum_as_the_integer_zero():
+    """The trap guarantee 6 closes (if Kedro changes this, the wrapper may go)."""
+    from kedro.framework.cli.utils import _split_params
+
+    assert _split_params(None, click.Option(["--params"]), f"d.md5={ZEROS}") == {"d": {"md5": 0}}
+
+
+def test_params_parser_keeps_checksums_as_typed_and_parses_the_rest():
+    parsed = _parse(f"data_ingestion.md5={ZEROS},a.b.archive_md5=1e5,x.lr=0.5,x.n=3")
+    assert parsed == {
+        "data_ingestion": {"md5": ZEROS},
+        "a": {"b": {"archive_md5": "1e5"}},
+        "x": {"lr": 0.5, "n": 3},
+    }
+    assert _parse("data_ingestion.md5=null") == {"data_ingestion": {"md5": None}}
+
+
+def test_unknown_override_keys_are_rejected_known_ones_pass():
+    configured = {"baseline": {"training": {"learning_rate": 0.1}}, "free": None}
+    check_overrides_exist(configured, {"baseline": {"training": {"learning_rate": 1}}})
+    check_overrides_exist(configured, {"free": {"anything": 1}})  # a null parameter is free-form
+    with pytest.raises(ParameterError, match=r"no parameter 'baseline.trainig'.*Did you mean"):
+        check_overrides_exist(configured, {"baseline": {"trainig": {"learning_rate": 1}}})
+
+
+def test_model_parameters_are_validated_with_their_full_name():
+    model = {
+        "normalization": "batch",
+        "architecture": {"conv_features": [4], "pool_after": [0], "dense_features": [4]},
+        "training": {"learning_rate": 0.1, "epochs": True},
+        "measurements": ["blog"],
+    }
+    with pytest.raises(ParameterError, match=r"candidate\.training\.epochs = True \(bool\)"):
+        validate_model_parameters({"candidate": model, "data_ingestion": {"md5": ZEROS}})
+    model["training"]["epochs"] = 1
+    model["training"]["learning_rate"] = -1.0
+    with pytest.raises(ParameterError, match=r"model 'candidate'.*learning_rate must be > 0"):
+        validate_model_parameters({"candidate": model})
+
+
+def _raise(error: BaseException):
+    raise error
+
+
+def test_user_errors_are_told_apart_from_bugs():
+    with pytest.raises(ValueError) as from_bnstudy:
+        validate_model_parameters({"m": {"normalization": "x", "architecture": {},
+                                         "training": {}, "measurements": []}})
+    with pytest.raises(ValueError) as from_numpy:
+        np.zeros(3).reshape(2, 2)
+    with pytest.raises(KeyError) as key_error:
+        _raise(KeyError("x"))
+
+    assert is_user_error(from_bnstudy.value)
+    assert is_user_error(cifar10.Cifar10Error("bad archive"))
+    assert not is_user_error(from_numpy.value)  # a ValueError, but not one of ours: a bug
+    assert not is_user_error(key_error.value)
