@@ -5,6 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ENV ?= cpu
 PIPELINE ?= full_study
+# Extra parameters for `kedro run --params`, e.g. make study PARAMS="preprocessing.train_size=1000,training.epochs=2"
+PARAMS ?=
 export KEDRO_DISABLE_TELEMETRY := 1
 export MPLBACKEND := Agg
 
@@ -18,7 +20,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 study: install
-	$(BIN)/kedro run --env $(ENV) --pipeline $(PIPELINE)
+	$(BIN)/kedro run --env $(ENV) --pipelines $(PIPELINE)$(if $(PARAMS), --params '$(PARAMS)')
 
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -28,7 +28,8 @@ DEFAULT_REAL_ARCHIVE = PROJECT_ROOT.parent / "shared" / "datasets" / "cifar10-jp
 def real_cifar10_archive(environ: Mapping[str, str] = os.environ) -> Path:
     """The real CIFAR-10 for tests: ``BNSTUDY_CIFAR10_PATH`` when set, else the shared JPEG copy."""
     configured = environ.get("BNSTUDY_CIFAR10_PATH")
-    return Path(configured).expanduser() if configured else DEFAULT_REAL_ARCHIVE
+    # Absolute: the session tests run in a copy of the project, not where the path was given.
+    return Path(configured).expanduser().absolute() if configured else DEFAULT_REAL_ARCHIVE
 
 
 def real_cifar10_source(environ: Mapping[str, str] = os.environ) -> str:
