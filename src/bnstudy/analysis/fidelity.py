@@ -1,0 +1,166 @@
+"""The study's comparisons of BN against no BN, measure by measure, and the Fidelity table
+that sets each claim of the paper and of the blog against this run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bnstudy.analysis import comparisons as cmp
+from bnstudy.analysis import statistics as st
+from bnstudy.analysis.tables import channel_shift
+
+LOWER, HIGHER = ("lower for BN", "higher for BN")
+
+
+def _long(frames: Mapping[str, pd.DataFrame], value: str, extra: tuple[str, ...] = ()):
+    return pd.concat([frame.assign(model=model)[["model", "seed", "step", *extra]]
+                      .assign(value=frame[value].to_numpy()) for model, frame in frames.items()],
+                     ignore_index=True)
+
+
+def _with_grad_norm(frames, smoothness):
+    """Attach each (model, seed, preset, step)'s ||g_t|| from the smoothness trace."""
+    norms = {m: s[["seed", "preset", "step", "grad_norm"]] for m, s in smoothness.items()}
+    return {m: f.merge(norms[m], on=["seed", "preset", "step"], how="left")
+            for m, f in frames.items()}
+
+
+def _ics_layers(ics: Mapping[str, pd.DataFrame], preset: str, column: str):
+    """Per (seed, step) geometric mean (L2) or mean (cosine) over the layers above conv_0
+    (conv_0's train-mode ICS is 0 by definition, so it is left out)."""
+    out = {}
+    for model, frame in ics.items():
+        part = frame[(frame["param"] == "all") & (frame["preset"] == preset)
+                     & (frame["layer"] != "conv_0")]
+        if column == "ics_l2":
+            value = part.assign(log=np.log(part[column].where(part[column] > 0)))
+            grouped = value.groupby(["seed", "step"])["log"].mean().map(np.exp)
+        else:
+            grouped = part.groupby(["seed", "step"])[column].mean()
+        out[model] = grouped.rename(column).reset_index().assign(preset=preset)
+    return out
+
+
+def _shift(histograms: Mapping[str, Mapping[str, Any]], column: str):
+    out = {}
+    for model, per_seed in histograms.items():
+        frames = [channel_shift(h).assign(seed=int(key.removeprefix("seed_")))
+                  for key, h in per_seed.items()]
+        shift = pd.concat(frames, ignore_index=True)
+        out[model] = shift.groupby(["seed", "step"])[column].mean().reset_index()
+    return out
+
+
+def measure_frames(smoothness, ics, histograms, presets) -> dict[str, dict[str, Any]]:
+    """{measure name: {"long": model/seed/step/value(/grad_norm) frame, "kind", "words",
+    "normalize", "label"}} for every compared measurement."""
+    measures = {}
+    ranges = {m: s.assign(loss_range=s["probe_loss_max"] - s["probe_loss_min"])
+              for m, s in smoothness.items()}
+    for preset in presets:
+        pick = {m: s[s["preset"] == preset] for m, s in ranges.items()}
+        for name, column, label in (
+                ("loss_range", "loss_range", "loss range along the gradient"),
+                ("grad_diff_max", "grad_diff_max", "gradient change along the gradient"),
+                ("beta_smoothness", "beta_smoothness", "effective beta-smoothness")):
+            measures[f"{preset}/{name}"] = {
+                "long": _long(pick, column, ("grad_norm",)), "kind": "ratio",
+                "words": (LOWER, HIGHER), "normalize": name != "beta_smoothness",
+                "label": f"{label} ({preset} protocol)"}
+        l2 = _with_grad_norm(_ics_layers(ics, preset, "ics_l2"), smoothness)
+        measures[f"{preset}/ics_l2"] = {
+            "long": _long(l2, "ics_l2", ("grad_norm",)), "kind": "ratio", "normalize": True,
+            "words": (LOWER, HIGHER), "label": f"gradient ICS, L2 ({preset} protocol)"}
+        measures[f"{preset}/ics_cosine"] = {
+            "long": _long(_ics_layers(ics, preset, "ics_cosine"), "ics_cosine"),
+            "kind": "difference", "normalize": False, "words": (LOWER, HIGHER),
+            "label": f"gradient ICS, cosine ({preset} protocol)"}
+    for column in ("delta_mu", "delta_var"):
+        measures[f"activation/{column}"] = {
+            "long": _long(_shift(histograms, column), column), "kind": "ratio",
+            "normalize": False, "words": (LOWER, HIGHER),
+            "label": f"activation shift |{column.replace('delta_', 'delta ')}|"}
+    return measures
+
+
+def compare_models(training, evals, smoothness, ics, histograms, init_distance,
+                   num_classes: int = 10, smoothing_fraction: float = 0.05) -> dict[str, Any]:
+    """Every measurement compared across seeds (see :mod:`bnstudy.analysis.comparisons`)."""
+    curves = cmp.smoothed_losses(training, smoothing_fraction)
+    stalled = cmp.stalled_table(curves, num_classes)
+    total = int(training[cmp.BASELINE]["step"].max()) + 1
+    presets = list(dict.fromkeys(smoothness[cmp.BASELINE]["preset"]))
+    summary: dict[str, Any] = {"measures": {}, "seeds": sorted(int(s) for s in
+                                                              training[cmp.BASELINE]["seed"].unique())}
+    for name, spec in measure_frames(smoothness, ics, histograms, presets).items():
+        result = cmp.compare_measure(spec["long"], curves, stalled, total, kind=spec["kind"],
+                                     words=spec["words"], normalize=spec["normalize"])
+        summary["measures"][name] = {"label": spec["label"], **result}
+    convs = {m: f[f["layer"].str.startswith("conv")] for m, f in init_distance.items()}
+    summary["measures"]["init_distance"] = {
+        "label": "distance of the conv kernels from their initialization (final step)",
+        **cmp.final_values(convs, "abs")}
+    summary["measures"]["test_accuracy"] = {
+        "label": "final test accuracy", **cmp.final_values(
+            evals, "test_accuracy", kind="difference", words=(LOWER, HIGHER),
+            aggregate=lambda v: float(v[0]))}
+    summary["stalled"] = _stall_summary(curves, stalled, total)
+    return summary
+
+
+def _stall_summary(curves, stalled: pd.DataFrame, total: int) -> dict[str, Any]:
+    exits = {}
+    for (model, seed), curve in curves.items():
+        step = st.leaves_plateau_step(curve.index.to_numpy(), curve.to_numpy())
+        exits.setdefault(model, {})[str(seed)] = None if step is None else float(step)
+    return {"total_steps": total, "plateau_exit_step": exits,
+            "stalled_steps": {str(seed): int(part["stalled"].sum())
+                              for seed, part in stalled.groupby("seed")}}
+
+
+CLAIMS = [
+    # (key, claim, paper, blog, measure, what agreement means)
+    ("ics", "Gradient ICS is not reduced by BN", "not reduced; may even increase",
+     "inconclusive (L2); cosine worse with BN", "{preset}/ics_l2", "not_lower"),
+    ("landscape", "Smoother loss landscape with BN", "smoother", "smoother",
+     "{preset}/loss_range", "lower"),
+    ("predictive", "More predictive gradients with BN", "more predictive", "more predictive",
+     "{preset}/grad_diff_max", "lower"),
+    ("beta", "Smaller effective beta-smoothness with BN", "smaller", "smaller",
+     "{preset}/beta_smoothness", "lower"),
+    ("shift", "Activation shift similar or larger with BN", "similar or larger",
+     "smaller with BN (more stable)", "activation/delta_mu", "not_lower"),
+    ("init", "BN weights end closer to their initialization", "closer (Lemma 4.5)",
+     "closer in every conv layer", "init_distance", "lower"),
+]
+
+
+def fidelity_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Rows: claim | paper | blog | this run (value, CI, significant?) | agrees?
+
+    The probe and ICS claims are read in the paper's protocol when it was measured (else
+    the first protocol); a claim is "untested" with one seed, never a bare yes or no."""
+    rows = []
+    presets = [name.split("/")[0] for name in summary["measures"] if name.endswith("/ics_l2")]
+    preset = "paper" if "paper" in presets else presets[0]
+    for key, claim, paper, blog, template, expect in CLAIMS:
+        measure = template.format(preset=preset)
+        view = summary["measures"][measure]["overall"]
+        rows.append({"key": key, "claim": claim, "paper": paper, "blog": blog,
+                     "measure": measure, "this_run": view["text"],
+                     "significant": view["significant"], "n_seeds": view["n"],
+                     "agrees": _agrees(view, expect)})
+    return rows
+
+
+def _agrees(view: Mapping[str, Any], expect: str) -> str:
+    if view["n"] < 2:
+        return "untested (one seed)"
+    if expect == "lower":
+        return "yes" if view["direction"] == "lower" else (
+            "no" if view["direction"] == "higher" else "not significant")
+    return "no" if view["direction"] == "lower" else "yes"
