@@ -11,7 +11,7 @@ import pandas as pd
 
 from bnstudy.analysis import comparisons as cmp
 from bnstudy.analysis import statistics as st
-from bnstudy.analysis.tables import channel_shift
+from bnstudy.analysis.tables import seed_channel_shift
 
 LOWER, HIGHER = ("lower for BN", "higher for BN")
 
@@ -48,9 +48,7 @@ def _ics_layers(ics: Mapping[str, pd.DataFrame], preset: str, column: str):
 def _shift(histograms: Mapping[str, Mapping[str, Any]], column: str):
     out = {}
     for model, per_seed in histograms.items():
-        frames = [channel_shift(h).assign(seed=int(key.removeprefix("seed_")))
-                  for key, h in per_seed.items()]
-        shift = pd.concat(frames, ignore_index=True)
+        shift = seed_channel_shift(per_seed)
         out[model] = shift.groupby(["seed", "step"])[column].mean().reset_index()
     return out
 

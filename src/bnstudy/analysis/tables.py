@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 BASELINE, CANDIDATE = "baseline", "candidate"
-TIDY_COLUMNS = ["model", "step", "layer", "preset", "metric", "value"]
+TIDY_COLUMNS = ["model", "seed", "step", "layer", "preset", "metric", "value"]
 PHASE_NAMES = {1: ("all",), 2: ("first_half", "second_half"), 3: ("early", "middle", "late")}
 
 
@@ -39,7 +39,9 @@ def tidy(frame: pd.DataFrame, model: str, metrics: Sequence[str], layer: str | N
     ``layer`` / ``preset`` name columns of ``frame`` to carry over; where ``None`` the
     tidy column is filled with ``""``.
     """
-    ids = ["step"] + [c for c in (layer, preset) if c is not None]
+    if "seed" not in frame.columns:  # a single run without a seed column: seed 0
+        frame = frame.assign(seed=0)
+    ids = ["seed", "step"] + [c for c in (layer, preset) if c is not None]
     long = frame.melt(id_vars=ids, value_vars=list(metrics), var_name="metric", value_name="value")
     long.insert(0, "model", model)
     long["layer"] = long[layer] if layer is not None else ""
@@ -54,6 +56,7 @@ def concat_tidy(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
                              for c in TIDY_COLUMNS})
     out = pd.concat(frames, ignore_index=True)
     out["step"] = out["step"].astype("int64")
+    out["seed"] = out["seed"].astype("int64")
     out["value"] = out["value"].astype("float64")
     return out
 
@@ -105,7 +108,10 @@ def compare_series(baseline: pd.Series, candidate: pd.Series, num_phases: int,
 
 
 def _series(frame: pd.DataFrame, column: str) -> pd.Series:
-    return frame.set_index("step")[column].sort_index()
+    """The per-step series of ``column``, averaged over seeds when there are several (the
+    descriptive seed-mean curve; the statistics across seeds are in
+    :mod:`bnstudy.analysis.comparisons`)."""
+    return frame.groupby("step")[column].mean().sort_index()
 
 
 def _presets(traces: Mapping[str, pd.DataFrame]) -> list[str]:
@@ -148,23 +154,25 @@ def analyze_training_curves(training_traces: Mapping[str, pd.DataFrame],
         train, test = training_traces[model], eval_traces[model]
         tables.append(tidy(train, model, ["train_loss", "train_accuracy"]))
         tables.append(tidy(test, model, ["test_loss", "test_accuracy"]))
-        window = max(1, int(round(smoothing_fraction * len(train))))
-        smoothed[model] = pd.Series(moving_average(train["train_loss"].to_numpy(), window),
-                                    index=train["step"].to_numpy())
-        tail = train["train_loss"].to_numpy()[-window:]
+        mean_train = train.groupby("step")[["train_loss", "train_accuracy"]].mean()
+        mean_test = test.groupby("step")[["test_loss", "test_accuracy"]].mean()
+        window = max(1, int(round(smoothing_fraction * len(mean_train))))
+        smoothed[model] = pd.Series(moving_average(mean_train["train_loss"].to_numpy(), window),
+                                    index=mean_train.index.to_numpy())
         models[model] = {
-            "final_test_accuracy": float(test["test_accuracy"].iloc[-1]),
-            "best_test_accuracy": float(test["test_accuracy"].max()),
-            "final_test_loss": float(test["test_loss"].iloc[-1]),
-            "final_train_loss": float(np.mean(tail)),
-            "final_train_accuracy": float(np.mean(train["train_accuracy"].to_numpy()[-window:])),
-            "num_steps": int(len(train)),
+            "final_test_accuracy": float(mean_test["test_accuracy"].iloc[-1]),
+            "best_test_accuracy": float(mean_test["test_accuracy"].max()),
+            "final_test_loss": float(mean_test["test_loss"].iloc[-1]),
+            "final_train_loss": float(mean_train["train_loss"].to_numpy()[-window:].mean()),
+            "final_train_accuracy": float(mean_train["train_accuracy"].to_numpy()[-window:].mean()),
+            "num_steps": int(len(mean_train)),
+            "num_seeds": int(train["seed"].nunique()) if "seed" in train else 1,
         }
     summary = {
         "models": models,
         "test_accuracy_gain": models[CANDIDATE]["final_test_accuracy"] - models[BASELINE]["final_test_accuracy"],
         "smoothed_train_loss": compare_series(smoothed[BASELINE], smoothed[CANDIDATE], num_phases),
-        "smoothing_window": max(1, int(round(smoothing_fraction * len(training_traces[BASELINE])))),
+        "smoothing_window": max(1, int(round(smoothing_fraction * models[BASELINE]["num_steps"]))),
     }
     return concat_tidy(tables), summary
 
@@ -272,6 +280,15 @@ def channel_shift(histograms: Mapping[str, Any]) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["step", "layer", "delta_mu", "delta_var"])
 
 
+def seed_channel_shift(histograms: Mapping[str, Any]) -> pd.DataFrame:
+    """:func:`channel_shift` of every seed (``{"seed_<k>": histograms}``), with a ``seed``
+    column; a single run's histograms (no seed keys) count as seed 0."""
+    if "steps" in histograms:
+        return channel_shift(histograms).assign(seed=0)
+    return pd.concat([channel_shift(h).assign(seed=int(key.removeprefix("seed_")))
+                      for key, h in histograms.items()], ignore_index=True)
+
+
 def analyze_activation_shift(activation_stats: Mapping[str, pd.DataFrame],
                              activation_histograms: Mapping[str, Mapping[str, Any]],
                              num_phases: int) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -286,7 +303,7 @@ def analyze_activation_shift(activation_stats: Mapping[str, pd.DataFrame],
     tables, shifts = [], {}
     for model in (BASELINE, CANDIDATE):
         tables.append(tidy(activation_stats[model], model, ["mean", "std", "frac_positive"], layer="layer"))
-        shifts[model] = channel_shift(activation_histograms[model])
+        shifts[model] = seed_channel_shift(activation_histograms[model])
         tables.append(tidy(shifts[model], model, ["delta_mu", "delta_var"], layer="layer"))
     per_layer = {}
     for layer in dict.fromkeys(shifts[BASELINE]["layer"]):
@@ -321,7 +338,8 @@ def analyze_init_distance(init_distances: Mapping[str, pd.DataFrame]) -> tuple[p
     final = {}
     for model in (BASELINE, CANDIDATE):
         frame = init_distances[model]
-        final[model] = frame[frame["step"] == frame["step"].max()].set_index("layer")
+        last = frame[frame["step"] == frame["step"].max()]
+        final[model] = last.groupby("layer", sort=False)[["step", "abs", "rel"]].mean()
     per_layer = {}
     for layer in final[BASELINE].index:
         base, cand = final[BASELINE].loc[layer], final[CANDIDATE].loc[layer]

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from bnstudy.analysis import fidelity
 from bnstudy.analysis import tables as analysis
 from bnstudy.pipelines import json_ready
 
@@ -60,3 +61,20 @@ def analyze_activation_shift(baseline_stats: pd.DataFrame, candidate_stats: pd.D
 
 def analyze_init_distance(baseline: pd.DataFrame, candidate: pd.DataFrame) -> Result:
     return _done(analysis.analyze_init_distance(_pair(baseline, candidate)))
+
+
+def compare_models(baseline_training: pd.DataFrame, candidate_training: pd.DataFrame,
+                   baseline_eval: pd.DataFrame, candidate_eval: pd.DataFrame,
+                   baseline_smoothness: pd.DataFrame, candidate_smoothness: pd.DataFrame,
+                   baseline_ics: pd.DataFrame, candidate_ics: pd.DataFrame,
+                   baseline_histograms: dict[str, Any], candidate_histograms: dict[str, Any],
+                   baseline_init: pd.DataFrame, candidate_init: pd.DataFrame,
+                   params: dict[str, Any]) -> dict[str, Any]:
+    """Every measurement compared across seeds, and the Fidelity table."""
+    summary = fidelity.compare_models(
+        _pair(baseline_training, candidate_training), _pair(baseline_eval, candidate_eval),
+        _pair(baseline_smoothness, candidate_smoothness), _pair(baseline_ics, candidate_ics),
+        _pair(baseline_histograms, candidate_histograms), _pair(baseline_init, candidate_init),
+        smoothing_fraction=params["smoothing_fraction"])
+    return {"model_comparisons_summary": json_ready(summary),
+            "fidelity_summary": json_ready({"rows": fidelity.fidelity_table(summary)})}

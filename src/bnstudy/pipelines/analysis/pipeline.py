@@ -37,4 +37,17 @@ def create_pipeline(**kwargs) -> Pipeline:
                 tags=["analysis"],
             )
         )
+    comparison_inputs = ["training_trace", "eval_trace", "smoothness_trace", "ics_trace",
+                         "activation_histograms", "init_distance"]
+    built.append(
+        Node(
+            func=nodes.compare_models,
+            inputs=[f"{model}.{dataset}" for dataset in comparison_inputs
+                    for model in ("baseline", "candidate")] + ["params:analysis"],
+            outputs={"model_comparisons_summary": "model_comparisons_summary",
+                     "fidelity_summary": "fidelity_summary"},
+            name="compare_models_node",
+            tags=["analysis"],
+        )
+    )
     return Pipeline(built)

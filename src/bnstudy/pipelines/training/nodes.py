@@ -74,8 +74,37 @@ def train_model(
         "final_state": {f"seed_{r.seed}": model_state(r.final_params, r.final_batch_stats) for r in results},
         **per_seed,
         "activation_histograms": {f"seed_{r.seed}": activation_histograms(r) for r in results},
-        "run_record": run_record(results),
+        "run_record": {
+            **run_record(results),
+            "num_train": int(len(model_input_train["labels"])),
+            "num_test": int(len(model_input_test["labels"])),
+            "runtime": runtime_provenance(),
+        },
     }
+
+
+def runtime_provenance() -> dict[str, Any]:
+    """Library versions and the device the run used (for the report's Setup)."""
+    from importlib import metadata
+
+    import jax
+
+    device = jax.devices()[0]
+    versions = {name: metadata.version(name) for name in ("jax", "jaxlib", "flax", "optax", "kedro")}
+    return {"versions": versions, "backend": jax.default_backend(), "device_kind": device.device_kind,
+            "device_count": jax.device_count(), "cpu": _cpu_model()}
+
+
+def _cpu_model() -> str:
+    import platform
+    from pathlib import Path
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def model_state(params: dict[str, Any], batch_stats: dict[str, Any]) -> dict[str, Any]:
