@@ -158,9 +158,9 @@ def test_probes_on_the_worker_thread_give_identical_results(measured, tiny_array
     with executor:
         assert executor._worker is not None
         state = init_state(model_of(TINY_MODEL_CONFIG), TINY_TRAIN_CONFIG, 0)
-        x, y = tiny_arrays[0][:8], tiny_arrays[1][:8]
+        x, y = jax.numpy.asarray(tiny_arrays[0][:8]), jax.numpy.asarray(tiny_arrays[1][:8])
         new_state, _, grads, _, _ = jax.jit(
-            lambda s: data_measured_step(spec, s, x, y, np.arange(8)[None]))(state)
+            lambda s: data_measured_step(spec, s, x, y, jax.numpy.arange(8)[None]))(state)
         probes = [c for c in plan.computations if c.kind == "probe"]
         on_worker, on_main = executor._split(list(plan.computations), state, new_state,
                                              grads, x, y)
@@ -170,10 +170,16 @@ def test_probes_on_the_worker_thread_give_identical_results(measured, tiny_array
     assert executor._worker is None  # closed with the executor
 
 
+# Two probe points keep the scan program (every measurement inlined) quick to compile.
+FEW_POINTS = dataclasses.replace(PRESETS["paper"], measure_every=2, probe_max=1.0)
+
+
+@pytest.mark.slow  # compiles the whole measured step as one program (minutes on 2 cores)
 def test_scan_and_host_loops_agree_with_seeds_vmapped(tiny_arrays):
     config = dataclasses.replace(TINY_TRAIN_CONFIG, learning_rate=0.01, seeds=(1, 2),
                                  max_steps=6)
-    paper = [dataclasses.replace(PRESETS["paper"], measure_every=2)]
+    paper = [FEW_POINTS]
+    assert len(FEW_POINTS.probe_s) == 2
     scan, host = (train_seeds(TINY_MODEL_CONFIG, dataclasses.replace(config, step_loop=loop),
                               paper, *tiny_arrays) for loop in ("scan", "host"))
     for a, b in zip(scan, host, strict=True):
@@ -257,7 +263,7 @@ from tests.core.conftest import tiny_data
 assert jax.device_count() == 4, jax.devices()
 config = dataclasses.replace(TINY_TRAIN_CONFIG, seeds=(1, 2, 3, 4), max_steps=4,
                              step_loop="scan")
-paper = [dataclasses.replace(PRESETS["paper"], measure_every=2)]
+paper = [dataclasses.replace(PRESETS["paper"], measure_every=2, probe_max=1.0)]
 mesh = Mesh(np.array(jax.devices()), ("seed",))
 shard = lambda tree: jax.device_put(tree, NamedSharding(mesh, PartitionSpec("seed")))
 data = tiny_data()
@@ -273,6 +279,7 @@ print("SHARDED-EQUAL", len(sharded))
 """
 
 
+@pytest.mark.slow  # a subprocess with 4 virtual devices compiles the scan program twice
 def test_seeds_sharded_over_four_devices_equal_the_unsharded_run():
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
