@@ -143,7 +143,8 @@ class _Server:
                 pass
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits up to one interval.
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
         self.thread.start()
 
     def url(self, name: str) -> str:
@@ -207,7 +208,9 @@ def _empty_mlflow_db() -> Path:
     """An MLflow sqlite store with its schema migrated, made once per test process."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    folder = Path(tempfile.mkdtemp(prefix="bnstudy-mlflow-"))
+    # In memory where there is a tmpfs: the schema migrations commit (and fsync) ~140 times.
+    shm = Path("/dev/shm")
+    folder = Path(tempfile.mkdtemp(prefix="bnstudy-mlflow-", dir=shm if shm.is_dir() else None))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     store = SqlAlchemyStore(f"sqlite:///{folder / 'mlflow.db'}", str(folder / "mlruns"))
     store.engine.dispose()

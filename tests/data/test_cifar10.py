@@ -253,6 +253,10 @@ class TestImageFolder:
         with pytest.raises(cifar10.Cifar10Error, match=r"train/dog/0021\.png"):
             cifar10.read_image_folder(folder)
 
+    def test_python_archive_as_image_folder_suggests_python_archive(self, python_archive):
+        with pytest.raises(cifar10.Cifar10FormatError, match="holds no images.*use source=python_archive"):
+            cifar10.read_image_folder(python_archive)
+
     def test_truncated_archive_is_a_clear_error(self, tmp_path, small_arrays):
         archive = tar_folder(write_image_folder(small_arrays, tmp_path / "tree"), tmp_path / "t.tar.gz")
         archive.write_bytes(archive.read_bytes()[:2000])

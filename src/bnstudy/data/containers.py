@@ -28,7 +28,7 @@ _BLOCK = tarfile.BLOCKSIZE
 # compressed data (zlib.error; gzip, bz2 and lzma raise OSError subclasses), bad headers,
 # and zipfile's ValueError/NotImplementedError for odd entries.
 _LIBRARY_ERRORS = (tarfile.TarError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error,
-                   EOFError, OSError, ValueError, NotImplementedError, KeyError)
+                   EOFError, OSError, ValueError, NotImplementedError)
 
 
 def _wrapped(method):

@@ -111,9 +111,14 @@ def image_folder_layout(path: Path, names: list[str], class_names: tuple[str, ..
     root = image_folder_root(images)
     if root is None:
         first = f" (first file: {names[0]})" if names else ""
+        hint = (
+            " It holds the pickled batches of the python archive: use source=python_archive "
+            "(BNSTUDY_CIFAR10_SOURCE=python_archive) for it."
+            if any(name.rsplit("/", 1)[-1] == "data_batch_1" for name in names) else ""
+        )
         raise Cifar10FormatError(
             f"{path} holds no images under train/<class>/ or test/<class>/ "
-            f"(suffixes {', '.join(IMAGE_SUFFIXES)}){first}."
+            f"(suffixes {', '.join(IMAGE_SUFFIXES)}){first}.{hint}"
         )
     label_of = {name: index for index, name in enumerate(class_names)}
     per_split: dict[str, list[tuple[str, int]]] = {split: [] for split in SPLITS}
