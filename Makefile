@@ -5,12 +5,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ENV ?= cpu
 PIPELINE ?= full_study
-# Extra parameters for `kedro run --params`, e.g. make study PARAMS="preprocessing.train_size=1000,training.epochs=2"
+# Extra parameters for `kedro run --params`, e.g. make study PARAMS="baseline.training.max_steps=50,candidate.training.max_steps=50"
 PARAMS ?=
 export KEDRO_DISABLE_TELEMETRY := 1
 export MPLBACKEND := Agg
 
-.PHONY: install study test lint clean-venv
+.PHONY: install study test test-slow lint clean-venv
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,13 @@ install: $(VENV)/.installed
 study: install
 	$(BIN)/kedro run --env $(ENV) --pipelines $(PIPELINE)$(if $(PARAMS), --params '$(PARAMS)')
 
+# The fast suite (a few minutes); `make test-slow` runs the end-to-end sessions, subprocess
+# runs and whole-program compilations that it leaves out. CI (.ci/run) runs both.
 test: install
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: install
+	$(BIN)/pytest -m slow $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
