@@ -70,7 +70,6 @@ class MlflowModelRunDataset(AbstractDataset[dict[str, Any], None]):
 
     def save(self, data: dict[str, Any]) -> None:
         import mlflow
-        from mlflow.entities import Metric, Param, RunTag
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
         unknown = set(data) - {"params", "metrics", "metric_history", "artifacts", "tags"}
@@ -93,32 +92,7 @@ class MlflowModelRunDataset(AbstractDataset[dict[str, Any], None]):
         )
         run_id = child.info.run_id
         try:
-            now = int(time.time() * 1000)
-            params = [
-                Param(key, str(value)[:_MAX_PARAM_CHARS]) for key, value in data.get("params", {}).items()
-            ]
-            metrics = [
-                Metric(key, float(value), now, 0)
-                for key, value in data.get("metrics", {}).items()
-                if _finite(value)
-            ]
-            for key, series in data.get("metric_history", {}).items():
-                metrics.extend(
-                    Metric(key, float(value), now, int(step))
-                    for step, value in zip(series["steps"], series["values"], strict=True)
-                    if _finite(value)
-                )
-            for start in range(0, len(params), 100):
-                client.log_batch(run_id, params=params[start : start + 100])
-            for start in range(0, len(metrics), _BATCH):
-                client.log_batch(run_id, metrics=metrics[start : start + _BATCH])
-            client.log_batch(run_id, tags=[RunTag("bnstudy.num_metric_points", str(len(metrics)))])
-            artifacts = data.get("artifacts", {})
-            if artifacts:
-                with tempfile.TemporaryDirectory() as folder:
-                    for name, payload in artifacts.items():
-                        (Path(folder) / name).write_bytes(payload)
-                    client.log_artifacts(run_id, folder)
+            counts = _log_payload(client, run_id, data)
         except Exception:
             client.set_terminated(run_id, status="FAILED")
             raise
@@ -129,10 +103,36 @@ class MlflowModelRunDataset(AbstractDataset[dict[str, Any], None]):
             self._run_name,
             run_id,
             parent.info.run_id,
-            len(params),
-            len(metrics),
-            len(artifacts),
+            *counts,
         )
+
+
+def _log_payload(client, run_id: str, data: dict[str, Any]) -> tuple[int, int, int]:
+    """Log params, metrics (final scalars at step 0 and histories), a point-count tag and the
+    artifacts to run ``run_id``; returns (params, metric points, artifacts) counts."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    now = int(time.time() * 1000)
+    params = [Param(key, str(value)[:_MAX_PARAM_CHARS]) for key, value in data.get("params", {}).items()]
+    metrics = [Metric(key, float(value), now, 0) for key, value in data.get("metrics", {}).items() if _finite(value)]
+    for key, series in data.get("metric_history", {}).items():
+        metrics.extend(
+            Metric(key, float(value), now, int(step))
+            for step, value in zip(series["steps"], series["values"], strict=True)
+            if _finite(value)
+        )
+    for start in range(0, len(params), 100):
+        client.log_batch(run_id, params=params[start : start + 100])
+    for start in range(0, len(metrics), _BATCH):
+        client.log_batch(run_id, metrics=metrics[start : start + _BATCH])
+    client.log_batch(run_id, tags=[RunTag("bnstudy.num_metric_points", str(len(metrics)))])
+    artifacts = data.get("artifacts", {})
+    if artifacts:
+        with tempfile.TemporaryDirectory() as folder:
+            for name, payload in artifacts.items():
+                (Path(folder) / name).write_bytes(payload)
+            client.log_artifacts(run_id, folder)
+    return len(params), len(metrics), len(artifacts)
 
 
 def _finite(value: Any) -> bool:

@@ -295,10 +295,38 @@ def model_run_payload(
             "measurements": {m["name"]: m for m in run_record["measurement_configs"]},
         }
     )
+    history = _metric_history(training_trace, eval_trace, smoothness_trace, ics_trace, stride)
+    last_eval = eval_trace[eval_trace["step"] == eval_trace["step"].max()]
+    last = training_trace[training_trace["step"] == training_trace["step"].max()]
+    metrics = {
+        "final_test_accuracy": float(last_eval["test_accuracy"].mean()),
+        "final_test_loss": float(last_eval["test_loss"].mean()),
+        "final_train_loss": float(last["train_loss"].mean()),
+        "final_train_accuracy": float(last["train_accuracy"].mean()),
+        "num_seeds": float(len(run_record["seeds"])),
+        **{f"seed_{seed}.final_test_accuracy": float(v["final_test_accuracy"]) for seed, v in run_record["per_seed"].items()},
+        "num_steps": float(run_record["num_steps"]),
+        "wall_time_s": float(run_record["wall_time_s"]),
+    }
+    return {
+        "params": params,
+        "metrics": metrics,
+        "metric_history": history,
+        "artifacts": {"initial_state.npz": npz_bytes(flatten_tree(initial_state)), "final_state.npz": npz_bytes(flatten_tree(final_state))},
+        "tags": {
+            "normalization": run_record["model_config"]["normalization"],
+            "seeds": ",".join(str(seed) for seed in run_record["seeds"]),
+        },
+    }
+
+
+def _metric_history(training_trace: pd.DataFrame, eval_trace: pd.DataFrame, smoothness_trace: pd.DataFrame,
+                    ics_trace: pd.DataFrame, stride: int) -> dict[str, dict[str, np.ndarray]]:
+    """Metric histories: the mean over seeds at each (strided) step, and each seed's own
+    ``seed_<k>.train_loss`` / ``seed_<k>.test_accuracy``."""
     history: dict[str, dict[str, np.ndarray]] = {}
 
     def add(key: str, frame: pd.DataFrame, column: str, strided: bool = True) -> None:
-        # The mean over seeds at each step (each seed's own history: ``seed_<k>.`` keys).
         if strided:
             frame = frame[frame["step"] % stride == 0]
         mean = frame.groupby("step", sort=True)[column].mean()
@@ -323,28 +351,7 @@ def model_run_payload(
     for (preset, layer), frame in whole_layers.groupby(["preset", "layer"], sort=False):
         add(f"{preset}.ics_l2.{layer}", frame, "ics_l2")
         add(f"{preset}.ics_cosine.{layer}", frame, "ics_cosine")
-    last_eval = eval_trace[eval_trace["step"] == eval_trace["step"].max()]
-    last = training_trace[training_trace["step"] == training_trace["step"].max()]
-    metrics = {
-        "final_test_accuracy": float(last_eval["test_accuracy"].mean()),
-        "final_test_loss": float(last_eval["test_loss"].mean()),
-        "final_train_loss": float(last["train_loss"].mean()),
-        "final_train_accuracy": float(last["train_accuracy"].mean()),
-        "num_seeds": float(len(run_record["seeds"])),
-        **{f"seed_{seed}.final_test_accuracy": float(v["final_test_accuracy"]) for seed, v in run_record["per_seed"].items()},
-        "num_steps": float(run_record["num_steps"]),
-        "wall_time_s": float(run_record["wall_time_s"]),
-    }
-    return {
-        "params": params,
-        "metrics": metrics,
-        "metric_history": history,
-        "artifacts": {"initial_state.npz": npz_bytes(flatten_tree(initial_state)), "final_state.npz": npz_bytes(flatten_tree(final_state))},
-        "tags": {
-            "normalization": run_record["model_config"]["normalization"],
-            "seeds": ",".join(str(seed) for seed in run_record["seeds"]),
-        },
-    }
+    return history
 
 
 TABLES = {
