@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bnstudy.reporting.report import fmt, pct
+from bnstudy.reporting.conclusions import pct
 from tests.conftest import SHARED_JPEG_ARCHIVE, make_project_copy, run_session
 
 pytestmark = [
@@ -19,8 +20,8 @@ pytestmark = [
     pytest.mark.skipif(not SHARED_JPEG_ARCHIVE.exists(), reason="needs ../shared/datasets/cifar10-jpeg.tar.gz"),
 ]
 SOURCE = {"data_ingestion": {"source": "image_folder", "path": str(SHARED_JPEG_ARCHIVE)}}
-FIGURES = ("training_curves", "activation_histograms", "activation_shift", "gradient_ics", "loss_landscape",
-           "gradient_predictiveness", "beta_smoothness", "init_distance")
+FIGURES = ("training_curves", "activation_histograms", "activation_final_snapshot", "activation_shift",
+           "gradient_ics", "loss_landscape", "gradient_predictiveness", "beta_smoothness", "init_distance")
 
 
 def latest(project: Path, relative: str) -> Path:
@@ -53,7 +54,8 @@ def test_outputs_figures_and_report_are_written(study):
     assert "## Conclusions" in markdown and "<h2>Conclusions</h2>" in html
     for model in ("baseline", "candidate"):
         trace = pd.read_parquet(latest(study, f"data/07_model_output/{model}/training_trace.parquet"))
-        assert len(trace) == 20 and np.isfinite(trace["train_loss"]).all()
+        assert trace.groupby("seed").size().to_dict() == {1: 20, 2: 20, 1337: 20}  # 3 seeds x 20 steps
+        assert np.isfinite(trace["train_loss"]).all()
 
 
 def test_mlflow_has_a_study_run_with_two_nested_model_runs_with_matching_keys(study):
@@ -84,27 +86,69 @@ def test_mlflow_has_a_study_run_with_two_nested_model_runs_with_matching_keys(st
     assert "figures/loss_landscape.png" in study_artifacts
 
 
-def test_report_numbers_equal_those_recomputed_from_the_traces(study):
+def _json(project: Path, relative: str) -> dict:
+    return json.loads(latest(project, relative).read_text())
+
+
+def test_report_numbers_equal_those_of_the_comparisons_and_the_traces(study):
     markdown = latest(study, "data/08_reporting/report.md").read_text()
-    traces = {m: pd.read_parquet(latest(study, f"data/07_model_output/{m}/smoothness_trace.parquet"))
-              for m in ("baseline", "candidate")}
-    for preset in ("blog", "paper"):
-        ranges = {m: (t[t.preset == preset].set_index("step").eval("probe_loss_max - probe_loss_min"))
-                  for m, t in traces.items()}
-        base, cand = np.median(ranges["baseline"]), np.median(ranges["candidate"])
-        lower = np.mean(ranges["candidate"].to_numpy() < ranges["baseline"].to_numpy())
-        sentence = (f"[{preset}] Median loss range along the gradient: {fmt(cand)} with BatchNorm vs {fmt(base)} "
-                    f"without (ratio {fmt(cand / base)}); the candidate's was lower at {pct(lower)} of steps.")
-        assert sentence in markdown
+    comparisons = _json(study, "data/08_reporting/summaries/model_comparisons.json")
+    assert comparisons["seeds"] == [1, 2, 1337]
+    for name, measure in comparisons["measures"].items():  # every conclusion, as the analysis worded it
+        assert f"(`{name}`): {measure['overall']['text']}" in markdown
+        for phase in ("early", "middle", "late"):
+            assert measure.get("phases", {}).get(phase, {"text": ""})["text"] in markdown
     evals = {m: pd.read_parquet(latest(study, f"data/07_model_output/{m}/eval_trace.parquet"))
              for m in ("baseline", "candidate")}
-    accuracy = pct(evals["candidate"]["test_accuracy"].iloc[-1])
-    assert f"final test accuracy {accuracy} with BatchNorm" in markdown
+    for seed in (1337, 1, 2):  # final test accuracy per seed, from the traces
+        final = [pct(e[e.seed == seed].sort_values("step")["test_accuracy"].iloc[-1]) for e in evals.values()]
+        assert f"| {seed} | {final[0]} | {final[1]} |" in markdown
     summary = json.loads(latest(study, "data/08_reporting/summaries/init_distance.json").read_text())
     init = pd.read_parquet(latest(study, "data/07_model_output/candidate/init_distance.parquet"))
-    final = init[init.step == init.step.max()].set_index("layer")["abs"]
+    final = init[init.step == init.step.max()].groupby("layer")["abs"].mean()
     for layer, value in final.items():
         assert summary["layers"][layer]["candidate_abs"] == pytest.approx(value, rel=1e-12)
+
+
+def test_report_has_the_fidelity_table_intervals_and_every_provenance_field(study):
+    markdown = latest(study, "data/08_reporting/report.md").read_text()
+    fidelity = _json(study, "data/08_reporting/summaries/fidelity.json")["rows"]
+    provenance = _json(study, "data/02_intermediate/cifar10_provenance.json")
+    record = _json(study, "data/07_model_output/candidate/run_record.json")
+
+    table = markdown.split("**Fidelity**\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert table[0] == "| claim | paper | blog | this run (value, CI, significant?) | agrees? |"
+    assert len(table) == 2 + len(fidelity) == 8
+    assert re.search(r"\[-?[\d.e-]+, -?[\d.e-]+\]", markdown), "no 95% interval anywhere in the report"
+
+    setup = markdown.split("## Setup (provenance)", 1)[1].split("\n## ", 1)[0]
+    runtime, versions = record["runtime"], record["runtime"]["versions"]
+    baseline_wall = _json(study, "data/07_model_output/baseline/run_record.json")["wall_time_s"]
+    device = f"CPU: {runtime['cpu']}" if runtime["backend"] == "cpu" else runtime["device_kind"]
+    expected = {
+        "data source": f"image_folder: {provenance['location']}", "checksum": provenance["checksum"],
+        "copy": "JPEG copy", "train subset": "320 train images", "test subset": "100 test images",
+        "environment": "test (conf/test)", "conv widths": "[4, 4, 8, 8]", "dense widths": "[8, 8]",
+        "steps": "20 of SGD", "seeds": "1337, 1, 2", "stride": "blog: every step", "stride (paper)": "paper: every step",
+        "matmul precision": "| matmul precision | highest |", "jax": f"jax {versions['jax']}",
+        "flax": f"flax {versions['flax']}", "kedro": f"kedro {versions['kedro']}",
+        "device": device, "wall time": f"baseline {baseline_wall:.1f} s",
+    }
+    missing = {field: value for field, value in expected.items() if value not in setup}
+    assert not missing, f"the report's Setup lacks {missing}:\n{setup}"
+
+
+def test_markdown_report_links_figures_that_sit_next_to_it(study):
+    report = latest(study, "data/08_reporting/report.md")
+    markdown = report.read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+
+    assert "data:image" not in markdown
+    assert sorted(links) == sorted([f"figures/{name}.png" for name in FIGURES] + ["figures/activation_animation.gif"])
+    for link in links:
+        assert (report.parent / link).read_bytes() == latest(study, f"data/08_reporting/{link}").read_bytes()
+    assert markdown.count("*Figure ") == len(links)  # every figure has its caption
+    assert "data:image/png;base64," in latest(study, "data/08_reporting/report.html").read_text()
 
 
 def test_second_run_adds_versions_and_keeps_the_first(study):

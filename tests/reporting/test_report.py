@@ -1,86 +1,154 @@
-"""The report's verdicts follow the numbers, in either direction."""
+"""The report on small synthetic inputs: Setup, Fidelity, seed caveats, escaping, links."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from bnstudy.reporting import report
+from bnstudy.pipelines.reporting import nodes
+from bnstudy.reporting import document, report
+
+FAKE_PNG = b"\x89PNG\r\n\x1a\nfake"
+FAKE_GIF = b"GIF89afake"
 
 
-@pytest.mark.parametrize(
-    ("ratio", "fraction", "expected"),
-    [(0.5, 0.9, "yes"), (2.0, 0.1, "no"), (0.9, 0.4, "mixed"), (1.1, 0.6, "mixed"), (None, 0.5, "n/a")],
-)
-def test_verdict(ratio, fraction, expected):
-    assert report.verdict(ratio, fraction) == expected
+def _figures() -> dict[str, bytes]:
+    return {name: FAKE_GIF if name == "activation_animation" else FAKE_PNG for name in nodes.FIGURE_NAMES}
 
 
-def test_majority_verdict():
-    assert report.majority_verdict(0.8, 0.6) == "yes"
-    assert report.majority_verdict(0.2, 0.5) == "no"  # exactly half is not a majority
-    assert report.majority_verdict(0.8, 0.1) == "mixed"
+def _markdown(inputs) -> str:
+    built = report.build_report(**inputs)
+    return document.render_markdown(built, _figures())
 
 
-def _comparison(base: float, cand: float, better: float) -> dict:
-    block = {"baseline_median": base, "candidate_median": cand, "ratio": cand / base,
-             "candidate_better_fraction": better, "steps": 10}
-    return {"steps": 10, "phases": {"early": block}, "overall": block}
+def _table(markdown: str, caption: str) -> list[list[str]]:
+    """Cells of the Markdown table under ``**caption**`` (header first), split on unescaped |."""
+    block = markdown.split(f"**{caption}**\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    rows = [re.split(r"(?<!\\)\|", line.strip())[1:-1] for line in block]
+    return [[cell.strip() for cell in row] for row in rows if not set("".join(row)) <= set("-")]
 
 
-def _summaries(smoother: bool) -> dict:
-    good, bad = (0.1, 1.0), (1.0, 0.1)
-    base, cand = good[::-1] if smoother else bad[::-1]
-    fraction = 0.9 if smoother else 0.1
-    smooth = {"presets": {p: _comparison(base, cand, fraction) for p in ("blog", "paper")}}
-    return {
-        "training_curves": {
-            "models": {m: {"final_test_accuracy": acc, "best_test_accuracy": acc, "final_test_loss": 1.0,
-                           "final_train_loss": 0.5, "final_train_accuracy": 0.8, "num_steps": 10}
-                       for m, acc in (("baseline", 0.79), ("candidate", 0.85))},
-            "test_accuracy_gain": 0.06, "smoothed_train_loss": _comparison(1.0, 0.5, 0.8), "smoothing_window": 2,
-        },
-        "gradient_ics": {"blog": {"layers": {}, "fraction_layers_candidate_lower_l2": 0.2,
-                                  "fraction_layers_candidate_higher_cosine": 0.1},
-                         "paper": {"layers": {}, "fraction_layers_candidate_lower_l2": 0.9,
-                                   "fraction_layers_candidate_higher_cosine": 0.8}},
-        "loss_landscape": smooth, "gradient_predictiveness": smooth, "beta_smoothness": smooth,
-        "activation_shift": {"layers": {}, "fraction_layers_candidate_lower_delta_mu": 0.9,
-                             "fraction_layers_candidate_lower_delta_var": 0.9},
-        "init_distance": {"final_step": 10, "layers": {}, "fraction_layers_candidate_closer": 1.0},
-    }
+def _section(markdown: str, title: str) -> str:
+    return markdown.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
 
 
-RECORD = {"model_config": {"conv_features": [8], "width_multiplier": 1.0},
-          "train_config": {"seed": 0, "learning_rate": 0.035, "momentum": 0.9, "batch_size": 128},
-          "measurement_configs": [{"name": "blog"}, {"name": "paper"}], "num_steps": 10, "wall_time_s": 1.0}
+def test_setup_names_every_provenance_field(three_seeds):
+    setup = _section(_markdown(three_seeds), "Setup (provenance)")
+
+    expected = [
+        "image_folder: /data/shared/cifar10-jpeg.tar.gz",  # data source
+        "sha256:" + "f" * 64, "md5 0123456789abcdef0123456789abcdef",  # its checksum
+        "JPEG copy",  # not the official archive
+        "320 train images (class-stratified subset", "100 test images",  # subset sizes
+        "test (conf/test)",  # environment
+        "[8, 16]", "[12]",  # widths after the 0.125 width multiplier
+        "20 of SGD",  # steps
+        "1337, 1, 2",  # seeds
+        "blog: every step", "paper: every 8 steps",  # stride per protocol
+        "highest",  # matmul precision
+        "jax 0.7.1", "flax 0.11.2", "kedro 1.0.0",  # versions
+        "CPU: Example CPU Model 9000",  # device
+        "baseline 12.3 s", "candidate 23.4 s",  # wall time
+    ]
+    missing = [value for value in expected if value not in setup]
+    assert not missing, f"Setup lacks {missing}:\n{setup}"
 
 
-@pytest.mark.parametrize("smoother", [True, False])
-def test_findings_follow_the_data(smoother):
-    _, findings = report.build_report(_summaries(smoother), {"baseline": RECORD, "candidate": RECORD})
-
-    landscape = [f for f in findings if f.topic == "smoother loss landscape"]
-    assert [f.verdict for f in landscape] == (["yes", "yes"] if smoother else ["no", "no"])
-    assert ("ratio 0.1" if smoother else "ratio 10") in landscape[0].sentence
+def test_official_archive_is_named_as_such(three_seeds):
+    three_seeds["provenance"] = {**three_seeds["provenance"], "source": "python_archive",
+                                 "location": "/data/cifar-10-python.tar.gz"}
+    setup = _section(_markdown(three_seeds), "Setup (provenance)")
+    assert "official archive" in setup and "JPEG" not in setup
 
 
-def test_protocol_disagreement_is_reported():
-    sections, findings = report.build_report(_summaries(True), {"baseline": RECORD, "candidate": RECORD})
+def test_fidelity_table_has_five_columns_and_one_row_per_claim(three_seeds):
+    rows = _table(_markdown(three_seeds), "Fidelity")
 
-    ics = {f.preset: f.verdict for f in findings if f.topic == "gradient ICS reduced"}
-    assert ics == {"blog": "no", "paper": "yes"}
-    protocols = sections[-1]
-    assert "disagree on: gradient ICS reduced" in protocols.paragraphs[0]
+    assert rows[0] == ["claim", "paper", "blog", "this run (value, CI, significant?)", "agrees?"]
+    body = rows[1:]
+    assert len(body) == len(three_seeds["fidelity"]["rows"]) == 3
+    assert all(len(row) == 5 for row in body)
+    assert body[1][0] == "Smoother loss landscape with BN"
+    assert re.search(r"ratio 0\.\d+ \[0\.\d+, 0\.\d+\], lower for BN, significant across 3 seeds", body[1][3])
+    assert body[1][4] == "yes (significant, 3 seeds)"
 
 
-def test_renderers_embed_figures_and_escape_html():
-    sections = [report.Section("A <b>", paragraphs=["x < y"], figures=["f"],
-                               tables=[("t", report.Table(["c"], [["1"]]))])]
-    findings = [report.Finding("topic", "", "yes", "s")]
-    png = b"\x89PNG fake"
+def test_a_pipe_inside_a_cell_is_escaped(three_seeds):
+    markdown = _markdown(three_seeds)
 
-    markdown = report.render_markdown("T", sections, findings, {"f": png})
-    page = report.render_html("T", sections, findings, {"f": png})
+    assert r"Activation shift \| similar or larger" in markdown  # a claim with a |
+    assert r"gradient norm \|\|g_t\|\|" in markdown  # a view's name in the views table
+    assert document.md_cell("a|b\nc") == r"a\|b c"
+    for line in markdown.splitlines():  # every table row has as many cells as its header
+        if line.startswith("| "):
+            assert len(re.split(r"(?<!\\)\|", line)) - 2 in (2, 4, 5), line
 
-    assert "data:image/png;base64," in markdown and "| c |" in markdown
-    assert "A &lt;b&gt;" in page and "x &lt; y" in page and "data:image/png;base64," in page
+
+def test_one_seed_opens_with_the_caveat_and_nothing_says_yes_or_no(one_seed):
+    markdown = _markdown(one_seed)
+
+    head = markdown.split("## Setup", 1)[0]
+    assert "one seed" in head.lower() and "no interval, not testable" in head
+    for row in _table(markdown, "Fidelity")[1:]:
+        assert not re.match(r"(yes|no)\b", row[4]), row
+        assert "single seed: no interval, not testable" in row[3]
+    conclusions = _section(markdown, "Conclusions")
+    assert "single seed: no interval, not testable" in conclusions
+    assert not re.search(r":\s*(yes|no)\.", markdown)  # no bare verdicts anywhere
+
+
+def test_several_seeds_state_the_test_and_no_caveat(three_seeds):
+    head = _markdown(three_seeds).split("## Setup", 1)[0]
+    assert "3 seeds" in head and "Caveat" not in head
+
+
+def test_conclusions_give_every_view_the_disagreement_and_the_stalled_phase(three_seeds):
+    markdown = _markdown(three_seeds)
+    conclusions = _section(markdown, "Conclusions")
+
+    assert "seed 1337: 7 of 20" in conclusions
+    assert "without BatchNorm: never (seed 1337)" in conclusions and "with BatchNorm: step 12 (seed 1337), step 12 (seed 1)" in conclusions
+    assert "the views disagree" in conclusions
+    views = _table(markdown.split("### Loss range along the gradient (paper protocol)", 1)[1], "Every view")
+    assert [row[0] for row in views[1:]] == [
+        "all compared steps (per seed: the median)",
+        "at matched training loss (geometric mean over common loss levels)",
+        r"divided by the step's gradient norm \|\|g_t\|\|",
+        "early third of training", "middle third of training", "late third of training"]
+    accuracy = _table(markdown, "Final test accuracy")
+    assert accuracy[1] == ["1337", "40.0%", "60.0%", "+20.0 points"]
+    assert "Paired difference BN - no BN" in markdown and "difference 0.185 [" in markdown
+
+
+def test_markdown_links_its_figures_with_captions_and_embeds_none(three_seeds):
+    markdown = _markdown(three_seeds)
+
+    assert "data:image" not in markdown and "base64" not in markdown
+    for name in nodes.FIGURE_NAMES:
+        suffix = "gif" if name == "activation_animation" else "png"
+        assert f"](figures/{name}.{suffix})" in markdown
+    captions = re.findall(r"^\*Figure (\d+)\. (.+)\*", markdown, flags=re.MULTILINE)
+    assert [int(n) for n, _ in captions] == list(range(1, len(nodes.FIGURE_NAMES) + 1))
+    assert "One seed, the first (1337)" in markdown  # histograms: which seed
+    assert "95% Student-t interval" in markdown  # bands: which interval
+
+
+def test_write_report_node_returns_the_report_with_its_figures_and_an_html_page(three_seeds):
+    i = three_seeds
+    markdown, page, metrics = nodes.write_report(
+        i["records"]["baseline"], i["records"]["candidate"], i["params"], i["comparisons"], i["fidelity"],
+        i["provenance"], i["preprocessing"], *_figures().values())
+
+    assert set(markdown["files"]) == {f"figures/{n}.{'gif' if n == 'activation_animation' else 'png'}"
+                                      for n in nodes.FIGURE_NAMES}
+    assert markdown["text"].startswith("# A bnstudy report")
+    assert page.count("data:image/png;base64,") == len(nodes.FIGURE_NAMES) - 1
+    assert "data:image/gif;base64," in page and "<figcaption>Figure 1." in page
+    assert metrics["candidate.final_test_accuracy"] == {"value": 0.5, "step": 0}
+    assert metrics["paper/loss_range.estimate"]["value"] == pytest.approx(
+        i["comparisons"]["measures"]["paper/loss_range"]["overall"]["estimate"])
+
+
+def test_html_escapes_and_converts_the_markdown_subset():
+    assert document.inline_html("**a < b** `c|d`") == "<b>a &lt; b</b> <code>c|d</code>"

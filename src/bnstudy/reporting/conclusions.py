@@ -1,0 +1,155 @@
+"""The report's conclusions, worded from the seed-aware comparisons.
+
+Every sentence here comes from ``model_comparisons_summary`` (per-seed statistics paired
+across seeds, a 95% t interval and a paired t-test, :mod:`bnstudy.analysis.comparisons`) or
+``fidelity_summary``; nothing is decided from a single run's medians, and no claim is
+answered with a bare yes or no: each carries its interval and test, or says it could not be
+tested.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bnstudy.reporting.document import Table
+from bnstudy.reporting.plotting import MODEL_NAMES
+
+VIEWS = (
+    ("overall", "all compared steps (per seed: the median)"),
+    ("matched_loss", "at matched training loss (geometric mean over common loss levels)"),
+    ("normalized", "divided by the step's gradient norm ||g_t||"),
+)
+PHASES = ("early", "middle", "late")
+FIDELITY_COLUMNS = ["claim", "paper", "blog", "this run (value, CI, significant?)", "agrees?"]
+
+
+def seed_list(seeds: Sequence[int]) -> str:
+    return ", ".join(str(s) for s in seeds)
+
+
+def seed_caveats(seeds: Sequence[int], summary: Mapping[str, Any] | None = None) -> list[str]:
+    """The notes the report opens with: always how many seeds; plainly when that leaves the
+    comparisons untestable (one seed) or weak (two); and which measurements kept fewer than
+    two seeds after the stalled steps were excluded."""
+    n = len(seeds)
+    if n < 2:
+        return [f"**Caveat: one seed** ({seed_list(seeds) or 'none'}): no interval, not testable. Every comparison "
+                "below is a single paired value; none of them can say whether BatchNorm helps. Train several "
+                "seeds (training.seeds, e.g. [1337, 1, 2, 3, 4]) for intervals and tests."]
+    notes = [f"**{n} seeds** ({seed_list(seeds)}). Each comparison takes one statistic per seed and model, pairs the "
+             "models by seed, and gives the geometric-mean ratio BN / no BN (or the mean difference) with its "
+             "95% t interval and a paired t-test; 'significant' means p < 0.05."]
+    if n == 2:
+        notes.append("**Caveat: two seeds only.** The t intervals have one degree of freedom and are very wide.")
+    short = [name for name, m in (summary or {}).get("measures", {}).items() if m["overall"]["n"] < 2]
+    if short:
+        notes.append(f"**Caveat: {len(short)} measurement(s) kept fewer than two seeds** once the stalled steps "
+                     f"were excluded ({', '.join(short)}): their overall comparison is not testable.")
+    return notes
+
+
+def agreement(row: Mapping[str, Any], num_seeds: int | None = None) -> str:
+    """The Fidelity table's verdict with what it rests on (never a bare yes or no).
+
+    ``num_seeds``: how many seeds the run trained, to say when stalled steps left fewer."""
+    n = int(row.get("n_seeds") or 0)
+    if n < 2:
+        left = (f"{n} of {num_seeds} seeds left once stalled steps were excluded" if num_seeds and num_seeds > n
+                else "no seed measured both models" if n == 0 else "one seed")
+        return f"untested: {left}, no interval"
+    verdict = str(row["agrees"])
+    if verdict == "not significant":
+        return f"undecided: no significant difference across {n} seeds"
+    basis = "significant" if row.get("significant") else "no significant difference"
+    return f"{verdict} ({basis}, {n} seeds)"
+
+
+def fidelity_table(rows: Sequence[Mapping[str, Any]], num_seeds: int | None = None) -> Table:
+    """claim | paper | blog | this run (value, CI, significant?) | agrees?, one row per claim."""
+    return Table(FIDELITY_COLUMNS, [
+        [str(row["claim"]), str(row["paper"]), str(row["blog"]), f"{row['measure']}: {row['this_run']}",
+         agreement(row, num_seeds)] for row in rows])
+
+
+def views_table(measure: Mapping[str, Any]) -> Table:
+    """Every view of one measurement: overall, matched loss, normalized (when computed) and
+    the thirds of training."""
+    rows = [[words, measure[key]["text"]] for key, words in VIEWS if key in measure]
+    rows += [[f"{phase} third of training", measure["phases"][phase]["text"]]
+             for phase in PHASES if phase in measure.get("phases", {})]
+    return Table(["view", "BN vs no BN across seeds"], rows)
+
+
+def measure_notes(measure: Mapping[str, Any]) -> list[str]:
+    """The disagreement between views (when there is one) and the stalled rows left out."""
+    notes = []
+    if measure.get("disagreement"):
+        notes.append(f"Note: {measure['disagreement']}.")
+    excluded = measure.get("excluded_stalled_rows")
+    if excluded:
+        notes.append(f"{excluded} measured (seed, step) rows at a stalled step were excluded.")
+    return notes
+
+
+def conclusion_bullets(summary: Mapping[str, Any]) -> list[str]:
+    """One line per measurement: its label and the overall comparison across seeds."""
+    lines = []
+    for name, measure in summary["measures"].items():
+        line = f"**{measure['label']}** (`{name}`): {measure['overall']['text']}"
+        if measure.get("disagreement"):
+            line += f"; {measure['disagreement']}"
+        lines.append(line + ".")
+    return lines
+
+
+def _step(value: Any) -> str:
+    return "never" if value is None or (isinstance(value, float) and math.isnan(value)) else f"step {int(value)}"
+
+
+def stalled_paragraphs(stalled: Mapping[str, Any]) -> list[str]:
+    """Which steps were left out as stalled, and where each model left the plateau per seed."""
+    total = int(stalled["total_steps"])
+    counts = stalled.get("stalled_steps", {})
+    excluded = "; ".join(f"seed {seed}: {n} of {total}" for seed, n in counts.items()) or "none"
+    text = [f"Stalled steps, where either model of a seed sits at chance level (smoothed training loss "
+            f"within 1% of ln 10), are excluded from every comparison: {excluded} steps."]
+    exits = []
+    for model, per_seed in stalled.get("plateau_exit_step", {}).items():
+        where = ", ".join(f"{_step(step)} (seed {seed})" for seed, step in per_seed.items())
+        exits.append(f"{MODEL_NAMES.get(model, model)}: {where}")
+    if exits:
+        text.append("Where each model left the plateau (its smoothed training loss first below 2.0): "
+                    + "; ".join(exits) + ".")
+    return text
+
+
+def pct(value: Any) -> str:
+    """A fraction as a percentage with one decimal, '-' when missing."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{100 * float(value):.1f}%"
+
+
+def accuracy_table(records: Mapping[str, Mapping[str, Any]]) -> Table:
+    """Final test accuracy per seed for both models and their difference (BN - no BN)."""
+    base, cand = records["baseline"].get("per_seed", {}), records["candidate"].get("per_seed", {})
+    rows = []
+    for seed in base:
+        b = base[seed]["final_test_accuracy"]
+        c = cand.get(seed, {}).get("final_test_accuracy")
+        diff = f"{100 * (c - b):+.1f} points" if c is not None and b is not None else "-"
+        rows.append([str(seed), pct(b), pct(c), diff])
+    return Table(["seed", "without BatchNorm", "with BatchNorm", "difference (BN - no BN)"], rows)
+
+
+def headline_metrics(summary: Mapping[str, Any], records: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """Numbers for the study's MLflow run: each model's seed-mean final test accuracy, and per
+    measurement the overall estimate, interval and p-value (missing values left out)."""
+    values: dict[str, Any] = {f"{m}.final_test_accuracy": r.get("final_test_accuracy") for m, r in records.items()}
+    for name, measure in summary["measures"].items():
+        for field in ("estimate", "low", "high", "p_value"):
+            values[f"{name}.{field}"] = measure["overall"].get(field)
+    return {key: float(v) for key, v in values.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}

@@ -1,0 +1,144 @@
+"""The report as a document (sections, tables, captioned figures) and its two renderings.
+
+* Markdown links each figure by a relative path, ``figures/<name>.png`` (or ``.gif``):
+  the report is saved with its figures next to it (``ReportDataset``), so the links resolve
+  in the report's own version folder. No image is embedded.
+* HTML embeds each figure as a data URI, so the page stands alone.
+
+Table cells are escaped for either format (a ``|`` inside a Markdown cell would end it).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+FIGURE_FOLDER = "figures"
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class Section:
+    title: str
+    paragraphs: list[str] = field(default_factory=list)
+    bullets: list[str] = field(default_factory=list)
+    figures: list[str] = field(default_factory=list)  # figure names, in order
+    tables: list[tuple[str, Table]] = field(default_factory=list)
+    level: int = 2
+
+
+@dataclass
+class Report:
+    title: str
+    caveats: list[str]
+    sections: list[Section]
+    captions: dict[str, str]  # figure name -> caption
+
+
+def figure_file(name: str, payload: bytes) -> str:
+    """The figure's path relative to the report: ``figures/<name>.png`` or ``.gif``."""
+    suffix = ".gif" if payload[:4] == b"GIF8" else ".png"
+    return f"{FIGURE_FOLDER}/{name}{suffix}"
+
+
+def figure_files(figures: Mapping[str, bytes]) -> dict[str, bytes]:
+    """``{relative path: bytes}`` of the files saved next to the Markdown report."""
+    return {figure_file(name, payload): payload for name, payload in figures.items()}
+
+
+def _numbered(report: Report, figures: Mapping[str, bytes]) -> dict[str, int]:
+    names = [n for s in report.sections for n in s.figures if n in figures]
+    return {name: i for i, name in enumerate(names, start=1)}
+
+
+def md_cell(text: str) -> str:
+    """A Markdown table cell: ``|`` escaped, line breaks flattened."""
+    return " ".join(str(text).split()).replace("|", r"\|")
+
+
+def markdown_table(table: Table) -> str:
+    lines = ["| " + " | ".join(md_cell(c) for c in table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in table.rows]
+    return "\n".join(lines)
+
+
+def render_markdown(report: Report, figures: Mapping[str, bytes]) -> str:
+    """The report as Markdown, linking its figures (see the module docstring)."""
+    numbers = _numbered(report, figures)
+    out = [f"# {report.title}", ""]
+    out += [f"> {c}\n" for c in report.caveats]
+    for section in report.sections:
+        out += ["#" * section.level + f" {section.title}", ""]
+        out += [p + "\n" for p in section.paragraphs]
+        if section.bullets:
+            out += [f"- {b}" for b in section.bullets] + [""]
+        for caption, table in section.tables:
+            out += [f"**{caption}**", "", markdown_table(table), ""]
+        for name in section.figures:
+            if name in figures:
+                path = figure_file(name, figures[name])
+                caption = report.captions.get(name, name)
+                out += [f"![Figure {numbers[name]}: {name}]({path})", "",
+                        f"*Figure {numbers[name]}. {caption}* (`{path}`)", ""]
+    return "\n".join(out) + "\n"
+
+
+def inline_html(text: str) -> str:
+    """Escaped HTML of a line of the report's Markdown subset (``**bold**``, ```code```)."""
+    escaped = html.escape(text)
+    escaped = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", escaped)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+
+
+def _mime(payload: bytes) -> str:
+    return "image/gif" if payload[:4] == b"GIF8" else "image/png"
+
+
+HTML_STYLE = (
+    "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.45}"
+    "table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
+    "text-align:left;vertical-align:top}th{background:#f3f3f3}img{max-width:100%}"
+    "figure{margin:1em 0 2em}figcaption{font-style:italic;font-size:0.92em}"
+    ".caveat{border-left:4px solid #9a6700;background:#fff8e6;padding:0.4em 1em}</style>"
+)
+
+
+def _html_section(section: Section, report: Report, figures: Mapping[str, bytes], numbers: dict[str, int]) -> list[str]:
+    esc = html.escape
+    level = min(section.level, 6)
+    parts = [f"<h{level}>{esc(section.title)}</h{level}>"]
+    parts += [f"<p>{inline_html(p)}</p>" for p in section.paragraphs]
+    if section.bullets:
+        parts.append("<ul>" + "".join(f"<li>{inline_html(b)}</li>" for b in section.bullets) + "</ul>")
+    for caption, table in section.tables:
+        head = "".join(f"<th>{esc(c)}</th>" for c in table.columns)
+        body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in table.rows)
+        parts.append(f"<p><b>{esc(caption)}</b></p><table><tr>{head}</tr>{body}</table>")
+    for name in section.figures:
+        if name in figures:
+            data = base64.b64encode(figures[name]).decode()
+            parts.append(f"<figure><img alt='{esc(name)}' src='data:{_mime(figures[name])};base64,{data}'>"
+                         f"<figcaption>Figure {numbers[name]}. {esc(report.captions.get(name, name))}"
+                         "</figcaption></figure>")
+    return parts
+
+
+def render_html(report: Report, figures: Mapping[str, bytes]) -> str:
+    """The report as one self-contained HTML page (figures inline)."""
+    esc = html.escape
+    numbers = _numbered(report, figures)
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(report.title)}</title>",
+             HTML_STYLE, "</head><body>", f"<h1>{esc(report.title)}</h1>"]
+    parts += [f"<p class='caveat'>{inline_html(c)}</p>" for c in report.caveats]
+    for section in report.sections:
+        parts += _html_section(section, report, figures, numbers)
+    parts.append("</body></html>")
+    return "\n".join(parts)

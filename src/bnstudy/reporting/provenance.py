@@ -1,0 +1,120 @@
+"""The report's Setup: where the data came from and how the study was run, as a table.
+
+Read from the ingestion's ``cifar10_provenance``, the ``preprocessing`` parameters, both
+models' run records (configs, seeds, versions, device, wall time) and the ``reporting``
+parameters (the configuration environment).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bnstudy.core.config import ModelConfig
+from bnstudy.reporting.document import Table
+
+Record = Mapping[str, Any]
+OFFICIAL = "official archive (cifar-10-python.tar.gz, the original pixels)"
+
+
+def data_kind(provenance: Record) -> str:
+    """Whether the images are the official archive's or a re-encoded copy (e.g. JPEG)."""
+    source = provenance.get("source")
+    if source == "download":
+        return f"{OFFICIAL}, downloaded from {provenance.get('url', '?')}"
+    if source == "python_archive":
+        return OFFICIAL
+    location = str(provenance.get("location", "")).lower()
+    if "jpeg" in location or "jpg" in location:
+        return "JPEG copy (image folder): re-encoded pixels, not the official archive"
+    return "image-folder copy: re-encoded pixels, not the official archive"
+
+
+def _subset(size: Any, used: Any, split: str, seed: Any) -> str:
+    if size is None:
+        return f"{used:,} {split} images (all of the source's)"
+    return f"{used:,} {split} images (class-stratified subset of size {size}, preprocessing seed {seed})"
+
+
+def data_rows(provenance: Record, preprocessing: Record, records: Mapping[str, Record]) -> list[list[str]]:
+    """Source, checksum, kind of copy and the subset sizes that training used."""
+    record = records["candidate"]
+    checksum = provenance.get("checksum", "-")
+    if provenance.get("md5"):
+        checksum += f" (md5 {provenance['md5']})"
+    seed = preprocessing.get("seed")
+    sizes = (f"{_subset(preprocessing.get('train_size'), record.get('num_train'), 'train', seed)}; "
+             f"{_subset(preprocessing.get('test_size'), record.get('num_test'), 'test', seed)}")
+    return [
+        ["data source", f"{provenance.get('source', '?')}: {provenance.get('location', '?')}"],
+        ["data checksum", checksum],
+        ["data copy", data_kind(provenance)],
+        ["source images read", f"{provenance.get('num_train', '?'):,} train / {provenance.get('num_test', '?'):,} test"
+         if isinstance(provenance.get("num_train"), int) else "-"],
+        ["train / test subset", sizes],
+    ]
+
+
+def _strides(measurements: Sequence[Record]) -> str:
+    parts = []
+    for m in measurements:
+        every = m.get("measure_every", 1)
+        parts.append(f"{m.get('name')}: every {'step' if every == 1 else f'{every} steps'} "
+                     f"(ICS in {m.get('ics_mode')} mode; probes {m.get('probe_start')}, {m.get('probe_mode')} mode)")
+    return "; ".join(parts)
+
+
+def model_rows(records: Mapping[str, Record]) -> list[list[str]]:
+    """Network widths after the width multiplier, optimization, steps, seeds, protocols."""
+    record = records["candidate"]
+    model = ModelConfig.from_dict(record["model_config"])
+    train = record["train_config"]
+    multiplier = f" (x {model.width_multiplier:g} of {list(model.conv_features)})" if model.width_multiplier != 1 else ""
+    return [
+        ["conv widths (after the width multiplier)", f"{list(model.conv_widths)}{multiplier}"],
+        ["dense widths (after the width multiplier)", f"{list(model.dense_widths)} then {model.num_classes} outputs"],
+        ["normalization", "candidate: BatchNorm after every conv; baseline: none"],
+        ["steps", f"{record.get('num_steps', '?'):,} of SGD (lr {train.get('learning_rate')}, momentum "
+                  f"{train.get('momentum')}, batch {train.get('batch_size')}, {train.get('epochs')} epochs)"],
+        ["seeds", ", ".join(str(s) for s in record.get("seeds", [train.get("seed")]))],
+        ["measurement stride per protocol", _strides(record.get("measurement_configs", []))],
+        ["matmul precision", str(train.get("matmul_precision", "-"))],
+    ]
+
+
+def _same_or_both(records: Mapping[str, Record], value) -> str:
+    values = {model: value(record) for model, record in records.items()}
+    distinct = set(values.values())
+    return distinct.pop() if len(distinct) == 1 else "; ".join(f"{m}: {v}" for m, v in values.items())
+
+
+def _device(record: Record) -> str:
+    runtime = record.get("runtime", {})
+    backend = runtime.get("backend", "?")
+    if backend == "cpu":
+        return f"CPU: {runtime.get('cpu', '?')} ({runtime.get('device_count', '?')} JAX device(s))"
+    return (f"{backend.upper()}: {runtime.get('device_kind', '?')} x {runtime.get('device_count', '?')} "
+            f"(host CPU {runtime.get('cpu', '?')})")
+
+
+def run_rows(records: Mapping[str, Record], environment: str) -> list[list[str]]:
+    """Environment, library versions, device and wall time."""
+    def versions(record: Record) -> str:
+        found = record.get("runtime", {}).get("versions", {})
+        return ", ".join(f"{name} {found[name]}" for name in ("jax", "jaxlib", "flax", "optax", "kedro") if name in found)
+
+    wall = "; ".join(f"{name} {float(r.get('wall_time_s', float('nan'))):.1f} s"
+                     + (f" (of which compile {float(r['compile_time_s']):.1f} s)" if r.get("compile_time_s") else "")
+                     for name, r in records.items())
+    return [
+        ["environment", f"{environment} (conf/{environment})"],
+        ["versions", _same_or_both(records, versions)],
+        ["device", _same_or_both(records, _device)],
+        ["wall time (training, all seeds)", wall],
+    ]
+
+
+def setup_table(provenance: Record, preprocessing: Record, records: Mapping[str, Record], environment: str) -> Table:
+    """The Setup (provenance) table: field | value."""
+    rows = data_rows(provenance, preprocessing, records) + model_rows(records) + run_rows(records, environment)
+    return Table(["field", "value"], rows)
