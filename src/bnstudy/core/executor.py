@@ -77,6 +77,31 @@ def _numpy_filler(shapes):
         s.dtype, np.floating) else 0, s.dtype), shapes)
 
 
+def mask_diverged(outputs: dict[str, Any], diverged_at: np.ndarray,
+                  first: int) -> dict[str, Any]:
+    """Chunk outputs [S, n, ...] (numpy) with every value of a diverged seed's steps
+    t >= diverged_at replaced: NaN (integer counts: 0, as on steps without a snapshot).
+
+    Only ``train_loss`` at t = diverged_at keeps its value: it is the loss L(W_t) whose
+    gradient or update was not finite (often inf or NaN itself). The rest would describe a
+    state that never existed (W_{t+1}) or the frozen W_t presented as a later step.
+    """
+    steps = first + np.arange(outputs["train_loss"].shape[1])
+    diverged = diverged_at[:, None]
+    after = (diverged >= 0) & (steps[None, :] >= diverged)  # [S, n]
+    if not after.any():
+        return outputs
+
+    def mask(leaf: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        rows = rows.reshape(rows.shape + (1,) * (leaf.ndim - 2))
+        return np.where(rows, np.nan if np.issubdtype(leaf.dtype, np.floating) else 0, leaf)
+
+    loss_rows = after & (steps[None, :] != diverged)
+    return {name: mask(value, loss_rows) if name == "train_loss"
+            else jax.tree.map(lambda leaf: mask(leaf, after), value)
+            for name, value in outputs.items()}
+
+
 def scan_chunk(spec: Spec, state: TrainState, x_all, y_all, order, due, snap_due, active, *,
                computations: tuple[Computation, ...], snapshots: bool):
     """One chunk as one program: a scan over steps (one seed; the executor vmaps it)."""
@@ -138,7 +163,8 @@ class Executor:
 
     def run_chunk(self, states: TrainState, data: dict[str, Any], first: int,
                   stop: int) -> tuple[TrainState, dict[str, Any]]:
-        """Steps first..stop-1 of every seed: (states, outputs numpy [S, stop - first, ...]).
+        """Steps first..stop-1 of every seed: (states, outputs numpy [S, stop - first, ...]),
+        the outputs of a diverged seed masked from its divergence on (:func:`mask_diverged`).
 
         ``data`` holds x [N, ...], y [N] and orders [S, E, N'] (each seed's data order).
         """
@@ -146,11 +172,13 @@ class Executor:
             return self._scan(states, data, first, stop)
         seeds = [self._host_seed(seed_slice(states, s), data, data["orders"][s], first, stop)
                  for s in range(num_seeds(states))]
-        per_seed = jax.device_get([pieces for _, pieces in seeds])  # the one transfer
+        per_seed, diverged_at = jax.device_get(  # the one transfer
+            ([pieces for _, pieces in seeds], [state.diverged_at for state, _ in seeds]))
         outputs = [jax.tree.map(lambda *steps: np.stack(steps), *pieces)
                    for pieces in per_seed]
         stacked = jax.tree.map(lambda *values: np.stack(values), *outputs)
-        return stack_states([state for state, _ in seeds]), stacked
+        return (stack_states([state for state, _ in seeds]),
+                mask_diverged(stacked, np.asarray(diverged_at), first))
 
     def _scan(self, states, data, first, stop):
         length = self.plan.steps_per_chunk
@@ -164,8 +192,9 @@ class Executor:
         args = (states, data["x"], data["y"], data["orders"], due, snap_due, active)
         program = compiled("scan_chunk", vmapped, self.spec, args, donate=(0,))
         states, outputs = program(*args)
-        outputs = jax.device_get(outputs)  # the one transfer of this chunk
-        return states, jax.tree.map(lambda a: a[:, : stop - first], outputs)
+        outputs, diverged_at = jax.device_get((outputs, states.diverged_at))  # the one transfer
+        return states, mask_diverged(jax.tree.map(lambda a: a[:, : stop - first], outputs),
+                                     np.asarray(diverged_at), first)
 
     def _host_seed(self, state, data, order, first, stop):
         pieces = []

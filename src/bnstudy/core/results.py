@@ -44,6 +44,11 @@ class TrainingResult:
         model_config, train_config: the configs as dicts; measurement_configs: list.
         wall_time_s: seconds of the whole run (all seeds); compile_time_s: seconds of the
             first chunk beyond the median chunk (an estimate of compilation).
+        diverged_at: None for a healthy run; else the first step k whose loss, gradient or
+            update was not finite. Training stopped there: final_params / final_batch_stats
+            are W_k (the last finite state), and every value of steps t >= k is NaN (integer
+            histogram counts 0) except train_loss[k], the loss that diverged; evaluations
+            after step k and the final init_distance entry are NaN.
     """
 
     seed: int
@@ -67,6 +72,7 @@ class TrainingResult:
     measurement_configs: list[dict[str, Any]]
     wall_time_s: float = 0.0
     compile_time_s: float = 0.0
+    diverged_at: int | None = None
 
 
 def _extremes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -33,6 +33,9 @@ class TrainState:
         initial_params: W_0 (distance from initialization reads it).
         data_key: [2] uint32, raw key data of the data-order key; epoch e is shuffled by
             ``fold_in(data_key, e)``.
+        diverged_at: [] int32, the first step t whose loss, gradient or update was not
+            finite (-1 while healthy); from then on the update leaves params, batch_stats
+            and opt_state as they were (see :func:`bnstudy.core.step.update`).
     """
 
     step: jax.Array
@@ -41,6 +44,7 @@ class TrainState:
     opt_state: Any
     initial_params: Params
     data_key: jax.Array
+    diverged_at: jax.Array
 
 
 def make_optimizer(train_config: TrainConfig) -> optax.GradientTransformation:
@@ -67,6 +71,7 @@ def init_state(model: PureModel, train_config: TrainConfig, seed: int) -> TrainS
         opt_state=make_optimizer(train_config).init(params),
         initial_params=jax.tree.map(jnp.copy, params),
         data_key=jax.random.key_data(data_key),
+        diverged_at=jnp.full((), -1, jnp.int32),
     )
 
 

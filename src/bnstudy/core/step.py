@@ -71,16 +71,48 @@ def batch_of(spec: Spec, x_all: jax.Array, y_all: jax.Array, order: jax.Array,
 
 
 def update(spec: Spec, state: TrainState, x: jax.Array, y: jax.Array):
-    """One SGD step on (x, y): (new state, train-mode loss at W_t, gradient g_t, forward)."""
+    """One SGD step on (x, y): (new state, train-mode loss at W_t, gradient g_t, forward).
+
+    A step whose loss, gradient or updated state is not finite is not applied (see
+    :func:`guard_divergence`); the step counter advances either way.
+    """
     model = model_of(spec.model_config)
     (loss, forward), grads = jax.value_and_grad(
         lambda p: model.loss(p, state.batch_stats, x, y, train=True), has_aux=True)(state.params)
     updates, opt_state = make_optimizer(spec.train_config).update(
         grads, state.opt_state, state.params)
-    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params,
-                                                                              updates),
-                              opt_state=opt_state, batch_stats=forward.batch_stats)
-    return new_state, loss, grads, forward
+    stepped = state.replace(step=state.step + 1, params=optax.apply_updates(state.params,
+                                                                            updates),
+                            opt_state=opt_state, batch_stats=forward.batch_stats)
+    return guard_divergence(state, stepped, loss, grads), loss, grads, forward
+
+
+def all_finite(tree) -> jax.Array:
+    """[] bool: every element of every floating leaf of ``tree`` is finite."""
+    checks = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
+              if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(checks)) if checks else jnp.bool_(True)
+
+
+def guard_divergence(state: TrainState, stepped: TrainState, loss: jax.Array,
+                     grads) -> TrainState:
+    """``stepped`` if the step was finite and the state healthy, else the old weights.
+
+    The first step t with a non-finite loss, gradient or updated (params, batch_stats,
+    opt_state) sets ``diverged_at = t``; from then on params, batch_stats and opt_state stay
+    those of W_t (the last finite state), so NaN never enters the state and one seed of a
+    stacked (vmapped) run cannot disturb the others. A ``where`` on a true condition
+    returns its first operand exactly: a healthy run is bit-for-bit unchanged.
+    """
+    healthy = state.diverged_at < 0
+    finite = all_finite((loss, grads, stepped.params, stepped.batch_stats, stepped.opt_state))
+    keep = healthy & finite
+    kept = jax.tree.map(lambda new, old: jnp.where(keep, new, old),
+                        (stepped.params, stepped.batch_stats, stepped.opt_state),
+                        (state.params, state.batch_stats, state.opt_state))
+    return stepped.replace(params=kept[0], batch_stats=kept[1], opt_state=kept[2],
+                           diverged_at=jnp.where(healthy & ~finite, state.step,
+                                                 state.diverged_at))
 
 
 def step_metrics(spec: Spec, new_state: TrainState, loss: jax.Array, x: jax.Array,

@@ -6,7 +6,10 @@ leading seed axis, shardable over devices); ``train`` is its single-seed form.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -15,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bnstudy.core.checkpoint import Checkpoint, RunCheckpoints, fingerprint
 from bnstudy.core.config import MeasurementConfig, ModelConfig, TrainConfig
 from bnstudy.core.executor import Executor
 from bnstudy.core.measurements import distance_from_init
@@ -80,17 +84,22 @@ def evaluate_seeds(spec: Spec, states: TrainState, test_batches) -> list[tuple[f
 
 
 class _Recorder:
-    """Collects chunk outputs, evaluations and timings on the host."""
+    """Collects chunk outputs, evaluations and timings on the host; what a checkpoint keeps."""
 
     def __init__(self, seeds: int):
         self.chunks: list[dict[str, Any]] = []
         self.evaluations: list[tuple[int, list[tuple[float, float]]]] = []
         self.chunk_seconds: list[float] = []
         self.seeds = seeds
+        self.diverged_at = np.full(seeds, -1)
 
     def chunk(self, outputs, seconds: float) -> None:
         self.chunks.append(outputs)
         self.chunk_seconds.append(seconds)
+
+    def done(self) -> int:
+        """Steps recorded so far."""
+        return sum(chunk["train_loss"].shape[1] for chunk in self.chunks)
 
     def seed_outputs(self, index: int) -> dict[str, Any]:
         return jax.tree.map(lambda *parts: np.concatenate([p[index] for p in parts]),
@@ -101,21 +110,141 @@ class _Recorder:
             return 0.0
         return max(0.0, self.chunk_seconds[0] - float(np.median(self.chunk_seconds[1:])))
 
+    def note_divergence(self, diverged_at: np.ndarray, seeds: Sequence[int]) -> None:
+        """Log each seed whose state just diverged (``diverged_at`` [S], -1: healthy)."""
+        for seed, before, now in zip(seeds, self.diverged_at, diverged_at, strict=True):
+            if before < 0 <= now:
+                logger.warning("seed %d diverged at step %d (non-finite loss, gradient or "
+                               "update): its weights stay those of step %d, its traces are "
+                               "NaN from there, the other seeds go on", seed, now, now)
+        self.diverged_at = np.asarray(diverged_at)
+
+    def record(self) -> dict[str, Any]:
+        """What a checkpoint keeps: outputs [S, done, ...] and evaluations as arrays."""
+        return {"outputs": jax.tree.map(lambda *parts: np.concatenate(parts, axis=1),
+                                        *self.chunks),
+                "eval_steps": np.array([done for done, _ in self.evaluations], np.int64),
+                "eval_values": np.array([seeds for _, seeds in self.evaluations], np.float64)}
+
+    @classmethod
+    def restored(cls, seeds: int, checkpoint: Checkpoint) -> _Recorder:
+        """The recorder of a run as it was when ``checkpoint`` was saved."""
+        recorder = cls(seeds)
+        record = checkpoint.record
+        recorder.chunks = [record["outputs"]]
+        recorder.evaluations = [(int(done), [(float(loss), float(accuracy))
+                                             for loss, accuracy in values])
+                                for done, values in zip(record["eval_steps"],
+                                                        record["eval_values"], strict=True)]
+        recorder.chunk_seconds = list(checkpoint.extra["chunk_seconds"])
+        recorder.diverged_at = np.asarray(checkpoint.state.diverged_at)
+        return recorder
+
+
+def _mean_of_finite(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.mean(finite)) if finite.size else float("nan")
+
 
 def _report(recorder: _Recorder, done: int, total: int, normalization: str,
             progress: Progress | None) -> None:
     last = recorder.chunks[-1]
-    metrics = {"train_loss": float(np.mean(last["train_loss"])),
-               "train_accuracy": float(np.mean(last["train_accuracy"][:, -1]))}
+    metrics = {"train_loss": _mean_of_finite(last["train_loss"]),
+               "train_accuracy": _mean_of_finite(last["train_accuracy"][:, -1])}
     if recorder.evaluations and recorder.evaluations[-1][0] == done:
-        seeds = recorder.evaluations[-1][1]
-        metrics.update(test_loss=float(np.mean([s[0] for s in seeds])),
-                       test_accuracy=float(np.mean([s[1] for s in seeds])))
-    logger.info("[normalization=%s, %d seed(s)] step %d/%d %s", normalization,
-                recorder.seeds, done, total,
+        seeds = np.array(recorder.evaluations[-1][1])
+        metrics.update(test_loss=_mean_of_finite(seeds[:, 0]),
+                       test_accuracy=_mean_of_finite(seeds[:, 1]))
+    diverged = int(np.sum(recorder.diverged_at >= 0))
+    logger.info("[normalization=%s, %d seed(s)%s] step %d/%d %s", normalization,
+                recorder.seeds, f", {diverged} diverged" if diverged else "", done, total,
                 ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     if progress is not None:
         progress(done, total, metrics)
+
+
+def _evaluation(spec: Spec, states: TrainState, test_batches, done: int,
+                diverged_at: np.ndarray) -> list[tuple[float, float]]:
+    """Test (loss, accuracy) of every seed at ``done`` steps; NaN for a seed that diverged
+    before (its frozen weights are not the weights of step ``done``)."""
+    return [(float("nan"), float("nan")) if 0 <= diverged < done else values
+            for values, diverged in zip(evaluate_seeds(spec, states, test_batches),
+                                        diverged_at, strict=True)]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """What the chunk loop needs besides the state."""
+
+    spec: Spec
+    plan: MeasurementPlan
+    loop: str
+    data: dict[str, Any]
+    test_batches: tuple
+    seeds: tuple[int, ...]
+
+
+def _run_chunks(run: _Run, states: TrainState, recorder: _Recorder, progress: Progress | None,
+                concurrent_probes: bool, checkpoints: RunCheckpoints | None,
+                checkpoint_every_s: float) -> TrainState:
+    """The remaining chunks of the plan; a checkpoint after a chunk when due and at the end."""
+    eval_at = set(run.plan.eval_steps())
+    chunks = run.plan.chunks(recorder.done())
+    last_save = time.monotonic()
+    with Executor(run.spec, run.plan, run.loop, concurrent_probes) as executor:
+        for index, (first, stop) in enumerate(chunks):
+            chunk_started = time.perf_counter()
+            states, outputs = executor.run_chunk(states, run.data, first, stop)
+            recorder.chunk(outputs, time.perf_counter() - chunk_started)
+            recorder.note_divergence(np.asarray(jax.device_get(states.diverged_at)), run.seeds)
+            if stop in eval_at:
+                recorder.evaluations.append((stop, _evaluation(
+                    run.spec, states, run.test_batches, stop, recorder.diverged_at)))
+            if checkpoints is not None and (index == len(chunks) - 1 or
+                                            time.monotonic() - last_save >= checkpoint_every_s):
+                checkpoints.save(stop, jax.device_get(states), recorder.record(),
+                                 {"chunk_seconds": recorder.chunk_seconds})
+                last_save = time.monotonic()
+            _report(recorder, stop, run.plan.total_steps,
+                    run.spec.model_config.normalization, progress)
+    return states
+
+
+def _start(run: _Run, train_config: TrainConfig, states: TrainState,
+           arrays: dict[str, np.ndarray], shard: Callable[[Any], Any] | None,
+           checkpoints: RunCheckpoints | None) -> tuple[_Run, TrainState, _Recorder]:
+    """(the run with its data on device, the states, the recorder): those of the newest
+    usable checkpoint, or fresh ones with the evaluation at step 0."""
+    restored = None if checkpoints is None else checkpoints.restore(jax.device_get(states))
+    if restored is not None:
+        states = jax.tree.map(jnp.asarray, restored.state)
+    x_train, total = arrays["x_train"], run.plan.total_steps
+    per_epoch = train_config.steps_per_epoch(x_train.shape[0])
+    orders = data_orders(states, -(-total // per_epoch), x_train.shape[0],
+                         per_epoch * train_config.batch_size)
+    if shard is not None:
+        states, orders = shard(states), shard(orders)
+    dtype = np.dtype(run.spec.model_config.param_dtype)
+    run = dataclasses.replace(
+        run, data={"x": jnp.asarray(np.asarray(x_train, dtype)),
+                   "y": jnp.asarray(np.asarray(arrays["y_train"], np.int32)), "orders": orders},
+        test_batches=batched_for_eval(arrays["x_test"], arrays["y_test"],
+                                      train_config.eval_batch_size, dtype))
+    if restored is not None:
+        return run, states, _Recorder.restored(len(run.seeds), restored)
+    recorder = _Recorder(len(run.seeds))
+    recorder.evaluations.append((0, evaluate_seeds(run.spec, states, run.test_batches)))
+    return run, states, recorder
+
+
+def _run_hash(spec: Spec, plan: MeasurementPlan, loop: str, arrays: dict[str, np.ndarray],
+              train_config: TrainConfig) -> str:
+    """The configuration hash of a run: what must match for a checkpoint to be used."""
+    configs = {"model": spec.model_config.to_dict(), "train": train_config.to_dict(),
+               "measurements": [preset.to_dict() for preset in plan.presets],
+               "snapshots": plan.snapshots, "loop": loop,
+               "x64": bool(jax.config.jax_enable_x64), "format": "bnstudy.core.training/1"}
+    return fingerprint(configs, arrays)
 
 
 def train_seeds(model_config: ModelConfig, train_config: TrainConfig,
@@ -123,18 +252,26 @@ def train_seeds(model_config: ModelConfig, train_config: TrainConfig,
                 x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
                 y_test: np.ndarray, progress: Progress | None = None, *,
                 snapshots: bool = True, concurrent_probes: bool = True,
-                shard: Callable[[Any], Any] | None = None) -> list[TrainingResult]:
+                shard: Callable[[Any], Any] | None = None,
+                checkpoint_dir: str | os.PathLike | None = None,
+                checkpoint_every_s: float = 60.0) -> list[TrainingResult]:
     """Train every seed of ``train_config.seed_list`` together and measure them.
 
     Args:
         model_config, train_config: the network and the run.
         measurement_configs: protocols for ICS and probes, all measured on one trajectory.
         x_train, x_test: float [N, H, W, C] normalized images; y_train, y_test: int [N].
-        progress: called after every chunk as ``progress(done, total, metrics)`` (seed means).
+        progress: called after every chunk as ``progress(done, total, metrics)`` (means over
+            the seeds that have not diverged).
         snapshots: record activation statistics and distance from init.
         concurrent_probes: let the host loop use its worker thread.
         shard: optional function applied to the stacked state and the orders (e.g.
             ``jax.device_put`` with a ``NamedSharding`` over the seed axis).
+        checkpoint_dir: where to keep checkpoints (:mod:`bnstudy.core.checkpoint`); a run
+            with the same configuration and data resumes from the newest usable one and
+            ends bit-for-bit as an uninterrupted run. None: no checkpoints.
+        checkpoint_every_s: save after a chunk once this many seconds passed since the last
+            save (and always after the last chunk).
 
     Returns:
         One :class:`TrainingResult` per seed, in seed order.
@@ -145,29 +282,18 @@ def train_seeds(model_config: ModelConfig, train_config: TrainConfig,
     total = train_config.total_steps(x_train.shape[0])
     plan = MeasurementPlan.build(model_config, train_config, measurement_configs, total,
                                  snapshots=snapshots)
-    dtype = np.dtype(model_config.param_dtype)
-    states = init_states(model_of(model_config), train_config, train_config.seed_list)
-    initial = jax.device_get((states.params, states.batch_stats))
-    per_epoch = train_config.steps_per_epoch(x_train.shape[0])
-    orders = data_orders(states, -(-total // per_epoch), x_train.shape[0],
-                         per_epoch * train_config.batch_size)
-    if shard is not None:
-        states, orders = shard(states), shard(orders)
-    data = {"x": jnp.asarray(np.asarray(x_train, dtype)),
-            "y": jnp.asarray(np.asarray(y_train, np.int32)), "orders": orders}
-    test_batches = batched_for_eval(x_test, y_test, train_config.eval_batch_size, dtype)
-    recorder = _Recorder(len(train_config.seed_list))
-    recorder.evaluations.append((0, evaluate_seeds(spec, states, test_batches)))
-    eval_at = set(plan.eval_steps())
     loop = train_config.resolved_step_loop(jax.default_backend())
-    with Executor(spec, plan, loop, concurrent_probes) as executor:
-        for first, stop in plan.chunks():
-            chunk_started = time.perf_counter()
-            states, outputs = executor.run_chunk(states, data, first, stop)
-            recorder.chunk(outputs, time.perf_counter() - chunk_started)
-            if stop in eval_at:
-                recorder.evaluations.append((stop, evaluate_seeds(spec, states, test_batches)))
-            _report(recorder, stop, total, model_config.normalization, progress)
+    seeds = train_config.seed_list
+    states = init_states(model_of(model_config), train_config, seeds)
+    initial = jax.device_get((states.params, states.batch_stats))
+    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    checkpoints = None if checkpoint_dir is None else RunCheckpoints(
+        checkpoint_dir, _run_hash(spec, plan, loop, arrays, train_config))
+    with checkpoints or contextlib.nullcontext():
+        run, states, recorder = _start(_Run(spec, plan, loop, {}, (), seeds), train_config,
+                                       states, arrays, shard, checkpoints)
+        states = _run_chunks(run, states, recorder, progress, concurrent_probes, checkpoints,
+                             checkpoint_every_s)
     results = _results(spec, train_config, plan, states, initial, recorder)
     for result in results:
         result.wall_time_s = time.perf_counter() - started
@@ -182,11 +308,13 @@ def _results(spec: Spec, train_config: TrainConfig, plan: MeasurementPlan, state
     final = jax.device_get((states.params, states.batch_stats))
     distances = jax.device_get(jax.vmap(
         lambda p, p0: distance_from_init(p, p0, layers))(states.params, states.initial_params))
+    diverged_at = np.asarray(jax.device_get(states.diverged_at))
     results = []
     for index, seed in enumerate(train_config.seed_list):
         pick = lambda tree, i=index: jax.tree.map(lambda leaf: np.asarray(leaf[i]), tree)  # noqa: E731
         outputs = recorder.seed_outputs(index)
         initial_params = pick(initial[0])
+        diverged = int(diverged_at[index]) if diverged_at[index] >= 0 else None
         result = TrainingResult(
             seed=seed, layers=list(layers), leaf_paths=leaf_paths(initial_params),
             steps=np.arange(plan.total_steps), train_loss=outputs["train_loss"],
@@ -201,10 +329,13 @@ def _results(spec: Spec, train_config: TrainConfig, plan: MeasurementPlan, state
             initial_batch_stats=pick(initial[1]), final_params=pick(final[0]),
             final_batch_stats=pick(final[1]), model_config=model_config.to_dict(),
             train_config={**train_config.to_dict(), "seed": seed, "seeds": [seed]},
-            measurement_configs=[c.to_dict() for c in plan.presets])
+            measurement_configs=[c.to_dict() for c in plan.presets], diverged_at=diverged)
         if plan.snapshots:
+            # a diverged seed has no W_T: its final distance is NaN, not that of W_diverged
+            final_distance = jax.tree.map(lambda v: np.full_like(v, np.nan), pick(distances)) \
+                if diverged is not None else pick(distances)
             result.activation_stats, result.init_distance = collect_snapshots(
-                plan, train_config, outputs, list(layers), pick(distances))
+                plan, train_config, outputs, list(layers), final_distance)
         results.append(result)
     return results
 
@@ -213,7 +344,8 @@ def train(model_config: ModelConfig, train_config: TrainConfig,
           measurement_configs: Sequence[MeasurementConfig],
           x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
           progress: Progress | None = None, *, snapshots: bool = True,
-          concurrent_probes: bool = True) -> TrainingResult:
+          concurrent_probes: bool = True, checkpoint_dir: str | os.PathLike | None = None,
+          checkpoint_every_s: float = 60.0) -> TrainingResult:
     """Train one seed (``train_config.seed``) and measure it: :func:`train_seeds`'s single
     result. With ``train_config.seeds`` set, use :func:`train_seeds`."""
     if len(train_config.seed_list) != 1:
@@ -221,7 +353,8 @@ def train(model_config: ModelConfig, train_config: TrainConfig,
                          f"{list(train_config.seeds)}; call train_seeds() for several")
     return train_seeds(model_config, train_config, measurement_configs, x_train, y_train,
                        x_test, y_test, progress, snapshots=snapshots,
-                       concurrent_probes=concurrent_probes)[0]
+                       concurrent_probes=concurrent_probes, checkpoint_dir=checkpoint_dir,
+                       checkpoint_every_s=checkpoint_every_s)[0]
 
 
 __all__ = ["TrainingResult", "batched_for_eval", "check_inputs", "data_orders",

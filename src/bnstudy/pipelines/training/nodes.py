@@ -234,7 +234,8 @@ def init_distance_table(result: TrainingResult) -> pd.DataFrame:
 
 def run_record(results: list[TrainingResult]) -> dict[str, Any]:
     """Resolved configs, seeds and timings, JSON-ready (the configs are those of the run;
-    ``seeds`` lists every seed, ``per_seed`` their final test numbers)."""
+    ``seeds`` lists every seed, ``per_seed`` their final test numbers and ``diverged_at``: the
+    step a seed diverged at, None when healthy)."""
     first = results[0]
     return json_ready(
         {
@@ -250,7 +251,11 @@ def run_record(results: list[TrainingResult]) -> dict[str, Any]:
             "final_test_accuracy": float(np.mean([r.test_accuracy[-1] for r in results])),
             "final_test_loss": float(np.mean([r.test_loss[-1] for r in results])),
             "per_seed": {
-                str(r.seed): {"final_test_accuracy": float(r.test_accuracy[-1]), "final_test_loss": float(r.test_loss[-1])}
+                str(r.seed): {
+                    "final_test_accuracy": float(r.test_accuracy[-1]),
+                    "final_test_loss": float(r.test_loss[-1]),
+                    "diverged_at": r.diverged_at,
+                }
                 for r in results
             },
         }

@@ -1,0 +1,183 @@
+"""Checkpoints: a resumed run ends bit-for-bit as an uninterrupted one; checkpoints of
+another configuration or with damaged files are never used."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from bnstudy.core import PRESETS, TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, train_seeds
+from bnstudy.core.checkpoint import RunCheckpoints, fingerprint
+
+# 10 steps in chunks of 4: checkpoints after steps 4, 8 and 10 (checkpoint_every_s=0)
+CONFIG = dataclasses.replace(TINY_TRAIN_CONFIG, seeds=(1, 2))
+MEASURED = [dataclasses.replace(PRESETS["paper"], measure_every=2)]
+TIMES = ("wall_time_s", "compile_time_s")
+
+
+class Interrupted(Exception):
+    pass
+
+
+def assert_bitwise_equal(results, expected) -> None:
+    """Every array and value of every TrainingResult, exactly (timings aside)."""
+    assert len(results) == len(expected)
+    for got, want in zip(results, expected, strict=True):
+        for field in dataclasses.fields(want):
+            if field.name not in TIMES:
+                jax.tree.map(np.testing.assert_array_equal, getattr(got, field.name),
+                             getattr(want, field.name))
+
+
+def run(arrays, checkpoint_dir=None, presets=(), progress=None, **kwargs):
+    return train_seeds(TINY_MODEL_CONFIG, CONFIG, list(presets), *arrays, progress,
+                       snapshots=bool(presets), checkpoint_dir=checkpoint_dir,
+                       checkpoint_every_s=0, **kwargs)
+
+
+def calls_into(done_list):
+    return lambda done, total, metrics: done_list.append(done)
+
+
+@pytest.fixture(scope="module")
+def plain(tiny_arrays):
+    return run(tiny_arrays)
+
+
+def test_fingerprint_covers_configs_and_data(tiny_arrays):
+    x, y, xt, yt = tiny_arrays
+    base = fingerprint({"lr": 0.1}, {"x": x, "y": y})
+    assert base == fingerprint({"lr": 0.1}, {"x": x.copy(), "y": y.copy()})
+    flipped_label = y.copy()
+    flipped_label[-1] = (flipped_label[-1] + 1) % 10
+    for other in (fingerprint({"lr": 0.2}, {"x": x, "y": y}),
+                  fingerprint({"lr": 0.1}, {"x": x, "y": flipped_label}),
+                  fingerprint({"lr": 0.1}, {"x": x[:-1], "y": y}),
+                  fingerprint({"lr": 0.1}, {"x": x.astype(np.float64), "y": y}),
+                  fingerprint({"lr": 0.1}, {"x": x + 1, "y": y})):
+        assert other != base
+
+
+def test_resume_after_an_interruption_is_bitwise_identical(tiny_arrays, tmp_path):
+    """Interrupted after the first checkpoint (step 4), resumed: the run goes on from step
+    4 and every array equals the uninterrupted run's; a finished run just reloads."""
+    expected = run(tiny_arrays, presets=MEASURED)
+
+    def interrupt(done, total, metrics):
+        raise Interrupted(done)
+
+    with pytest.raises(Interrupted):
+        run(tiny_arrays, tmp_path, MEASURED, interrupt)
+    resumed_calls, finished_calls = [], []
+    resumed = run(tiny_arrays, tmp_path, MEASURED, calls_into(resumed_calls))
+    assert resumed_calls == [8, 10]  # from the checkpoint after step 4, not from scratch
+    assert_bitwise_equal(resumed, expected)
+    finished = run(tiny_arrays, tmp_path, MEASURED, calls_into(finished_calls))
+    assert finished_calls == []
+    assert_bitwise_equal(finished, expected)
+
+
+KILLED_RUN = """
+import dataclasses, sys, time
+from pathlib import Path
+from bnstudy.core import TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, train_seeds
+from tests.core.conftest import tiny_data
+
+def progress(done, total, metrics):
+    Path(sys.argv[2]).write_text(str(done))  # the checkpoint of `done` is complete
+    time.sleep(600)
+
+train_seeds(TINY_MODEL_CONFIG, dataclasses.replace(TINY_TRAIN_CONFIG, seeds=(1, 2)), [],
+            *tiny_data(), progress, snapshots=False, checkpoint_dir=sys.argv[1],
+            checkpoint_every_s=0)
+"""
+
+
+def test_a_run_killed_with_sigkill_resumes_bitwise(tiny_arrays, tmp_path, plain):
+    root = Path(__file__).resolve().parents[2]
+    marker = tmp_path / "checkpointed"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(root)}
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(KILLED_RUN),
+                              str(tmp_path / "ckpt"), str(marker)], cwd=root, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 600
+        while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert marker.exists(), child.stderr.read().decode()[-3000:] if child.poll() else ""
+        assert marker.read_text() == "4"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stderr.close()
+    calls = []
+    resumed = run(tiny_arrays, tmp_path / "ckpt", progress=calls_into(calls))
+    assert calls == [8, 10]
+    assert_bitwise_equal(resumed, plain)
+
+
+def test_checkpoints_of_another_configuration_are_never_used(tiny_arrays, tmp_path, plain,
+                                                              caplog):
+    x, y, xt, yt = tiny_arrays
+    relabeled = (x, np.roll(y, 1), xt, yt)
+    run(relabeled, tmp_path)  # finished: its last checkpoint is after step 10
+    calls = []
+    with caplog.at_level(logging.WARNING, logger="bnstudy.core.checkpoint"):
+        fresh = run(tiny_arrays, tmp_path, progress=calls_into(calls))
+    assert calls == [4, 8, 10]
+    assert "another configuration" in caplog.text and "Starting fresh" in caplog.text
+    assert_bitwise_equal(fresh, plain)
+    assert len(list(tmp_path.glob("config-*"))) == 2  # nothing of the other run was touched
+
+
+def test_a_truncated_latest_checkpoint_falls_back_to_the_previous(tiny_arrays, tmp_path,
+                                                                   plain, caplog):
+    run(tiny_arrays, tmp_path)
+    (directory,) = tmp_path.glob("config-*")
+    assert sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) == [8, 10]
+    for path in (directory / "10").rglob("*"):
+        if path.is_file() and path.stat().st_size > 8:
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    calls = []
+    with caplog.at_level(logging.WARNING, logger="bnstudy.core.checkpoint"):
+        resumed = run(tiny_arrays, tmp_path, progress=calls_into(calls))
+    assert calls == [10]  # from the checkpoint after step 8
+    assert "not usable" in caplog.text and str(directory / "10") in caplog.text
+    assert_bitwise_equal(resumed, plain)
+    assert sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) == [8, 10]
+    assert len(list(directory.glob("unusable-10-*"))) == 1  # set aside, not deleted
+
+
+def test_arrays_that_fail_the_checksum_are_not_used(tmp_path, caplog):
+    """Silent damage (valid orbax files with other values) is caught by the stored SHA-256;
+    the previous checkpoint is used."""
+    state = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "step": np.array(3)}
+    record = {"loss": np.linspace(0, 1, 5), "empty": np.zeros((2, 0))}
+    with RunCheckpoints(tmp_path, "a" * 64) as checkpoints:
+        checkpoints.save(1, state, record, {"note": 1})
+        checkpoints.save(2, jax.tree.map(lambda a: a + 1, state), record, {"note": 2})
+    with RunCheckpoints(tmp_path / "other", "a" * 64) as checkpoints:
+        checkpoints.save(2, jax.tree.map(lambda a: a + 2, state), record, {"note": 2})
+    target = tmp_path / f"config-{'a' * 16}" / "2" / "arrays"
+    shutil.rmtree(target)
+    shutil.copytree(tmp_path / "other" / f"config-{'a' * 16}" / "2" / "arrays", target)
+    with caplog.at_level(logging.WARNING), RunCheckpoints(tmp_path, "a" * 64) as checkpoints:
+        restored = checkpoints.restore(state)
+    assert "checksum" in caplog.text
+    assert restored.done == 1 and restored.extra == {"note": 1}
+    jax.tree.map(np.testing.assert_array_equal, restored.state, state)
+    jax.tree.map(np.testing.assert_array_equal, restored.record, record)
+    with RunCheckpoints(tmp_path, "b" * 64) as other_config:
+        assert other_config.restore(state) is None
