@@ -43,6 +43,7 @@ def train_model(
     architecture: dict[str, Any],
     training: dict[str, Any],
     measurements: list,
+    checkpoints: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train one model in every seed of ``training.seeds`` (one stacked run) with every
     measurement config on the same trajectory.
@@ -54,6 +55,8 @@ def train_model(
     model_config, train_config, measurement_configs = build_configs(
         normalization, architecture, training, measurements
     )
+    checkpoints = checkpoints or {}
+    directory = checkpoints.get("directory")
     results = train_seeds(
         model_config,
         train_config,
@@ -62,6 +65,9 @@ def train_model(
         model_input_train["labels"],
         model_input_test["images"],
         model_input_test["labels"],
+        # One folder per model; inside it, one per configuration hash (core/checkpoint.py).
+        checkpoint_dir=None if directory is None else f"{directory}/{normalization}",
+        checkpoint_every_s=float(checkpoints.get("every_s", 60)),
     )
     per_seed = {
         name: pd.concat([table(r).assign(seed=r.seed) for r in results], ignore_index=True)

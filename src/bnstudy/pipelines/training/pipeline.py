@@ -39,6 +39,7 @@ def create_template() -> Pipeline:
                     "params:architecture",
                     "params:training",
                     "params:measurements",
+                    "params:checkpoints",
                 ],
                 outputs={name: name for name in TRAINING_OUTPUTS},
                 name="train_model_node",
