@@ -144,8 +144,12 @@ def test_a_killed_unreaped_process_counts_as_dead():
 def test_mark_run_killed_ends_active_and_nested_runs(tmp_path, monkeypatch):
     import mlflow
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{Path(tmp_path) / 'mlflow.db'}")
-    client = mlflow.MlflowClient()
+    uri = f"sqlite:///{Path(tmp_path) / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # An earlier Kedro session in this process may have set MLflow's process-wide URI, which
+    # wins over the variable: point MLflow at this test's store, and restore it afterwards.
+    monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", uri)
+    client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.create_experiment("bnstudy", artifact_location=(tmp_path / "a").as_uri())
     parent = mlflow.start_run(experiment_id=experiment).info.run_id
     nested = mlflow.start_run(nested=True).info.run_id
