@@ -2,27 +2,44 @@
 
     python benchmarks/bench_training.py --config cpu --steps 3 --repeats 3
 
-prints one table for a named configuration (``test``: a tiny network, seconds; ``cpu``: the
-VGG at 1/8 width, batch 128; ``paper``: the full VGG, batch 128, for a GPU) with, for the
-measured step (both presets, every step), the plain training step and (``--reference``) the
-seed-style loop of benchmarks/seed_style_reference.py:
+prints one table for a named configuration (``test``: the core's tiny network, seconds;
+``cpu``: the study's ``conf/cpu`` network, the VGG at 1/8 width; ``paper``: the study's
+``conf/base`` network, the full VGG, for a GPU; batch size and training settings from the
+same YAML, see ``study_config.py``) with, for the measured step (both presets, every step),
+the plain training step and (``--reference``) the seed-style loop of
+benchmarks/seed_style_reference.py.
 
-* steps/s: median over ``--repeats`` chunks of ``--steps`` steps after a warm-up chunk;
+How the engine is timed: each compiled path is one :class:`bnstudy.core.executor.Executor`
+over a one-seed state, and a chunk is ``Executor.run_chunk`` over ``--steps`` steps (one
+host transfer each, as in training). The plain path's plan measures nothing (every step is
+the ``train_step`` program), the measured path's plan measures every preset at every step;
+neither records snapshots or evaluates. The seed-style loop's chunk is one of its steps.
+
+* steps/s: median over ``--repeats`` chunks after a warm-up chunk, the paths' chunks
+  interleaved so that load from other processes hits every path alike;
 * compile: warm-up chunk time minus a steady chunk's time (all programs compile there);
-* GFLOP/step: XLA's own count, ``compiled.cost_analysis()["flops"]`` summed over every
-  program one step dispatches in the host loop (the scan loop runs the same arithmetic);
+* GFLOP/step: XLA's own count, ``cost_analysis()["flops"]`` of every compiled executable
+  that one host-loop step dispatches (recorded by wrapping ``programs.compiled`` for one
+  step), each dispatch counted; the scan loop runs the same arithmetic in one program, so
+  a scan-loop path is counted on a host-loop executor of the same plan;
 * GFLOP/s achieved, peak host RSS, peak device memory where the backend reports it;
 
 then the measurement efficiency = (measured time / plain time) / (measured FLOPs / plain
-FLOPs), the speed ratio against the seed-style loop, and whether both computed the same
-measurements (float32: rtol 2e-3 on every value, see ``check_agreement``). The data are
-synthetic normalized CIFAR-shaped arrays (random normal images, uniform labels).
+FLOPs), the speed ratio against the seed-style loop, and whether both compute the same
+measurements. That agreement check runs both loops again *in float64* (``jax.enable_x64``,
+``--agreement-steps`` steps from the same start, the measured path's step loop) and
+compares every value to rtol 1e-6 (see ``check_agreement``): in float32 an ICS cosine of
+nearly orthogonal gradients carries the gradients' relative rounding error as an absolute
+error, so a float32 comparison cannot tell rounding from a wrong definition. The float32
+timed runs are compared as well, for information only (rtol 2e-3). The data are synthetic
+normalized CIFAR-shaped arrays (random normal images, uniform labels).
 """
 
 from __future__ import annotations
 
 import argparse
 import builtins
+import contextlib
 import dataclasses
 import functools
 import platform
@@ -30,46 +47,52 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # for seed_style_reference
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # seed_style_reference, xla_cost
 
-from xla_cost import compiled_flops  # noqa: E402
+from study_config import study_configs  # noqa: E402
+from xla_cost import executable_flops  # noqa: E402
 
 from bnstudy.core import (  # noqa: E402
     PRESETS,
     TINY_MODEL_CONFIG,
+    TINY_TRAIN_CONFIG,
+    MeasurementPlan,
     ModelConfig,
     TrainConfig,
-    epoch_permutations,
-    get_trainer,
-    measurement_cadences,
-    run_chunk,
+    init_states,
+    programs,
 )
 from bnstudy.core.config import MATMUL_PRECISIONS  # noqa: E402
-from bnstudy.core.training import Trainer  # noqa: E402
+from bnstudy.core.executor import Executor  # noqa: E402
+from bnstudy.core.step import Spec, model_of  # noqa: E402
+from bnstudy.core.training import data_orders  # noqa: E402
 
-CONFIGS: dict[str, tuple[ModelConfig, int, int]] = {
-    # name: (model, batch size, training examples)
-    "test": (TINY_MODEL_CONFIG, 8, 64),
-    "cpu": (ModelConfig(width_multiplier=0.125), 128, 1280),
-    "paper": (ModelConfig(), 128, 1280),
+
+def _study(env: str | None) -> tuple[ModelConfig, TrainConfig]:
+    model_config, train_config, _ = study_configs(env, normalization="batch")
+    return model_config, train_config
+
+
+CONFIGS: dict[str, tuple[ModelConfig, TrainConfig, int]] = {
+    # name: (model, training settings, synthetic training examples)
+    "test": (TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, 64),
+    "cpu": (*_study("cpu"), 1280),
+    "paper": (*_study(None), 1280),
 }
 PRESET_NAMES = ("blog", "paper")  # measured by default: both protocols
 PRESET_LIST = tuple(PRESETS[name] for name in PRESET_NAMES)
-# Programs of the host loop (Trainer attributes) whose dispatches make up one step.
-HOST_PROGRAMS = ("step", "measured_step", "probe_point", "probe_summary", "layer_forward",
-                 "layer_input_cotangent", "layer_param_gradient", "loss_cotangent",
-                 "ics_compare")
 COLUMNS = ("path", "steps/s", "s/step", "compile s", "GFLOP/step", "GFLOP/s",
            "peak RSS MB", "device peak MB")
-AGREEMENT_RTOL = 2e-3
+AGREEMENT_RTOL = 1e-6  # float64 runs of both loops
+FLOAT32_RTOL = 2e-3  # the float32 timed runs, for information
 
 
 @dataclasses.dataclass
@@ -93,95 +116,111 @@ def synthetic_data(model_config: ModelConfig, num_train: int, seed: int = 0):
     return x, y
 
 
-def _device_data(trainer: Trainer, train_config: TrainConfig, presets, x, y, state):
-    key = jax.random.key(train_config.seed)
-    steps_per_epoch = train_config.steps_per_epoch(x.shape[0])
-    epochs = -(-train_config.total_steps(x.shape[0]) // steps_per_epoch)
-    return {
-        "x": jnp.asarray(x), "y": jnp.asarray(y),
-        "permutations": epoch_permutations(jax.random.fold_in(key, 1), epochs, x.shape[0])[
-            :, : steps_per_epoch * train_config.batch_size],
-        "initial_params": jax.tree.map(jnp.copy, state["params"]),
-        "cadences": measurement_cadences(trainer, presets),
-    }
+def bench_train_config(train_config: TrainConfig, steps: int, step_loop: str | None = None,
+                       matmul_precision: str | None = None) -> TrainConfig:
+    """The study's settings with chunks of ``steps`` steps (no evaluation or snapshot falls
+    inside the timed chunks) and, where given, another step loop or matmul precision."""
+    changes = {"steps_per_chunk": steps, "eval_every": steps, "snapshot_every": 10**9,
+               "seeds": ()}
+    if step_loop is not None:
+        changes["step_loop"] = step_loop
+    if matmul_precision is not None:
+        changes["matmul_precision"] = matmul_precision
+    return dataclasses.replace(train_config, **changes)
 
 
-def count_step_flops(trainer: Trainer, state, data, step: int) -> tuple[float, object]:
-    """XLA FLOPs of one host-loop step: every program it dispatches, each call counted.
+@contextlib.contextmanager
+def recorded_dispatches():
+    """The executables that ``bnstudy.core.programs`` hands out (one per dispatch) while
+    the context is open, in order: every program call goes through ``compiled``."""
+    executables = []
+    original = programs.compiled
 
-    Runs the step with the trainer's programs wrapped to record their argument shapes, then
-    sums ``lower(...).compile().cost_analysis()["flops"]`` (already compiled: cache hits).
-    Returns (flops, new state).
-    """
-    calls: list[tuple[str, tuple, dict]] = []
-    originals = {name: getattr(trainer, name) for name in HOST_PROGRAMS}
+    def recording(*args, **kwargs):
+        executable = original(*args, **kwargs)
+        executables.append(executable)
+        return executable
 
-    def recording(name: str, fn: Callable):
-        def call(*args, **kwargs):
-            abstract = jax.tree.map(
-                lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype)
-                if not isinstance(a, jax.Array) else jax.ShapeDtypeStruct(a.shape, a.dtype), args)
-            calls.append((name, abstract, kwargs))
-            return fn(*args, **kwargs)
-        return call
+    with mock.patch.object(programs, "compiled", recording):
+        yield executables
 
-    for name, fn in originals.items():
-        setattr(trainer, name, recording(name, fn))
-    try:
-        due = {name: True for name in data["cadences"]}
-        state, outputs = trainer.host_step(state, data, step, due, snapshot=False)
-        jax.block_until_ready(outputs)
-    finally:
-        for name, fn in originals.items():
-            setattr(trainer, name, fn)
-    flops, cache = 0.0, {}
-    for name, abstract, kwargs in calls:
-        key = (name, str(jax.tree.map(lambda a: (a.shape, str(a.dtype)), abstract)),
-               tuple(sorted(kwargs.items())))
-        if key not in cache:
-            cache[key] = compiled_flops(originals[name], *abstract, **kwargs)
-        flops += cache[key]
-    return flops, state
+
+def dispatched_flops(executables) -> float:
+    """XLA FLOPs summed over dispatched executables (each analysed once)."""
+    flops = {}
+    for executable in executables:
+        if id(executable) not in flops:
+            flops[id(executable)] = executable_flops(executable)
+    return sum(flops[id(executable)] for executable in executables)
 
 
 class CoreRunner:
-    """The compiled path (host or scan loop) in chunks of ``steps`` steps from step 0."""
+    """The compiled path: an Executor over one seed, chunks of ``steps`` steps from step 0.
 
-    def __init__(self, model_config, train_config, presets, x, y, steps: int):
-        # No evaluation or snapshot inside the timed chunks (they run every 200 steps).
-        self.config = dataclasses.replace(train_config, steps_per_chunk=steps,
-                                          eval_every=steps * 10**6, snapshot_every=10**9)
-        self.model_config, self.presets, self.x, self.y = model_config, presets, x, y
-        self.trainer = get_trainer(model_config, self.config, presets, snapshots=False)
-        self.state = self.trainer.init_state(self._init_key())
-        self.data = _device_data(self.trainer, self.config, presets, x, y, self.state)
-        self.steps, self.start, self.first_outputs = steps, 0, None
+    A context manager (the executor owns a worker thread)."""
 
-    def _init_key(self):
-        return jax.random.fold_in(jax.random.key(self.config.seed), 0)
+    def __init__(self, model_config: ModelConfig, train_config: TrainConfig, presets,
+                 x, y, steps: int):
+        self.model_config, self.presets, self.steps = model_config, list(presets), steps
+        self.config = bench_train_config(train_config, steps)
+        total_steps = self.config.total_steps(x.shape[0])
+        self.loop = self.config.resolved_step_loop(jax.default_backend())
+        self.plan = MeasurementPlan.build(model_config, self.config, self.presets,
+                                          total_steps, snapshots=False)
+        self.spec = Spec.of(model_config, self.config)
+        self.states = init_states(model_of(model_config), self.config, self.config.seed_list)
+        per_epoch = self.config.steps_per_epoch(x.shape[0])
+        dtype = np.dtype(model_config.param_dtype)
+        self.data = {"x": jnp.asarray(np.asarray(x, dtype)), "y": jnp.asarray(y),
+                     "orders": data_orders(self.states, -(-total_steps // per_epoch),
+                                           x.shape[0], per_epoch * self.config.batch_size)}
+        self.executor = Executor(self.spec, self.plan, self.loop)
+        self.start, self.first_outputs = 0, None
+
+    def __enter__(self) -> CoreRunner:
+        self.executor.__enter__()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.executor.__exit__(*exc_info)
+
+    def advance(self, steps: int) -> dict:
+        """Run the next ``steps`` steps; their outputs of the one seed, as numpy."""
+        self.states, outputs = self.executor.run_chunk(self.states, self.data, self.start,
+                                                       self.start + steps)
+        jax.block_until_ready(self.states)
+        self.start += steps
+        return jax.tree.map(lambda a: a[0], outputs)
 
     def chunk(self) -> float:
         """Run the next chunk; returns its wall time per step (the first one compiles)."""
         started = time.perf_counter()
-        self.state, outputs = run_chunk(self.trainer, self.state, self.data, self.start, 10**9)
-        jax.block_until_ready(self.state)
+        outputs = self.advance(self.steps)
         seconds = time.perf_counter() - started
-        self.start += self.steps
         self.first_outputs = outputs if self.first_outputs is None else self.first_outputs
         return seconds / self.steps
 
     def flops_per_step(self) -> float:
         """XLA FLOPs of one step, counted on the host loop's programs (the scan loop runs
         the same arithmetic in one program)."""
-        if self.trainer.step_loop == "host":
-            flops, self.state = count_step_flops(self.trainer, self.state, self.data,
-                                                 self.start)
-            return flops
-        host = get_trainer(self.model_config, dataclasses.replace(self.config, step_loop="host"),
-                           self.presets, snapshots=False)
-        state = host.init_state(self._init_key())
-        data = _device_data(host, self.config, self.presets, self.x, self.y, state)
-        return count_step_flops(host, state, data, 0)[0]
+        if self.loop == "host":
+            with recorded_dispatches() as executables:
+                self.advance(1)
+            return dispatched_flops(executables)
+        host_config = dataclasses.replace(self.config, step_loop="host")
+        x, y = self.data["x"], self.data["y"]
+        with CoreRunner(self.model_config, host_config, self.presets, x, y,
+                        self.steps) as host:
+            return host.flops_per_step()
+
+    def outputs_of(self, preset, step: int) -> dict:
+        """This path's values of one preset at a step of its first chunk, by the names the
+        seed-style loop records."""
+        ics = self.first_outputs[self.plan.ics_of(preset, self.model_config).name]
+        probe = self.first_outputs[self.plan.probe_of(preset, self.model_config).name]
+        return {"ics_l2": ics["l2_layer"][step], "ics_cosine": ics["cosine_layer"][step],
+                "probe_loss": probe["loss"][step], "grad_diff": probe["grad_diff"][step],
+                "beta_smoothness": probe["beta_smoothness"][step]}
 
 
 class ReferenceRunner:
@@ -228,7 +267,23 @@ def measure(runners: dict, repeats: int) -> dict[str, Timing]:
     return timings
 
 
-def check_agreement(core: Timing, reference: Timing, presets, rtol: float = AGREEMENT_RTOL):
+def _deviation(got_value, want_value, rtol: float) -> float | None:
+    """The largest deviation of ``got`` from ``want`` as a fraction of what
+    np.allclose(rtol, atol=rtol * max|want|) allows; None if NaNs sit in different places
+    (a cosine of a zero gradient is NaN in both)."""
+    got = np.atleast_1d(np.asarray(got_value, np.float64))
+    want = np.atleast_1d(np.asarray(want_value, np.float64))
+    finite = np.isfinite(want)
+    if not np.array_equal(finite, np.isfinite(got)):
+        return None
+    scale = np.max(np.abs(want[finite])) if finite.any() else 0.0
+    allowed = rtol * scale + rtol * np.abs(want[finite])
+    fraction = np.abs(got[finite] - want[finite]) / np.maximum(allowed, 1e-300)
+    return float(fraction.max(initial=0.0))
+
+
+def check_agreement(core: CoreRunner, reference: ReferenceRunner, presets,
+                    rtol: float = AGREEMENT_RTOL):
     """Compare the measurements of the steps both loops ran (from the same start).
 
     Every value to ``rtol``; values near zero (conv_0's train-mode ICS, rounding only) to an
@@ -236,41 +291,39 @@ def check_agreement(core: Timing, reference: Timing, presets, rtol: float = AGRE
     accuracy after the step may differ by one example (a logit tie broken by rounding).
     Returns (passed, largest deviation as a fraction of the tolerance, steps compared).
     """
-    core_runner = core.outputs["runner"]
-    trainer, outputs = core_runner.trainer, core_runner.first_outputs
-    reference_loop = reference.outputs["runner"].loop
-    records = reference.outputs["runner"].records
+    outputs, records = core.first_outputs, reference.records
     steps = min(len(records), len(outputs["train_loss"]))
     worst, passed = 0.0, True
-    one_example = 1.001 / reference_loop.config.batch_size  # with room for rounding
+    one_example = 1.001 / reference.loop.config.batch_size  # with room for rounding
     for step in range(steps):
-        accuracy_gap = abs(float(outputs["train_accuracy"][step]) - records[step]["train_accuracy"])
+        accuracy_gap = abs(float(outputs["train_accuracy"][step]) -
+                           records[step]["train_accuracy"])
         worst = max(worst, accuracy_gap / one_example)
         passed = passed and accuracy_gap <= one_example
         pairs = [(outputs["train_loss"][step], records[step]["train_loss"])]
         for preset in presets:
-            ics = outputs[trainer.ics_name(preset)]
-            probe = outputs[trainer.probe_name(preset)]
-            expected = records[step][preset.name]
-            pairs += [(ics["l2_layer"][step], expected["ics_l2"]),
-                      (ics["cosine_layer"][step], expected["ics_cosine"]),
-                      (probe["loss"][step], expected["probe_loss"]),
-                      (probe["grad_diff"][step], expected["grad_diff"]),
-                      (probe["beta_smoothness"][step], expected["beta_smoothness"])]
+            got, expected = core.outputs_of(preset, step), records[step][preset.name]
+            pairs += [(got[key], expected[key]) for key in got]
         for got_value, want_value in pairs:
-            got = np.atleast_1d(np.asarray(got_value, np.float64))
-            want = np.atleast_1d(want_value)
-            finite = np.isfinite(want)  # a cosine of a zero gradient is NaN in both
-            if not np.array_equal(finite, np.isfinite(got)):
-                passed = False
-                continue
-            scale = np.max(np.abs(want[finite])) if finite.any() else 0.0
-            # The deviation as a fraction of what np.allclose(rtol, atol=rtol*scale) allows.
-            allowed = rtol * scale + rtol * np.abs(want[finite])
-            fraction = np.abs(got[finite] - want[finite]) / np.maximum(allowed, 1e-300)
-            worst = max(worst, float(fraction.max(initial=0.0)))
-            passed = passed and bool(np.all(fraction <= 1.0))
+            fraction = _deviation(got_value, want_value, rtol)
+            passed = passed and fraction is not None and fraction <= 1.0
+            worst = max(worst, fraction if fraction is not None else np.inf)
     return passed, worst, steps
+
+
+def float64_agreement(model_config: ModelConfig, train_config: TrainConfig, presets, x, y,
+                      steps: int):
+    """Both loops again in float64 for ``steps`` steps from the same start: (the result of
+    :func:`check_agreement` at ``AGREEMENT_RTOL``, the core runner, the reference runner)."""
+    with jax.enable_x64(True):
+        model64 = dataclasses.replace(model_config, param_dtype="float64")
+        x64 = np.asarray(x, np.float64)
+        with CoreRunner(model64, train_config, presets, x64, y, steps) as core:
+            core.chunk()
+        reference = ReferenceRunner(model64, train_config, presets, x64, y)
+        for _ in range(steps):
+            reference.chunk()
+        return check_agreement(core, reference, presets, AGREEMENT_RTOL), core, reference
 
 
 def peak_rss_mb() -> float:
@@ -294,33 +347,8 @@ def _fmt(value, digits=3):
     return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:.0f}"
 
 
-def run(config_name: str, steps: int, repeats: int, reference: bool,
-        out: TextIO | None = None, matmul_precision: str = "highest",
-        preset_names: tuple[str, ...] = PRESET_NAMES, step_loop: str = "auto") -> dict:
-    """Run the benchmark, print the table to ``out`` (default stdout) and return its numbers."""
-    out = sys.stdout if out is None else out
-    print = functools.partial(builtins.print, file=out, flush=True)  # noqa: A001
-    model_config, batch_size, num_train = CONFIGS[config_name]
-    train_config = TrainConfig(batch_size=batch_size, eval_batch_size=batch_size,
-                               matmul_precision=matmul_precision, step_loop=step_loop)
-    x, y = synthetic_data(model_config, num_train)
-    presets = [PRESETS[name] for name in preset_names]
-    runners = {"plain": CoreRunner(model_config, train_config, [], x, y, steps),
-               "measured": CoreRunner(model_config, train_config, presets, x, y, steps)}
-    if reference:
-        runners["reference"] = ReferenceRunner(model_config, train_config, presets, x, y)
-    timings = measure(runners, repeats)
-    plain, measured, ref = timings["plain"], timings["measured"], timings.get("reference")
-    rows = [("plain", plain), (f"measured ({'+'.join(preset_names)})", measured)]
-    if ref is not None:
-        rows.append(("seed-style reference", ref))
-    device = jax.devices()[0]
-    print(f"config {config_name}: widths {model_config.conv_widths}, dense "
-          f"{model_config.dense_widths}, batch {batch_size}, {model_config.image_size}px; "
-          f"device {device.platform} ({device.device_kind}), {jax.device_count()} device(s); "
-          f"matmul precision {matmul_precision}; steps/chunk {steps}, repeats {repeats}; "
-          "step loop "
-          f"{runners['measured'].trainer.step_loop}; chunks interleaved")
+def print_table(print, rows: list[tuple[str, Timing]]) -> list[dict]:  # noqa: A002
+    """Print the table of the timed paths; returns its rows as dicts."""
     table = []
     for name, timing in rows:
         flops = timing.flops_per_step
@@ -335,7 +363,66 @@ def run(config_name: str, steps: int, repeats: int, reference: bool,
     print("  ".join(c.rjust(w) for c, w in zip(COLUMNS, widths)))
     for row in table:
         print("  ".join(_fmt(row[c]).rjust(w) for c, w in zip(COLUMNS, widths)))
-    summary = {"table": table,
+    return table
+
+
+def report_reference(print, summary: dict, measured: Timing, ref: Timing,  # noqa: A002
+                     agreement: tuple, presets) -> None:
+    """The speed ratio against the seed-style loop and the agreement checks."""
+    passed, worst, compared = agreement
+    float32 = check_agreement(measured.outputs["runner"], ref.outputs["runner"], presets,
+                              FLOAT32_RTOL)
+    summary.update(speedup=ref.seconds_per_step / measured.seconds_per_step,
+                   agreement=passed, agreement_worst=worst, agreement_steps=compared,
+                   float32_worst=float32[1])
+    print(f"speed vs seed-style reference: x{summary['speedup']:.2f} "
+          f"({ref.seconds_per_step:.3f} -> {measured.seconds_per_step:.3f} s per measured "
+          "step)")
+    summary["reference_flop_ratio"] = ref.flops_per_step / measured.flops_per_step
+    print(f"arithmetic: seed-style {ref.flops_per_step / 1e9:.3g} vs measured "
+          f"{measured.flops_per_step / 1e9:.3g} GFLOP per step "
+          f"(x{summary['reference_flop_ratio']:.2f}); FLOP rate measured/seed-style "
+          f"x{summary['speedup'] / summary['reference_flop_ratio']:.2f}")
+    print(f"agreement check (both loops rerun in float64, {compared} steps, "
+          f"ICS/probes/beta/loss/accuracy, rtol {AGREEMENT_RTOL:g}): "
+          f"{'PASS' if passed else 'FAIL'} (largest deviation {worst:.2g} of the tolerance)")
+    print(f"float32 timed runs, for information ({float32[2]} steps, rtol {FLOAT32_RTOL:g}; "
+          f"ill-conditioned cosines carry float32 rounding): largest deviation "
+          f"{float32[1]:.2g} of the tolerance")
+
+
+def run(config_name: str, steps: int, repeats: int, reference: bool,
+        out: TextIO | None = None, matmul_precision: str | None = None,
+        preset_names: tuple[str, ...] = PRESET_NAMES, step_loop: str = "auto",
+        agreement_steps: int = 2) -> dict:
+    """Run the benchmark, print the table to ``out`` (default stdout) and return its numbers."""
+    print = functools.partial(builtins.print, file=out or sys.stdout, flush=True)  # noqa: A001
+    model_config, study_train, num_train = CONFIGS[config_name]
+    train_config = bench_train_config(study_train, steps, step_loop, matmul_precision)
+    # Enough epochs of data order for the warm-up, the timed chunks and the counted step.
+    needed, per_epoch = steps * (repeats + 2) + 1, train_config.steps_per_epoch(num_train)
+    train_config = dataclasses.replace(train_config, epochs=-(-needed // per_epoch),
+                                       max_steps=None)
+    x, y = synthetic_data(model_config, num_train)
+    presets = [PRESETS[name] for name in preset_names]
+    with contextlib.ExitStack() as stack:
+        runners = {name: stack.enter_context(CoreRunner(model_config, train_config, chosen,
+                                                        x, y, steps))
+                   for name, chosen in (("plain", []), ("measured", presets))}
+        if reference:
+            runners["reference"] = ReferenceRunner(model_config, train_config, presets, x, y)
+        timings = measure(runners, repeats)
+    plain, measured, ref = timings["plain"], timings["measured"], timings.get("reference")
+    rows = [("plain", plain), (f"measured ({'+'.join(preset_names)})", measured)]
+    rows += [("seed-style reference", ref)] if ref is not None else []
+    device = jax.devices()[0]
+    print(f"config {config_name}: widths {model_config.conv_widths}, dense "
+          f"{model_config.dense_widths}, batch {train_config.batch_size}, "
+          f"{model_config.image_size}px; device {device.platform} ({device.device_kind}), "
+          f"{jax.device_count()} device(s); matmul precision {train_config.matmul_precision}; "
+          f"steps/chunk {steps}, repeats {repeats}; step loop {runners['measured'].loop}; "
+          "chunks interleaved; timed through Executor.run_chunk")
+    summary = {"table": print_table(print, rows),
                "time_ratio": measured.seconds_per_step / plain.seconds_per_step,
                "flop_ratio": measured.flops_per_step / plain.flops_per_step}
     summary["efficiency"] = summary["time_ratio"] / summary["flop_ratio"]
@@ -343,20 +430,10 @@ def run(config_name: str, steps: int, repeats: int, reference: bool,
           f"x{summary['flop_ratio']:.1f}; measurement efficiency {summary['efficiency']:.2f} "
           "(1.0 = measuring costs exactly its arithmetic)")
     if ref is not None:
-        passed, worst, compared = check_agreement(measured, ref, presets)
-        summary.update(speedup=ref.seconds_per_step / measured.seconds_per_step,
-                       agreement=passed, agreement_worst=worst, agreement_steps=compared)
-        print(f"speed vs seed-style reference: x{summary['speedup']:.2f} "
-              f"({ref.seconds_per_step:.3f} -> {measured.seconds_per_step:.3f} s per measured "
-              "step)")
-        summary["reference_flop_ratio"] = ref.flops_per_step / measured.flops_per_step
-        print(f"arithmetic: seed-style {ref.flops_per_step / 1e9:.3g} vs measured "
-              f"{measured.flops_per_step / 1e9:.3g} GFLOP per step "
-              f"(x{summary['reference_flop_ratio']:.2f}); FLOP rate measured/seed-style "
-              f"x{summary['speedup'] / summary['reference_flop_ratio']:.2f}")
-        print(f"agreement check ({compared} steps, ICS/probes/beta/loss/accuracy, rtol "
-              f"{AGREEMENT_RTOL:g}): {'PASS' if passed else 'FAIL'} (largest deviation "
-              f"{worst:.2g} of the tolerance)")
+        agreement, *runs = float64_agreement(model_config, train_config, presets, x, y,
+                                             agreement_steps)
+        summary["agreement_runs"] = tuple(runs)  # (core, reference), float64
+        report_reference(print, summary, measured, ref, agreement, presets)
     return summary
 
 
@@ -368,19 +445,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed chunks after warm-up")
     parser.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
                         help="also run and compare the seed-style loop (default: yes)")
+    parser.add_argument("--agreement-steps", type=int, default=2,
+                        help="steps of the float64 agreement run of both loops")
     parser.add_argument("--presets", nargs="+", choices=sorted(PRESETS), default=list(PRESET_NAMES),
                         help="measurement protocols measured every step (default: both)")
     parser.add_argument("--step-loop", choices=("auto", "host", "scan"), default="auto",
                         help="TrainConfig.step_loop (auto: host on CPUs, scan on accelerators)")
-    parser.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default="highest",
-                        help="TrainConfig.matmul_precision of every path (the seed-style "
-                             "loop runs under jax.default_matmul_precision of it)")
+    parser.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default=None,
+                        help="TrainConfig.matmul_precision of every path (default: the "
+                             "config's; the seed-style loop runs under "
+                             "jax.default_matmul_precision of it)")
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.repeats < 1:
-        parser.error("--steps and --repeats must be >= 1")
+    if min(args.steps, args.repeats, args.agreement_steps) < 1:
+        parser.error("--steps, --repeats and --agreement-steps must be >= 1")
     summary = run(args.config, args.steps, args.repeats, args.reference,
                   matmul_precision=args.matmul_precision, preset_names=tuple(args.presets),
-                  step_loop=args.step_loop)
+                  step_loop=args.step_loop, agreement_steps=args.agreement_steps)
     return 0 if summary.get("agreement", True) else 1
 
 

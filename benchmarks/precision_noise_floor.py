@@ -19,41 +19,60 @@ answers on GPUs (TF32 matmuls) needs a GPU session.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_training import CONFIGS, _device_data, synthetic_data  # noqa: E402
+from bench_training import CONFIGS, synthetic_data  # noqa: E402
 
-from bnstudy.core import PRESETS, TrainConfig, get_trainer  # noqa: E402
+from bnstudy.core import init_states  # noqa: E402
 from bnstudy.core.config import MATMUL_PRECISIONS  # noqa: E402
+from bnstudy.core.executor import data_measured_step  # noqa: E402
+from bnstudy.core.programs import CompiledOps, call  # noqa: E402
+from bnstudy.core.state import seed_slice  # noqa: E402
+from bnstudy.core.step import Spec, gradient_ics_by_layers, model_of  # noqa: E402
+from bnstudy.core.training import data_orders  # noqa: E402
+
+
+def _vector(tree) -> np.ndarray:
+    return np.concatenate([np.ravel(leaf) for leaf in jax.tree.leaves(tree)])
 
 
 def noise_floor(config_name: str, precision: str, steps: int) -> dict[str, float]:
-    """Largest floors over ``steps`` steps, each relative to that step's median ICS."""
-    model_config, batch_size, num_train = CONFIGS[config_name]
-    train_config = TrainConfig(batch_size=batch_size, eval_batch_size=batch_size,
-                               matmul_precision=precision, step_loop="host")
+    """Largest floors over ``steps`` steps, each relative to that step's median ICS.
+
+    Runs the engine's own programs (``programs.call`` of ``data_measured_step`` and the
+    host loop's layer-chained ICS, :func:`gradient_ics_by_layers` over ``CompiledOps``)."""
+    model_config, study_train, num_train = CONFIGS[config_name]
+    train_config = dataclasses.replace(study_train, matmul_precision=precision, seeds=(),
+                                       step_loop="host")
+    spec = Spec.of(model_config, train_config)
+    ops = CompiledOps(spec)
     x, y = synthetic_data(model_config, num_train)
-    presets = [PRESETS["paper"]]
-    trainer = get_trainer(model_config, train_config, presets, snapshots=False)
+    states = init_states(model_of(model_config), train_config, train_config.seed_list)
+    per_epoch = train_config.steps_per_epoch(num_train)
+    order = data_orders(states, -(-steps // per_epoch), num_train,
+                        per_epoch * train_config.batch_size)[0]
+    state, data = seed_slice(states, 0), (jnp.asarray(x), jnp.asarray(y), order)
     floors = {"conv0_train": 0.0, "repeat_max": 0.0, "fused_repeat": 0.0, "signal": 0.0}
-    state = trainer.init_state(jax.random.fold_in(jax.random.key(train_config.seed), 0))
-    data = _device_data(trainer, train_config, presets, x, y, state)
-    for step in range(steps):
-        new_state, _, grads, xb, yb = trainer.measured_step(state, data, np.int32(step))
-        _, _, grads_again, _, _ = trainer.measured_step(state, data, np.int32(step))
-        params, stats = state["params"], state["batch_stats"]
-        ics = trainer._host_ics(params, new_state["params"], stats, grads, xb, yb, True)
-        repeat = trainer._host_ics(params, params, stats, grads, xb, yb, True)
+    for _ in range(steps):
+        new_state, _, grads, xb, yb = call("measured_step", data_measured_step, spec, state,
+                                           *data)
+        grads_again = call("measured_step", data_measured_step, spec, state, *data)[2]
+        params, stats = state.params, state.batch_stats
+        ics = gradient_ics_by_layers(ops, spec, params, new_state.params, stats, grads, xb,
+                                     yb, train=True)
+        repeat = gradient_ics_by_layers(ops, spec, params, params, stats, grads, xb, yb,
+                                        train=True)
         ics, repeat = jax.device_get((ics["l2_layer"], repeat["l2_layer"]))
         signal = float(np.median(ics[1:]))
-        g, g2 = (np.concatenate([np.ravel(a) for a in jax.tree.leaves(t)])
-                 for t in jax.device_get((grads, grads_again)))
+        g, g2 = (_vector(t) for t in jax.device_get((grads, grads_again)))
         floors["conv0_train"] = max(floors["conv0_train"], ics[0] / signal)
         floors["repeat_max"] = max(floors["repeat_max"], float(repeat.max()) / signal)
         floors["fused_repeat"] = max(floors["fused_repeat"],

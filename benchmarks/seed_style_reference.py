@@ -21,6 +21,10 @@ following the notebook's code cell by cell (../shared/seed/how-batchnorm-works-p
 Where the notebook is silent (the deepkit library is not public) the loop takes the lean
 choice: the optimizer copy is updated once per ICS call, not once per layer.
 
+It runs in float32, as the notebook did; ``ModelConfig.param_dtype="float64"`` (under
+``jax.enable_x64``) is only for the benchmark's agreement check, which compares the two
+loops without float32 rounding.
+
 It computes the same measurements as :mod:`bnstudy.core` (docs/measurements.md) but shares
 with it only the initial weights (copied in, so that both start identical) and the data
 order, so the benchmark can check that both agree and time the difference. Not part of the
@@ -61,12 +65,18 @@ class VGGBlock(nnx.Module):
 
     def __init__(self, in_features: int, out_features: int, config: ModelConfig,
                  rngs: nnx.Rngs):
+        dtype = jnp.dtype(config.param_dtype)
         self.conv = nnx.Conv(in_features=in_features, out_features=out_features,
                              kernel_size=(3, 3), kernel_init=kernel_init, padding="SAME",
-                             rngs=rngs)
-        self.bn = (nnx.BatchNorm(num_features=out_features, momentum=config.bn_momentum,
-                                 epsilon=config.bn_epsilon, rngs=rngs)
-                   if config.normalization == "batch" else identity)
+                             param_dtype=dtype, rngs=rngs)
+        bn = identity
+        if config.normalization == "batch":
+            bn = nnx.BatchNorm(num_features=out_features, momentum=config.bn_momentum,
+                               epsilon=config.bn_epsilon, param_dtype=dtype, rngs=rngs)
+            # Flax keeps the running statistics in float32 whatever param_dtype says.
+            bn.mean = nnx.BatchStat(jnp.zeros((out_features,), dtype))
+            bn.var = nnx.BatchStat(jnp.ones((out_features,), dtype))
+        self.bn = bn
 
     def __call__(self, x):
         x = self.conv(x)
@@ -89,7 +99,9 @@ class VGGNet(nnx.Module):
         for index, name in enumerate(self.dense_names):
             setattr(self, name, nnx.Linear(in_features=features[index],
                                            out_features=features[index + 1],
-                                           kernel_init=kernel_init, rngs=rngs))
+                                           kernel_init=kernel_init,
+                                           param_dtype=jnp.dtype(config.param_dtype),
+                                           rngs=rngs))
 
     def __call__(self, x):
         activations = {}
@@ -210,8 +222,9 @@ class SeedStyleLoop:
 
     def __init__(self, model_config: ModelConfig, train_config: TrainConfig,
                  x_train: np.ndarray, y_train: np.ndarray):
-        if model_config.param_dtype != "float32":
-            raise ValueError("the seed-style loop runs in float32 only, as the notebook did")
+        if model_config.param_dtype == "float64" and not jax.config.jax_enable_x64:
+            raise ValueError("a float64 seed-style loop needs jax.enable_x64 (the benchmark's "
+                             "agreement check); the timed loop runs in float32")
         key = jax.random.key(train_config.seed)
         self.layers = layer_names(model_config)
         self.model = VGGNet(model_config, rngs=nnx.Rngs(0))
