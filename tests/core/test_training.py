@@ -343,3 +343,16 @@ def test_programs_carry_their_matmul_precision_whoever_calls_them(precision, mar
     # every conv and dense dot, forward and backward, asks for the configured precision
     assert set(re.findall(r"precision ([A-Z]+)", text)) == {marker}
     assert text.count(f"precision {marker}") >= 2 * 6
+
+
+@pytest.mark.slow  # compiles two scan programs
+def test_scan_programs_of_different_plans_are_not_shared(tiny_arrays):
+    """The scan program's cache key includes the plan's computations and snapshot setting:
+    the same shapes with another plan compile anew (a shared program lacked outputs)."""
+    config = dataclasses.replace(TINY_TRAIN_CONFIG, step_loop="scan", max_steps=4,
+                                 learning_rate=0.017)
+    plain = train(TINY_MODEL_CONFIG, config, [FEW_POINTS], *tiny_arrays, snapshots=False)
+    assert plain.activation_stats == {}
+    with_snapshots = train(TINY_MODEL_CONFIG, config, [FEW_POINTS], *tiny_arrays)
+    assert with_snapshots.activation_stats["steps"].tolist() == [0, 3]
+    np.testing.assert_array_equal(plain.train_loss, with_snapshots.train_loss)

@@ -190,7 +190,8 @@ class Executor:
         vmapped = jax.vmap(functools.partial(scan_chunk, **dict(static)),
                            in_axes=(None, 0, None, None, 0, None, None, None))
         args = (states, data["x"], data["y"], data["orders"], due, snap_due, active)
-        program = compiled("scan_chunk", vmapped, self.spec, args, donate=(0,))
+        program = compiled("scan_chunk", vmapped, self.spec, args, donate=(0,),
+                           key_extra=static)
         states, outputs = program(*args)
         outputs, diverged_at = jax.device_get((outputs, states.diverged_at))  # the one transfer
         return states, mask_diverged(jax.tree.map(lambda a: a[:, : stop - first], outputs),

@@ -29,18 +29,21 @@ _LOCK = threading.Lock()
 
 def _signature(args: tuple) -> tuple:
     leaves, treedef = jax.tree.flatten(args)
-    return treedef, tuple((np.shape(leaf), np.dtype(getattr(leaf, "dtype", None)
-                                                    or np.result_type(leaf)).str,
+    return treedef, tuple((np.shape(leaf), (np.dtype(leaf.dtype) if hasattr(leaf, "dtype")
+                                            else np.result_type(leaf)).str,
                            bool(getattr(leaf, "weak_type", False))) for leaf in leaves)
 
 
 def compiled(name: str, fn: Callable, spec: Spec, args: tuple, *,
-             static: tuple[tuple[str, Any], ...] = (), donate: tuple[int, ...] = ()):
+             static: tuple[tuple[str, Any], ...] = (), donate: tuple[int, ...] = (),
+             key_extra: tuple = ()):
     """The executable of ``fn(spec, *args, **static)`` for these argument shapes.
 
-    Compiled once per (name, spec, static, signature, x64) and reused by value.
+    Compiled once per (name, spec, static, key_extra, signature, x64) and reused by value;
+    ``key_extra`` names what ``fn`` has bound already (e.g. a plan's computations).
     """
-    key = (name, spec, static, donate, _signature(args), bool(jax.config.jax_enable_x64))
+    key = (name, spec, static, key_extra, donate, _signature(args),
+           bool(jax.config.jax_enable_x64))
     with _LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)

@@ -50,8 +50,8 @@ class Spec:
     def of(cls, model_config: ModelConfig, train_config: TrainConfig) -> Spec:
         """The spec of a configuration; seed, length and cadences do not matter."""
         return cls(model_config, dataclasses.replace(
-            train_config, seed=0, seeds=(), epochs=1, max_steps=None,
-            eval_every=train_config.steps_per_chunk, snapshot_every=1))
+            train_config, seed=0, seeds=(), epochs=1, max_steps=None, step_loop="auto",
+            steps_per_chunk=1, eval_every=1, snapshot_every=1))
 
 
 @functools.lru_cache(maxsize=64)
