@@ -55,15 +55,13 @@ def data_measured_step(spec: Spec, state: TrainState, x_all, y_all, order):
     return new_state, step_metrics(spec, new_state, loss, x, y), grads, x, y
 
 
-def _measure(ops, spec: Spec, computation: Computation, state, new_state, grads, x, y,
-             run_points=None):
-    """One computation of a step; probe points go through ``run_points`` when given."""
+def _measure(ops, spec: Spec, computation: Computation, state, new_state, grads, x, y):
+    """One computation of a step (its probe points evaluated one after another)."""
     if computation.kind == "ics":
         return gradient_ics_by_layers(ops, spec, state.params, new_state.params,
                                       state.batch_stats, grads, x, y, train=computation.train)
     points = probe_points(computation, state, new_state, grads, x, y, x.dtype)
-    evaluated = (run_points or (lambda pts: [ops["probe_point"](*a, **k) for a, k in pts]))(
-        points)
+    evaluated = [ops["probe_point"](*args, **kwargs) for args, kwargs in points]
     return probe_computation(ops, computation, evaluated, grads, x.dtype)
 
 
