@@ -12,11 +12,8 @@ import pytest
 
 from bnstudy.data import cifar10
 from bnstudy.reliability.errors import ParameterError, is_user_error
-from bnstudy.reliability.params import (
-    check_overrides_exist,
-    split_params_keeping_strings,
-    validate_model_parameters,
-)
+from bnstudy.parameters import model_parameters
+from bnstudy.reliability.params import check_overrides_exist, split_params_keeping_strings
 from tests.reliability.cli_helpers import kedro_env, new_project, run_kedro
 
 ZEROS = "0" * 32
@@ -132,11 +129,11 @@ def test_model_parameters_are_validated_with_their_full_name():
         "measurements": ["blog"],
     }
     with pytest.raises(ParameterError, match=r"candidate\.training\.epochs = True \(bool\)"):
-        validate_model_parameters({"candidate": model, "data_ingestion": {"md5": ZEROS}})
+        model_parameters("candidate", model)
     model["training"]["epochs"] = 1
     model["training"]["learning_rate"] = -1.0
-    with pytest.raises(ParameterError, match=r"model 'candidate'.*learning_rate must be > 0"):
-        validate_model_parameters({"candidate": model})
+    with pytest.raises(ParameterError, match=r"candidate\.training\.learning_rate = -1\.0 .*must be > 0"):
+        model_parameters("candidate", model)
 
 
 def _raise(error: BaseException):
@@ -145,8 +142,8 @@ def _raise(error: BaseException):
 
 def test_user_errors_are_told_apart_from_bugs():
     with pytest.raises(ValueError) as from_bnstudy:
-        validate_model_parameters({"m": {"normalization": "x", "architecture": {},
-                                         "training": {}, "measurements": []}})
+        model_parameters("m", {"normalization": "x", "architecture": {}, "training": {},
+                               "measurements": []})
     with pytest.raises(ValueError) as from_numpy:
         np.zeros(3).reshape(2, 2)
     with pytest.raises(KeyError) as key_error:

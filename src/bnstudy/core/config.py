@@ -1,17 +1,24 @@
-"""Frozen configuration dataclasses for the bnstudy core.
+"""Configuration of the bnstudy core: three frozen pydantic dataclasses.
 
-Every default of the study lives here, once. YAML parameters reach the core through the
-``from_dict`` constructors, which reject unknown keys so a typo never silently falls back
-to a default.
+Every default of the study lives here, once, with its description; the configuration
+reference (docs/configuration.md) is generated from these classes. Types are strict (text is
+never read as a number, ``True`` is not an integer) and unknown keys are refused, so a typo
+never silently falls back to a default. YAML parameters reach the core through the
+``from_dict`` constructors, whose errors (:class:`ConfigError`) name the field, the value and
+what is allowed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+import pydantic
+from pydantic import ConfigDict, Field, Strict
+from pydantic.dataclasses import dataclass
 
 NORMALIZATIONS = ("none", "batch")
 MEASUREMENT_MODES = ("train", "eval")
@@ -20,39 +27,114 @@ MATMUL_PRECISIONS = ("default", "high", "highest", "bfloat16", "tensorfloat32", 
 PARAM_DTYPES = ("float32", "float64")
 STEP_LOOPS = ("auto", "scan", "host")
 
+STRICT = ConfigDict(extra="forbid", strict=True)
+"""Every config: unknown keys refused, no coercion between kinds (lists become tuples)."""
+
+Int = Annotated[int, Strict()]
+PositiveInt = Annotated[int, Strict(), Field(ge=1)]
+Float = Annotated[float, Strict()]  # an int is accepted as a float
+Ints = Annotated[tuple[Int, ...], Strict(False)]  # a YAML list becomes a (hashable) tuple
+PositiveInts = Annotated[tuple[PositiveInt, ...], Strict(False)]
+
+
+def described(kind: Any, description: str) -> Any:
+    """``kind`` with the description that the configuration reference prints."""
+    return Annotated[kind, Field(description=description)]
+
+
+class ConfigError(ValueError):
+    """A config value is not allowed. ``field`` and ``value`` are set when one field is at fault.
+
+    Attributes:
+        owner: the config class (``TrainConfig``).
+        field: the offending field (None for a rule between fields).
+        value: the value given to ``field``.
+        reason: what is allowed, without the owner and field (``expects int``).
+    """
+
+    def __init__(self, owner: str, reason: str, field: str | None = None, value: Any = None,
+                 item: str = ""):
+        if field is None:
+            message = reason
+        else:
+            message = f"{owner}.{field}{item} {reason}, got {value!r} ({type(value).__name__})"
+        super().__init__(message)
+        self.owner, self.field, self.value, self.reason, self.item = owner, field, value, reason, item
+
+
+_KIND_NAMES = {"int_type": "int", "float_type": "int or float", "bool_type": "bool",
+               "string_type": "str", "tuple_type": "a list", "literal_error": "a choice"}
+
+
+def explain(cls: type, error: pydantic.ValidationError) -> ConfigError:
+    """The first problem of a pydantic ``error`` for ``cls``, in the words of this project."""
+    owner, first = cls.__name__, error.errors(include_url=False)[0]
+    kind, ctx, value = first["type"], first.get("ctx", {}), first.get("input")
+    if kind == "value_error":  # a rule of __post_init__, already worded for the user
+        return ConfigError(owner, str(ctx.get("error", first["msg"])))
+    path = [str(part) for part in first["loc"]]
+    field = path[0] if path else None
+    item = "".join(f"[{part}]" for part in path[1:])
+    default = _defaults(cls).get(field, dataclasses.MISSING)
+    if kind == "unexpected_keyword_argument":
+        return ConfigError(owner, _unknown_keys(cls, [field]))
+    if kind == "literal_error":
+        reason = f"must be one of {list(choices(cls, field))}"
+    elif kind in ("greater_than_equal", "greater_than", "less_than", "less_than_equal"):
+        reason = _bound_reason(kind, ctx, value)
+    elif kind in ("missing", "too_short", "too_long"):
+        reason = f"has the wrong length ({first['msg']})"
+    else:
+        reason = f"expects {_KIND_NAMES.get(kind, first['msg'])}"
+    if default is not dataclasses.MISSING:
+        reason += f" (default {default!r})"
+    return ConfigError(owner, reason, field, value, item)
+
+
+def _bound_reason(kind: str, ctx: Mapping[str, Any], value: Any) -> str:
+    if kind == "greater_than_equal" and ctx.get("ge") == 1 and isinstance(value, int):
+        return "must be a positive integer"
+    symbol = {"greater_than_equal": ">=", "greater_than": ">", "less_than": "<",
+              "less_than_equal": "<="}[kind]
+    return f"must be {symbol} {next(iter(ctx.values()))}"
+
+
+def choices(cls: type, field: str) -> tuple[Any, ...]:
+    """The allowed values of a ``Literal`` field of a config class."""
+    annotation = cls.__pydantic_fields__[field].annotation
+    return typing.get_args(annotation)
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(cls)}
+
+
+def _unknown_keys(cls: type, unknown: list[str]) -> str:
+    return (f"unknown {cls.__name__} key(s) {sorted(unknown)}; valid keys are "
+            f"{sorted(_defaults(cls))}. Fix the spelling in your parameters file or remove the key.")
+
 
 def _from_dict(cls: type, values: Mapping[str, Any]):
-    """Build a config dataclass from a plain mapping, rejecting unknown keys."""
+    """Build a config dataclass from a plain mapping; every problem is a :class:`ConfigError`."""
     if not isinstance(values, Mapping):
-        raise ValueError(
-            f"{cls.__name__}.from_dict expects a mapping of field names to values, "
-            f"got {type(values).__name__}; pass e.g. {{'{dataclasses.fields(cls)[0].name}': ...}}"
-        )
-    known = {field.name: field for field in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(known))
+        raise ConfigError(
+            cls.__name__, f"{cls.__name__}.from_dict expects a mapping of field names to values, "
+            f"got {type(values).__name__}; pass e.g. {{'{dataclasses.fields(cls)[0].name}': ...}}")
+    unknown = [key for key in values if key not in _defaults(cls)]
     if unknown:
-        raise ValueError(
-            f"unknown {cls.__name__} key(s) {unknown}; valid keys are {sorted(known)}. "
-            "Fix the spelling in your parameters file or remove the key."
-        )
-    converted = {}
-    for key, value in values.items():
-        # YAML gives lists; configs hold tuples so that they stay hashable (compile caches).
-        converted[key] = tuple(value) if isinstance(value, list) else value
-    return cls(**converted)
+        raise ConfigError(cls.__name__, _unknown_keys(cls, unknown))
+    try:
+        return cls(**values)
+    except pydantic.ValidationError as error:
+        raise explain(cls, error) from None
 
 
-def _check_choice(owner: str, name: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        raise ValueError(f"{owner}.{name} must be one of {list(choices)}, got {value!r}")
+def _plain(config: Any) -> dict[str, Any]:
+    """Plain-dict view of a config (lists instead of tuples), the inverse of ``from_dict``."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
 
 
-def _check_positive(owner: str, name: str, value: Any) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{owner}.{name} must be a positive integer, got {value!r}")
-
-
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class ModelConfig:
     """Architecture of the VGG pair. The defaults are the paper's network.
 
@@ -60,49 +142,37 @@ class ModelConfig:
     below 1; the output layer always has ``num_classes`` units.
     """
 
-    # "none" builds the baseline, "batch" adds BatchNorm after every conv (before the ReLU).
-    normalization: str = "batch"
-    # Output channels of each 3x3 SAME conv (with bias), before the width multiplier.
-    conv_features: tuple[int, ...] = (64, 64, 128, 128, 256, 256, 512, 512, 512, 512)
-    # 0-based indices of the convs followed by a 2x2 stride-2 max-pool.
-    pool_after: tuple[int, ...] = (1, 3, 5, 7, 9)
-    # Hidden dense layers fc1, fc2, ... (before the width multiplier); "out" follows them.
-    dense_features: tuple[int, ...] = (96, 96)
-    # Units of the output layer "out".
-    num_classes: int = 10
-    # Scales every hidden width; 0.125 gives the CPU-sized network.
-    width_multiplier: float = 1.0
-    # Running statistics update: running = momentum * running + (1 - momentum) * batch.
-    bn_momentum: float = 0.9
-    # Added to the variance inside BatchNorm.
-    bn_epsilon: float = 1e-5
-    # Height and width of the (square) input images.
-    image_size: int = 32
-    # Channels of the input images.
-    in_channels: int = 3
-    # Parameter dtype; "float64" needs jax_enable_x64 (used by the numerical tests).
-    param_dtype: str = "float32"
+    normalization: described(Literal[NORMALIZATIONS], (
+        "`none` builds the baseline, `batch` adds BatchNorm after every conv (before the "
+        "ReLU).")) = "batch"
+    conv_features: described(PositiveInts, (
+        "Output channels of each 3x3 SAME conv (with bias), before the width multiplier.")) = (
+        64, 64, 128, 128, 256, 256, 512, 512, 512, 512)
+    pool_after: described(Ints, (
+        "0-based indices of the convs followed by a 2x2 stride-2 max-pool.")) = (1, 3, 5, 7, 9)
+    dense_features: described(PositiveInts, (
+        "Hidden dense layers fc1, fc2, ... (before the width multiplier); `out` follows "
+        "them.")) = (96, 96)
+    num_classes: described(PositiveInt, "Units of the output layer `out`.") = 10
+    width_multiplier: described(Annotated[Float, Field(gt=0)], (
+        "Scales every hidden width; 0.125 gives the CPU-sized network.")) = 1.0
+    bn_momentum: described(Annotated[Float, Field(ge=0, lt=1)], (
+        "Running statistics update: running = momentum * running + (1 - momentum) * "
+        "batch.")) = 0.9
+    bn_epsilon: described(Annotated[Float, Field(gt=0)], "Added to the variance inside BatchNorm.") = 1e-5
+    image_size: described(PositiveInt, "Height and width of the (square) input images.") = 32
+    in_channels: described(PositiveInt, "Channels of the input images.") = 3
+    param_dtype: described(Literal[PARAM_DTYPES], (
+        "Parameter dtype; `float64` needs jax_enable_x64 (used by the numerical tests).")) = "float32"
 
     def __post_init__(self) -> None:
-        owner = "ModelConfig"
-        _check_choice(owner, "normalization", self.normalization, NORMALIZATIONS)
-        _check_choice(owner, "param_dtype", self.param_dtype, PARAM_DTYPES)
         if len(self.conv_features) < 1:
             raise ValueError("ModelConfig.conv_features must list at least one conv width")
-        for name in ("conv_features", "dense_features"):
-            for width in getattr(self, name):
-                _check_positive(owner, name, width)
-        for name in ("num_classes", "image_size", "in_channels"):
-            _check_positive(owner, name, getattr(self, name))
-        if not self.width_multiplier > 0:
-            raise ValueError(
-                f"ModelConfig.width_multiplier must be > 0, got {self.width_multiplier!r}"
-            )
         bad_pools = [i for i in self.pool_after if not 0 <= i < len(self.conv_features)]
         if bad_pools or len(set(self.pool_after)) != len(self.pool_after):
             raise ValueError(
                 f"ModelConfig.pool_after must hold distinct conv indices in "
-                f"[0, {len(self.conv_features) - 1}], got {list(self.pool_after)}"
+                f"[0, {len(self.conv_features) - 1}] (one per conv), got {list(self.pool_after)}"
             )
         if self.image_size % (2 ** len(self.pool_after)) != 0:
             raise ValueError(
@@ -110,19 +180,15 @@ class ModelConfig:
                 f"2**{len(self.pool_after)} (one halving per pool); use fewer pools or "
                 "a larger image"
             )
-        if not 0.0 <= self.bn_momentum < 1.0:
-            raise ValueError(f"ModelConfig.bn_momentum must be in [0, 1), got {self.bn_momentum}")
-        if not self.bn_epsilon > 0:
-            raise ValueError(f"ModelConfig.bn_epsilon must be > 0, got {self.bn_epsilon}")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> ModelConfig:
-        """Build from a plain dict (YAML parameters); unknown keys raise ValueError."""
+        """Build from a plain dict (YAML parameters); errors are :class:`ConfigError`."""
         return _from_dict(cls, values)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict view (lists instead of tuples), the inverse of ``from_dict``."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return _plain(self)
 
     def scaled(self, width: int) -> int:
         """A hidden width after the width multiplier (rounded, at least 1)."""
@@ -145,65 +211,56 @@ class ModelConfig:
         return side * side * self.conv_widths[-1]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class TrainConfig:
     """Optimisation, data order, evaluation and snapshot cadence. Defaults: the paper run."""
 
-    # Seed of everything random: init key = fold_in(key(seed), 0), shuffling = fold_in(.., 1).
-    seed: int = 1337
-    # Seeds trained together on a leading seed axis of the state; () trains ``seed`` alone.
-    # Seed k of a multi-seed run equals the single-seed run with seed k.
-    seeds: tuple[int, ...] = ()
-    # SGD learning rate eta (also the unit of the probe step sizes s).
-    learning_rate: float = 0.035
-    # SGD momentum (optax.sgd trace, no dampening).
-    momentum: float = 0.9
-    # Nesterov momentum; the study uses plain heavy-ball momentum.
-    nesterov: bool = False
-    # Training batch size; the last partial batch of each epoch is dropped (static shapes).
-    batch_size: int = 128
-    # Passes over the training set, reshuffled each epoch from the seed.
-    epochs: int = 39
-    # Optional cap on the number of steps (None: epochs * floor(N / batch_size)).
-    max_steps: int | None = None
-    # Test-set evaluation after every this many completed steps (also at 0 and at the end).
-    eval_every: int = 200
-    # Batch size of the test-set evaluation (the last partial batch is masked, not dropped).
-    eval_batch_size: int = 1000
-    # Activation statistics and distance-from-init snapshots at steps t % snapshot_every == 0.
-    snapshot_every: int = 200
-    # Fixed-edge histogram of the activations: number of bins ...
-    histogram_bins: int = 200
-    # ... and the range they cover; values outside go to underflow / overflow counts.
-    histogram_range: tuple[float, float] = (-20.0, 20.0)
-    # Steps per compiled chunk (one host transfer per chunk); must divide eval_every.
-    steps_per_chunk: int = 200
-    # jax.default_matmul_precision around every compiled call ("highest": true float32).
-    matmul_precision: str = "highest"
-    # How steps of a chunk run: "scan" (one lax.scan program per chunk), "host" (one
-    # compiled step per dispatch, asynchronously, results still fetched once per chunk) or
-    # "auto" ("host" on CPU, where XLA runs convolutions inside loops ~8x slower, else "scan").
-    # "scan" also vmaps the seed axis (one program for all seeds, shardable over devices);
-    # "host" runs the seeds one after another (XLA:CPU's vmapped convolutions are slower).
-    step_loop: str = "auto"
+    seed: described(Int, (
+        "Seed of everything random: init key = fold_in(key(seed), 0), shuffling = "
+        "fold_in(.., 1).")) = 1337
+    seeds: described(Ints, (
+        "Seeds trained together on a leading seed axis of the state; [] trains `seed` alone. "
+        "Seed k of a multi-seed run equals the single-seed run with seed k.")) = ()
+    learning_rate: described(Annotated[Float, Field(gt=0)], (
+        "SGD learning rate eta (also the unit of the probe step sizes s).")) = 0.035
+    momentum: described(Annotated[Float, Field(ge=0, lt=1)], (
+        "SGD momentum (optax.sgd trace, no dampening).")) = 0.9
+    nesterov: described(Annotated[bool, Strict()], (
+        "Nesterov momentum; the study uses plain heavy-ball momentum.")) = False
+    batch_size: described(PositiveInt, (
+        "Training batch size; the last partial batch of each epoch is dropped (static "
+        "shapes).")) = 128
+    epochs: described(PositiveInt, "Passes over the training set, reshuffled each epoch from the seed.") = 39
+    max_steps: described(PositiveInt | None, (
+        "Optional cap on the number of steps (null: epochs * floor(N / batch_size)).")) = None
+    eval_every: described(PositiveInt, (
+        "Test-set evaluation after every this many completed steps (also at 0 and at the "
+        "end).")) = 200
+    eval_batch_size: described(PositiveInt, (
+        "Batch size of the test-set evaluation (the last partial batch is masked, not "
+        "dropped).")) = 1000
+    snapshot_every: described(PositiveInt, (
+        "Activation statistics and distance-from-init snapshots at steps t % snapshot_every "
+        "== 0.")) = 200
+    histogram_bins: described(PositiveInt, "Bins of the fixed-edge activation histograms.") = 200
+    histogram_range: described(Annotated[tuple[Float, Float], Strict(False)], (
+        "Range [low, high] the histogram bins cover; values outside go to underflow / overflow "
+        "counts.")) = (-20.0, 20.0)
+    steps_per_chunk: described(PositiveInt, (
+        "Steps per compiled chunk (one host transfer per chunk); must divide eval_every.")) = 200
+    matmul_precision: described(Literal[MATMUL_PRECISIONS], (
+        "jax.default_matmul_precision around every compiled call (`highest`: true "
+        "float32).")) = "highest"
+    step_loop: described(Literal[STEP_LOOPS], (
+        "How steps of a chunk run: `scan` (one lax.scan program per chunk, seeds vmapped, "
+        "shardable over devices), `host` (small compiled programs dispatched from the host, "
+        "results still fetched once per chunk) or `auto` (`host` on CPU, where XLA runs "
+        "convolutions inside loops slowly, else `scan`).")) = "auto"
 
     def __post_init__(self) -> None:
-        owner = "TrainConfig"
-        for name in ("batch_size", "epochs", "eval_every", "eval_batch_size", "snapshot_every",
-                     "histogram_bins", "steps_per_chunk"):
-            _check_positive(owner, name, getattr(self, name))
-        if self.max_steps is not None:
-            _check_positive(owner, "max_steps", self.max_steps)
-        if len(set(self.seeds)) != len(self.seeds) or not all(
-                isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in self.seeds):
+        if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"TrainConfig.seeds must be distinct integers, got {self.seeds!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate}")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"TrainConfig.momentum must be in [0, 1), got {self.momentum}")
-        _check_choice(owner, "matmul_precision", self.matmul_precision, MATMUL_PRECISIONS)
-        _check_choice(owner, "step_loop", self.step_loop, STEP_LOOPS)
-        if len(self.histogram_range) != 2 or not self.histogram_range[0] < self.histogram_range[1]:
+        if not self.histogram_range[0] < self.histogram_range[1]:
             raise ValueError(
                 f"TrainConfig.histogram_range must be (low, high) with low < high, "
                 f"got {self.histogram_range!r}"
@@ -217,12 +274,12 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
-        """Build from a plain dict (YAML parameters); unknown keys raise ValueError."""
+        """Build from a plain dict (YAML parameters); errors are :class:`ConfigError`."""
         return _from_dict(cls, values)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict view (lists instead of tuples), the inverse of ``from_dict``."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return _plain(self)
 
     @property
     def seed_list(self) -> tuple[int, ...]:
@@ -251,38 +308,28 @@ class TrainConfig:
         return steps if self.max_steps is None else min(steps, self.max_steps)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class MeasurementConfig:
     """One protocol for the per-step measurements 1-4 (ICS, loss landscape, gradient
     predictiveness, effective beta-smoothness). See docs/measurements.md."""
 
-    # Key of this protocol in TrainingResult.measurements.
-    name: str = "paper"
-    # G' with batch statistics ("train") or with the running statistics S_t ("eval").
-    ics_mode: str = "train"
-    # Probe origin W_start: W_t ("pre_step") or W_{t+1} ("post_step").
-    probe_start: str = "pre_step"
-    # Probe forward passes with batch statistics ("train") or the start point's running ones.
-    probe_mode: str = "train"
-    # Probe step sizes s = arange(probe_min, probe_max, probe_step), in units of lr * g_t ...
-    probe_min: float = 0.5
-    # ... top excluded ...
-    probe_max: float = 4.2
-    # ... and spacing.
-    probe_step: float = 0.3
-    # Measure at steps t with t % measure_every == 0.
-    measure_every: int = 1
+    name: described(Annotated[str, Strict(), Field(min_length=1)], (
+        "Key of this protocol in the results (the `blog`/`paper` prefix of every metric).")) = "paper"
+    ics_mode: described(Literal[MEASUREMENT_MODES], (
+        "G' with batch statistics (`train`) or with the running statistics S_t (`eval`).")) = "train"
+    probe_start: described(Literal[PROBE_STARTS], (
+        "Probe origin W_start: W_t (`pre_step`) or W_{t+1} (`post_step`).")) = "pre_step"
+    probe_mode: described(Literal[MEASUREMENT_MODES], (
+        "Probe forward passes with batch statistics (`train`) or the start point's running "
+        "ones (`eval`).")) = "train"
+    probe_min: described(Float, (
+        "Probe step sizes s = arange(probe_min, probe_max, probe_step), in units of lr * g_t: "
+        "the first ...")) = 0.5
+    probe_max: described(Float, "... the top (excluded) ...") = 4.2
+    probe_step: described(Annotated[Float, Field(gt=0)], "... and the spacing.") = 0.3
+    measure_every: described(PositiveInt, "Measure at steps t with t % measure_every == 0.") = 1
 
     def __post_init__(self) -> None:
-        owner = "MeasurementConfig"
-        if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"MeasurementConfig.name must be a non-empty string, got {self.name!r}")
-        _check_choice(owner, "ics_mode", self.ics_mode, MEASUREMENT_MODES)
-        _check_choice(owner, "probe_start", self.probe_start, PROBE_STARTS)
-        _check_choice(owner, "probe_mode", self.probe_mode, MEASUREMENT_MODES)
-        _check_positive(owner, "measure_every", self.measure_every)
-        if not self.probe_step > 0:
-            raise ValueError(f"MeasurementConfig.probe_step must be > 0, got {self.probe_step}")
         if len(self.probe_s) == 0:
             raise ValueError(
                 f"MeasurementConfig probe range arange({self.probe_min}, {self.probe_max}, "
@@ -291,15 +338,19 @@ class MeasurementConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> MeasurementConfig:
-        """Build from a plain dict (YAML parameters); unknown keys raise ValueError.
+        """Build from a plain dict (YAML parameters); errors are :class:`ConfigError`.
 
         ``{"preset": "blog", ...}`` starts from a named preset and overrides its fields.
         """
+        if not isinstance(values, Mapping):
+            return _from_dict(cls, values)
         values = dict(values)
         preset = values.pop("preset", None)
         if preset is not None:
             if preset not in PRESETS:
-                raise ValueError(f"unknown measurement preset {preset!r}; choose from {sorted(PRESETS)}")
+                raise ConfigError(
+                    cls.__name__,
+                    f"unknown measurement preset {preset!r}; choose from {sorted(PRESETS)}")
             values = {**dataclasses.asdict(PRESETS[preset]), **values}
         return _from_dict(cls, values)
 

@@ -14,7 +14,8 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from bnstudy.reliability.params import check_overrides_exist, validate_model_parameters
+from bnstudy.parameters import validate_parameters
+from bnstudy.reliability.params import check_overrides_exist
 from bnstudy.reliability.tracking import (
     mark_stale_runs_killed,
     probe_tracking_server,
@@ -41,8 +42,8 @@ class PreflightHooks:
 
     @hook_impl
     def after_catalog_created(self, parameters: dict[str, Any]) -> None:
-        """Every model's configs, built from the final parameters (``--params`` included)."""
-        validate_model_parameters(parameters.get("parameters", {}))
+        """The whole parameter tree (``--params`` included), before the first node."""
+        validate_parameters(parameters.get("parameters", {}))
 
 
 def _configured_parameters(loader: Any) -> dict[str, Any] | None:

@@ -1,4 +1,6 @@
-"""Parameters checked before any node runs: ``--params`` as typed, known keys, valid configs.
+"""``--params`` checked before any node runs: typed as written, and naming known keys.
+
+The values themselves are validated by :func:`bnstudy.parameters.validate_parameters`.
 
 Kedro reads ``--params key=value`` values as YAML, so ``md5=00000000000000000000000000000000``
 becomes the integer 0 and a check that tests ``if md5:`` silently does nothing; and a typo in a
@@ -8,7 +10,6 @@ nothing reads, so the run quietly uses the default. Both are caught here.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -20,8 +21,6 @@ from bnstudy.reliability.errors import ParameterError
 STRING_KEY_SUFFIXES = ("md5",)
 """``--params`` keys whose last part ends so keep the text typed (YAML ``null`` is still None)."""
 _YAML_NULLS = ("null", "Null", "NULL", "~")
-MODEL_KEYS = frozenset({"normalization", "architecture", "training", "measurements"})
-"""A top-level parameter with these keys is one model of the study (a training namespace)."""
 
 
 def split_params_keeping_strings(ctx: click.Context, param: Any, value: Any) -> Any:
@@ -80,61 +79,3 @@ def _first_unknown(tree: Any, parts: list[str]) -> str | None:
             return ".".join(parts[: index + 1])
         tree = tree[part]
     return None
-
-
-def validate_model_parameters(params: Mapping[str, Any]) -> None:
-    """Build every model's configs from ``params`` now, so a bad value fails before any node.
-
-    Raises:
-        ParameterError: naming the parameter (``<model>.training.<key>``), its value and what
-        is expected.
-    """
-    from bnstudy.core import ModelConfig, TrainConfig
-    from bnstudy.pipelines.training.nodes import build_configs
-
-    for model, values in params.items():
-        if not isinstance(values, Mapping) or not MODEL_KEYS <= set(values):
-            continue
-        for section, config_class in (("architecture", ModelConfig), ("training", TrainConfig)):
-            _check_types(f"{model}.{section}", config_class, values[section])
-        try:
-            build_configs(
-                values["normalization"], values["architecture"], values["training"],
-                values["measurements"],
-            )
-        except (ValueError, TypeError) as error:
-            raise ParameterError(
-                f"Parameters of model '{model}' are not valid: {error}. Fix them in "
-                "conf/<env>/globals.yml or parameters_training.yml, or in --params."
-            ) from error
-
-
-def _check_types(where: str, config_class: type, values: Any) -> None:
-    """A value of the wrong kind (text for a number) fails with the parameter's full name."""
-    if not isinstance(values, Mapping):
-        return
-    defaults = {f.name: f.default for f in dataclasses.fields(config_class)}
-    for key, value in values.items():
-        default = defaults.get(key, dataclasses.MISSING)
-        if default is dataclasses.MISSING or default is None or value is None:
-            continue
-        kinds = _accepted_kinds(default)
-        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-            expected = " or ".join(kind.__name__ for kind in kinds)
-            raise ParameterError(
-                f"Parameter {where}.{key} = {value!r} ({type(value).__name__}): "
-                f"{config_class.__name__}.{key} expects {expected} (default {default!r}). "
-                "Fix it in conf/<env>/globals.yml or parameters_training.yml, or in --params."
-            )
-
-
-def _accepted_kinds(default: Any) -> tuple[type, ...]:
-    if isinstance(default, bool):
-        return (bool,)
-    if isinstance(default, int):
-        return (int,)
-    if isinstance(default, float):
-        return (int, float)
-    if isinstance(default, (tuple, list)):
-        return (tuple, list)
-    return (type(default),)

@@ -14,6 +14,7 @@ import pandas as pd
 
 from bnstudy.core import MeasurementConfig, ModelConfig, TrainConfig, TrainingResult, train_seeds
 from bnstudy.datasets.npz_dataset import flatten_tree, npz_bytes
+from bnstudy.parameters import model_parameters
 from bnstudy.pipelines import json_ready
 
 logger = logging.getLogger(__name__)
@@ -24,16 +25,11 @@ QUANTILE_COLUMNS = ("q01", "q05", "q25", "q50", "q75", "q95", "q99")
 def build_configs(
     normalization: str, architecture: dict[str, Any], training: dict[str, Any], measurements: list
 ) -> tuple[ModelConfig, TrainConfig, list[MeasurementConfig]]:
-    """Parameters (plain dicts from YAML) -> validated core configs."""
-    model_config = ModelConfig.from_dict({**architecture, "normalization": normalization})
-    train_config = TrainConfig.from_dict(training)
-    measurement_configs = [
-        MeasurementConfig.from_dict({"preset": m} if isinstance(m, str) else m) for m in measurements
-    ]
-    names = [m.name for m in measurement_configs]
-    if len(set(names)) != len(names):
-        raise ValueError(f"measurement configs need distinct names, got {names}")
-    return model_config, train_config, measurement_configs
+    """Parameters (plain dicts from YAML) -> validated core configs (bnstudy.parameters)."""
+    configs = model_parameters("<model>", {
+        "normalization": normalization, "architecture": architecture, "training": training,
+        "measurements": measurements})
+    return configs.model, configs.train, list(configs.measurements)
 
 
 def train_model(

@@ -1,0 +1,182 @@
+"""Guarantee 3: the whole parameter tree is validated before any work, and each failure names
+the parameter, its value and what is allowed (bnstudy.parameters)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bnstudy.parameters import (
+    CIFAR10_SIZES,
+    DataIngestion,
+    configuration_reference,
+    validate_parameters,
+)
+from bnstudy.reliability.errors import ParameterError
+from tests.conftest import PROJECT_ROOT
+
+ZEROS = "0" * 32
+
+
+def _load(env: str) -> dict[str, Any]:
+    from kedro.config import OmegaConfigLoader
+
+    from bnstudy.settings import CONFIG_LOADER_ARGS
+
+    loader = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), **{**CONFIG_LOADER_ARGS, "default_run_env": env})
+    return loader["parameters"]
+
+
+@pytest.fixture(scope="module")
+def test_params() -> dict[str, Any]:
+    return _load("test")
+
+
+def _merged(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` merged in, as Kedro merges ``--params``."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+# (id, --params as a nested mapping, a regex the error must match: it names the parameter,
+# its value and what is allowed). The test environment: 4 convs, 320 training images.
+BAD_PARAMETERS = [
+    ("lr as text", {"baseline": {"training": {"learning_rate": "oops"}}},
+     r"baseline\.training\.learning_rate = 'oops' \(str\): expects int or float"),
+    ("lr negative", {"candidate": {"training": {"learning_rate": -0.1}}},
+     r"candidate\.training\.learning_rate = -0\.1 \(float\): must be > 0"),
+    ("lr zero", {"baseline": {"training": {"learning_rate": 0}}},
+     r"baseline\.training\.learning_rate = 0 \(int\): must be > 0"),
+    ("batch size 0", {"baseline": {"training": {"batch_size": 0}}},
+     r"baseline\.training\.batch_size = 0 \(int\): must be a positive integer"),
+    ("batch larger than the subset", {"candidate": {"training": {"batch_size": 1000}}},
+     r"candidate\.training\.batch_size = 1000 is larger than preprocessing\.train_size = 320"),
+    ("epochs bool", {"baseline": {"training": {"epochs": True}}},
+     r"baseline\.training\.epochs = True \(bool\): expects int"),
+    ("momentum 1", {"baseline": {"training": {"momentum": 1.0}}},
+     r"baseline\.training\.momentum = 1\.0 \(float\): must be < 1"),
+    ("duplicate seeds", {"baseline": {"training": {"seeds": [1, 1]}}},
+     r"baseline\.training are not valid: TrainConfig\.seeds must be distinct"),
+    ("chunk does not divide eval", {"baseline": {"training": {"steps_per_chunk": 3}}},
+     r"steps_per_chunk \(3\) must divide eval_every \(10\)"),
+    ("unknown training key", {"baseline": {"training": {"lerning_rate": 0.1}}},
+     r"unknown TrainConfig key\(s\) \['lerning_rate'\]|no parameter 'baseline\.training\.lerning_rate'"),
+    ("measure_every 0", {"candidate": {"measurements": [{"preset": "paper", "measure_every": 0}]}},
+     r"candidate\.measurements\[0\]\.measure_every = 0 \(int\): must be a positive integer"),
+    ("empty probe grid", {"baseline": {"measurements": [{"preset": "paper", "probe_max": 0.2}]}},
+     r"baseline\.measurements\[0\] are not valid: .*probe range arange\(0\.5, 0\.2, 0\.3\) is empty"),
+    ("no measurements", {"baseline": {"measurements": []}},
+     r"baseline\.measurements = \[\]: expects a non-empty list"),
+    ("unknown preset", {"baseline": {"measurements": ["papr"]}},
+     r"unknown measurement preset 'papr'; choose from \['blog', 'paper'\]"),
+    ("duplicate protocol names", {"baseline": {"measurements": ["blog", "blog"]}},
+     r"baseline\.measurements: the protocols need distinct names"),
+    ("pool beyond the last conv", {"baseline": {"architecture": {"pool_after": [1, 4]}}},
+     r"pool_after must hold distinct conv indices in \[0, 3\].*got \[1, 4\]"),
+    ("unknown normalization", {"candidate": {"normalization": "layer"}},
+     r"candidate\.normalization = 'layer' \(str\): must be one of \['none', 'batch'\]"),
+    ("classes and outputs differ", {"baseline": {"architecture": {"num_classes": 5}}},
+     r"baseline\.architecture\.num_classes = 5, but data_ingestion\.classes lists 10"),
+    ("train subset larger than the data", {"preprocessing": {"train_size": 60_000}},
+     r"preprocessing\.train_size = 60000 \(int\): Input should be less than or equal to 50000"),
+    ("test subset 0", {"preprocessing": {"test_size": 0}},
+     r"preprocessing\.test_size = 0 \(int\): Input should be greater than or equal to 1"),
+    ("numeric md5", {"data_ingestion": {"md5": 0}},
+     r"data_ingestion\.md5 = 0 \(int\): .*must be a string of 32 hex digits"),
+    ("empty md5", {"data_ingestion": {"md5": ""}},
+     r"data_ingestion\.md5 = '' \(str\): .*must be 32 hex digits, got '' \(0 characters\)"),
+    ("unknown source", {"data_ingestion": {"source": "ftp"}},
+     r"data_ingestion\.source = 'ftp' \(str\): Input should be 'download', 'python_archive' or"),
+    ("unknown ingestion key", {"data_ingestion": {"sorce": "download"}},
+     r"Unknown parameter data_ingestion\.sorce|no parameter 'data_ingestion\.sorce'"),
+    ("reported layer missing", {"reporting": {"ics_layers": ["conv_0", "conv_9"]}},
+     r"reporting\.ics_layers names \['conv_9'\], which model '\w+' does not have"),
+    ("zero phases", {"analysis": {"num_phases": 0}},
+     r"analysis\.num_phases = 0 \(int\): Input should be greater than or equal to 1"),
+    ("metric stride 0", {"candidate": {"mlflow": {"metric_stride": 0}}},
+     r"candidate\.mlflow\.metric_stride = 0 \(int\)"),
+]
+IDS = [case[0] for case in BAD_PARAMETERS]
+
+
+def test_the_shipped_environments_are_valid():
+    for env in ("local", "cpu", "test"):
+        models = validate_parameters(_load(env))
+        assert set(models) == {"baseline", "candidate"}
+        assert models["baseline"].model.normalization == "none"
+        assert models["candidate"].model.normalization == "batch"
+    assert validate_parameters(_load("cpu"))["baseline"].train.seed_list == (1337, 1, 2)
+
+
+@pytest.mark.parametrize(("name", "override", "message"), BAD_PARAMETERS, ids=IDS)
+def test_bad_parameters_fail_with_a_message_naming_them(test_params, name, override, message):
+    assert len(BAD_PARAMETERS) >= 15
+    with pytest.raises(ParameterError, match=message) as raised:
+        validate_parameters(_merged(test_params, override))
+    text = str(raised.value)
+    assert "conf/<env>" in text and "--params" in text, "the message says where to fix it"
+    assert "\n" not in text and len(text) < 700, "one short message"
+
+
+def test_the_subset_limits_are_cifar10s():
+    assert CIFAR10_SIZES == {"train": 50_000, "test": 10_000}
+
+
+def test_md5_given_as_text_is_kept_and_null_is_allowed():
+    assert DataIngestion(md5=ZEROS.upper()).md5 == ZEROS
+    assert DataIngestion(md5=None).md5 is None
+
+
+def test_configuration_reference_is_current_and_lists_every_parameter():
+    """docs/configuration.md is generated from the models; regenerate it with
+    `python -m bnstudy.parameters > docs/configuration.md`."""
+    reference = configuration_reference()
+    assert (PROJECT_ROOT / "docs" / "configuration.md").read_text() == reference
+    for name in ("learning_rate", "measure_every", "probe_max", "train_size", "md5",
+                 "metric_stride", "every_s", "ics_layers", "smoothing_fraction"):
+        assert f"| `{name}` |" in reference
+
+
+def test_the_base_configuration_states_the_models_defaults():
+    """conf/base and the models agree, so the reference's defaults are what a run uses."""
+    from bnstudy.parameters import SECTIONS
+
+    base = _load("local")
+    for name, cls in SECTIONS.items():
+        declared = {key: list(v) if isinstance(v, tuple) else v
+                    for key, v in cls().model_dump().items()}
+        configured = {key: value for key, value in base[name].items()
+                      if key not in ("source", "path", "url", "md5")}  # set from the environment
+        assert configured == {k: declared[k] for k in configured}, name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "override", "message"), BAD_PARAMETERS, ids=IDS)
+def test_kedro_run_refuses_bad_parameters_before_any_node(project_copy: Path, monkeypatch, name,
+                                                          override, message):
+    """The same table through a real KedroSession: the error comes before the first node."""
+    from kedro.pipeline.node import Node
+
+    from tests.conftest import run_session
+
+    started: list[str] = []
+    run = Node.run
+
+    def spy(node: Node, *args: Any, **kwargs: Any) -> Any:
+        started.append(node.name)
+        return run(node, *args, **kwargs)
+
+    monkeypatch.setattr(Node, "run", spy)
+    with pytest.raises(ParameterError, match=message):
+        run_session(project_copy, "full_study", params=override)
+    assert started == []
+    assert not any(path.is_file() for path in (project_copy / "data").rglob("*"))
