@@ -110,6 +110,12 @@ def compare_models(training, evals, smoothness, ics, histograms, init_distance,
     return summary
 
 
+def nothing_to_compare(excluded: Mapping[int, str], note: str | None) -> dict[str, Any]:
+    """The summary of a study in which every seed diverged in at least one model."""
+    return {"measures": {}, "seeds": [], "stalled": {}, "excluded_seeds": dict(excluded),
+            "note": note, "nothing_to_compare": True}
+
+
 def _stall_summary(curves, stalled: pd.DataFrame, total: int) -> dict[str, Any]:
     exits = {}
     for (model, seed), curve in curves.items():
@@ -142,6 +148,11 @@ def fidelity_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
 
     The probe and ICS claims are read in the paper's protocol when it was measured (else
     the first protocol); a claim is "untested" with one seed, never a bare yes or no."""
+    if summary.get("nothing_to_compare"):
+        return [{"key": key, "claim": claim, "paper": paper, "blog": blog, "measure": template,
+                 "this_run": "not measured: " + summary["note"], "significant": False,
+                 "n_seeds": 0, "agrees": "untested (every seed diverged)"}
+                for key, claim, paper, blog, template, _ in CLAIMS]
     rows = []
     presets = [name.split("/")[0] for name in summary["measures"] if name.endswith("/ics_l2")]
     preset = "paper" if "paper" in presets else presets[0]

@@ -34,6 +34,9 @@ def seed_caveats(seeds: Sequence[int], summary: Mapping[str, Any] | None = None)
     comparisons untestable (one seed) or weak (two); and which measurements kept fewer than
     two seeds after the stalled steps were excluded."""
     n = len(seeds)
+    if (summary or {}).get("nothing_to_compare"):
+        return [f"**Caveat: nothing to compare.** {summary['note']} No statistic, conclusion or figure of this "
+                "report compares the two models; lower the learning rate or check the data and run again."]
     if n < 2:
         return [f"**Caveat: one seed** ({seed_list(seeds) or 'none'}): no interval, not testable. Every comparison "
                 "below is a single paired value; none of them can say whether BatchNorm helps. Train several "
@@ -43,6 +46,8 @@ def seed_caveats(seeds: Sequence[int], summary: Mapping[str, Any] | None = None)
              "95% t interval and a paired t-test; 'significant' means p < 0.05."]
     if n == 2:
         notes.append("**Caveat: two seeds only.** The t intervals have one degree of freedom and are very wide.")
+    if (summary or {}).get("note"):
+        notes.append(f"**Caveat: divergence.** {summary['note']}")
     short = [name for name, m in (summary or {}).get("measures", {}).items() if m["overall"]["n"] < 2]
     if short:
         notes.append(f"**Caveat: {len(short)} measurement(s) kept fewer than two seeds** once the stalled steps "
@@ -55,6 +60,8 @@ def agreement(row: Mapping[str, Any], num_seeds: int | None = None) -> str:
 
     ``num_seeds``: how many seeds the run trained, to say when stalled steps left fewer."""
     n = int(row.get("n_seeds") or 0)
+    if "diverged" in str(row.get("agrees")):
+        return str(row["agrees"])
     if n < 2:
         left = (f"{n} of {num_seeds} seeds left once stalled steps were excluded" if num_seeds and num_seeds > n
                 else "no seed measured both models" if n == 0 else "one seed")
@@ -110,6 +117,8 @@ def _step(value: Any) -> str:
 
 def stalled_paragraphs(stalled: Mapping[str, Any]) -> list[str]:
     """Which steps were left out as stalled, and where each model left the plateau per seed."""
+    if not stalled:
+        return []
     total = int(stalled["total_steps"])
     counts = stalled.get("stalled_steps", {})
     excluded = "; ".join(f"seed {seed}: {n} of {total}" for seed, n in counts.items()) or "none"
@@ -140,8 +149,15 @@ def accuracy_table(records: Mapping[str, Mapping[str, Any]]) -> Table:
         b = base[seed]["final_test_accuracy"]
         c = cand.get(seed, {}).get("final_test_accuracy")
         diff = f"{100 * (c - b):+.1f} points" if c is not None and b is not None else "-"
-        rows.append([str(seed), pct(b), pct(c), diff])
+        rows.append([str(seed), _accuracy(base[seed]), _accuracy(cand.get(seed, {})), diff])
     return Table(["seed", "without BatchNorm", "with BatchNorm", "difference (BN - no BN)"], rows)
+
+
+def _accuracy(entry: Mapping[str, Any]) -> str:
+    """A seed's final test accuracy, or where it diverged."""
+    if entry.get("diverged_at") is not None:
+        return f"diverged at step {entry['diverged_at']}"
+    return pct(entry.get("final_test_accuracy"))
 
 
 def headline_metrics(summary: Mapping[str, Any], records: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:

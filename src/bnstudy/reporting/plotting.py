@@ -142,3 +142,12 @@ def omitted_panel(ax: Axes, note: str) -> None:
     """A panel left empty on purpose, saying why."""
     ax.set_axis_off()
     ax.text(0.5, 0.5, note, ha="center", va="center", fontsize=8, wrap=True, transform=ax.transAxes)
+
+
+@styled
+def note_figure(title: str, note: str) -> Figure:
+    """A figure with nothing to draw, saying why (e.g. every seed diverged)."""
+    figure, axes = new_figure(1, 1, 6.0, 2.2)
+    axes.reshape(-1)[0].set_title(title)
+    omitted_panel(axes.reshape(-1)[0], note)
+    return figure

@@ -111,7 +111,15 @@ def run_rows(records: Mapping[str, Record], environment: str) -> list[list[str]]
         ["versions", _same_or_both(records, versions)],
         ["device", _same_or_both(records, _device)],
         ["wall time (training, all seeds)", wall],
+        ["status", "; ".join(f"{name}: {_status(r)}" for name, r in records.items())],
     ]
+
+
+def _status(record: Record) -> str:
+    """``healthy`` or ``diverged at step k (seed s), ...`` from a run record's per-seed entries."""
+    bad = [f"step {entry['diverged_at']} (seed {seed})" for seed, entry in record.get("per_seed", {}).items()
+           if entry.get("diverged_at") is not None]
+    return "diverged at " + ", ".join(bad) if bad else "healthy (no seed diverged)"
 
 
 def setup_table(provenance: Record, preprocessing: Record, records: Mapping[str, Record], environment: str) -> Table:

@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 
 from bnstudy.reporting import conclusions, document, figures, histograms, report
-from bnstudy.reporting.plotting import to_png
+from bnstudy.reporting.plotting import note_figure, to_png
 
 # The report's figures, in the order of the report node's positional inputs.
 FIGURE_NAMES = (
@@ -24,59 +24,80 @@ FIGURE_NAMES = (
 )
 
 
+def _drawn(draw, title: str, table: pd.DataFrame, *args: Any) -> bytes:
+    """``draw(table, *args)`` as PNG; an empty table (every seed diverged, see the analysis
+    summaries) gives a figure that says so instead of a crash or a blank plot."""
+    if table.empty:
+        return to_png(note_figure(title, "Nothing to draw: every seed diverged in at least one model "
+                                         "(see the report's caveats)."))
+    return to_png(draw(table, *args))
+
+
 def plot_training_curves(table: pd.DataFrame) -> bytes:
-    return to_png(figures.training_curves_figure(table))
+    return _drawn(figures.training_curves_figure, "Training curves", table)
 
 
 def plot_gradient_ics(table: pd.DataFrame, baseline_record: dict[str, Any], candidate_record: dict[str, Any],
                       params: dict[str, Any]) -> bytes:
     zero = figures.zero_by_definition({"baseline": baseline_record, "candidate": candidate_record})
-    return to_png(figures.gradient_ics_figure(table, params["ics_layers"], zero))
+    return _drawn(figures.gradient_ics_figure, "Gradient ICS", table, params["ics_layers"], zero)
 
 
 def plot_loss_landscape(table: pd.DataFrame) -> bytes:
-    return to_png(figures.loss_landscape_figure(table))
+    return _drawn(figures.loss_landscape_figure, "Loss landscape", table)
 
 
 def plot_gradient_predictiveness(table: pd.DataFrame) -> bytes:
-    return to_png(figures.gradient_predictiveness_figure(table))
+    return _drawn(figures.gradient_predictiveness_figure, "Gradient predictiveness", table)
 
 
 def plot_beta_smoothness(table: pd.DataFrame) -> bytes:
-    return to_png(figures.beta_smoothness_figure(table))
+    return _drawn(figures.beta_smoothness_figure, "Effective beta-smoothness", table)
 
 
 def plot_init_distance(table: pd.DataFrame) -> bytes:
-    return to_png(figures.init_distance_figure(table))
+    return _drawn(figures.init_distance_figure, "Distance from initialization", table)
 
 
 def plot_activation_shift(table: pd.DataFrame) -> bytes:
-    return to_png(figures.activation_shift_figure(table))
+    return _drawn(figures.activation_shift_figure, "Activation shift", table)
 
 
-def plot_activation_histograms(baseline: dict[str, Any], candidate: dict[str, Any], record: dict[str, Any],
-                               params: dict[str, Any]) -> bytes:
+def shown_seeds(baseline_record: dict[str, Any], candidate_record: dict[str, Any]) -> list[int]:
+    """The run's seeds, those healthy in both models first (the histogram figures show the
+    first: a diverged seed's histograms are empty from its divergence on)."""
+    bad = {int(seed) for record in (baseline_record, candidate_record)
+           for seed, entry in record.get("per_seed", {}).items() if entry.get("diverged_at") is not None}
+    seeds = [int(seed) for seed in candidate_record.get("seeds", [])]
+    return [s for s in seeds if s not in bad] + [s for s in seeds if s in bad]
+
+
+def plot_activation_histograms(baseline: dict[str, Any], candidate: dict[str, Any], baseline_record: dict[str, Any],
+                               candidate_record: dict[str, Any], params: dict[str, Any]) -> bytes:
     return to_png(histograms.activation_histograms_figure(
         {"baseline": baseline, "candidate": candidate}, params["activation_layers"],
-        params["histogram_snapshots"], seeds=record.get("seeds")))
+        params["histogram_snapshots"], seeds=shown_seeds(baseline_record, candidate_record)))
 
 
 def plot_activation_final_snapshot(baseline_histograms: dict[str, Any], candidate_histograms: dict[str, Any],
                                    baseline_stats: pd.DataFrame, candidate_stats: pd.DataFrame,
-                                   record: dict[str, Any], params: dict[str, Any]) -> bytes:
+                                   baseline_record: dict[str, Any], candidate_record: dict[str, Any],
+                                   params: dict[str, Any]) -> bytes:
     return to_png(histograms.activation_final_snapshot_figure(
         {"baseline": baseline_histograms, "candidate": candidate_histograms},
         {"baseline": baseline_stats, "candidate": candidate_stats},
-        params["activation_layers"], seeds=record.get("seeds")))
+        params["activation_layers"], seeds=shown_seeds(baseline_record, candidate_record)))
 
 
 def animate_activations(baseline_histograms: dict[str, Any], candidate_histograms: dict[str, Any],
                         baseline_stats: pd.DataFrame, candidate_stats: pd.DataFrame,
-                        record: dict[str, Any], params: dict[str, Any]) -> bytes:
+                        baseline_record: dict[str, Any], candidate_record: dict[str, Any],
+                        params: dict[str, Any]) -> bytes:
     return histograms.activation_animation_gif(
         {"baseline": baseline_histograms, "candidate": candidate_histograms},
         {"baseline": baseline_stats, "candidate": candidate_stats},
-        params["activation_layers"], fps=params["animation_fps"], seeds=record.get("seeds"))
+        params["activation_layers"], fps=params["animation_fps"],
+        seeds=shown_seeds(baseline_record, candidate_record))
 
 
 def write_report(baseline_record: dict[str, Any], candidate_record: dict[str, Any], params: dict[str, Any],

@@ -13,11 +13,13 @@ import numpy as np
 import pandas as pd
 
 from bnstudy.core import MeasurementConfig, ModelConfig, TrainConfig, TrainingResult, train_seeds
-from bnstudy.datasets.npz_dataset import flatten_tree, npz_bytes
 from bnstudy.parameters import model_parameters
 from bnstudy.pipelines import json_ready
+from bnstudy.pipelines.training.mlflow_payload import model_run_payload
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["build_configs", "model_run_payload", "run_record", "train_model"]
 
 QUANTILE_COLUMNS = ("q01", "q05", "q25", "q50", "q75", "q95", "q99")
 
@@ -66,7 +68,7 @@ def train_model(
         checkpoint_every_s=float(checkpoints.get("every_s", 60)),
     )
     per_seed = {
-        name: pd.concat([table(r).assign(seed=r.seed) for r in results], ignore_index=True)
+        name: pd.concat([marked(table(r), r) for r in results], ignore_index=True)
         for name, table in TABLES.items()
     }
     for name, frame in per_seed.items():
@@ -83,6 +85,15 @@ def train_model(
             "runtime": runtime_provenance(),
         },
     }
+
+
+def marked(table: pd.DataFrame, result: TrainingResult) -> pd.DataFrame:
+    """A seed's trace with its ``seed`` and divergence columns: ``diverged`` is True from the
+    step the seed diverged at (its first non-finite loss or gradient) on, where the values are
+    NaN and mean nothing; ``diverged_at`` is that step on every row of the seed (-1: healthy)."""
+    step = -1 if result.diverged_at is None else int(result.diverged_at)
+    bad = np.zeros(len(table), bool) if step < 0 else table["step"].to_numpy() >= step
+    return table.assign(seed=result.seed, diverged=bad, diverged_at=step)
 
 
 def runtime_provenance() -> dict[str, Any]:
@@ -270,97 +281,6 @@ def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-# ------------------------------------------------------------------------------ MLflow payload
-
-
-def model_run_payload(
-    training_trace: pd.DataFrame,
-    eval_trace: pd.DataFrame,
-    smoothness_trace: pd.DataFrame,
-    ics_trace: pd.DataFrame,
-    initial_state: dict[str, Any],
-    final_state: dict[str, Any],
-    run_record: dict[str, Any],
-    mlflow: dict[str, Any],
-) -> dict[str, Any]:
-    """The model's MLflow run: the same parameter and metric keys for both models.
-
-    Params: the resolved configs, flattened (``model.normalization``, ``train.learning_rate``,
-    ``measurements.paper.probe_max``, ...). Metric histories (every ``metric_stride``-th
-    step): ``train_loss``, ``train_accuracy``, ``test_loss``, ``test_accuracy`` (every
-    evaluation), and per preset ``<preset>.loss_range``, ``<preset>.grad_pred_max``,
-    ``<preset>.beta_smoothness``, ``<preset>.ics_l2.<layer>``, ``<preset>.ics_cosine.<layer>``.
-    Final scalars: ``final_*``. Artifacts: ``initial_state.npz``, ``final_state.npz``.
-    """
-    stride = int(mlflow["metric_stride"])
-    if stride < 1:
-        raise ValueError(f"mlflow.metric_stride must be a positive integer, got {stride}")
-    params = _flatten(
-        {
-            "model": run_record["model_config"],
-            "train": run_record["train_config"],
-            "measurements": {m["name"]: m for m in run_record["measurement_configs"]},
-        }
-    )
-    history = _metric_history(training_trace, eval_trace, smoothness_trace, ics_trace, stride)
-    last_eval = eval_trace[eval_trace["step"] == eval_trace["step"].max()]
-    last = training_trace[training_trace["step"] == training_trace["step"].max()]
-    metrics = {
-        "final_test_accuracy": float(last_eval["test_accuracy"].mean()),
-        "final_test_loss": float(last_eval["test_loss"].mean()),
-        "final_train_loss": float(last["train_loss"].mean()),
-        "final_train_accuracy": float(last["train_accuracy"].mean()),
-        "num_seeds": float(len(run_record["seeds"])),
-        **{f"seed_{seed}.final_test_accuracy": float(v["final_test_accuracy"]) for seed, v in run_record["per_seed"].items()},
-        "num_steps": float(run_record["num_steps"]),
-        "wall_time_s": float(run_record["wall_time_s"]),
-    }
-    return {
-        "params": params,
-        "metrics": metrics,
-        "metric_history": history,
-        "artifacts": {"initial_state.npz": npz_bytes(flatten_tree(initial_state)), "final_state.npz": npz_bytes(flatten_tree(final_state))},
-        "tags": {
-            "normalization": run_record["model_config"]["normalization"],
-            "seeds": ",".join(str(seed) for seed in run_record["seeds"]),
-        },
-    }
-
-
-def _metric_history(training_trace: pd.DataFrame, eval_trace: pd.DataFrame, smoothness_trace: pd.DataFrame,
-                    ics_trace: pd.DataFrame, stride: int) -> dict[str, dict[str, np.ndarray]]:
-    """Metric histories: the mean over seeds at each (strided) step, and each seed's own
-    ``seed_<k>.train_loss`` / ``seed_<k>.test_accuracy``."""
-    history: dict[str, dict[str, np.ndarray]] = {}
-
-    def add(key: str, frame: pd.DataFrame, column: str, strided: bool = True) -> None:
-        if strided:
-            frame = frame[frame["step"] % stride == 0]
-        mean = frame.groupby("step", sort=True)[column].mean()
-        history[key] = {"steps": mean.index.to_numpy(), "values": mean.to_numpy()}
-
-    add("train_loss", training_trace, "train_loss")
-    add("train_accuracy", training_trace, "train_accuracy")
-    add("test_loss", eval_trace, "test_loss", strided=False)
-    add("test_accuracy", eval_trace, "test_accuracy", strided=False)
-    for seed, frame in training_trace.groupby("seed"):
-        add(f"seed_{seed}.train_loss", frame, "train_loss")
-    for seed, frame in eval_trace.groupby("seed"):
-        add(f"seed_{seed}.test_accuracy", frame, "test_accuracy", strided=False)
-    with_range = smoothness_trace.assign(
-        loss_range=smoothness_trace["probe_loss_max"] - smoothness_trace["probe_loss_min"]
-    )
-    for preset, frame in with_range.groupby("preset", sort=False):
-        add(f"{preset}.loss_range", frame, "loss_range")
-        add(f"{preset}.grad_pred_max", frame, "grad_diff_max")
-        add(f"{preset}.beta_smoothness", frame, "beta_smoothness")
-    whole_layers = ics_trace[ics_trace["param"] == "all"]
-    for (preset, layer), frame in whole_layers.groupby(["preset", "layer"], sort=False):
-        add(f"{preset}.ics_l2.{layer}", frame, "ics_l2")
-        add(f"{preset}.ics_cosine.{layer}", frame, "ics_cosine")
-    return history
-
-
 TABLES = {
     "training_trace": training_trace,
     "eval_trace": eval_trace,
@@ -371,14 +291,3 @@ TABLES = {
     "init_distance": init_distance_table,
 }
 """The per-seed tables of a training result, by output name."""
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat

@@ -1,0 +1,145 @@
+"""The MLflow payload of one model's run: params, metric histories, final scalars, tags.
+
+Read by :class:`bnstudy.datasets.mlflow_model_run_dataset.MlflowModelRunDataset`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bnstudy.analysis.divergence import diverged_at, healthy
+from bnstudy.datasets.npz_dataset import flatten_tree, npz_bytes
+
+
+def divergence_status(run_record: dict[str, Any]) -> str:
+    """``healthy``, or ``diverged: seed 1 at step 3, seed 2 at step 5`` (run record's seeds)."""
+    bad = [(seed, entry["diverged_at"]) for seed, entry in run_record["per_seed"].items()
+           if entry.get("diverged_at") is not None]
+    if not bad:
+        return "healthy"
+    return "diverged: " + ", ".join(f"seed {seed} at step {step}" for seed, step in bad)
+
+
+def model_run_payload(
+    training_trace: pd.DataFrame,
+    eval_trace: pd.DataFrame,
+    smoothness_trace: pd.DataFrame,
+    ics_trace: pd.DataFrame,
+    initial_state: dict[str, Any],
+    final_state: dict[str, Any],
+    run_record: dict[str, Any],
+    mlflow: dict[str, Any],
+) -> dict[str, Any]:
+    """The model's MLflow run: the same parameter and metric keys for both models.
+
+    Params: the resolved configs, flattened (``model.normalization``, ``train.learning_rate``,
+    ``measurements.paper.probe_max``, ...). Metric histories (every ``metric_stride``-th
+    step): ``train_loss``, ``train_accuracy``, ``test_loss``, ``test_accuracy`` (every
+    evaluation), and per preset ``<preset>.loss_range``, ``<preset>.grad_pred_max``,
+    ``<preset>.beta_smoothness``, ``<preset>.ics_l2.<layer>``, ``<preset>.ics_cosine.<layer>``.
+    Final scalars: ``final_*``. Artifacts: ``initial_state.npz``, ``final_state.npz``.
+    """
+    stride = int(mlflow["metric_stride"])
+    if stride < 1:
+        raise ValueError(f"mlflow.metric_stride must be a positive integer, got {stride}")
+    params = _flatten(
+        {
+            "model": run_record["model_config"],
+            "train": run_record["train_config"],
+            "measurements": {m["name"]: m for m in run_record["measurement_configs"]},
+        }
+    )
+    # Means over the healthy seeds only; each seed's own history up to its divergence.
+    bad = diverged_at(training_trace)
+    history = _metric_history(*(healthy(frame, bad) for frame in (training_trace, eval_trace, smoothness_trace,
+                                                                  ics_trace)), stride)
+    history.update(_seed_histories(training_trace, eval_trace, stride))
+    kept_eval, kept_training = healthy(eval_trace, bad), healthy(training_trace, bad)
+    last_eval = kept_eval[kept_eval["step"] == eval_trace["step"].max()]
+    last = kept_training[kept_training["step"] == training_trace["step"].max()]
+    metrics = {
+        "final_test_accuracy": float(last_eval["test_accuracy"].mean()),
+        "final_test_loss": float(last_eval["test_loss"].mean()),
+        "final_train_loss": float(last["train_loss"].mean()),
+        "final_train_accuracy": float(last["train_accuracy"].mean()),
+        "num_seeds": float(len(run_record["seeds"])),
+        "num_diverged_seeds": float(len(bad)),
+        **{f"seed_{seed}.final_test_accuracy": v["final_test_accuracy"] for seed, v in run_record["per_seed"].items()},
+        "num_steps": float(run_record["num_steps"]),
+        "wall_time_s": float(run_record["wall_time_s"]),
+    }
+    # MLflow charts no NaN: a value that does not exist (all seeds diverged) is not logged.
+    metrics = {key: float(v) for key, v in metrics.items() if v is not None and np.isfinite(v)}
+    return {
+        "params": params,
+        "metrics": metrics,
+        "metric_history": history,
+        "artifacts": {"initial_state.npz": npz_bytes(flatten_tree(initial_state)), "final_state.npz": npz_bytes(flatten_tree(final_state))},
+        "tags": {
+            "normalization": run_record["model_config"]["normalization"],
+            "seeds": ",".join(str(seed) for seed in run_record["seeds"]),
+            "status": divergence_status(run_record),
+            **{f"seed_{seed}.diverged_at": str(entry["diverged_at"])
+               for seed, entry in run_record["per_seed"].items()
+               if entry.get("diverged_at") is not None},
+        },
+    }
+
+
+def _metric_history(training_trace: pd.DataFrame, eval_trace: pd.DataFrame, smoothness_trace: pd.DataFrame,
+                    ics_trace: pd.DataFrame, stride: int) -> dict[str, dict[str, np.ndarray]]:
+    """Metric histories: the mean over seeds at each (strided) step, and each seed's own
+    ``seed_<k>.train_loss`` / ``seed_<k>.test_accuracy``."""
+    history: dict[str, dict[str, np.ndarray]] = {}
+
+    def add(key: str, frame: pd.DataFrame, column: str, strided: bool = True) -> None:
+        if strided:
+            frame = frame[frame["step"] % stride == 0]
+        mean = frame.groupby("step", sort=True)[column].mean().dropna()
+        history[key] = {"steps": mean.index.to_numpy(), "values": mean.to_numpy()}
+
+    add("train_loss", training_trace, "train_loss")
+    add("train_accuracy", training_trace, "train_accuracy")
+    add("test_loss", eval_trace, "test_loss", strided=False)
+    add("test_accuracy", eval_trace, "test_accuracy", strided=False)
+    with_range = smoothness_trace.assign(
+        loss_range=smoothness_trace["probe_loss_max"] - smoothness_trace["probe_loss_min"]
+    )
+    for preset, frame in with_range.groupby("preset", sort=False):
+        add(f"{preset}.loss_range", frame, "loss_range")
+        add(f"{preset}.grad_pred_max", frame, "grad_diff_max")
+        add(f"{preset}.beta_smoothness", frame, "beta_smoothness")
+    whole_layers = ics_trace[ics_trace["param"] == "all"]
+    for (preset, layer), frame in whole_layers.groupby(["preset", "layer"], sort=False):
+        add(f"{preset}.ics_l2.{layer}", frame, "ics_l2")
+        add(f"{preset}.ics_cosine.{layer}", frame, "ics_cosine")
+    return history
+
+
+
+def _seed_histories(training_trace: pd.DataFrame, eval_trace: pd.DataFrame, stride: int
+                    ) -> dict[str, dict[str, np.ndarray]]:
+    """Each seed's ``seed_<k>.train_loss`` (every ``stride``-th step) and
+    ``seed_<k>.test_accuracy``, up to its divergence (no NaN)."""
+    history = {}
+    for name, frame, column, every in (("train_loss", training_trace, "train_loss", stride),
+                                       ("test_accuracy", eval_trace, "test_accuracy", 1)):
+        rows = frame[(frame["step"] % every == 0) & np.isfinite(frame[column])]
+        for seed, part in rows.groupby("seed"):
+            history[f"seed_{seed}.{name}"] = {"steps": part["step"].to_numpy(),
+                                              "values": part[column].to_numpy()}
+    return history
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
