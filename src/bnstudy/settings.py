@@ -1,8 +1,8 @@
 """Project settings (https://docs.kedro.org/en/stable/configure/configuration_basics/)."""
 
-from kedro.config import OmegaConfigLoader
 from omegaconf.resolvers import oc
 
+from bnstudy.config_loader import StudyConfigLoader
 from bnstudy.reliability.hooks import PreflightHooks, RunRecordHooks
 
 # docs/reliability.md: checks before the first node (tracking server reachable, --params keys
@@ -11,7 +11,8 @@ from bnstudy.reliability.hooks import PreflightHooks, RunRecordHooks
 # is registered by its plugin entry point.
 HOOKS = (PreflightHooks(), RunRecordHooks())
 
-CONFIG_LOADER_CLASS = OmegaConfigLoader
+# OmegaConfigLoader, with --params applied to one model only (see config_loader.py).
+CONFIG_LOADER_CLASS = StudyConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     # `kedro run` without --env uses conf/local on top of conf/base (local is git-ignored,

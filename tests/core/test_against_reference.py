@@ -4,6 +4,7 @@ in float64 to rtol 1e-8 and in float32 to rtol 1e-4."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import numpy as np
@@ -22,31 +23,40 @@ ZERO_ICS = {"float64": 1e-12, "float32": 1e-5}
 LOOPS = ("scan", "host")
 
 
-def _run_both(dtype: str):
-    """The engine in both step loops (the scan executor: one vmapped lax.scan program per
-    chunk; the host executor of one-layer programs used on CPUs), each through
-    ``train`` (one seed), and the naive reference, on the same data."""
+@functools.cache
+def _engine(dtype: str, loop: str):
+    """The engine in one step loop (``scan``: one vmapped lax.scan program per chunk; ``host``:
+    the host executor of one-layer programs used on CPUs), through ``train`` (one seed).
+    Cached: each (dtype, loop) trains once per session."""
     model_config = dataclasses.replace(TINY_MODEL_CONFIG, param_dtype=dtype)
     x, y, xt, yt = tiny_data(np.dtype(dtype))
-    presets = [PRESETS["blog"], PRESETS["paper"]]
-    results = {loop: train(model_config, dataclasses.replace(TINY_TRAIN_CONFIG, step_loop=loop),
-                           presets, x, y, xt, yt) for loop in LOOPS}
-    reference = NaiveRun(model_config, TINY_TRAIN_CONFIG, x, y).run(
-        presets, set(MEASURED), set(SNAPSHOTS), results["scan"].activation_stats["hist_edges"])
-    return results, reference
+    with jax.enable_x64(dtype == "float64"):
+        return train(model_config, dataclasses.replace(TINY_TRAIN_CONFIG, step_loop=loop),
+                     [PRESETS["blog"], PRESETS["paper"]], x, y, xt, yt)
 
 
-@pytest.fixture(scope="session", params=["float64", "float32"])
-def both_loops(request):
-    """Session-scoped: each dtype's runs (the expensive part) happen once per session."""
-    with jax.enable_x64(request.param == "float64"):
-        return request.param, *_run_both(request.param)
+@functools.cache
+def _reference(dtype: str):
+    """The naive reference on the same data (the histogram edges follow from the config)."""
+    model_config = dataclasses.replace(TINY_MODEL_CONFIG, param_dtype=dtype)
+    x, y, _, _ = tiny_data(np.dtype(dtype))
+    edges = _engine(dtype, "host").activation_stats["hist_edges"]
+    with jax.enable_x64(dtype == "float64"):
+        return NaiveRun(model_config, TINY_TRAIN_CONFIG, x, y).run(
+            [PRESETS["blog"], PRESETS["paper"]], set(MEASURED), set(SNAPSHOTS), edges)
 
 
-@pytest.fixture(params=LOOPS)
-def runs(both_loops, request):
-    dtype, results, reference = both_loops
-    return dtype, results[request.param], reference
+# The scan loop compiles its measured chunk as one program: about two minutes per dtype on
+# two cores, so its half of the comparison runs with the slow tests (CI runs both).
+CASES = [pytest.param((dtype, loop), id=f"{dtype}-{loop}",
+                      marks=[pytest.mark.slow] if loop == "scan" else [])
+         for dtype in ("float64", "float32") for loop in LOOPS]
+
+
+@pytest.fixture(params=CASES)
+def runs(request):
+    dtype, loop = request.param
+    return dtype, _engine(dtype, loop), _reference(dtype)
 
 
 def test_dtype_is_what_the_test_claims(runs):

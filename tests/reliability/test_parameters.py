@@ -22,12 +22,11 @@ from tests.conftest import PROJECT_ROOT
 ZEROS = "0" * 32
 
 
-def _load(env: str) -> dict[str, Any]:
-    from kedro.config import OmegaConfigLoader
+def _load(env: str, runtime_params: dict[str, Any] | None = None) -> dict[str, Any]:
+    from bnstudy.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
 
-    from bnstudy.settings import CONFIG_LOADER_ARGS
-
-    loader = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), **{**CONFIG_LOADER_ARGS, "default_run_env": env})
+    loader = CONFIG_LOADER_CLASS(str(PROJECT_ROOT / "conf"), runtime_params=runtime_params,
+                                 **{**CONFIG_LOADER_ARGS, "default_run_env": env})
     return loader["parameters"]
 
 
@@ -125,6 +124,24 @@ def test_bad_parameters_fail_with_a_message_naming_them(test_params, name, overr
     text = str(raised.value)
     assert "conf/<env>" in text and "--params" in text, "the message says where to fix it"
     assert "\n" not in text and len(text) < 700, "one short message"
+
+
+def test_a_runtime_override_of_one_model_leaves_the_other_alone():
+    """Kedro's own loader writes --params through ${globals:training} into both models."""
+    from kedro.config import OmegaConfigLoader
+
+    from bnstudy.settings import CONFIG_LOADER_ARGS
+
+    override = {"baseline": {"training": {"learning_rate": 1000.0}}}
+    params = _load("test", override)
+    assert params["baseline"]["training"]["learning_rate"] == 1000.0
+    assert params["candidate"]["training"]["learning_rate"] == 0.035
+    assert params["baseline"]["training"]["seeds"] == [1337, 1, 2]  # the rest still merged
+    assert _load("test", {"preprocessing": {"train_size": 100}})["preprocessing"] == {
+        "train_size": 100, "test_size": 100, "seed": 0}
+    kedros = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), runtime_params=override,
+                               **{**CONFIG_LOADER_ARGS, "default_run_env": "test"})["parameters"]
+    assert kedros["candidate"]["training"]["learning_rate"] == 1000.0  # the trap, still in Kedro
 
 
 def test_the_subset_limits_are_cifar10s():

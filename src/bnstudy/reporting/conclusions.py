@@ -50,7 +50,7 @@ def seed_caveats(seeds: Sequence[int], summary: Mapping[str, Any] | None = None)
         notes.append(f"**Caveat: divergence.** {summary['note']}")
     short = [name for name, m in (summary or {}).get("measures", {}).items() if m["overall"]["n"] < 2]
     if short:
-        notes.append(f"**Caveat: {len(short)} measurement(s) kept fewer than two seeds** once the stalled steps "
+        notes.append(f"**Caveat: {len(short)} measurement(s) kept fewer than two seeds** once diverged seeds and stalled steps "
                      f"were excluded ({', '.join(short)}): their overall comparison is not testable.")
     return notes
 
@@ -63,7 +63,7 @@ def agreement(row: Mapping[str, Any], num_seeds: int | None = None) -> str:
     if "diverged" in str(row.get("agrees")):
         return str(row["agrees"])
     if n < 2:
-        left = (f"{n} of {num_seeds} seeds left once stalled steps were excluded" if num_seeds and num_seeds > n
+        left = (f"{n} of {num_seeds} seeds left once diverged seeds and stalled steps were excluded" if num_seeds and num_seeds > n
                 else "no seed measured both models" if n == 0 else "one seed")
         return f"untested: {left}, no interval"
     verdict = str(row["agrees"])
