@@ -73,7 +73,7 @@ class DataIngestion(Section):
     def _md5(cls, value: Any) -> str | None:
         try:
             return checked_md5(value)
-        except ValueError as error:
+        except ValueError as error:  # a ParameterError: naming the parameter, value and fix
             raise ValueError(str(error)) from None
 
 
@@ -217,8 +217,12 @@ def _section(where: str, cls: type[Section], values: Any) -> Section:
         if first["type"] == "extra_forbidden":
             raise ParameterError(f"Unknown parameter {path}; {where} has "
                                  f"{sorted(cls.model_fields)}. {FIX}") from None
+        if first["type"] == "value_error":  # our own validators word the whole message
+            raise ParameterError(str(first["ctx"]["error"])) from None
         value = first.get("input")
-        message = first["msg"].removeprefix("Value error, ")
+        message = first["msg"]
+        if first["type"] == "literal_error":
+            message = f"must be one of {list(typing.get_args(cls.model_fields[first['loc'][0]].annotation))}"
         raise ParameterError(f"Parameter {path} = {value!r} ({type(value).__name__}): "
                              f"{message}. {FIX}") from None
 

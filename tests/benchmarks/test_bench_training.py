@@ -34,6 +34,11 @@ def _load(name: str):
     return module
 
 
+# The benchmark's end-to-end run compiles the engine and the seed-style reference (about two
+# minutes on two cores): with the slow tests, which CI runs too.
+SLOW = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def bench():
     return _load("bench_training")
@@ -46,6 +51,7 @@ def summary_and_output(bench):
     return summary, out.getvalue()
 
 
+@SLOW
 def test_table_has_every_column_and_row(bench, summary_and_output):
     summary, out = summary_and_output
     header = next(line for line in out.splitlines() if "steps/s" in line)
@@ -62,6 +68,7 @@ def test_table_has_every_column_and_row(bench, summary_and_output):
     assert "step loop host" in out and "Executor.run_chunk" in out
 
 
+@SLOW
 def test_measured_step_counts_the_measurement_arithmetic(summary_and_output):
     summary, _ = summary_and_output
     # Per measured step of the tiny net: 23 probe points and the ICS (a suffix pass per layer
@@ -72,6 +79,7 @@ def test_measured_step_counts_the_measurement_arithmetic(summary_and_output):
                                summary["time_ratio"] / summary["flop_ratio"])
 
 
+@SLOW
 def test_seed_style_reference_agrees_in_float64(summary_and_output):
     summary, out = summary_and_output
     assert summary["agreement"] is True and summary["agreement_steps"] >= 2
@@ -84,6 +92,7 @@ def test_seed_style_reference_agrees_in_float64(summary_and_output):
     assert np.isfinite(summary["float32_worst"]) and "for information" in out
 
 
+@SLOW
 def test_agreement_check_catches_a_wrong_measurement(bench, summary_and_output):
     """On the float64 runs the check fails when one ICS value is off by 1%, and when one
     ICS cosine is off by 0.0023 (float32 rounding reached that on conv_1 at 1/8 width)."""

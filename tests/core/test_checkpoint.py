@@ -105,6 +105,7 @@ train_seeds(TINY_MODEL_CONFIG, dataclasses.replace(TINY_TRAIN_CONFIG, seeds=(1, 
 """
 
 
+@pytest.mark.slow  # a subprocess that imports JAX and compiles its own programs
 def test_a_run_killed_with_sigkill_resumes_bitwise(tiny_arrays, tmp_path, plain):
     root = Path(__file__).resolve().parents[2]
     marker = tmp_path / "checkpointed"

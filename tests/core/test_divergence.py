@@ -42,18 +42,27 @@ def test_a_bad_step_freezes_the_state_and_records_its_step():
     assert not np.array_equal(state1.params["out"]["kernel"], state0.params["out"]["kernel"])
 
 
+HUGE_LR = dataclasses.replace(TINY_TRAIN_CONFIG, learning_rate=1000.0, seeds=(0, 1), max_steps=6)
+
+
 @pytest.fixture(scope="module")
-def huge_lr(tiny_arrays):
-    """lr = 1000, seeds (0, 1), 6 steps: the host loop with measurements and snapshots, the
-    scan loop plain (its measured chunk compiles for minutes on a CPU; the masking of the
-    measurements is the same host code for both loops)."""
-    config = dataclasses.replace(TINY_TRAIN_CONFIG, learning_rate=1000.0, seeds=(0, 1),
-                                 max_steps=6)
-    host = train_seeds(TINY_MODEL_CONFIG, dataclasses.replace(config, step_loop="host"),
+def huge_lr_host(tiny_arrays):
+    """lr = 1000, seeds (0, 1), 6 steps, on the host loop with measurements and snapshots."""
+    return train_seeds(TINY_MODEL_CONFIG, dataclasses.replace(HUGE_LR, step_loop="host"),
                        PAPER_EVERY_2, *tiny_arrays)
-    scan = train_seeds(TINY_MODEL_CONFIG, dataclasses.replace(config, step_loop="scan"), [],
+
+
+@pytest.fixture(scope="module")
+def huge_lr_scan(tiny_arrays):
+    """The same on the scan loop, plain (its measured chunk compiles for minutes on a CPU; the
+    masking of the measurements is the same host code for both loops)."""
+    return train_seeds(TINY_MODEL_CONFIG, dataclasses.replace(HUGE_LR, step_loop="scan"), [],
                        *tiny_arrays, snapshots=False)
-    return host, scan
+
+
+@pytest.fixture(scope="module")
+def huge_lr(huge_lr_host, huge_lr_scan):
+    return huge_lr_host, huge_lr_scan
 
 
 def _assert_nan_from(values: np.ndarray, steps: np.ndarray, first_nan: int, *,
@@ -64,8 +73,8 @@ def _assert_nan_from(values: np.ndarray, steps: np.ndarray, first_nan: int, *,
         assert np.all(np.isfinite(values[steps < first_nan - 1])), values
 
 
-def test_a_huge_learning_rate_diverges_early_and_the_run_finishes(huge_lr):
-    for result in (*huge_lr[0], *huge_lr[1]):
+def _assert_diverged_early(results) -> None:
+    for result in results:
         k = result.diverged_at
         assert isinstance(k, int) and 1 <= k <= 4, k
         # train_loss[k] is the loss that diverged (here NaN or huge): kept as computed
@@ -76,7 +85,11 @@ def test_a_huge_learning_rate_diverges_early_and_the_run_finishes(huge_lr):
         _assert_nan_from(result.test_accuracy, result.eval_steps, k + 1)
         jax.tree.map(lambda leaf: np.testing.assert_array_equal(np.isfinite(leaf), True),
                      (result.final_params, result.final_batch_stats))
-    for result in huge_lr[0]:
+
+
+def test_a_huge_learning_rate_diverges_early_and_the_run_finishes(huge_lr_host):
+    _assert_diverged_early(huge_lr_host)
+    for result in huge_lr_host:
         k, paper = result.diverged_at, result.measurements["paper"]
         assert paper["measured_steps"][0] == 0 and np.all(np.isfinite(paper["ics_l2"][0]))
         for key in ("ics_l2", "ics_cosine", "probe_loss", "grad_diff", "beta_smoothness",
@@ -90,7 +103,9 @@ def test_a_huge_learning_rate_diverges_early_and_the_run_finishes(huge_lr):
         assert np.isnan(result.init_distance["abs"]["conv_1"][-1])
 
 
+@pytest.mark.slow  # compiles the scan loop's chunk program
 def test_the_host_and_scan_loops_diverge_alike(huge_lr):
+    _assert_diverged_early(huge_lr[1])
     for host, scan in zip(*huge_lr, strict=True):
         assert host.diverged_at == scan.diverged_at
         for name in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
@@ -110,7 +125,7 @@ def _poisoned_example(seed_a: int, seed_b: int, steps: int, batch: int, n: int):
     return None
 
 
-@pytest.mark.parametrize("loop", ["host", "scan"])
+@pytest.mark.parametrize("loop", ["host", pytest.param("scan", marks=pytest.mark.slow)])
 def test_a_diverged_seed_leaves_the_other_seed_as_if_alone(tiny_arrays, loop):
     """One NaN pixel in an example that only seed A meets: A diverges at the step that
     meets it, and B equals its single-seed run."""
@@ -141,11 +156,11 @@ def test_a_diverged_seed_leaves_the_other_seed_as_if_alone(tiny_arrays, loop):
             jax.tree.map(same, getattr(together[1], field.name), getattr(alone, field.name))
 
 
-def test_the_run_record_names_the_step_each_seed_diverged_at(huge_lr):
+def test_the_run_record_names_the_step_each_seed_diverged_at(huge_lr_host):
     """The Kedro node's run record carries the status (the core has it per result)."""
     from bnstudy.pipelines.training.nodes import run_record
 
-    record = run_record(huge_lr[1])
+    record = run_record(huge_lr_host)
     assert {seed: entry["diverged_at"] for seed, entry in record["per_seed"].items()} == \
-        {str(r.seed): r.diverged_at for r in huge_lr[1]}
-    assert all(isinstance(r.diverged_at, int) for r in huge_lr[1])
+        {str(r.seed): r.diverged_at for r in huge_lr_host}
+    assert all(isinstance(r.diverged_at, int) for r in huge_lr_host)

@@ -103,7 +103,11 @@ def test_max_pool_matches_flax_values_and_gradient():
     assert np.count_nonzero(ours) == np.count_nonzero(np.asarray(max_pool_2x2(x)) > 0)
 
 
-@pytest.mark.parametrize("side", [1, 2, 3, 4, 8])
+# 2 (4 pixels) and 3 (9 pixels) sit either side of IM2COL_MAX_PIXELS; the rest runs with the
+# slow tests (each side compiles its own programs).
+@pytest.mark.parametrize("side", [pytest.param(1, marks=pytest.mark.slow), 2, 3,
+                                  pytest.param(4, marks=pytest.mark.slow),
+                                  pytest.param(8, marks=pytest.mark.slow)])
 def test_conv3x3_same_matches_nnx_conv_values_and_gradients(side):
     """conv3x3_same (im2col up to IM2COL_MAX_PIXELS pixels, XLA's convolution above) is
     nnx.Conv(3x3, SAME, bias): values and the gradients of x, kernel and bias, in float64

@@ -57,35 +57,43 @@ def model_run_payload(
     history = _metric_history(*(healthy(frame, bad) for frame in (training_trace, eval_trace, smoothness_trace,
                                                                   ics_trace)), stride)
     history.update(_seed_histories(training_trace, eval_trace, stride))
-    kept_eval, kept_training = healthy(eval_trace, bad), healthy(training_trace, bad)
-    last_eval = kept_eval[kept_eval["step"] == eval_trace["step"].max()]
-    last = kept_training[kept_training["step"] == training_trace["step"].max()]
-    metrics = {
-        "final_test_accuracy": float(last_eval["test_accuracy"].mean()),
-        "final_test_loss": float(last_eval["test_loss"].mean()),
-        "final_train_loss": float(last["train_loss"].mean()),
-        "final_train_accuracy": float(last["train_accuracy"].mean()),
-        "num_seeds": float(len(run_record["seeds"])),
-        "num_diverged_seeds": float(len(bad)),
-        **{f"seed_{seed}.final_test_accuracy": v["final_test_accuracy"] for seed, v in run_record["per_seed"].items()},
-        "num_steps": float(run_record["num_steps"]),
-        "wall_time_s": float(run_record["wall_time_s"]),
-    }
-    # MLflow charts no NaN: a value that does not exist (all seeds diverged) is not logged.
-    metrics = {key: float(v) for key, v in metrics.items() if v is not None and np.isfinite(v)}
+    metrics = _final_metrics(healthy(training_trace, bad), healthy(eval_trace, bad), run_record, len(bad))
     return {
         "params": params,
         "metrics": metrics,
         "metric_history": history,
         "artifacts": {"initial_state.npz": npz_bytes(flatten_tree(initial_state)), "final_state.npz": npz_bytes(flatten_tree(final_state))},
-        "tags": {
-            "normalization": run_record["model_config"]["normalization"],
-            "seeds": ",".join(str(seed) for seed in run_record["seeds"]),
-            "status": divergence_status(run_record),
-            **{f"seed_{seed}.diverged_at": str(entry["diverged_at"])
-               for seed, entry in run_record["per_seed"].items()
-               if entry.get("diverged_at") is not None},
-        },
+        "tags": _tags(run_record),
+    }
+
+
+def _final_metrics(training: pd.DataFrame, evals: pd.DataFrame, run_record: dict[str, Any],
+                   num_diverged: int) -> dict[str, float]:
+    """Final scalars over the healthy seeds' traces; values that do not exist (every seed
+    diverged) are left out, since MLflow charts no NaN."""
+    last_eval = evals[evals["step"] == evals["step"].max()] if not evals.empty else evals
+    last = training[training["step"] == training["step"].max()] if not training.empty else training
+    metrics = {
+        "final_test_accuracy": last_eval["test_accuracy"].mean(),
+        "final_test_loss": last_eval["test_loss"].mean(),
+        "final_train_loss": last["train_loss"].mean(),
+        "final_train_accuracy": last["train_accuracy"].mean(),
+        "num_seeds": len(run_record["seeds"]),
+        "num_diverged_seeds": num_diverged,
+        **{f"seed_{seed}.final_test_accuracy": v["final_test_accuracy"] for seed, v in run_record["per_seed"].items()},
+        "num_steps": run_record["num_steps"],
+        "wall_time_s": run_record["wall_time_s"],
+    }
+    return {key: float(v) for key, v in metrics.items() if v is not None and np.isfinite(v)}
+
+
+def _tags(run_record: dict[str, Any]) -> dict[str, str]:
+    return {
+        "normalization": run_record["model_config"]["normalization"],
+        "seeds": ",".join(str(seed) for seed in run_record["seeds"]),
+        "status": divergence_status(run_record),
+        **{f"seed_{seed}.diverged_at": str(entry["diverged_at"])
+           for seed, entry in run_record["per_seed"].items() if entry.get("diverged_at") is not None},
     }
 
 
