@@ -125,7 +125,8 @@ def _poisoned_example(seed_a: int, seed_b: int, steps: int, batch: int, n: int):
     return None
 
 
-@pytest.mark.parametrize("loop", ["host", pytest.param("scan", marks=pytest.mark.slow)])
+@pytest.mark.slow  # two runs of their own programs (about 12 s per loop on two cores)
+@pytest.mark.parametrize("loop", ["host", "scan"])
 def test_a_diverged_seed_leaves_the_other_seed_as_if_alone(tiny_arrays, loop):
     """One NaN pixel in an example that only seed A meets: A diverges at the step that
     meets it, and B equals its single-seed run."""

@@ -133,12 +133,19 @@ def test_host_loop_compiles_each_program_once(tiny_arrays):
     assert dict(COMPILE_COUNTS) == after_first
 
 
-def test_baseline_shares_the_ics_of_both_modes(tiny_arrays):
+def test_baseline_plans_one_ics_for_both_modes():
     """Without BN, train and eval mode coincide: one ICS computation for both presets."""
     baseline = dataclasses.replace(TINY_MODEL_CONFIG, normalization="none")
     config = dataclasses.replace(TINY_TRAIN_CONFIG, max_steps=4)
     plan = MeasurementPlan.build(baseline, config, BOTH, 4)
     assert [c.name for c in plan.computations if c.kind == "ics"] == ["ics_train"]
+
+
+@pytest.mark.slow  # compiles the baseline's measurement programs (about 20 s on two cores)
+def test_baseline_shares_the_ics_of_both_modes(tiny_arrays):
+    """... and both presets report that one computation's values."""
+    baseline = dataclasses.replace(TINY_MODEL_CONFIG, normalization="none")
+    config = dataclasses.replace(TINY_TRAIN_CONFIG, max_steps=4)
     result = train(baseline, config, BOTH, *tiny_arrays)
     np.testing.assert_array_equal(result.measurements["blog"]["ics_l2"],
                                   result.measurements["paper"]["ics_l2"])
