@@ -10,7 +10,7 @@ PARAMS ?=
 export KEDRO_DISABLE_TELEMETRY := 1
 export MPLBACKEND := Agg
 
-.PHONY: install study test test-slow lint clean-venv
+.PHONY: install study test test-slow lint docs clean-venv
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,8 @@ lint: install
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The documentation site: Sphinx + MyST over docs/*.md, warnings as errors (CI runs it).
+docs: install
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	@echo "Built docs/_build/html/index.html"
