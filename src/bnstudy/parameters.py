@@ -99,6 +99,8 @@ class Reporting(Section):
     """``reporting``: the report and its figures (parameters_reporting.yml)."""
 
     environment: described(Str, "The configuration environment, named in the report's Setup.") = "base"
+    study_name: described(Str | None, (
+        "The study's MLflow run name; null: `<env>-<YYYYmmdd-HHMMSS>` of the run.")) = None
     title: described(Str, "The report's title.") = (
         "How does batch normalization help optimization? A bnstudy report")
     ics_layers: described(Names, "Layers drawn in the gradient-ICS figure.") = (

@@ -70,6 +70,10 @@ def test_mlflow_has_a_study_run_with_two_nested_model_runs_with_matching_keys(st
     assert sorted(c.info.run_name for c in children) == ["baseline", "candidate"]
     assert len(parents) == 1
     parent = parents[0]
+    # named and tagged so that runs of different studies tell apart (issue: MLflow that compares well)
+    assert re.fullmatch(r"test-\d{8}-\d{6}", parent.info.run_name), parent.info.run_name
+    assert {"bnstudy.env": "test", "bnstudy.data_source": "image_folder",
+            "bnstudy.seeds": "1337,1,2"}.items() <= parent.data.tags.items()
     assert parent.data.params["candidate.normalization"] == "batch"
     assert parent.data.params["baseline.training.learning_rate"] == "0.035"
     assert "study.baseline.final_test_accuracy" in parent.data.metrics

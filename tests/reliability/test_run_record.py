@@ -107,3 +107,19 @@ def test_last_line_names_this_runs_report_version(tmp_path, caplog):
         f"Report: data/08_reporting/report.md/{version}/report.md | MLflow run abc123 "
         "(see it with: mlflow ui --backend-store-uri "
     )
+
+
+def test_study_run_is_named_by_env_and_time_and_tagged_with_data_and_seeds():
+    from bnstudy.reliability.hooks import study_tags
+
+    params = {"data_ingestion": {"source": "image_folder"}, "reporting": {"study_name": None},
+              "candidate": {"training": {"seed": 1337, "seeds": [1337, 1, 2]}}}
+    tags = study_tags({"env": "cpu"}, params)
+    assert re.fullmatch(r"cpu-\d{8}-\d{6}", tags["mlflow.runName"]), tags
+    assert {k: v for k, v in tags.items() if k != "mlflow.runName"} == {
+        "bnstudy.env": "cpu", "bnstudy.data_source": "image_folder", "bnstudy.seeds": "1337,1,2"}
+    params["reporting"]["study_name"] = "lr-sweep-0.1"
+    params["candidate"]["training"]["seeds"] = []
+    tags = study_tags({"env": None}, params)
+    assert tags["mlflow.runName"] == "lr-sweep-0.1"
+    assert (tags["bnstudy.env"], tags["bnstudy.seeds"]) == ("local", "1337")

@@ -110,14 +110,15 @@ class RunRecordHooks:
             self._report = Path(filepath) if filepath else None
 
     @hook_impl(trylast=True)
-    def before_pipeline_run(self) -> None:
-        """Tag the run kedro-mlflow has just started with this process's pid and host."""
+    def before_pipeline_run(self, run_params: dict[str, Any], catalog: Any) -> None:
+        """Name and tag the run kedro-mlflow has just started: ``<env>-<timestamp>`` (or
+        ``reporting.study_name``), the env, data source and seeds, this process's pid and host."""
         import mlflow
 
         active = mlflow.active_run()
         if active is not None:
             self.run_id = active.info.run_id
-            mlflow.set_tags(process_tags())
+            mlflow.set_tags({**process_tags(), **study_tags(run_params, _parameters(catalog))})
 
     @hook_impl(trylast=True)
     def after_pipeline_run(self) -> None:
@@ -139,6 +140,30 @@ class RunRecordHooks:
             )
             parts.append(f"MLflow run {self.run_id} (see it with: {opener})")
         return " | ".join(parts) or "Run complete (no report, tracking disabled)."
+
+
+def study_tags(run_params: dict[str, Any], parameters: dict[str, Any]) -> dict[str, str]:
+    """The study run's name and tags, so runs of different studies tell apart in the UI:
+    ``mlflow.runName`` = ``reporting.study_name`` or ``<env>-<YYYYmmdd-HHMMSS>``, and
+    ``bnstudy.env``, ``bnstudy.data_source``, ``bnstudy.seeds``."""
+    from datetime import datetime
+
+    env = run_params.get("env") or "local"
+    reporting = parameters.get("reporting") or {}
+    name = reporting.get("study_name") or f"{env}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    training = (parameters.get("candidate") or {}).get("training") or {}
+    seeds = training.get("seeds") or [training.get("seed")]
+    source = (parameters.get("data_ingestion") or {}).get("source")
+    return {"mlflow.runName": str(name), "bnstudy.env": str(env), "bnstudy.data_source": str(source),
+            "bnstudy.seeds": ",".join(str(seed) for seed in seeds)}
+
+
+def _parameters(catalog: Any) -> dict[str, Any]:
+    """The run's whole parameter tree (the catalog's ``parameters`` entry), {} without one."""
+    try:
+        return catalog.load("parameters") or {}
+    except Exception:  # noqa: BLE001 - a catalog without parameters: no study tags to add
+        return {}
 
 
 def _relative(path: Path, root: Path | None) -> str:
