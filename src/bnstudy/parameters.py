@@ -22,6 +22,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from bnstudy.core.config import (
+    PRESETS,
     STRICT,
     ConfigError,
     Float,
@@ -71,10 +72,7 @@ class DataIngestion(Section):
     @pydantic.field_validator("md5", mode="plain")
     @classmethod
     def _md5(cls, value: Any) -> str | None:
-        try:
-            return checked_md5(value)
-        except ValueError as error:  # a ParameterError: naming the parameter, value and fix
-            raise ValueError(str(error)) from None
+        return checked_md5(value)  # its ValueError names the parameter, the value and the fix
 
 
 class Preprocessing(Section):
@@ -288,14 +286,8 @@ def configuration_reference() -> str:
                          f"`{_yaml(shown)}` | {meaning} |")
         parts.append("")
     parts.append("Measurement presets: " + ", ".join(
-        f"`{name}` = {preset.to_dict()}" for name, preset in sorted(_presets().items())) + ".\n")
+        f"`{name}` = {preset.to_dict()}" for name, preset in sorted(PRESETS.items())) + ".\n")
     return "\n".join(parts)
-
-
-def _presets() -> dict[str, MeasurementConfig]:
-    from bnstudy.core.config import PRESETS
-
-    return PRESETS
 
 
 def _fields(cls: type) -> list[tuple[str, Any]]:

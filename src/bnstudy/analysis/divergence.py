@@ -26,6 +26,13 @@ def diverged_at(frame: pd.DataFrame) -> dict[int, int]:
     return {int(seed): int(step) for seed, step in steps.items() if step >= 0}
 
 
+def record_divergence(run_record: Mapping[str, Any]) -> dict[str, int]:
+    """``{seed: step it diverged at}`` from a run record's ``per_seed`` entries (seeds as the
+    record keys them), in the record's order; empty when every seed is healthy."""
+    return {seed: entry["diverged_at"] for seed, entry in run_record.get("per_seed", {}).items()
+            if entry.get("diverged_at") is not None}
+
+
 def excluded_pairs(frames: Mapping[str, pd.DataFrame]) -> dict[int, str]:
     """``{seed: "baseline diverged at step 3"}`` for each seed that diverged in any model."""
     reasons: dict[int, list[str]] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bnstudy.analysis.divergence import record_divergence
 from bnstudy.core.config import ModelConfig
 from bnstudy.reporting.document import Table
 
@@ -117,8 +118,7 @@ def run_rows(records: Mapping[str, Record], environment: str) -> list[list[str]]
 
 def _status(record: Record) -> str:
     """``healthy`` or ``diverged at step k (seed s), ...`` from a run record's per-seed entries."""
-    bad = [f"step {entry['diverged_at']} (seed {seed})" for seed, entry in record.get("per_seed", {}).items()
-           if entry.get("diverged_at") is not None]
+    bad = [f"step {step} (seed {seed})" for seed, step in record_divergence(record).items()]
     return "diverged at " + ", ".join(bad) if bad else "healthy (no seed diverged)"
 
 

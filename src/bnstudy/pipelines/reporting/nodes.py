@@ -6,6 +6,7 @@ from typing import Any
 
 import pandas as pd
 
+from bnstudy.analysis.divergence import record_divergence
 from bnstudy.reporting import conclusions, document, figures, histograms, report
 from bnstudy.reporting.plotting import note_figure, to_png
 
@@ -66,8 +67,7 @@ def plot_activation_shift(table: pd.DataFrame) -> bytes:
 def shown_seeds(baseline_record: dict[str, Any], candidate_record: dict[str, Any]) -> list[int]:
     """The run's seeds, those healthy in both models first (the histogram figures show the
     first: a diverged seed's histograms are empty from its divergence on)."""
-    bad = {int(seed) for record in (baseline_record, candidate_record)
-           for seed, entry in record.get("per_seed", {}).items() if entry.get("diverged_at") is not None}
+    bad = {int(seed) for record in (baseline_record, candidate_record) for seed in record_divergence(record)}
     seeds = [int(seed) for seed in candidate_record.get("seeds", [])]
     return [s for s in seeds if s not in bad] + [s for s in seeds if s in bad]
 

@@ -10,17 +10,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bnstudy.analysis.divergence import diverged_at, healthy
+from bnstudy.analysis.divergence import diverged_at, healthy, record_divergence
 from bnstudy.datasets.npz_dataset import flatten_tree, npz_bytes
 
 
 def divergence_status(run_record: dict[str, Any]) -> str:
     """``healthy``, or ``diverged: seed 1 at step 3, seed 2 at step 5`` (run record's seeds)."""
-    bad = [(seed, entry["diverged_at"]) for seed, entry in run_record["per_seed"].items()
-           if entry.get("diverged_at") is not None]
+    bad = record_divergence(run_record)
     if not bad:
         return "healthy"
-    return "diverged: " + ", ".join(f"seed {seed} at step {step}" for seed, step in bad)
+    return "diverged: " + ", ".join(f"seed {seed} at step {step}" for seed, step in bad.items())
 
 
 def model_run_payload(
@@ -54,10 +53,10 @@ def model_run_payload(
     )
     # Means over the healthy seeds only; each seed's own history up to its divergence.
     bad = diverged_at(training_trace)
-    history = _metric_history(*(healthy(frame, bad) for frame in (training_trace, eval_trace, smoothness_trace,
-                                                                  ics_trace)), stride)
+    kept = [healthy(frame, bad) for frame in (training_trace, eval_trace, smoothness_trace, ics_trace)]
+    history = _metric_history(*kept, stride)
     history.update(_seed_histories(training_trace, eval_trace, stride))
-    metrics = _final_metrics(healthy(training_trace, bad), healthy(eval_trace, bad), run_record, len(bad))
+    metrics = _final_metrics(kept[0], kept[1], run_record, len(bad))
     return {
         "params": params,
         "metrics": metrics,
@@ -92,15 +91,14 @@ def _tags(run_record: dict[str, Any]) -> dict[str, str]:
         "normalization": run_record["model_config"]["normalization"],
         "seeds": ",".join(str(seed) for seed in run_record["seeds"]),
         "status": divergence_status(run_record),
-        **{f"seed_{seed}.diverged_at": str(entry["diverged_at"])
-           for seed, entry in run_record["per_seed"].items() if entry.get("diverged_at") is not None},
+        **{f"seed_{seed}.diverged_at": str(step) for seed, step in record_divergence(run_record).items()},
     }
 
 
 def _metric_history(training_trace: pd.DataFrame, eval_trace: pd.DataFrame, smoothness_trace: pd.DataFrame,
                     ics_trace: pd.DataFrame, stride: int) -> dict[str, dict[str, np.ndarray]]:
-    """Metric histories: the mean over seeds at each (strided) step, and each seed's own
-    ``seed_<k>.train_loss`` / ``seed_<k>.test_accuracy``."""
+    """Metric histories: the mean over seeds at each (strided) step (the seeds given, i.e.
+    the healthy ones; each seed's own history is :func:`_seed_histories`)."""
     history: dict[str, dict[str, np.ndarray]] = {}
 
     def add(key: str, frame: pd.DataFrame, column: str, strided: bool = True) -> None:
@@ -125,7 +123,6 @@ def _metric_history(training_trace: pd.DataFrame, eval_trace: pd.DataFrame, smoo
         add(f"{preset}.ics_l2.{layer}", frame, "ics_l2")
         add(f"{preset}.ics_cosine.{layer}", frame, "ics_cosine")
     return history
-
 
 
 def _seed_histories(training_trace: pd.DataFrame, eval_trace: pd.DataFrame, stride: int
