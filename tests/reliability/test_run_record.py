@@ -45,12 +45,12 @@ def finished_run(tmp_path_factory):
     return result, project, client, stale
 
 
-def _new_run(client):
+def _new_run(client, stale):
+    """The one run this `kedro run` made: named ``<env>-<YYYYmmdd-HHMMSS>`` (RunRecordHooks)."""
     experiment = client.get_experiment_by_name("bnstudy")
-    runs = client.search_runs(
-        [experiment.experiment_id], filter_string="tags.`mlflow.runName` = 'data_ingestion'"
-    )
-    assert len(runs) == 1
+    runs = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_id != stale]
+    assert len(runs) == 1, [r.info.run_name for r in runs]
+    assert re.fullmatch(r"test-\d{8}-\d{6}", runs[0].info.run_name), runs[0].info.run_name
     return runs[0]
 
 
@@ -64,8 +64,8 @@ def test_stale_run_of_a_dead_process_is_marked_killed_and_logged(finished_run):
 
 @pytest.mark.slow
 def test_new_run_is_tagged_with_its_process(finished_run):
-    _result, _project, client, _stale = finished_run
-    run = _new_run(client)
+    _result, _project, client, stale = finished_run
+    run = _new_run(client, stale)
     assert run.info.status == "FINISHED"
     assert run.data.tags[tracking.HOST_TAG] == socket.gethostname()
     assert int(run.data.tags[tracking.PID_TAG]) > 0
@@ -73,9 +73,9 @@ def test_new_run_is_tagged_with_its_process(finished_run):
 
 @pytest.mark.slow
 def test_run_ends_with_a_line_naming_the_mlflow_run(finished_run):
-    result, project, client, _stale = finished_run
+    result, project, client, stale = finished_run
     last = result.stdout.strip().splitlines()[-1]
-    run_id = _new_run(client).info.run_id
+    run_id = _new_run(client, stale).info.run_id
     opener = f"mlflow ui --backend-store-uri {tracking_uri(project)}"
     assert f"MLflow run {run_id} (see it with: {opener})" in last
     assert "Report:" not in last  # this pipeline writes no report
