@@ -80,10 +80,20 @@ def test_mlflow_has_a_study_run_with_two_nested_model_runs_with_matching_keys(st
     baseline, candidate = sorted(children, key=lambda r: r.info.run_name)
     assert set(baseline.data.metrics) == set(candidate.data.metrics)
     assert set(baseline.data.params) == set(candidate.data.params)
-    assert {"paper.loss_range", "blog.ics_l2.conv_1", "train_loss", "test_accuracy"} <= set(baseline.data.metrics)
-    assert baseline.data.params["model.normalization"] == "none"
+    assert {"paper/loss_range", "blog/ics_l2/conv_1", "train_loss", "test_accuracy",
+            "progress/train_loss"} <= set(baseline.data.metrics)
+    # the same param names as the study run's, without the model's namespace
+    assert baseline.data.params["normalization"] == "none"
+    assert {f"baseline.{key}" for key in baseline.data.params} <= set(parent.data.params)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     history = client.get_metric_history(candidate.info.run_id, "train_loss")
     assert len(history) == 20  # metric_stride 1 in the test environment
+    for child in children:  # created when training started, dated live, ended after it
+        record = json.loads(latest(study, f"data/07_model_output/{child.info.run_name}/run_record.json").read_text())
+        stamps = [m.timestamp for m in client.get_metric_history(child.info.run_id, "train_loss")]
+        assert len(set(stamps)) > 1 and stamps == sorted(stamps)
+        assert (child.info.end_time - child.info.start_time) / 1000 >= record["wall_time_s"]
+        assert child.info.start_time <= min(stamps) and max(stamps) <= child.info.end_time
     artifacts = {a.path for a in client.list_artifacts(candidate.info.run_id)}
     assert {"initial_state.npz", "final_state.npz"} <= artifacts
     study_artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}

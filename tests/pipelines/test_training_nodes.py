@@ -97,14 +97,18 @@ def test_mlflow_payloads_of_both_models_have_the_same_keys(outputs):
     base, cand = payloads["none"], payloads["batch"]
     assert base["params"].keys() == cand["params"].keys()
     assert base["metric_history"].keys() == cand["metric_history"].keys()
-    assert base["params"]["model.normalization"] == "none" and cand["params"]["model.normalization"] == "batch"
+    assert base["params"]["normalization"] == "none" and cand["params"]["normalization"] == "batch"
+    assert base["params"]["training.learning_rate"] == cand["params"]["training.learning_rate"]
     assert base["metric_history"]["train_loss"]["steps"].tolist() == [0, 2, 4]  # stride 2
-    assert "paper.ics_l2.conv_1" in base["metric_history"]
-    assert {"seed_3.train_loss", "seed_7.test_accuracy"} <= base["metric_history"].keys()
+    assert "paper/ics_l2/conv_1" in base["metric_history"]
+    assert {"seed_3/train_loss", "seed_7/test_accuracy"} <= base["metric_history"].keys()
+    # only the headline histories go without a prefix (docs/tracking.md)
+    assert {k for k in base["metric_history"] if "/" not in k} == {
+        "train_loss", "train_accuracy", "test_loss", "test_accuracy"}
     trace = outputs["none"]["training_trace"]
     np.testing.assert_allclose(base["metric_history"]["train_loss"]["values"][1],
                                trace[trace.step == 2]["train_loss"].mean(), rtol=1e-6)
-    assert base["metrics"]["num_seeds"] == 2.0
+    assert base["metrics"]["run/num_seeds"] == 2.0
     assert cand["artifacts"]["final_state.npz"][:2] == b"PK"  # a zip (.npz)
 
 

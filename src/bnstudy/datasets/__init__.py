@@ -1,7 +1,11 @@
 """Custom Kedro datasets, only where kedro-datasets and kedro-mlflow have none."""
 
 from bnstudy.datasets.bytes_dataset import BytesDataset
-from bnstudy.datasets.mlflow_model_run_dataset import MlflowModelRunDataset
+from bnstudy.datasets.mlflow_model_run_dataset import (
+    LiveModelRun,
+    MlflowLiveRunDataset,
+    MlflowModelRunDataset,
+)
 from bnstudy.datasets.npz_dataset import NpzDataset
 
-__all__ = ["BytesDataset", "MlflowModelRunDataset", "NpzDataset"]
+__all__ = ["BytesDataset", "LiveModelRun", "MlflowLiveRunDataset", "MlflowModelRunDataset", "NpzDataset"]

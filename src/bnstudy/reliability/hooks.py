@@ -25,6 +25,8 @@ from bnstudy.reliability.tracking import (
 logger = logging.getLogger(__name__)
 
 REPORT_DATASET = "study_report_md"
+# The experiment tag the MLflow 3 UI reads to choose its view (GenAI or model training).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 class PreflightHooks:
@@ -112,13 +114,15 @@ class RunRecordHooks:
     @hook_impl(trylast=True)
     def before_pipeline_run(self, run_params: dict[str, Any], catalog: Any) -> None:
         """Name and tag the run kedro-mlflow has just started: ``<env>-<timestamp>`` (or
-        ``reporting.study_name``), the env, data source and seeds, this process's pid and host."""
+        ``reporting.study_name``), the env, data source and seeds, this process's pid and host;
+        and make the experiment open in MLflow's model-training view (not its GenAI view)."""
         import mlflow
 
         active = mlflow.active_run()
         if active is not None:
             self.run_id = active.info.run_id
             mlflow.set_tags({**process_tags(), **study_tags(run_params, _parameters(catalog))})
+            mlflow.MlflowClient().set_experiment_tag(active.info.experiment_id, *EXPERIMENT_KIND)
 
     @hook_impl(trylast=True)
     def after_pipeline_run(self) -> None:

@@ -5,6 +5,7 @@ Read by :class:`bnstudy.datasets.mlflow_model_run_dataset.MlflowModelRunDataset`
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,11 @@ def divergence_status(run_record: dict[str, Any]) -> str:
     return "diverged: " + ", ".join(f"seed {seed} at step {step}" for seed, step in bad.items())
 
 
+HEADLINE = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+"""Metric histories without a prefix: MLflow's first chart section. Every other key has a
+prefix (``blog/``, ``paper/``, ``seed_<k>/``, ``run/``, ``progress/``: docs/tracking.md)."""
+
+
 def model_run_payload(
     training_trace: pd.DataFrame,
     eval_trace: pd.DataFrame,
@@ -34,36 +40,51 @@ def model_run_payload(
 ) -> dict[str, Any]:
     """The model's MLflow run: the same parameter and metric keys for both models.
 
-    Params: the resolved configs, flattened (``model.normalization``, ``train.learning_rate``,
-    ``measurements.paper.probe_max``, ...). Metric histories (every ``metric_stride``-th
-    step): ``train_loss``, ``train_accuracy``, ``test_loss``, ``test_accuracy`` (every
-    evaluation), and per preset ``<preset>.loss_range``, ``<preset>.grad_pred_max``,
-    ``<preset>.beta_smoothness``, ``<preset>.ics_l2.<layer>``, ``<preset>.ics_cosine.<layer>``.
-    Final scalars: ``final_*``. Artifacts: ``initial_state.npz``, ``final_state.npz``.
+    Params: the model's parameters as the study's run logs them, without the model's
+    namespace (the parent's ``baseline.training.learning_rate`` is the child's
+    ``training.learning_rate``). Metric histories (every ``metric_stride``-th step, each
+    value dated by the wall-clock time its chunk ended, ``run_record["clock"]``): the
+    headline ``train_loss``, ``train_accuracy``, ``test_loss``, ``test_accuracy`` (means over
+    the healthy seeds), per preset ``<preset>/loss_range``, ``<preset>/grad_pred_max``,
+    ``<preset>/beta_smoothness``, ``<preset>/ics_l2/<layer>``, ``<preset>/ics_cosine/<layer>``,
+    and per seed ``seed_<k>/train_loss``, ``seed_<k>/test_accuracy``. Final scalars:
+    ``final_*`` (headline), ``seed_<k>/final_test_accuracy``, ``run/*``. Artifacts:
+    ``initial_state.npz``, ``final_state.npz``, ``run_record.json``.
     """
     stride = int(mlflow["metric_stride"])
     if stride < 1:
         raise ValueError(f"mlflow.metric_stride must be a positive integer, got {stride}")
-    params = _flatten(
-        {
-            "model": run_record["model_config"],
-            "train": run_record["train_config"],
-            "measurements": {m["name"]: m for m in run_record["measurement_configs"]},
-        }
-    )
+    params = _flatten({**run_record["parameters"], "mlflow": mlflow})
     # Means over the healthy seeds only; each seed's own history up to its divergence.
     bad = diverged_at(training_trace)
     kept = [healthy(frame, bad) for frame in (training_trace, eval_trace, smoothness_trace, ics_trace)]
     history = _metric_history(*kept, stride)
     history.update(_seed_histories(training_trace, eval_trace, stride))
+    clock = run_record.get("clock")
+    if clock:
+        evaluated = {"test_loss", "test_accuracy"}
+        for key, series in history.items():
+            series["timestamps"] = dated(series["steps"], clock,
+                                         evaluation=key in evaluated or key.endswith("/test_accuracy"))
     metrics = _final_metrics(kept[0], kept[1], run_record, len(bad))
     return {
         "params": params,
         "metrics": metrics,
         "metric_history": history,
-        "artifacts": {"initial_state.npz": npz_bytes(flatten_tree(initial_state)), "final_state.npz": npz_bytes(flatten_tree(final_state))},
+        "artifacts": {"initial_state.npz": npz_bytes(flatten_tree(initial_state)),
+                      "final_state.npz": npz_bytes(flatten_tree(final_state)),
+                      "run_record.json": json.dumps(run_record, indent=2).encode()},
         "tags": _tags(run_record),
     }
+
+
+def dated(steps: np.ndarray, clock: dict[str, list[int]], evaluation: bool = False) -> np.ndarray:
+    """The wall-clock time (unix ms) each step's value existed: the end of the chunk that
+    computed it. A trained step ``s`` (0-based) is done once ``s + 1`` steps are; an
+    evaluation at ``s`` steps done ran right after the chunk that reached ``s``."""
+    done = np.asarray(clock["steps"])
+    index = np.searchsorted(done, np.asarray(steps) + (0 if evaluation else 1), side="left")
+    return np.asarray(clock["unix_ms"], np.int64)[np.clip(index, 0, done.size - 1)]
 
 
 def _final_metrics(training: pd.DataFrame, evals: pd.DataFrame, run_record: dict[str, Any],
@@ -77,11 +98,11 @@ def _final_metrics(training: pd.DataFrame, evals: pd.DataFrame, run_record: dict
         "final_test_loss": last_eval["test_loss"].mean(),
         "final_train_loss": last["train_loss"].mean(),
         "final_train_accuracy": last["train_accuracy"].mean(),
-        "num_seeds": len(run_record["seeds"]),
-        "num_diverged_seeds": num_diverged,
-        **{f"seed_{seed}.final_test_accuracy": v["final_test_accuracy"] for seed, v in run_record["per_seed"].items()},
-        "num_steps": run_record["num_steps"],
-        "wall_time_s": run_record["wall_time_s"],
+        "run/num_seeds": len(run_record["seeds"]),
+        "run/num_diverged_seeds": num_diverged,
+        **{f"seed_{seed}/final_test_accuracy": v["final_test_accuracy"] for seed, v in run_record["per_seed"].items()},
+        "run/num_steps": run_record["num_steps"],
+        "run/wall_time_s": run_record["wall_time_s"],
     }
     return {key: float(v) for key, v in metrics.items() if v is not None and np.isfinite(v)}
 
@@ -115,31 +136,33 @@ def _metric_history(training_trace: pd.DataFrame, eval_trace: pd.DataFrame, smoo
         loss_range=smoothness_trace["probe_loss_max"] - smoothness_trace["probe_loss_min"]
     )
     for preset, frame in with_range.groupby("preset", sort=False):
-        add(f"{preset}.loss_range", frame, "loss_range")
-        add(f"{preset}.grad_pred_max", frame, "grad_diff_max")
-        add(f"{preset}.beta_smoothness", frame, "beta_smoothness")
+        add(f"{preset}/loss_range", frame, "loss_range")
+        add(f"{preset}/grad_pred_max", frame, "grad_diff_max")
+        add(f"{preset}/beta_smoothness", frame, "beta_smoothness")
     whole_layers = ics_trace[ics_trace["param"] == "all"]
     for (preset, layer), frame in whole_layers.groupby(["preset", "layer"], sort=False):
-        add(f"{preset}.ics_l2.{layer}", frame, "ics_l2")
-        add(f"{preset}.ics_cosine.{layer}", frame, "ics_cosine")
+        add(f"{preset}/ics_l2/{layer}", frame, "ics_l2")
+        add(f"{preset}/ics_cosine/{layer}", frame, "ics_cosine")
     return history
 
 
 def _seed_histories(training_trace: pd.DataFrame, eval_trace: pd.DataFrame, stride: int
                     ) -> dict[str, dict[str, np.ndarray]]:
-    """Each seed's ``seed_<k>.train_loss`` (every ``stride``-th step) and
-    ``seed_<k>.test_accuracy``, up to its divergence (no NaN)."""
+    """Each seed's ``seed_<k>/train_loss`` (every ``stride``-th step) and
+    ``seed_<k>/test_accuracy``, up to its divergence (no NaN)."""
     history = {}
     for name, frame, column, every in (("train_loss", training_trace, "train_loss", stride),
                                        ("test_accuracy", eval_trace, "test_accuracy", 1)):
         rows = frame[(frame["step"] % every == 0) & np.isfinite(frame[column])]
         for seed, part in rows.groupby("seed"):
-            history[f"seed_{seed}.{name}"] = {"steps": part["step"].to_numpy(),
+            history[f"seed_{seed}/{name}"] = {"steps": part["step"].to_numpy(),
                                               "values": part[column].to_numpy()}
     return history
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dicts flattened with ``.``, other values as they are: kedro-mlflow's flattening of the
+    study run's params (conf/base/mlflow.yml, dict_params), so both runs use the same names."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"

@@ -42,9 +42,14 @@ def train_model(
     training: dict[str, Any],
     measurements: list,
     checkpoints: dict[str, Any] | None = None,
+    live: Any = None,
 ) -> dict[str, Any]:
     """Train one model in every seed of ``training.seeds`` (one stacked run) with every
     measurement config on the same trajectory.
+
+    ``live`` is the model's MLflow run, open while it trains
+    (:class:`bnstudy.datasets.LiveModelRun`): it logs the progress after every chunk and
+    keeps the clock that dates the payload's metrics (``run_record["clock"]``).
 
     Returns the pipeline's outputs by name: ``initial_state`` / ``final_state``
     (``{"seed_<k>": {"params", "batch_stats"}}``), the traces (each with a ``seed``
@@ -66,6 +71,7 @@ def train_model(
         # One folder per model; inside it, one per configuration hash (core/checkpoint.py).
         checkpoint_dir=None if directory is None else f"{directory}/{normalization}",
         checkpoint_every_s=float(checkpoints.get("every_s", 60)),
+        progress=live,
     )
     per_seed = {
         name: pd.concat([marked(table(r), r) for r in results], ignore_index=True)
@@ -83,6 +89,11 @@ def train_model(
             "num_train": int(len(model_input_train["labels"])),
             "num_test": int(len(model_input_test["labels"])),
             "runtime": runtime_provenance(),
+            # the model's parameters as given (the MLflow run's params), and when each chunk ended
+            "parameters": json_ready({"normalization": normalization, "architecture": architecture,
+                                      "training": training, "measurements": measurements,
+                                      "checkpoints": checkpoints}),
+            "clock": None if live is None else live.clock(),
         },
     }
 

@@ -40,6 +40,7 @@ def create_template() -> Pipeline:
                     "params:training",
                     "params:measurements",
                     "params:checkpoints",
+                    "mlflow_live",
                 ],
                 outputs={name: name for name in TRAINING_OUTPUTS},
                 name="train_model_node",
