@@ -10,7 +10,7 @@ PARAMS ?=
 export KEDRO_DISABLE_TELEMETRY := 1
 export MPLBACKEND := Agg
 
-.PHONY: install study test test-slow lint docs clean-venv
+.PHONY: install study test test-slow lint docs notebook clean-venv
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +40,8 @@ clean-venv:
 docs: install
 	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 	@echo "Built docs/_build/html/index.html"
+
+# Execute notebooks/explore_study.ipynb headless against your newest study of ENV (run
+# `make study ENV=...` first); the stored notebook stays without outputs.
+notebook: install
+	BNSTUDY_ENV=$(ENV) $(BIN)/pytest -p no:cacheprovider --nbmake notebooks/explore_study.ipynb

@@ -191,6 +191,13 @@ def make_project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copytree(PROJECT_ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
     (project / "conf" / "local").mkdir()
     (project / "src").mkdir()
+    enter_project(project, monkeypatch)
+    return project
+
+
+def enter_project(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``project`` (a :func:`make_project_copy`) the working directory, with its own
+    MLflow store and no data-source variables (the test passes its source as parameters)."""
     monkeypatch.chdir(project)
     for variable in ("SOURCE", "PATH", "URL", "MD5"):
         monkeypatch.delenv(f"BNSTUDY_CIFAR10_{variable}", raising=False)
@@ -200,6 +207,20 @@ def make_project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+
+
+@pytest.fixture(scope="session")
+def finished_study(tmp_path_factory) -> Path:
+    """A project copy with one finished ``full_study`` run in the test environment (3 seeds,
+    20 steps; about 2 minutes), shared by every test that reads a study's outputs: the
+    end-to-end checks, the notebook and the browser tests. The working directory and the
+    environment are restored once it has run (:func:`enter_project` enters it again)."""
+    if not SHARED_JPEG_ARCHIVE.exists():
+        pytest.skip(f"needs the offline CIFAR-10 copy at {SHARED_JPEG_ARCHIVE}")
+    source = {"data_ingestion": {"source": "image_folder", "path": str(SHARED_JPEG_ARCHIVE)}}
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        project = make_project_copy(tmp_path_factory.mktemp("study"), monkeypatch)
+        run_session(project, "full_study", env="test", params=source)
     return project
 
 
@@ -247,3 +268,16 @@ def run_session(project: Path, pipeline: str, env: str = "test", params: dict | 
 
         while mlflow.active_run():
             mlflow.end_run()
+
+
+@pytest.fixture(scope="session")
+def viz_build(finished_study) -> Path:
+    """``kedro viz build`` of the finished study: the static site's folder (``build/``)."""
+    import subprocess
+    import sys
+
+    build = subprocess.run([sys.executable, "-m", "kedro", "viz", "build"], cwd=finished_study,
+                           capture_output=True, text=True, timeout=300, check=False,
+                           env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"})
+    assert build.returncode == 0, build.stdout + build.stderr
+    return finished_study / "build"

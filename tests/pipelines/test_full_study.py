@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +12,12 @@ import pandas as pd
 import pytest
 
 from bnstudy.reporting.conclusions import pct
-from tests.conftest import SHARED_JPEG_ARCHIVE, make_project_copy, run_session
+from tests.conftest import SHARED_JPEG_ARCHIVE, enter_project, run_session
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not SHARED_JPEG_ARCHIVE.exists(), reason="needs ../shared/datasets/cifar10-jpeg.tar.gz"),
 ]
-SOURCE = {"data_ingestion": {"source": "image_folder", "path": str(SHARED_JPEG_ARCHIVE)}}
 FIGURES = ("training_curves", "activation_histograms", "activation_final_snapshot", "activation_shift",
            "gradient_ics", "loss_landscape", "gradient_predictiveness", "beta_smoothness", "init_distance")
 
@@ -34,14 +32,11 @@ def all_versions(project: Path, relative: str) -> list[Path]:
     return sorted(v / folder.name for v in folder.iterdir())
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory, request) -> Path:
-    """One full_study run in the test environment, shared by the tests of this module."""
-    monkeypatch = pytest.MonkeyPatch()
-    request.addfinalizer(monkeypatch.undo)
-    project = make_project_copy(tmp_path_factory.mktemp("study"), monkeypatch)
-    run_session(project, "full_study", env="test", params=SOURCE)
-    return project
+@pytest.fixture
+def study(finished_study, monkeypatch) -> Path:
+    """The session's finished test-environment study (tests/conftest.py), entered."""
+    enter_project(finished_study, monkeypatch)
+    return finished_study
 
 
 def test_outputs_figures_and_report_are_written(study):
@@ -178,14 +173,11 @@ def test_second_run_adds_versions_and_keeps_the_first(study):
     assert all_versions(study, "data/07_model_output/baseline/training_trace.parquet") == first_trace
 
 
-def test_kedro_viz_build_lists_every_node_and_dataset_with_its_layer(study):
+def test_kedro_viz_build_lists_every_node_and_dataset_with_its_layer(viz_build):
     from kedro.framework.project import configure_project, pipelines
 
     configure_project("bnstudy")
-    build = subprocess.run([sys.executable, "-m", "kedro", "viz", "build"], cwd=study, capture_output=True,
-                           text=True, timeout=300, check=False)
-    assert build.returncode == 0, build.stdout + build.stderr
-    graph = json.loads((study / "build" / "api" / "main").read_text())
+    graph = json.loads((viz_build / "api" / "main").read_text())
     full_study = pipelines["full_study"]
     shown = {n["name"]: n for n in graph["nodes"]}
     tasks = {n["full_name"] for n in graph["nodes"] if n["type"] == "task"}
@@ -196,3 +188,24 @@ def test_kedro_viz_build_lists_every_node_and_dataset_with_its_layer(study):
     without_layer = sorted(d for d in datasets if not shown[d].get("layer"))
     assert not without_layer, f"datasets without a layer: {without_layer}"
     assert {"baseline", "candidate"} <= {n["name"] for n in graph["nodes"] if n["type"] == "modularPipeline"}
+
+
+def test_kedro_viz_metadata_is_real_sizes_and_previews(viz_build, study):
+    """Each versioned dataset's size is that of the file of its newest version (not of the
+    folder of versions: 4,096 bytes), and figures, arrays and tables preview."""
+    stats = json.loads((study / ".viz" / "stats.json").read_text())
+    trace = latest(study, "data/07_model_output/candidate/training_trace.parquet")
+    assert stats["candidate.training_trace"]["file_size"] == trace.stat().st_size
+    assert stats["candidate.training_trace"]["rows"] == 60  # kedro-viz's own rows stay
+    figure = latest(study, "data/08_reporting/figures/loss_landscape.png")
+    assert stats["loss_landscape_figure"]["file_size"] == figure.stat().st_size != 4096
+    graph = json.loads((viz_build / "api" / "main").read_text())
+    ids = {n["name"]: n["id"] for n in graph["nodes"]}
+    expected = {"loss_landscape_figure": "ImagePreview", "activation_animation_figure": "ImagePreview",
+                "study_report_html": "HTMLPreview", "study_report_md": "HTMLPreview",
+                "candidate.activation_histograms": "JSONPreview", "candidate.training_trace": "TablePreview"}
+    for name, kind in expected.items():
+        node = json.loads((viz_build / "api" / "nodes" / ids[name]).read_text())
+        assert node["preview_type"] == kind and node["preview"], name
+    figure_node = json.loads((viz_build / "api" / "nodes" / ids["loss_landscape_figure"]).read_text())
+    assert base64.b64decode(figure_node["preview"]) == figure.read_bytes()

@@ -75,8 +75,10 @@ def test_new_run_is_tagged_with_its_process(finished_run):
 def test_run_ends_with_a_line_naming_the_mlflow_run(finished_run):
     result, project, client, stale = finished_run
     last = result.stdout.strip().splitlines()[-1]
-    run_id = _new_run(client, stale).info.run_id
-    opener = f"mlflow ui --backend-store-uri {tracking_uri(project)}"
+    run = _new_run(client, stale)
+    run_id = run.info.run_id
+    opener = (f"mlflow ui --backend-store-uri {tracking_uri(project)}, then open http://127.0.0.1:5000"
+              f"/#/experiments/{run.info.experiment_id}/runs/{run_id}?workflowType=machine_learning")
     assert f"MLflow run {run_id} (see it with: {opener})" in last
     assert "Report:" not in last  # this pipeline writes no report
 

@@ -1,6 +1,6 @@
 """Custom Kedro datasets, only where kedro-datasets and kedro-mlflow have none."""
 
-from bnstudy.datasets.bytes_dataset import BytesDataset
+from bnstudy.datasets.bytes_dataset import BytesDataset, HtmlDataset, ImageDataset
 from bnstudy.datasets.mlflow_model_run_dataset import (
     LiveModelRun,
     MlflowLiveRunDataset,
@@ -8,4 +8,4 @@ from bnstudy.datasets.mlflow_model_run_dataset import (
 )
 from bnstudy.datasets.npz_dataset import NpzDataset
 
-__all__ = ["BytesDataset", "LiveModelRun", "MlflowLiveRunDataset", "MlflowModelRunDataset", "NpzDataset"]
+__all__ = ["BytesDataset", "HtmlDataset", "ImageDataset", "LiveModelRun", "MlflowLiveRunDataset", "MlflowModelRunDataset", "NpzDataset"]

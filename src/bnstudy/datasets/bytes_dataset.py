@@ -7,10 +7,12 @@ loaded back).
 
 from __future__ import annotations
 
+import base64
 import logging
 from typing import Any
 
 from kedro.io.core import DatasetError, Version
+from kedro_datasets._typing import HTMLPreview, ImagePreview
 
 from bnstudy.datasets.file_dataset import FileDataset
 
@@ -73,3 +75,21 @@ class BytesDataset(FileDataset):
         if self._protocol != "file":
             raise DatasetError("mlflow_artifact_path needs a local filepath (file protocol)")
         mlflow.log_artifact(save_path, artifact_path=self._mlflow_artifact_path)
+
+
+class ImageDataset(BytesDataset):
+    """A figure's bytes (PNG, or a GIF animation), previewed in kedro viz (an image in the
+    dataset's side panel). Otherwise a :class:`BytesDataset`."""
+
+    def preview(self) -> ImagePreview:
+        """The newest version, base64-encoded (kedro viz's ``ImagePreview``)."""
+        return ImagePreview(base64.b64encode(self._read_bytes()).decode("ascii"))
+
+
+class HtmlDataset(BytesDataset):
+    """An HTML page's bytes, previewed in kedro viz as the page itself. Otherwise a
+    :class:`BytesDataset`."""
+
+    def preview(self) -> HTMLPreview:
+        """The newest version's HTML (kedro viz's ``HTMLPreview``)."""
+        return HTMLPreview(self._read_bytes().decode("utf-8"))

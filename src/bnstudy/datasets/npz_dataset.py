@@ -11,10 +11,12 @@ Saves are atomic (see :class:`~bnstudy.datasets.file_dataset.FileDataset`).
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import numpy as np
 from kedro.io.core import DatasetError, Version
+from kedro_datasets._typing import JSONPreview
 
 from bnstudy.datasets.file_dataset import FileDataset
 
@@ -115,6 +117,19 @@ class NpzDataset(FileDataset):
         if bad:
             raise DatasetError(f"NpzDataset cannot store object arrays (keys {bad}); use numbers or strings")
         self._write_bytes(npz_bytes(flat, compress=self._save_args["compress"]))
+
+
+    def preview(self, max_items: int = 60) -> JSONPreview:
+        """The newest version's arrays as ``{key: "float32[200, 64]"}`` (the first
+        ``max_items``): kedro viz's ``JSONPreview``."""
+        shapes = {}
+        with np.load(io.BytesIO(self._read_bytes()), allow_pickle=False) as archive:
+            for name in archive.files[:max_items]:
+                array = archive[name]
+                shapes[name] = f"{array.dtype}{list(array.shape)}"
+            if len(archive.files) > max_items:
+                shapes["..."] = f"{len(archive.files) - max_items} more arrays"
+        return JSONPreview(json.dumps(shapes, indent=1))
 
 
 def npz_bytes(flat: dict[str, np.ndarray], compress: bool = False) -> bytes:

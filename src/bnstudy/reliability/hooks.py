@@ -85,6 +85,7 @@ class RunRecordHooks:
 
     def __init__(self) -> None:
         self.run_id: str | None = None
+        self.experiment_id: str | None = None
         self._report: Path | None = None
         self._project_path: Path | None = None
 
@@ -102,11 +103,14 @@ class RunRecordHooks:
             mark_stale_runs_killed(mlflow.MlflowClient(), found.experiment_id)
 
     @hook_impl
-    def after_catalog_created(self, conf_catalog: dict[str, Any], save_version: str) -> None:
-        """Remember where this run's report will be (the dataset's path, this version)."""
+    def after_catalog_created(self, conf_catalog: dict[str, Any], save_version: str | None) -> None:
+        """Remember where this run's report will be (the dataset's path, this version).
+        An interactive session (``%load_ext kedro.ipython``) has no save version: no report."""
         entry = conf_catalog.get(REPORT_DATASET) or {}
         filepath = entry.get("filepath")
-        if filepath and entry.get("versioned"):
+        if filepath and entry.get("versioned") and save_version is None:
+            self._report = None
+        elif filepath and entry.get("versioned"):
             self._report = Path(filepath) / save_version / Path(filepath).name
         else:
             self._report = Path(filepath) if filepath else None
@@ -120,7 +124,7 @@ class RunRecordHooks:
 
         active = mlflow.active_run()
         if active is not None:
-            self.run_id = active.info.run_id
+            self.run_id, self.experiment_id = active.info.run_id, active.info.experiment_id
             mlflow.set_tags({**process_tags(), **study_tags(run_params, _parameters(catalog))})
             mlflow.MlflowClient().set_experiment_tag(active.info.experiment_id, *EXPERIMENT_KIND)
 
@@ -138,9 +142,12 @@ class RunRecordHooks:
             parts.append(f"Report: {_relative(self._report, self._project_path)}")
         if self.run_id is not None:
             uri = mlflow.get_tracking_uri()
+            # the run's page in the UI's model-training view (MLflow 3 opens in its GenAI view)
+            page = (f"/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+                    "?workflowType=machine_learning")
             opener = (
-                f"open {uri}" if uri.startswith(("http://", "https://"))
-                else f"mlflow ui --backend-store-uri {uri}"
+                f"open {uri.rstrip('/')}{page}" if uri.startswith(("http://", "https://"))
+                else f"mlflow ui --backend-store-uri {uri}, then open http://127.0.0.1:5000{page}"
             )
             parts.append(f"MLflow run {self.run_id} (see it with: {opener})")
         return " | ".join(parts) or "Run complete (no report, tracking disabled)."

@@ -15,11 +15,13 @@ links also resolve in the MLflow artifact view. Loading returns the Markdown's b
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
 from kedro.io.core import DatasetError, get_filepath_str
+from kedro_datasets._typing import HTMLPreview
 
 from bnstudy.datasets import BytesDataset
 
@@ -53,6 +55,12 @@ class ReportDataset(BytesDataset):
         if self._mlflow_artifact_path is not None:
             for path, local in written:
                 self._log_file_to_mlflow(local, str(PurePosixPath(self._mlflow_artifact_path) / path.parent))
+
+    def preview(self) -> HTMLPreview:
+        """The newest report's Markdown source, as preformatted text (kedro viz's
+        ``HTMLPreview``; the rendered page is the ``study_report_html`` dataset)."""
+        text = self._read_bytes().decode("utf-8")
+        return HTMLPreview(f"<pre style='white-space: pre-wrap'>{html.escape(text)}</pre>")
 
     def _write_file(self, target: str, payload: bytes) -> str:
         temporary = f"{target}.tmp"

@@ -1,0 +1,143 @@
+"""Both UIs as a user opens them, in headless Chromium, on a finished test-environment study:
+`kedro viz run`, the static `kedro viz build` served over HTTP, and `mlflow ui`'s compare view
+of the two model runs. Each test saves one screenshot (1600x1000) under screenshots/."""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.browser.conftest import free_port, screenshot, serving
+
+pytestmark = pytest.mark.slow
+
+KEDRO = Path(sys.executable).parent / "kedro"
+MLFLOW = Path(sys.executable).parent / "mlflow"
+# Node labels both namespaces must show (kedro viz names a namespaced dataset <model>.<name>).
+PER_MODEL = ("training_trace", "ics_trace", "smoothness_trace", "run_record", "mlflow_live")
+SHARED = ("model_input_train", "loss_landscape_figure", "model_comparisons_summary", "study_report_md")
+HEADLINE = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "final_test_accuracy")
+# Kedro-Viz state in the browser: no onboarding tour over the graph, namespaces expanded.
+VIZ_STATE = json.dumps({"showFeatureHints": False, "expandAllPipelines": True})
+
+
+def _viz_page(page, url: str) -> list[str]:
+    """Open kedro viz at ``url`` with every namespace expanded; the node labels it draws."""
+    page.add_init_script(f"window.localStorage.setItem('KedroViz', {json.dumps(VIZ_STATE)})")
+    page.goto(f"{url}?expandAllPipelines=true")
+    page.wait_for_selector(".pipeline-node", timeout=60_000)
+    page.wait_for_timeout(1500)  # the layout settles
+    dismiss = page.get_by_text("Dismiss", exact=True)  # the update banner (it checks PyPI)
+    if dismiss.count():
+        dismiss.first.click()
+    labels = page.eval_on_selector_all(".pipeline-node", "nodes => nodes.map(n => n.textContent)")
+    assert labels, "kedro viz drew no node"
+    return labels
+
+
+def _assert_both_namespaces(labels: list[str]) -> None:
+    expected = {f"{model}.{name}" for model in ("baseline", "candidate") for name in PER_MODEL}
+    expected |= set(SHARED)
+    missing = expected - set(labels)
+    assert not missing, f"kedro viz does not draw {sorted(missing)}"
+    assert labels.count("train_model_node") == 2  # one per namespace
+
+
+def test_kedro_viz_draws_both_namespaces_and_previews_a_figure(finished_study, page):
+    port = free_port()
+    command = [str(KEDRO), "viz", "run", "--host", "127.0.0.1", "--port", str(port), "--no-browser",
+               "--env", "test"]
+    with serving(command, f"http://127.0.0.1:{port}/api/main", finished_study) as api:
+        graph = json.loads(urllib.request.urlopen(api, timeout=60).read())
+        assert {"baseline", "candidate"} <= set(graph["modular_pipelines"])
+        labels = _viz_page(page, f"http://127.0.0.1:{port}/")
+        _assert_both_namespaces(labels)
+        screenshot(page, "kedro_viz_graph")
+        # a figure's side panel shows the figure itself (ImageDataset.preview)
+        page.locator(".pipeline-node", has_text="loss_landscape_figure").first.click()
+        preview = page.locator(".pipeline-metadata img")
+        preview.first.wait_for(timeout=30_000)
+        assert preview.first.evaluate("img => img.naturalWidth") > 100
+        screenshot(page, "kedro_viz_figure_preview")
+
+
+def test_kedro_viz_build_is_served_over_http(viz_build, page):
+    port = free_port()
+    command = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port), "--directory",
+               str(viz_build)]
+    with serving(command, f"http://127.0.0.1:{port}/", viz_build.parent):
+        labels = _viz_page(page, f"http://127.0.0.1:{port}/")
+        _assert_both_namespaces(labels)
+        screenshot(page, "kedro_viz_build")
+
+
+def _rest_checks(client, experiment_id: str) -> tuple[str, str]:
+    """Through the REST API: the newest study run and its two model runs exist, with the same
+    metric keys and increasing metric timestamps. Returns the two model runs' ids."""
+    runs = client.search_runs([experiment_id], order_by=["attributes.start_time DESC"])
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    children = sorted((r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id),
+                      key=lambda r: r.info.run_name)
+    assert [c.info.run_name for c in children] == ["baseline", "candidate"]
+    assert set(children[0].data.metrics) == set(children[1].data.metrics)
+    assert set(HEADLINE) <= set(children[0].data.metrics)
+    for child in children:
+        stamps = [m.timestamp for m in client.get_metric_history(child.info.run_id, "train_loss")]
+        assert stamps == sorted(stamps) and stamps[0] < stamps[-1], child.info.run_name
+    return children[0].info.run_id, children[1].info.run_id
+
+
+def test_mlflow_compare_view_shows_the_headline_metrics_of_both_models(finished_study, page):
+    import mlflow
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [str(MLFLOW), "ui", "--backend-store-uri", f"sqlite:///{finished_study / 'mlflow.db'}",
+               "--host", "127.0.0.1", "--port", str(port)]
+    with serving(command, f"{base}/health", finished_study):
+        client = mlflow.MlflowClient(tracking_uri=base)
+        experiment = client.get_experiment_by_name("bnstudy")
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+        baseline, candidate = _rest_checks(client, experiment.experiment_id)
+
+        # the assistant panel closed, so the comparison has the page's width
+        page.add_init_script("window.localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');"
+                             "window.localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true')")
+        runs = urllib.parse.quote(json.dumps([baseline, candidate]))
+        experiments = urllib.parse.quote(json.dumps([experiment.experiment_id]))
+        page.goto(f"{base}/#/compare-runs?runs={runs}&experiments={experiments}&workflowType=machine_learning")
+        page.wait_for_selector("text=Run details", timeout=60_000)
+        assert page.get_by_text("baseline", exact=True).count() and page.get_by_text("candidate", exact=True).count()
+        shown = _metric_rows(page)
+        missing = set(HEADLINE) - shown
+        assert not missing, f"the compare view does not list {sorted(missing)}"
+        assert {"paper/loss_range", "blog/loss_range"} <= shown
+        screenshot(page, "mlflow_compare")
+
+
+def _metric_rows(page) -> set[str]:
+    """Every row label of the compare view's metric table (a virtualized grid: it renders the
+    rows in view, so the grid is scrolled through)."""
+    cell = page.get_by_text("blog/loss_range", exact=True).first
+    cell.wait_for(timeout=30_000)
+    cell.scroll_into_view_if_needed()
+    seen: set[str] = set()
+    for offset in range(0, 4000, 200):
+        seen |= set(page.inner_text("body").split("\n"))
+        page.evaluate("""(offset) => {
+            for (const grid of document.querySelectorAll('.ReactVirtualized__Grid')) {
+                if (/blog\\/|paper\\/|final_/.test(grid.textContent)) grid.scrollTop = offset;
+            }}""", offset)
+        page.wait_for_timeout(150)
+    # leave the headline rows in view for the screenshot
+    page.evaluate("""() => {
+        for (const grid of document.querySelectorAll('.ReactVirtualized__Grid')) {
+            if (/blog\\/|paper\\/|final_/.test(grid.textContent)) grid.scrollTop = 18 * 44;
+        }}""")
+    page.wait_for_timeout(300)
+    return {line.strip() for line in seen}
