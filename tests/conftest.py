@@ -272,11 +272,12 @@ def run_session(project: Path, pipeline: str, env: str = "test", params: dict | 
 
 @pytest.fixture(scope="session")
 def viz_build(finished_study) -> Path:
-    """``kedro viz build`` of the finished study: the static site's folder (``build/``)."""
+    """``kedro viz build --include-previews`` of the finished study: the static site (``build/``)."""
     import subprocess
     import sys
 
-    build = subprocess.run([sys.executable, "-m", "kedro", "viz", "build"], cwd=finished_study,
+    build = subprocess.run([sys.executable, "-m", "kedro", "viz", "build", "--include-previews"],
+                           cwd=finished_study,
                            capture_output=True, text=True, timeout=300, check=False,
                            env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"})
     assert build.returncode == 0, build.stdout + build.stderr

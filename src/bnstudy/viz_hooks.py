@@ -4,8 +4,10 @@ kedro-viz's own ``DatasetStatsHook`` records rows, columns and file size in ``.v
 during a ``kedro run``, but only for pandas DataFrames, and it takes the size of the
 dataset's ``filepath``: for a versioned dataset that is the folder holding the versions, so
 every versioned table showed the size of a directory entry (4.1 KB). This hook runs after it
-(``trylast``) and writes, for every file-backed dataset the run saved, the size of the file
-of the version it saved (the newest), and its version, keeping kedro-viz's rows and columns.
+(``trylast``) and sets every file-backed dataset's size to that of the file of its newest
+version: the datasets this run saved (with their version), and every other entry of the file
+(kedro-viz keeps stale entries in memory across runs of one process and rewrites them). It
+keeps kedro-viz's rows and columns.
 """
 
 from __future__ import annotations
@@ -71,6 +73,10 @@ class VizStatsHooks:
         stats_path = self._project / STATS_FILE
         try:
             stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+            for name in set(stats) - set(self._sizes):
+                path = saved_file(self._catalog.get(name))
+                if path is not None:
+                    stats[name]["file_size"] = path.stat().st_size
             for name, entry in self._sizes.items():
                 stats[name] = {**stats.get(name, {}), **entry}
             stats_path.parent.mkdir(parents=True, exist_ok=True)

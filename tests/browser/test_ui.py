@@ -77,11 +77,14 @@ def test_kedro_viz_build_is_served_over_http(viz_build, page):
 
 
 def _rest_checks(client, experiment_id: str) -> tuple[str, str]:
-    """Through the REST API: the newest study run and its two model runs exist, with the same
-    metric keys and increasing metric timestamps. Returns the two model runs' ids."""
+    """Through the REST API: the newest study run with model runs (a later `reporting` run has
+    none) and its two model runs exist, with the same metric keys and increasing metric
+    timestamps. Returns the two model runs' ids."""
     runs = client.search_runs([experiment_id], order_by=["attributes.start_time DESC"])
-    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
-    children = sorted((r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id),
+    parent_id = next(r.data.tags["mlflow.parentRunId"] for r in runs if "mlflow.parentRunId" in r.data.tags)
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED" and "mlflow.parentRunId" not in parent.data.tags
+    children = sorted((r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id),
                       key=lambda r: r.info.run_name)
     assert [c.info.run_name for c in children] == ["baseline", "candidate"]
     assert set(children[0].data.metrics) == set(children[1].data.metrics)
@@ -121,23 +124,23 @@ def test_mlflow_compare_view_shows_the_headline_metrics_of_both_models(finished_
 
 
 def _metric_rows(page) -> set[str]:
-    """Every row label of the compare view's metric table (a virtualized grid: it renders the
-    rows in view, so the grid is scrolled through)."""
+    """Every row label of the compare view's metric table. It is two virtualized grids side by
+    side (labels, values) that render the rows in view: both are scrolled through together."""
     cell = page.get_by_text("blog/loss_range", exact=True).first
     cell.wait_for(timeout=30_000)
     cell.scroll_into_view_if_needed()
     seen: set[str] = set()
-    for offset in range(0, 4000, 200):
-        seen |= set(page.inner_text("body").split("\n"))
-        page.evaluate("""(offset) => {
-            for (const grid of document.querySelectorAll('.ReactVirtualized__Grid')) {
-                if (/blog\\/|paper\\/|final_/.test(grid.textContent)) grid.scrollTop = offset;
-            }}""", offset)
+    for offset in [*range(0, 4000, 200), 18 * 44]:  # last: the headline rows (final_*) in view
+        seen |= {line.strip() for line in page.inner_text("body").split("\n")}
+        page.evaluate(_SCROLL_METRIC_GRIDS, offset)
         page.wait_for_timeout(150)
-    # leave the headline rows in view for the screenshot
-    page.evaluate("""() => {
-        for (const grid of document.querySelectorAll('.ReactVirtualized__Grid')) {
-            if (/blog\\/|paper\\/|final_/.test(grid.textContent)) grid.scrollTop = 18 * 44;
-        }}""")
-    page.wait_for_timeout(300)
-    return {line.strip() for line in seen}
+    return seen
+
+
+# The metric table's label grid holds the metric names; its value grid has the same height.
+_SCROLL_METRIC_GRIDS = """(offset) => {
+    const grids = [...document.querySelectorAll('.ReactVirtualized__Grid')];
+    const labels = grids.find(grid => /blog\\/|paper\\/|final_/.test(grid.textContent));
+    for (const grid of grids) {
+        if (grid.scrollHeight === labels.scrollHeight) grid.scrollTop = offset;
+    }}"""
