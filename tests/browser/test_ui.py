@@ -130,7 +130,9 @@ def _metric_rows(page) -> set[str]:
     cell.wait_for(timeout=30_000)
     cell.scroll_into_view_if_needed()
     seen: set[str] = set()
-    for offset in [*range(0, 4000, 200), 18 * 44]:  # last: the headline rows (final_*) in view
+    # the last offset scrolls both grids to their ends, where they line up (the value grid has
+    # a row more) and where the headline rows are (test_*, train_*, sorted last)
+    for offset in [*range(0, 4000, 200), 10**6]:
         seen |= {line.strip() for line in page.inner_text("body").split("\n")}
         page.evaluate(_SCROLL_METRIC_GRIDS, offset)
         page.wait_for_timeout(150)
