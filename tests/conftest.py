@@ -209,6 +209,10 @@ def enter_project(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
 
 
+# The --params of a test study: the offline JPEG copy (make_project_copy unsets the variables).
+STUDY_SOURCE = {"data_ingestion": {"source": "image_folder", "path": str(SHARED_JPEG_ARCHIVE)}}
+
+
 @pytest.fixture(scope="session")
 def finished_study(tmp_path_factory) -> Path:
     """A project copy with one finished ``full_study`` run in the test environment (3 seeds,
@@ -217,10 +221,9 @@ def finished_study(tmp_path_factory) -> Path:
     environment are restored once it has run (:func:`enter_project` enters it again)."""
     if not SHARED_JPEG_ARCHIVE.exists():
         pytest.skip(f"needs the offline CIFAR-10 copy at {SHARED_JPEG_ARCHIVE}")
-    source = {"data_ingestion": {"source": "image_folder", "path": str(SHARED_JPEG_ARCHIVE)}}
     with pytest.MonkeyPatch.context() as monkeypatch:
         project = make_project_copy(tmp_path_factory.mktemp("study"), monkeypatch)
-        run_session(project, "full_study", env="test", params=source)
+        run_session(project, "full_study", env="test", params=STUDY_SOURCE)
     return project
 
 

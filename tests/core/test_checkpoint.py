@@ -70,6 +70,7 @@ def test_fingerprint_covers_configs_and_data(tiny_arrays):
         assert other != base
 
 
+@pytest.mark.slow  # 40 s of compilation of its own programs (a checkpointed configuration)
 def test_resume_after_an_interruption_is_bitwise_identical(tiny_arrays, tmp_path):
     """Interrupted after the first checkpoint (step 4), resumed: the run goes on from step
     4 and every array equals the uninterrupted run's; a finished run just reloads."""

@@ -105,7 +105,8 @@ def test_max_pool_matches_flax_values_and_gradient():
 
 # 2 (4 pixels) and 3 (9 pixels) sit either side of IM2COL_MAX_PIXELS; the rest runs with the
 # slow tests (each side compiles its own programs).
-@pytest.mark.parametrize("side", [pytest.param(1, marks=pytest.mark.slow), 2, 3,
+@pytest.mark.parametrize("side", [pytest.param(1, marks=pytest.mark.slow), 2,
+                                  pytest.param(3, marks=pytest.mark.slow),
                                   pytest.param(4, marks=pytest.mark.slow),
                                   pytest.param(8, marks=pytest.mark.slow)])
 def test_conv3x3_same_matches_nnx_conv_values_and_gradients(side):

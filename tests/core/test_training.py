@@ -111,6 +111,7 @@ def test_the_executor_compiles_once_per_configuration(tiny_arrays, loop):
     assert COMPILE_COUNTS[key] == before.get(key, 0) + 1  # another seed and length: cached
 
 
+@pytest.mark.slow  # 20 s: it clears the program cache and compiles every host program anew
 def test_host_loop_compiles_each_program_once(tiny_arrays):
     """The measured host loop: one program per distinct (layer, mode), none rebuilt later."""
     config = dataclasses.replace(TINY_TRAIN_CONFIG, learning_rate=0.02)

@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import SHARED_JPEG_ARCHIVE, make_project_copy, run_session
-from tests.pipelines.test_full_study import FIGURES, SOURCE, latest
+from tests.conftest import SHARED_JPEG_ARCHIVE, STUDY_SOURCE, make_project_copy, run_session
+from tests.pipelines.test_full_study import FIGURES, latest
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not SHARED_JPEG_ARCHIVE.exists(), reason="needs ../shared/datasets/cifar10-jpeg.tar.gz"),
 ]
-DIVERGING = {**SOURCE, "baseline": {"training": {"learning_rate": 1000.0}}}
+DIVERGING = {**STUDY_SOURCE, "baseline": {"training": {"learning_rate": 1000.0}}}
 
 
 @pytest.fixture(scope="module")

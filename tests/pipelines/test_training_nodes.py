@@ -98,7 +98,7 @@ def test_mlflow_payloads_of_both_models_have_the_same_keys(outputs):
     assert base["params"].keys() == cand["params"].keys()
     assert base["metric_history"].keys() == cand["metric_history"].keys()
     assert base["params"]["normalization"] == "none" and cand["params"]["normalization"] == "batch"
-    assert base["params"]["training.learning_rate"] == cand["params"]["training.learning_rate"]
+    assert base["params"]["training.batch_size"] == cand["params"]["training.batch_size"] == 8
     assert base["metric_history"]["train_loss"]["steps"].tolist() == [0, 2, 4]  # stride 2
     assert "paper/ics_l2/conv_1" in base["metric_history"]
     assert {"seed_3/train_loss", "seed_7/test_accuracy"} <= base["metric_history"].keys()
