@@ -73,10 +73,10 @@ def test_mlflow_tags_the_diverged_run(diverged):
     assert {f"seed_{seed}.diverged_at": str(step) for seed, step in bad.items()}.items() <= \
         baseline.data.tags.items()
     assert candidate.data.tags["status"] == "healthy"
-    assert baseline.data.metrics["num_diverged_seeds"] == len(bad)
+    assert baseline.data.metrics["run/num_diverged_seeds"] == len(bad)
     assert all(np.isfinite(v) for v in baseline.data.metrics.values())  # no NaN logged
     for seed in bad:
-        history = client.get_metric_history(baseline.info.run_id, f"seed_{seed}.train_loss")
+        history = client.get_metric_history(baseline.info.run_id, f"seed_{seed}/train_loss")
         assert 1 <= len(history) <= bad[seed] + 1 and all(np.isfinite(m.value) for m in history)
 
 

@@ -85,6 +85,10 @@ def test_interrupted_kedro_run_ends_cleanly(tmp_path, signum, expected_code, to_
     client = mlflow.MlflowClient(tracking_uri=tracking_uri(project))
     experiment = client.get_experiment_by_name("bnstudy")
     runs = client.search_runs([experiment.experiment_id])
-    parents = [r for r in runs if r.data.tags.get("bnstudy.pid") == str(process.pid)]
+    ours = [r for r in runs if r.data.tags.get("bnstudy.pid") == str(process.pid)]
+    parents = [r for r in ours if "mlflow.parentRunId" not in r.data.tags]
     assert [r.info.status for r in parents] == ["KILLED"]
+    # the model run opened when training started (MlflowLiveRunDataset) is ended with it
+    children = [r for r in ours if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert children and {r.info.status for r in children} == {"KILLED"}
     assert [r.info.status for r in runs if r.info.status == "RUNNING"] == []
