@@ -47,17 +47,17 @@ def train_model(
     """Train one model in every seed of ``training.seeds`` (one stacked run) with every
     measurement config on the same trajectory.
 
-    ``live`` is the model's MLflow run, open while it trains
-    (:class:`bnstudy.datasets.LiveModelRun`): it logs the progress after every chunk and
-    keeps the clock that dates the payload's metrics (``run_record["clock"]``).
+    ``live`` (:class:`bnstudy.datasets.LiveModelRun`), the model's MLflow run while it trains,
+    logs the progress and keeps the clock that dates its metrics (``run_record["clock"]``).
 
     Returns the pipeline's outputs by name: ``initial_state`` / ``final_state``
     (``{"seed_<k>": {"params", "batch_stats"}}``), the traces (each with a ``seed``
     column), ``activation_histograms`` (``{"seed_<k>": ...}``) and ``run_record``.
     """
+    parameters = {"normalization": normalization, "architecture": architecture,
+                  "training": training, "measurements": measurements, "checkpoints": checkpoints}
     model_config, train_config, measurement_configs = build_configs(
-        normalization, architecture, training, measurements
-    )
+        normalization, architecture, training, measurements)
     checkpoints = checkpoints or {}
     directory = checkpoints.get("directory")
     results = train_seeds(
@@ -90,9 +90,7 @@ def train_model(
             "num_test": int(len(model_input_test["labels"])),
             "runtime": runtime_provenance(),
             # the model's parameters as given (the MLflow run's params), and when each chunk ended
-            "parameters": json_ready({"normalization": normalization, "architecture": architecture,
-                                      "training": training, "measurements": measurements,
-                                      "checkpoints": checkpoints}),
+            "parameters": json_ready(parameters),
             "clock": None if live is None else live.clock(),
         },
     }
