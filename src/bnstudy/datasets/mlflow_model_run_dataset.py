@@ -44,7 +44,20 @@ _BATCH = 1000  # MLflow's log_batch limit on metrics per call
 _MAX_PARAM_CHARS = 6000
 
 
-class MlflowModelRunDataset(AbstractDataset[dict[str, Any], None]):
+class _ModelRunDataset:
+    """What both datasets of a model run hold: the child run's name and extra tags."""
+
+    def __init__(self, *, run_name: str, tags: dict[str, str] | None = None,
+                 metadata: dict[str, Any] | None = None) -> None:
+        self._run_name = run_name
+        self._tags = dict(tags or {})
+        self.metadata = metadata
+
+    def _describe(self) -> dict[str, Any]:
+        return {"run_name": self._run_name, "tags": self._tags}
+
+
+class MlflowModelRunDataset(_ModelRunDataset, AbstractDataset[dict[str, Any], None]):
     """Save-only: logs the payload to the child run ``run_name`` under the active run (the one
     its :class:`MlflowLiveRunDataset` opened, or a new one) and ends it FINISHED.
 
@@ -54,20 +67,9 @@ class MlflowModelRunDataset(AbstractDataset[dict[str, Any], None]):
         metadata: free-form (kedro-viz layer, ...).
     """
 
-    def __init__(
-        self,
-        *,
-        run_name: str,
-        tags: dict[str, str] | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        self._run_name = run_name
-        self._tags = dict(tags or {})
-        self.metadata = metadata
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.last_run_id: str | None = None
-
-    def _describe(self) -> dict[str, Any]:
-        return {"run_name": self._run_name, "tags": self._tags}
 
     def load(self) -> dict[str, Any]:
         raise DatasetError(
@@ -99,7 +101,7 @@ class MlflowModelRunDataset(AbstractDataset[dict[str, Any], None]):
         )
 
 
-class MlflowLiveRunDataset(AbstractDataset[Any, "LiveModelRun"]):
+class MlflowLiveRunDataset(_ModelRunDataset, AbstractDataset[Any, "LiveModelRun"]):
     """Load-only: opens (or finds) the child run ``run_name`` under the active run and
     returns its :class:`LiveModelRun`; without an active run, a LiveModelRun that only keeps
     the clock.
@@ -109,15 +111,6 @@ class MlflowLiveRunDataset(AbstractDataset[Any, "LiveModelRun"]):
         tags: extra tags for the child run.
         metadata: free-form (kedro-viz layer, ...).
     """
-
-    def __init__(self, *, run_name: str, tags: dict[str, str] | None = None,
-                 metadata: dict[str, Any] | None = None) -> None:
-        self._run_name = run_name
-        self._tags = dict(tags or {})
-        self.metadata = metadata
-
-    def _describe(self) -> dict[str, Any]:
-        return {"run_name": self._run_name, "tags": self._tags}
 
     def load(self) -> LiveModelRun:
         opened = open_model_run(self._run_name, self._tags)
