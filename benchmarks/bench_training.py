@@ -70,6 +70,7 @@ from bnstudy.core import (  # noqa: E402
     init_states,
     programs,
 )
+from bnstudy.core.backend import use_cpu_flags  # noqa: E402
 from bnstudy.core.config import MATMUL_PRECISIONS  # noqa: E402
 from bnstudy.core.executor import Executor  # noqa: E402
 from bnstudy.core.step import Spec, model_of  # noqa: E402
@@ -438,6 +439,7 @@ def run(config_name: str, steps: int, repeats: int, reference: bool,
 
 
 def main(argv: list[str] | None = None) -> int:
+    use_cpu_flags()  # before JAX starts a backend (bnstudy.core.backend)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", choices=sorted(CONFIGS), default="cpu",
                         help="test: tiny (seconds); cpu: VGG at 1/8 width; paper: full VGG")

@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # study_config
 from study_config import study_configs  # noqa: E402
 
 from bnstudy.core import TrainingResult, train_seeds  # noqa: E402
+from bnstudy.core.backend import use_cpu_flags  # noqa: E402
 from bnstudy.core.config import MATMUL_PRECISIONS  # noqa: E402
 from bnstudy.core.preprocessing import (  # noqa: E402
     channel_stats,
@@ -170,6 +171,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    use_cpu_flags()  # before JAX starts a backend (bnstudy.core.backend)
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
     data = load_data(args.data, args.train_size, args.test_size, seed=0)

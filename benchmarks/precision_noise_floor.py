@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_training import CONFIGS, synthetic_data  # noqa: E402
 
 from bnstudy.core import init_states  # noqa: E402
+from bnstudy.core.backend import use_cpu_flags  # noqa: E402
 from bnstudy.core.config import MATMUL_PRECISIONS  # noqa: E402
 from bnstudy.core.executor import data_measured_step  # noqa: E402
 from bnstudy.core.programs import CompiledOps, call  # noqa: E402
@@ -83,6 +84,7 @@ def noise_floor(config_name: str, precision: str, steps: int) -> dict[str, float
 
 
 def main(argv: list[str] | None = None) -> int:
+    use_cpu_flags()  # before JAX starts a backend (bnstudy.core.backend)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", choices=sorted(CONFIGS), default="cpu")
     parser.add_argument("--steps", type=int, default=3)

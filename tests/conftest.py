@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bnstudy.core.backend import use_cpu_flags
 from bnstudy.data import cifar10
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +62,7 @@ REAL_CIFAR10_SOURCE = real_cifar10_source()
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("MPLBACKEND", "Agg")
+use_cpu_flags()  # XLA as every study runs it (bnstudy.core.backend), before JAX starts
 
 
 def make_arrays(train_per_class: int = 4, test_per_class: int = 2, seed: int = 0) -> cifar10.Cifar10Arrays:

@@ -5,13 +5,15 @@ from omegaconf.resolvers import oc
 from bnstudy.config_loader import StudyConfigLoader
 from bnstudy.reliability.hooks import PreflightHooks, RunRecordHooks
 from bnstudy.viz_hooks import VizStatsHooks
+from bnstudy.xla_hooks import XlaFlagsHooks
 
 # docs/reliability.md: checks before the first node (tracking server reachable, --params keys
 # known, model parameters valid), then stale MLflow runs marked KILLED, this run tagged with
 # its process, and a last line naming the report and the MLflow run. kedro-mlflow's own hook
 # is registered by its plugin entry point. VizStatsHooks: the real size of each saved version
-# for kedro viz (viz_hooks.py).
-HOOKS = (PreflightHooks(), RunRecordHooks(), VizStatsHooks())
+# for kedro viz (viz_hooks.py). XlaFlagsHooks: bnstudy's CPU flags in XLA_FLAGS before JAX
+# starts (core/backend.py).
+HOOKS = (XlaFlagsHooks(), PreflightHooks(), RunRecordHooks(), VizStatsHooks())
 
 # OmegaConfigLoader, with --params applied to one model only (see config_loader.py).
 CONFIG_LOADER_CLASS = StudyConfigLoader

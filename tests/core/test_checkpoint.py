@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from bnstudy.core import PRESETS, TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, train_seeds
-from bnstudy.core.checkpoint import RunCheckpoints, fingerprint
+from bnstudy.core.checkpoint import CheckpointError, RunCheckpoints, _packed, _unpacked, fingerprint
 
 # 10 steps in chunks of 4: checkpoints after steps 4, 8 and 10 (checkpoint_every_s=0)
 CONFIG = dataclasses.replace(TINY_TRAIN_CONFIG, seeds=(1, 2))
@@ -183,3 +183,21 @@ def test_arrays_that_fail_the_checksum_are_not_used(tmp_path, caplog):
     jax.tree.map(np.testing.assert_array_equal, restored.record, record)
     with RunCheckpoints(tmp_path, "b" * 64) as other_config:
         assert other_config.restore(state) is None
+
+
+def test_packing_round_trips_every_dtype_and_shape_exactly():
+    rng = np.random.default_rng(0)
+    leaves = [rng.normal(size=(3, 4)).astype(np.float32), np.arange(5, dtype=np.int32),
+              np.zeros((0, 7), np.float32), np.array(True), rng.normal(size=2),
+              np.array([2**32 - 1, 7], np.uint32), np.asfortranarray(rng.normal(size=(2, 3)))]
+    specs = [[list(leaf.shape), leaf.dtype.str] for leaf in leaves]
+    packed = _packed(leaves)
+    assert packed.dtype == np.uint8 and packed.ndim == 1
+    assert packed.size == sum(leaf.nbytes for leaf in leaves)
+    for got, want in zip(_unpacked(packed, specs), leaves, strict=True):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(CheckpointError, match="left over"):
+        _unpacked(np.concatenate([packed, np.zeros(1, np.uint8)]), specs)
+    with pytest.raises(CheckpointError, match="needs bytes"):
+        _unpacked(packed[:-1], specs)

@@ -32,8 +32,9 @@ from flax import traverse_util
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 1
-"""Version of the checkpoint contents; a checkpoint of another version is not used."""
+FORMAT = 2
+"""Version of the checkpoint contents; a checkpoint of another version is not used
+(2: the state and the record each packed into one byte array)."""
 
 _SAMPLE_ELEMENTS = 4096
 
@@ -73,20 +74,25 @@ def _specs(leaves: Sequence[np.ndarray]) -> list[list]:
     return [[list(leaf.shape), leaf.dtype.str] for leaf in leaves]
 
 
-def _stored(leaves: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-    # orbax refuses zero-size arrays: those are rebuilt from their spec alone.
-    return {f"leaf_{i:05d}": leaf for i, leaf in enumerate(leaves) if leaf.size}
+def _packed(leaves: Sequence[np.ndarray]) -> np.ndarray:
+    """The leaves' bytes, one after another, as one uint8 array (the specs say where each
+    starts): orbax writes one array in a fraction of the time it needs for hundreds."""
+    return np.concatenate([np.ascontiguousarray(leaf).reshape(-1).view(np.uint8)
+                           for leaf in leaves] + [np.zeros(0, np.uint8)])
 
 
-def _rebuilt(stored: Mapping[str, np.ndarray], specs: Sequence[list]) -> list[np.ndarray]:
-    leaves = []
-    for i, (shape, dtype) in enumerate(specs):
-        leaf = (np.asarray(stored[f"leaf_{i:05d}"]) if np.prod(shape, dtype=int)
-                else np.zeros(shape, dtype))
-        if leaf.shape != tuple(shape) or leaf.dtype.str != dtype:
-            raise CheckpointError(f"leaf {i} is {leaf.shape} {leaf.dtype.str}, the checkpoint "
-                                  f"says {tuple(shape)} {dtype}")
-        leaves.append(leaf)
+def _unpacked(packed: np.ndarray, specs: Sequence[list]) -> list[np.ndarray]:
+    packed = np.asarray(packed, np.uint8).reshape(-1)
+    leaves, start = [], 0
+    for shape, dtype in specs:
+        size = int(np.prod(shape, dtype=int)) * np.dtype(dtype).itemsize
+        if start + size > packed.size:
+            raise CheckpointError(f"the packed arrays end at byte {packed.size}, a leaf "
+                                  f"{tuple(shape)} {dtype} needs bytes {start}..{start + size}")
+        leaves.append(packed[start:start + size].view(np.dtype(dtype)).reshape(shape).copy())
+        start += size
+    if start != packed.size:
+        raise CheckpointError(f"{packed.size - start} bytes of the packed arrays are left over")
     return leaves
 
 
@@ -150,9 +156,9 @@ class RunCheckpoints:
                 "state": _specs(state_leaves), "record_paths": [list(p) for p in paths],
                 "record": _specs(record_leaves), "extra": dict(extra),
                 "checksum": _checksum(state_leaves + record_leaves)}
-        arrays = {"state": _stored(state_leaves), "record": _stored(record_leaves)}
+        arrays = {"state": _packed(state_leaves), "record": _packed(record_leaves)}
         self._manager.save(done, force=True, args=ocp.args.Composite(
-            arrays=ocp.args.StandardSave({k: v for k, v in arrays.items() if v}),
+            arrays=ocp.args.StandardSave({k: v for k, v in arrays.items() if v.size}),
             meta=ocp.args.JsonSave(meta)))
         logger.info("checkpoint after step %d saved in %s", done, self.directory)
 
@@ -188,12 +194,13 @@ class RunCheckpoints:
         if len(meta["state"]) != len(template_leaves):
             raise CheckpointError(f"{len(meta['state'])} state leaves, this run's state has "
                                   f"{len(template_leaves)}")
-        state_leaves = _rebuilt(arrays.get("state", {}), meta["state"])
+        empty = np.zeros(0, np.uint8)
+        state_leaves = _unpacked(arrays.get("state", empty), meta["state"])
         for leaf, template in zip(state_leaves, template_leaves, strict=True):
             if leaf.shape != np.shape(template) or leaf.dtype != template.dtype:
                 raise CheckpointError(f"a state leaf is {leaf.shape} {leaf.dtype}, this "
                                       f"run's is {np.shape(template)} {template.dtype}")
-        record_leaves = _rebuilt(arrays.get("record", {}), meta["record"])
+        record_leaves = _unpacked(arrays.get("record", empty), meta["record"])
         if _checksum(state_leaves + record_leaves) != meta["checksum"]:
             raise CheckpointError("the arrays do not match the stored SHA-256 checksum")
         record = traverse_util.unflatten_dict(

@@ -111,6 +111,7 @@ def run_rows(records: Mapping[str, Record], environment: str) -> list[list[str]]
         ["environment", f"{environment} (conf/{environment})"],
         ["versions", _same_or_both(records, versions)],
         ["device", _same_or_both(records, _device)],
+        ["XLA flags", _same_or_both(records, lambda r: r.get("runtime", {}).get("xla_flags") or "(none)")],
         ["wall time (training, all seeds)", wall],
         ["status", "; ".join(f"{name}: {_status(r)}" for name, r in records.items())],
     ]

@@ -106,7 +106,9 @@ def marked(table: pd.DataFrame, result: TrainingResult) -> pd.DataFrame:
 
 
 def runtime_provenance() -> dict[str, Any]:
-    """Library versions and the device the run used (for the report's Setup)."""
+    """Library versions, the device the run used and the ``XLA_FLAGS`` it started JAX with
+    (for the report's Setup)."""
+    import os
     from importlib import metadata
 
     import jax
@@ -114,7 +116,8 @@ def runtime_provenance() -> dict[str, Any]:
     device = jax.devices()[0]
     versions = {name: metadata.version(name) for name in ("jax", "jaxlib", "flax", "optax", "kedro")}
     return {"versions": versions, "backend": jax.default_backend(), "device_kind": device.device_kind,
-            "device_count": jax.device_count(), "cpu": _cpu_model()}
+            "device_count": jax.device_count(), "cpu": _cpu_model(),
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 def _cpu_model() -> str:
