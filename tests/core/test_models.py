@@ -162,7 +162,8 @@ def test_batch_norm_train_matches_nnx_batchnorm(constant_channel):
     equal too."""
     from flax import nnx
 
-    from bnstudy.core.models import _apply_batch_norm, batch_norm_train
+    from bnstudy.core.normalization import apply_normalization as _apply_batch_norm
+    from bnstudy.core.normalization import batch_norm_train
 
     with jax.enable_x64(True):
         keys = jax.random.split(jax.random.key(7), 5)

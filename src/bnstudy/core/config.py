@@ -20,7 +20,7 @@ import pydantic
 from pydantic import ConfigDict, Field, Strict
 from pydantic.dataclasses import dataclass
 
-NORMALIZATIONS = ("none", "batch")
+NORMALIZATIONS = ("none", "batch", "batch_noisy", "l1", "l2", "linf")
 MEASUREMENT_MODES = ("train", "eval")
 PROBE_STARTS = ("pre_step", "post_step")
 MATMUL_PRECISIONS = ("default", "high", "highest", "bfloat16", "tensorfloat32", "float32")
@@ -144,7 +144,11 @@ class ModelConfig:
 
     normalization: described(Literal[NORMALIZATIONS], (
         "`none` builds the baseline, `batch` adds BatchNorm after every conv (before the "
-        "ReLU).")) = "batch"
+        "ReLU), `batch_noisy` adds BatchNorm followed by the random per-step shift and scale "
+        "of Santurkar et al.'s Algorithm 1 (in training mode only; see the `noise_*` fields), "
+        "`l1`, `l2`, `linf` replace BatchNorm by mean-centred normalization by the "
+        "per-channel average L1 norm, root-mean-square (L2) or largest absolute value "
+        "(L-infinity) over the batch (the paper's section 3.3).")) = "batch"
     conv_features: described(PositiveInts, (
         "Output channels of each 3x3 SAME conv (with bias), before the width multiplier.")) = (
         64, 64, 128, 128, 256, 256, 512, 512, 512, 512)
@@ -159,7 +163,20 @@ class ModelConfig:
     bn_momentum: described(Annotated[Float, Field(ge=0, lt=1)], (
         "Running statistics update: running = momentum * running + (1 - momentum) * "
         "batch.")) = 0.9
-    bn_epsilon: described(Annotated[Float, Field(gt=0)], "Added to the variance inside BatchNorm.") = 1e-5
+    bn_epsilon: described(Annotated[Float, Field(gt=0)], (
+        "Added to the variance inside BatchNorm (to the norm in the `l1`/`l2`/`linf` "
+        "normalizations).")) = 1e-5
+    noise_mean_range: described(Annotated[Float, Field(ge=0)], (
+        "`batch_noisy`: each step, each channel of each BN layer draws mu ~ U(-r, r) with "
+        "this r.")) = 0.5
+    noise_std_range: described(Annotated[tuple[Float, Float], Strict(False)], (
+        "`batch_noisy`: each step, each channel draws sigma ~ U(low, high).")) = (1.0, 1.25)
+    noise_mean_jitter: described(Annotated[Float, Field(ge=0)], (
+        "`batch_noisy`: each example and channel draws m ~ U(mu - j, mu + j) with this "
+        "j.")) = 0.1
+    noise_std_jitter: described(Annotated[Float, Field(ge=0)], (
+        "`batch_noisy`: each example and channel draws s ~ N(sigma, j^2) with this j; the "
+        "BN output a becomes s * a + m.")) = 0.1
     image_size: described(PositiveInt, "Height and width of the (square) input images.") = 32
     in_channels: described(PositiveInt, "Channels of the input images.") = 3
     param_dtype: described(Literal[PARAM_DTYPES], (
@@ -173,6 +190,11 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.pool_after must hold distinct conv indices in "
                 f"[0, {len(self.conv_features) - 1}] (one per conv), got {list(self.pool_after)}"
+            )
+        if not self.noise_std_range[0] <= self.noise_std_range[1]:
+            raise ValueError(
+                f"ModelConfig.noise_std_range must be (low, high) with low <= high, got "
+                f"{self.noise_std_range!r}"
             )
         if self.image_size % (2 ** len(self.pool_after)) != 0:
             raise ValueError(
@@ -251,6 +273,23 @@ class TrainConfig:
     matmul_precision: described(Literal[MATMUL_PRECISIONS], (
         "jax.default_matmul_precision around every compiled call (`highest`: true "
         "float32).")) = "highest"
+    curvature_every: described(PositiveInt | None, (
+        "Curvature (top Hessian eigenvalue on the probe set and batch sharpness on the step's "
+        "own batch) at steps t % curvature_every == 0, before step t; a multiple of "
+        "steps_per_chunk. null: never.")) = None
+    curvature_probe_size: described(PositiveInt, (
+        "Training examples of the fixed probe set of the top Hessian eigenvalue (the same "
+        "examples for every seed and model); a multiple of batch_size. The loss on it is the "
+        "mean train-mode loss of its batches of batch_size, as training sees them.")) = 4096
+    curvature_rtol: described(Annotated[Float, Field(gt=0, lt=1)], (
+        "Power iteration stops when the Rayleigh quotient changes by at most this fraction "
+        "of itself between two iterations.")) = 1e-3
+    curvature_max_iters: described(PositiveInt, (
+        "Power iterations at most (a measurement that has not met curvature_rtol by then is "
+        "marked unconverged).")) = 100
+    curvature_group: described(PositiveInt, (
+        "Probe-set batches vmapped into one Hessian-vector-product program (memory against "
+        "dispatches).")) = 8
     step_loop: described(Literal[STEP_LOOPS], (
         "How steps of a chunk run: `scan` (one lax.scan program per chunk, seeds vmapped, "
         "shardable over devices), `host` (small compiled programs dispatched from the host, "
@@ -271,6 +310,19 @@ class TrainConfig:
                 f"({self.eval_every}) so evaluations fall on chunk boundaries; e.g. set "
                 f"steps_per_chunk to {self.eval_every}"
             )
+
+        if self.curvature_every is not None and self.curvature_every % self.steps_per_chunk:
+            raise ValueError(
+                f"TrainConfig.curvature_every ({self.curvature_every}) must be a multiple of "
+                f"steps_per_chunk ({self.steps_per_chunk}) so curvature falls on chunk "
+                "boundaries; e.g. set curvature_every to "
+                f"{max(1, round(self.curvature_every / self.steps_per_chunk)) * self.steps_per_chunk}")
+        if self.curvature_probe_size % self.batch_size:
+            raise ValueError(
+                f"TrainConfig.curvature_probe_size ({self.curvature_probe_size}) must be a "
+                f"multiple of batch_size ({self.batch_size}): the probe loss is a mean over "
+                f"whole batches; e.g. set it to "
+                f"{max(1, self.curvature_probe_size // self.batch_size) * self.batch_size}")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:

@@ -9,7 +9,6 @@ gradient-ICS measurement uses to skip work below the layer it differentiates.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -18,11 +17,20 @@ import optax
 from flax import nnx
 
 from bnstudy.core.config import ModelConfig
+from bnstudy.core.normalization import (
+    NOISE_KEY_TAG,
+    apply_batch_noise,
+    apply_normalization,
+    batch_noise,
+    normalization_layer,
+)
 
 Params = dict[str, Any]
 """Nested dict of arrays: ``params[layer][...][leaf]`` (trainable parameters)."""
 BatchStats = dict[str, Any]
-"""Nested dict of arrays: ``stats[conv_i]['bn']['mean' | 'var']``; empty without BN."""
+"""Nested dict of arrays: ``stats[conv_i]['bn']['mean' | 'var']`` (``'mean' | 'norm'`` for the
+Lp normalizations), plus ``stats['noise_key']`` ([2] uint32) for ``batch_noisy``; empty
+without normalization."""
 
 _KERNEL_INIT = nnx.initializers.glorot_normal()
 
@@ -32,22 +40,6 @@ def layer_names(config: ModelConfig) -> list[str]:
     convs = [f"conv_{i}" for i in range(len(config.conv_features))]
     dense = [f"fc{j + 1}" for j in range(len(config.dense_features))]
     return [*convs, *dense, "out"]
-
-
-def _normalization_layer(config: ModelConfig, features: int, dtype, rngs: nnx.Rngs):
-    """The normalization after a conv; add new variants here (and to NORMALIZATIONS)."""
-    if config.normalization == "none":
-        return None
-    if config.normalization == "batch":
-        layer = nnx.BatchNorm(
-            features, momentum=config.bn_momentum, epsilon=config.bn_epsilon,
-            param_dtype=dtype, rngs=rngs,
-        )
-        # Flax creates the running statistics in float32 whatever param_dtype says.
-        layer.mean = nnx.BatchStat(jnp.zeros((features,), dtype))
-        layer.var = nnx.BatchStat(jnp.ones((features,), dtype))
-        return layer
-    raise ValueError(f"no normalization layer for {config.normalization!r}")
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
@@ -89,69 +81,6 @@ def conv3x3_same(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
     return patches @ kernel.reshape(-1, kernel.shape[-1]) + bias
 
 
-def _batch_statistics(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(mean, E[x^2] - mean^2, clipped variance) over all axes but the last, as flax's
-    ``_compute_stats`` with ``use_fast_variance=True`` computes them."""
-    axes = tuple(range(x.ndim - 1))
-    mean, mean_sq = x.mean(axes), jnp.square(x).mean(axes)
-    raw_var = mean_sq - jnp.square(mean)
-    return mean, raw_var, jnp.maximum(0.0, raw_var)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array,
-                     epsilon: float) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """BatchNorm with batch statistics over all axes but the last (features).
-
-    Returns (y, mean, var) with the same values as ``nnx.BatchNorm`` in train mode:
-    ``y = (x - mean) * (rsqrt(var + epsilon) * scale) + bias``, ``var = max(0, E[x^2] -
-    mean^2)``. The backward pass is written out (two reductions per channel) instead of
-    differentiated op by op, which XLA:CPU runs ~15% faster in the VGG's forward+backward.
-    It is the exact derivative, including cotangents of ``mean`` and ``var`` and the clip.
-    """
-    return _batch_norm_train_fwd(x, scale, bias, epsilon)[0]
-
-
-def _batch_norm_train_fwd(x, scale, bias, epsilon):
-    mean, raw_var, var = _batch_statistics(x)
-    inv_std = jax.lax.rsqrt(var + epsilon)
-    y = (x - mean) * (inv_std * scale) + bias
-    return (y, mean, var), (x, mean, raw_var, inv_std, scale)
-
-
-def _batch_norm_train_bwd(epsilon, residuals, cotangents):
-    del epsilon  # enters through inv_std
-    x, mean, raw_var, inv_std, scale = residuals
-    dy, dmean, dvar = cotangents
-    axes = tuple(range(x.ndim - 1))
-    count = x.size // x.shape[-1]
-    centered = x - mean
-    x_hat = centered * inv_std
-    dbias = dy.sum(axes)
-    dscale = (dy * x_hat).sum(axes)
-    # d var / d raw_var of max(0, raw_var): 1 above 0, 0 below, 1/2 at 0 (as jnp.maximum).
-    gate = jnp.where(raw_var > 0, 1.0, jnp.where(raw_var == 0, 0.5, 0.0)).astype(x.dtype)
-    # Through y: inv_std * scale * (dy - mean(dy) - x_hat * mean(dy * x_hat)); through the
-    # returned statistics: dmean / n and dvar * 2 (x - mean) / n.
-    dx = ((inv_std * scale) * (dy - dbias / count - x_hat * (gate * dscale / count))
-          + dmean / count + (gate * dvar * 2.0 / count) * centered)
-    return dx, dscale, dbias
-
-
-batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
-
-
-def _apply_batch_norm(bn: nnx.BatchNorm, x: jax.Array, *, train: bool) -> jax.Array:
-    """``bn(x, use_running_average=not train)``, with the train mode through
-    :func:`batch_norm_train`; the running statistics are updated as flax updates them."""
-    if not train:
-        return bn(x, use_running_average=True)
-    y, mean, var = batch_norm_train(x, bn.scale[...], bn.bias[...], bn.epsilon)
-    bn.mean[...] = bn.momentum * bn.mean[...] + (1 - bn.momentum) * mean
-    bn.var[...] = bn.momentum * bn.var[...] + (1 - bn.momentum) * var
-    return y
-
-
 class ConvBlock(nnx.Module):
     """3x3 SAME conv with bias, then the configured normalization (pre-activation out); the
     VGG calls the two parts separately (:meth:`VGG.layer_linear`, :meth:`VGG.layer_rest`)."""
@@ -162,15 +91,27 @@ class ConvBlock(nnx.Module):
             in_features, out_features, kernel_size=(3, 3), padding="SAME", use_bias=True,
             kernel_init=_KERNEL_INIT, param_dtype=dtype, rngs=rngs,
         )
-        self.bn = _normalization_layer(config, out_features, dtype, rngs)
+        # ``bn`` is the normalization layer, whichever it is (so its leaves are named
+        # conv_i/bn_scale, conv_i/bn_bias for every variant).
+        self.bn = normalization_layer(config, out_features, dtype, rngs)
+        self.noisy = config.normalization == "batch_noisy"
+        self.noise_config = config
 
     def linear(self, x: jax.Array) -> jax.Array:
         """The convolution with bias (:func:`conv3x3_same`)."""
         return conv3x3_same(x, self.conv.kernel[...], self.conv.bias[...])
 
-    def normalize(self, z: jax.Array, *, train: bool) -> jax.Array:
-        """The configured normalization of the convolution's output (identity for none)."""
-        return z if self.bn is None else _apply_batch_norm(self.bn, z, train=train)
+    def normalize(self, z: jax.Array, *, train: bool, noise_key: jax.Array | None = None
+                  ) -> jax.Array:
+        """The configured normalization of the convolution's output (identity for none);
+        ``batch_noisy`` in training mode then applies the noise drawn from ``noise_key``."""
+        if self.bn is None:
+            return z
+        out = apply_normalization(self.bn, z, train=train)
+        if train and self.noisy:
+            s, m = batch_noise(noise_key, z.shape[0], z.shape[-1], self.noise_config, z.dtype)
+            out = apply_batch_noise(out, s, m)
+        return out
 
 
 class VGG(nnx.Module):
@@ -190,6 +131,11 @@ class VGG(nnx.Module):
             rngs = nnx.Rngs(params=jax.random.fold_in(key, index))
             setattr(self, f"conv_{index}", ConvBlock(in_features, width, config, rngs))
             in_features = width
+        if config.normalization == "batch_noisy":
+            # The key of the current step's noise, carried with the running statistics: a
+            # training-mode forward pass from layer 0 uses it and leaves the next step's.
+            self.noise_key = nnx.BatchStat(
+                jax.random.key_data(jax.random.fold_in(key, NOISE_KEY_TAG)))
         in_features = config.flat_features
         widths = [*config.dense_widths, config.num_classes]
         for offset, (name, width) in enumerate(zip(self.layer_names[self.num_convs:], widths)):
@@ -208,7 +154,11 @@ class VGG(nnx.Module):
         flatten). Returns (pre-activation, input of the next layer)."""
         if index < self.num_convs:
             block = getattr(self, self.layer_names[index])
-            pre_activation = block.normalize(z, train=train)
+            noise_key = None
+            if train and hasattr(self, "noise_key"):
+                noise_key = jax.random.fold_in(
+                    jax.random.wrap_key_data(self.noise_key[...]), index)
+            pre_activation = block.normalize(z, train=train, noise_key=noise_key)
             out = nnx.relu(pre_activation)
             if index in self.pool_after:
                 out = max_pool_2x2(out)
@@ -233,6 +183,9 @@ class VGG(nnx.Module):
             name = self.layer_names[index]
             layer_inputs[name] = x
             pre_activations[name], x = self.layer(index, x, train=train)
+        if train and start == 0 and hasattr(self, "noise_key"):
+            self.noise_key[...] = jax.random.key_data(
+                jax.random.fold_in(jax.random.wrap_key_data(self.noise_key[...]), NOISE_KEY_TAG))
         return x, pre_activations, layer_inputs
 
 
@@ -327,6 +280,8 @@ def count_parameters(config: ModelConfig) -> dict[str, int]:
     abstract = nnx.eval_shape(lambda: VGG(config, key=jax.random.key(0)))
     _, params, stats = nnx.split(abstract, nnx.Param, nnx.BatchStat)
     trainable = sum(leaf.size for leaf in jax.tree.leaves(params))
-    running = sum(leaf.size for leaf in jax.tree.leaves(stats))
+    # The noise key of ``batch_noisy`` is not a statistic: only floating leaves count.
+    running = sum(leaf.size for leaf in jax.tree.leaves(stats)
+                  if jnp.issubdtype(leaf.dtype, jnp.inexact))
     return {"trainable": int(trainable), "batch_stats": int(running),
             "total": int(trainable + running)}

@@ -49,6 +49,9 @@ class TrainingResult:
             are W_k (the last finite state), and every value of steps t >= k is NaN (integer
             histogram counts 0) except train_loss[k], the loss that diverged; evaluations
             after step k and the final init_distance entry are NaN.
+        curvature: {} without curvature; else "steps" [C] (t: measured at W_t before step t)
+            and [C] arrays lambda_max, power_iterations, converged (1.0 / 0.0), probe_loss,
+            batch_sharpness, batch_loss, batch_grad_norm (bnstudy.core.curvature).
     """
 
     seed: int
@@ -73,6 +76,7 @@ class TrainingResult:
     wall_time_s: float = 0.0
     compile_time_s: float = 0.0
     diverged_at: int | None = None
+    curvature: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 def _extremes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

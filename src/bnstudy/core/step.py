@@ -37,6 +37,10 @@ from bnstudy.core.models import PureModel
 from bnstudy.core.plan import Computation
 from bnstudy.core.state import TrainState, make_optimizer
 
+# Curvature settings that act on the host only (cadence, stopping rule): programs never
+# depend on them, so they are reset to their defaults in a Spec.
+CURVATURE_HOST_FIELDS = ("curvature_every", "curvature_rtol", "curvature_max_iters")
+
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
@@ -51,7 +55,9 @@ class Spec:
         """The spec of a configuration; seed, length and cadences do not matter."""
         return cls(model_config, dataclasses.replace(
             train_config, seed=0, seeds=(), epochs=1, max_steps=None, step_loop="auto",
-            steps_per_chunk=1, eval_every=1, snapshot_every=1))
+            steps_per_chunk=1, eval_every=1, snapshot_every=1,
+            **{name: TrainConfig.__dataclass_fields__[name].default
+               for name in CURVATURE_HOST_FIELDS}))
 
 
 @functools.lru_cache(maxsize=64)

@@ -20,6 +20,7 @@ import numpy as np
 
 from bnstudy.core.checkpoint import Checkpoint, RunCheckpoints, fingerprint
 from bnstudy.core.config import MeasurementConfig, ModelConfig, TrainConfig
+from bnstudy.core.curvature import CURVATURE_FIELDS, measure_curvature, probe_set
 from bnstudy.core.executor import Executor
 from bnstudy.core.measurements import distance_from_init
 from bnstudy.core.models import leaf_paths
@@ -89,6 +90,7 @@ class _Recorder:
     def __init__(self, seeds: int):
         self.chunks: list[dict[str, Any]] = []
         self.evaluations: list[tuple[int, list[tuple[float, float]]]] = []
+        self.curvature: list[tuple[int, list[dict[str, float]]]] = []
         self.chunk_seconds: list[float] = []
         self.seeds = seeds
         self.diverged_at = np.full(seeds, -1)
@@ -124,7 +126,12 @@ class _Recorder:
         return {"outputs": jax.tree.map(lambda *parts: np.concatenate(parts, axis=1),
                                         *self.chunks),
                 "eval_steps": np.array([done for done, _ in self.evaluations], np.int64),
-                "eval_values": np.array([seeds for _, seeds in self.evaluations], np.float64)}
+                "eval_values": np.array([seeds for _, seeds in self.evaluations], np.float64),
+                "curvature_steps": np.array([step for step, _ in self.curvature], np.int64),
+                "curvature_values": np.array(
+                    [[[seed[f] for f in CURVATURE_FIELDS] for seed in seeds]
+                     for _, seeds in self.curvature], np.float64).reshape(
+                    len(self.curvature), self.seeds, len(CURVATURE_FIELDS))}
 
     @classmethod
     def restored(cls, seeds: int, checkpoint: Checkpoint) -> _Recorder:
@@ -136,6 +143,10 @@ class _Recorder:
                                              for loss, accuracy in values])
                                 for done, values in zip(record["eval_steps"],
                                                         record["eval_values"], strict=True)]
+        recorder.curvature = [(int(step), [dict(zip(CURVATURE_FIELDS, map(float, seed)))
+                                           for seed in values])
+                              for step, values in zip(record["curvature_steps"],
+                                                      record["curvature_values"], strict=True)]
         recorder.chunk_seconds = list(checkpoint.extra["chunk_seconds"])
         recorder.diverged_at = np.asarray(checkpoint.state.diverged_at)
         return recorder
@@ -172,6 +183,21 @@ def _evaluation(spec: Spec, states: TrainState, test_batches, done: int,
                                         diverged_at, strict=True)]
 
 
+def _maybe_curvature(run: _Run, states: TrainState, recorder: _Recorder, step: int) -> None:
+    """Measure the curvature of every seed at W_step if it is due (before step ``step``)."""
+    every = run.config.curvature_every
+    if every is None or step % every or (recorder.curvature and
+                                         recorder.curvature[-1][0] >= step):
+        return
+    started = time.perf_counter()
+    recorder.curvature.append((step, measure_curvature(run.spec, run.config, states, run.data,
+                                                       run.probe, step, recorder.diverged_at)))
+    logger.info("curvature at step %d in %.1f s: lambda_max %s, batch sharpness %s", step,
+                time.perf_counter() - started,
+                ", ".join(f"{c['lambda_max']:.4g}" for c in recorder.curvature[-1][1]),
+                ", ".join(f"{c['batch_sharpness']:.4g}" for c in recorder.curvature[-1][1]))
+
+
 @dataclasses.dataclass(frozen=True)
 class _Run:
     """What the chunk loop needs besides the state."""
@@ -182,6 +208,8 @@ class _Run:
     data: dict[str, Any]
     test_batches: tuple
     seeds: tuple[int, ...]
+    config: TrainConfig | None = None  # the run's own (the spec's has run fields reset)
+    probe: tuple = ()
 
 
 def _run_chunks(run: _Run, states: TrainState, recorder: _Recorder, progress: Progress | None,
@@ -193,6 +221,7 @@ def _run_chunks(run: _Run, states: TrainState, recorder: _Recorder, progress: Pr
     last_save = time.monotonic()
     with Executor(run.spec, run.plan, run.loop, concurrent_probes) as executor:
         for index, (first, stop) in enumerate(chunks):
+            _maybe_curvature(run, states, recorder, first)
             chunk_started = time.perf_counter()
             states, outputs = executor.run_chunk(states, run.data, first, stop)
             recorder.chunk(outputs, time.perf_counter() - chunk_started)
@@ -230,6 +259,9 @@ def _start(run: _Run, train_config: TrainConfig, states: TrainState,
                    "y": jnp.asarray(np.asarray(arrays["y_train"], np.int32)), "orders": orders},
         test_batches=batched_for_eval(arrays["x_test"], arrays["y_test"],
                                       train_config.eval_batch_size, dtype))
+    if train_config.curvature_every is not None:
+        run = dataclasses.replace(run, probe=probe_set(train_config, run.data["x"],
+                                                       run.data["y"]))
     if restored is not None:
         return run, states, _Recorder.restored(len(run.seeds), restored)
     recorder = _Recorder(len(run.seeds))
@@ -290,7 +322,7 @@ def train_seeds(model_config: ModelConfig, train_config: TrainConfig,
     checkpoints = None if checkpoint_dir is None else RunCheckpoints(
         checkpoint_dir, _run_hash(spec, plan, loop, arrays, train_config))
     with checkpoints or contextlib.nullcontext():
-        run, states, recorder = _start(_Run(spec, plan, loop, {}, (), seeds), train_config,
+        run, states, recorder = _start(_Run(spec, plan, loop, {}, (), seeds, train_config), train_config,
                                        states, arrays, shard, checkpoints)
         states = _run_chunks(run, states, recorder, progress, concurrent_probes, checkpoints,
                              checkpoint_every_s)
@@ -330,6 +362,11 @@ def _results(spec: Spec, train_config: TrainConfig, plan: MeasurementPlan, state
             final_batch_stats=pick(final[1]), model_config=model_config.to_dict(),
             train_config={**train_config.to_dict(), "seed": seed, "seeds": [seed]},
             measurement_configs=[c.to_dict() for c in plan.presets], diverged_at=diverged)
+        if recorder.curvature:
+            result.curvature = {"steps": np.array([step for step, _ in recorder.curvature])}
+            result.curvature.update({field: np.array([seeds[index][field]
+                                                      for _, seeds in recorder.curvature])
+                                     for field in CURVATURE_FIELDS})
         if plan.snapshots:
             # a diverged seed has no W_T: its final distance is NaN, not that of W_diverged
             final_distance = jax.tree.map(lambda v: np.full_like(v, np.nan), pick(distances)) \

@@ -1,0 +1,165 @@
+"""The normalization variants beyond BatchNorm: noisy BatchNorm (Santurkar et al.,
+Algorithm 1) and the mean-centred Lp normalizations (their section 3.3)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from bnstudy.core import PRESETS, TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, PureModel, train_seeds
+from bnstudy.core.config import ConfigError, ModelConfig
+from bnstudy.core.normalization import LpNorm, apply_batch_noise, batch_noise, lp_statistics
+
+# KS tests at this level fail a correct implementation once in 10,000 runs per test.
+KS_P_MIN = 1e-4
+
+
+def test_noise_draws_follow_algorithm_1():
+    """Over 4,000 draws of 16 channels x 8 examples: mu ~ U(-0.5, 0.5), sigma ~ U(1, 1.25)
+    per channel; m - mu ~ U(-0.1, 0.1) and s - sigma ~ N(0, 0.1^2) per example (KS tests),
+    and mu, sigma constant across the examples of one draw."""
+    config = ModelConfig()
+    keys = jax.random.split(jax.random.key(3), 4000)
+    s, m = jax.vmap(lambda k: batch_noise(k, 8, 16, config, jnp.float32))(keys)
+    # recover the per-channel draws from the same keys (the function's own split)
+    parts = jax.vmap(lambda k: jax.random.split(k, 4))(keys)
+    mu = jax.vmap(lambda k: jax.random.uniform(k, (16,), jnp.float32, -0.5, 0.5))(parts[:, 0])
+    sigma = jax.vmap(lambda k: jax.random.uniform(k, (16,), jnp.float32, 1.0, 1.25))(parts[:, 1])
+    mu, sigma, s, m = map(np.asarray, (mu, sigma, s, m))
+    assert stats.kstest(mu.ravel(), stats.uniform(-0.5, 1.0).cdf).pvalue > KS_P_MIN
+    assert stats.kstest(sigma.ravel(), stats.uniform(1.0, 0.25).cdf).pvalue > KS_P_MIN
+    m_offset = (m - mu[:, None, :]).ravel()
+    s_offset = (s - sigma[:, None, :]).ravel()
+    assert stats.kstest(m_offset, stats.uniform(-0.1, 0.2).cdf).pvalue > KS_P_MIN
+    assert stats.kstest(s_offset, stats.norm(0.0, 0.1).cdf).pvalue > KS_P_MIN
+    assert np.all(np.abs(m_offset) <= 0.1 + 1e-12)
+    # moments of the marginals: E[m] = 0, Var[m] = 1/12 + 0.2^2/12; E[s] = 1.125,
+    # Var[s] = 0.25^2/12 + 0.01 (standard errors over 512,000 values are ~4e-4)
+    np.testing.assert_allclose(m.mean(), 0.0, atol=3e-3)
+    np.testing.assert_allclose(m.var(), 1 / 12 + 0.04 / 12, rtol=1e-2)
+    np.testing.assert_allclose(s.mean(), 1.125, atol=2e-3)
+    np.testing.assert_allclose(s.var(), 0.0625 / 12 + 0.01, rtol=2e-2)
+
+
+def test_noise_is_applied_per_example_and_channel_over_all_pixels():
+    a = jnp.arange(2 * 3 * 3 * 4, dtype=jnp.float32).reshape(2, 3, 3, 4)
+    s = jnp.array([[1.0, 2.0, 3.0, 4.0], [0.5, 0.5, 0.5, 0.5]])
+    m = jnp.array([[0.0, 1.0, 0.0, -1.0], [10.0, 0.0, 0.0, 0.0]])
+    out = np.asarray(apply_batch_noise(a, s, m))
+    for b in range(2):
+        for c in range(4):
+            np.testing.assert_array_equal(out[b, :, :, c], np.asarray(a[b, :, :, c]) * s[b, c]
+                                          + m[b, c])
+
+
+def _noisy_config(**noise):
+    return dataclasses.replace(TINY_MODEL_CONFIG, normalization="batch_noisy", **noise)
+
+
+def test_noisy_model_is_batchnorm_then_the_noise_of_the_step_key():
+    """A train-mode forward pass of the noisy model gives, at each BN layer, the BN output
+    of the clean model times s plus m, with (s, m) drawn from fold_in(step key, layer)."""
+    key = jax.random.key(5)
+    clean, noisy = PureModel(TINY_MODEL_CONFIG), PureModel(_noisy_config())
+    params, clean_stats = clean.init(key)
+    noisy_params, noisy_stats = noisy.init(key)
+    jax.tree.map(np.testing.assert_array_equal, params, noisy_params)  # same init
+    x = jax.random.normal(jax.random.key(6), (8, 8, 8, 3))
+    step_key = jax.random.wrap_key_data(noisy_stats["noise_key"])
+    # the layer-by-layer reference: clean BN output, then the noise, from the same input
+    h = x
+    for index in range(len(TINY_MODEL_CONFIG.conv_features)):
+        z = clean.layer_linear(params, clean_stats, index, h)
+        bn_out, _ = clean.layer_rest(params, clean_stats, index, z, train=True)
+        s, m = batch_noise(jax.random.fold_in(step_key, index), 8, z.shape[-1],
+                           _noisy_config(), z.dtype)
+        noisy_pre, h = noisy.layer_rest(params, noisy_stats, index, z, train=True)
+        np.testing.assert_allclose(noisy_pre, apply_batch_noise(bn_out, s, m), rtol=1e-6,
+                                   atol=1e-6)
+    forward = noisy.apply(params, noisy_stats, x, train=True)
+    assert not np.array_equal(forward.batch_stats["noise_key"], noisy_stats["noise_key"])
+    # eval mode: no noise, the key is left as it is, the output equals the clean model's
+    clean_eval = clean.apply(params, clean_stats, x, train=False).logits
+    noisy_eval = noisy.apply(params, noisy_stats, x, train=False)
+    np.testing.assert_array_equal(noisy_eval.logits, clean_eval)
+    np.testing.assert_array_equal(noisy_eval.batch_stats["noise_key"], noisy_stats["noise_key"])
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(48, 8, 8, 3)).astype(np.float32)
+    return x, rng.integers(0, 10, 48).astype(np.int32)
+
+
+@pytest.mark.slow  # three tiny trainings with every measurement program compiled
+def test_noisy_variant_with_the_noise_off_equals_the_bn_candidate_bitwise(tiny_data):
+    """All noise ranges zero and sigma = 1: s is exactly 1 and m exactly 0, so training is
+    bit-for-bit that of the BatchNorm candidate (losses, ICS, probes and weights)."""
+    x, y = tiny_data
+    off = _noisy_config(noise_mean_range=0.0, noise_std_range=(1.0, 1.0),
+                        noise_mean_jitter=0.0, noise_std_jitter=0.0)
+    train_config = dataclasses.replace(TINY_TRAIN_CONFIG, seeds=(1, 2))
+    runs = [train_seeds(config, train_config, [PRESETS["paper"]], x, y, x[:16], y[:16])
+            for config in (TINY_MODEL_CONFIG, off)]
+    for clean, noisy in zip(*runs, strict=True):
+        np.testing.assert_array_equal(noisy.train_loss, clean.train_loss)
+        np.testing.assert_array_equal(noisy.measurements["paper"]["ics_l2"],
+                                      clean.measurements["paper"]["ics_l2"])
+        np.testing.assert_array_equal(noisy.measurements["paper"]["probe_loss"],
+                                      clean.measurements["paper"]["probe_loss"])
+        jax.tree.map(np.testing.assert_array_equal, noisy.final_params, clean.final_params)
+    # and with the noise on, the same start gives another trajectory
+    on = train_seeds(_noisy_config(), train_config, [PRESETS["paper"]], x, y, x[:16], y[:16])
+    assert not np.array_equal(on[0].train_loss[1:], runs[0][0].train_loss[1:])
+
+
+@pytest.mark.parametrize("kind, statistic", [
+    ("l1", lambda y: np.abs(y).mean(axis=(0, 1, 2))),
+    ("l2", lambda y: np.sqrt(np.square(y).mean(axis=(0, 1, 2)))),
+    ("linf", lambda y: np.abs(y).max(axis=(0, 1, 2))),
+])
+def test_lp_normalized_activations_have_unit_norm(kind, statistic):
+    """With scale 1 and bias 0, each channel of the output has mean 0 and Lp statistic
+    norm / (norm + eps), i.e. 1 to 1e-4 for channels of norm >= 0.5 (float64)."""
+    with jax.enable_x64(True):
+        x = 3.0 + jax.random.normal(jax.random.key(2), (6, 5, 5, 7), jnp.float64) * \
+            jnp.linspace(0.5, 4.0, 7)
+        layer = LpNorm(7, kind, momentum=0.9, epsilon=1e-5, dtype=jnp.float64)
+        y = np.asarray(layer(x, train=True))
+        np.testing.assert_allclose(y.mean(axis=(0, 1, 2)), 0.0, atol=1e-12)
+        np.testing.assert_allclose(statistic(y), 1.0, rtol=1e-4)
+        # the statistic is the named norm of x - mean, computed independently here
+        centered = np.asarray(x) - np.asarray(x).mean(axis=(0, 1, 2))
+        np.testing.assert_allclose(lp_statistics(x, kind)[1], statistic(centered), rtol=1e-12)
+        # running averages move 10% of the way from (0, 1) to the batch statistics
+        mean, norm = lp_statistics(x, kind)
+        np.testing.assert_allclose(layer.mean[...], 0.1 * mean, rtol=1e-12)
+        np.testing.assert_allclose(layer.norm[...], 0.9 + 0.1 * norm, rtol=1e-12)
+        # eval mode normalizes by the running averages
+        np.testing.assert_allclose(layer(x, train=False),
+                                   (x - layer.mean[...]) / (layer.norm[...] + 1e-5), rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["l1", "l2", "linf"])
+def test_lp_models_train_with_finite_gradients_even_on_a_constant_channel(kind):
+    config = dataclasses.replace(TINY_MODEL_CONFIG, normalization=kind)
+    model = PureModel(config)
+    params, batch_stats = model.init(jax.random.key(0))
+    assert set(batch_stats["conv_0"]["bn"]) == {"mean", "norm"}
+    x = jnp.zeros((4, 8, 8, 3))  # every conv output channel is constant (its bias)
+    grads = jax.grad(lambda p: model.loss(p, batch_stats, x, jnp.arange(4), train=True)[0])(
+        params)
+    assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(grads))
+
+
+def test_noise_std_range_must_be_ordered():
+    with pytest.raises(ConfigError, match="noise_std_range must be"):
+        ModelConfig.from_dict({"noise_std_range": [1.25, 1.0]})
+    with pytest.raises(ConfigError, match="must be one of"):
+        ModelConfig.from_dict({"normalization": "layer"})
