@@ -72,13 +72,13 @@ def power_iteration(matvec: Callable[[Any], Any], start, *, rtol: float,
     Hessian during training that is the top (positive) one; a negative result is returned
     as it is. Convergence is geometric in |lambda_2 / lambda_1|.
     """
-    vector = otu.tree_scale(1.0 / otu.tree_l2_norm(start), start)
+    vector = otu.tree_scale(1.0 / otu.tree_norm(start), start)
     previous = None
     eigenvalue = float("nan")
     for iteration in range(1, max_iters + 1):
         product = matvec(vector)
         eigenvalue = float(otu.tree_vdot(vector, product))
-        norm = float(otu.tree_l2_norm(product))
+        norm = float(otu.tree_norm(product))
         if not (np.isfinite(eigenvalue) and np.isfinite(norm)) or norm == 0.0:
             return PowerIteration(eigenvalue, vector, iteration, norm == 0.0)
         vector = otu.tree_scale(1.0 / norm, product)
