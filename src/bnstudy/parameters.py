@@ -93,6 +93,13 @@ class Analysis(Section):
         "Moving-average window of the training-loss curves, as a fraction of the steps.")) = 0.02
 
 
+class Beyond(Section):
+    """``beyond``: the beyond-the-paper study (parameters_beyond.yml)."""
+
+    near_threshold: described(Annotated[Float, Field(gt=0, lt=1)], (
+        "A curvature is 'at' a stability threshold when within this fraction of it.")) = 0.1
+
+
 class Reporting(Section):
     """``reporting``: the report and its figures (parameters_reporting.yml)."""
 
@@ -127,7 +134,7 @@ class Checkpoints(Section):
 
 SECTIONS: dict[str, type[Section]] = {
     "data_ingestion": DataIngestion, "preprocessing": Preprocessing, "analysis": Analysis,
-    "reporting": Reporting,
+    "reporting": Reporting, "beyond": Beyond,
 }
 MODEL_SECTIONS: dict[str, type[Section]] = {"mlflow": Mlflow, "checkpoints": Checkpoints}
 MODEL_KEYS = frozenset({"normalization", "architecture", "training", "measurements"})
@@ -263,14 +270,16 @@ def configuration_reference() -> str:
         "`python -m bnstudy.parameters > docs/configuration.md`; a test keeps it current. "
         "Every parameter is checked before any node runs: unknown keys and wrong types are "
         "refused with the parameter's name, its value and what is allowed.\n",
-        "The models `baseline` and `candidate` (parameters_training.yml) each have "
+        "The models `baseline` and `candidate` (parameters_training.yml), and the variants "
+        "`candidate_noisy`, `candidate_l1`, `candidate_l2`, `candidate_linf` of the "
+        "`beyond_study` pipeline (parameters_beyond.yml), each have "
         "`normalization` (ModelConfig), `architecture`, `training`, `measurements` (a list of "
         "presets `blog`/`paper` or mappings), `mlflow` and `checkpoints`; conf/base/globals.yml "
         "holds the values both share.\n",
     ]
     tables = [
         ("data_ingestion", DataIngestion), ("preprocessing", Preprocessing),
-        ("analysis", Analysis), ("reporting", Reporting),
+        ("analysis", Analysis), ("reporting", Reporting), ("beyond", Beyond),
         ("<model>.architecture (+ normalization)", ModelConfig),
         ("<model>.training", TrainConfig), ("<model>.measurements[i]", MeasurementConfig),
         ("<model>.mlflow", Mlflow), ("<model>.checkpoints", Checkpoints),

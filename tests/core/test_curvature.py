@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
+from bnstudy.analysis import beyond
 from bnstudy.core import PRESETS, TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, PureModel, train_seeds
 from bnstudy.core.config import ConfigError, TrainConfig
 from bnstudy.core.curvature import (
@@ -20,7 +21,6 @@ from bnstudy.core.curvature import (
     power_iteration,
     probe_group_hvp,
     probe_set,
-    stability_thresholds,
 )
 from bnstudy.core.programs import call
 from bnstudy.core.step import Spec
@@ -140,7 +140,7 @@ def test_batch_sharpness_equals_the_dense_quadratic_form(normalization):
 
 
 def test_stability_thresholds_at_the_paper_settings():
-    thresholds = stability_thresholds(0.035, 0.9)
+    thresholds = beyond.thresholds(0.035, 0.9)
     np.testing.assert_allclose(thresholds["2/eta"], 57.142857, rtol=1e-6)
     np.testing.assert_allclose(thresholds["2(1-beta)/eta"], 5.714286, rtol=1e-6)
     np.testing.assert_allclose(thresholds["2(1+beta)/eta"], 108.571429, rtol=1e-6)

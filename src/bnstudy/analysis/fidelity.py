@@ -53,7 +53,8 @@ def _shift(histograms: Mapping[str, Mapping[str, Any]], column: str):
     return out
 
 
-def measure_frames(smoothness, ics, histograms, presets) -> dict[str, dict[str, Any]]:
+def measure_frames(smoothness, ics, histograms, presets,
+                   words: tuple[str, str] = (LOWER, HIGHER)) -> dict[str, dict[str, Any]]:
     """{measure name: {"long": model/seed/step/value(/grad_norm) frame, "kind", "words",
     "normalize", "label"}} for every compared measurement."""
     measures = {}
@@ -67,44 +68,48 @@ def measure_frames(smoothness, ics, histograms, presets) -> dict[str, dict[str, 
                 ("beta_smoothness", "beta_smoothness", "effective beta-smoothness")):
             measures[f"{preset}/{name}"] = {
                 "long": _long(pick, column, ("grad_norm",)), "kind": "ratio",
-                "words": (LOWER, HIGHER), "normalize": name != "beta_smoothness",
+                "words": words, "normalize": name != "beta_smoothness",
                 "label": f"{label} ({preset} protocol)"}
         l2 = _with_grad_norm(_ics_layers(ics, preset, "ics_l2"), smoothness)
         measures[f"{preset}/ics_l2"] = {
             "long": _long(l2, "ics_l2", ("grad_norm",)), "kind": "ratio", "normalize": True,
-            "words": (LOWER, HIGHER), "label": f"gradient ICS, L2 ({preset} protocol)"}
+            "words": words, "label": f"gradient ICS, L2 ({preset} protocol)"}
         measures[f"{preset}/ics_cosine"] = {
             "long": _long(_ics_layers(ics, preset, "ics_cosine"), "ics_cosine"),
-            "kind": "difference", "normalize": False, "words": (LOWER, HIGHER),
+            "kind": "difference", "normalize": False, "words": words,
             "label": f"gradient ICS, cosine ({preset} protocol)"}
     for column in ("delta_mu", "delta_var"):
         measures[f"activation/{column}"] = {
             "long": _long(_shift(histograms, column), column), "kind": "ratio",
-            "normalize": False, "words": (LOWER, HIGHER),
+            "normalize": False, "words": words,
             "label": f"activation shift |{column.replace('delta_', 'delta ')}|"}
     return measures
 
 
 def compare_models(training, evals, smoothness, ics, histograms, init_distance,
-                   num_classes: int = 10, smoothing_fraction: float = 0.05) -> dict[str, Any]:
-    """Every measurement compared across seeds (see :mod:`bnstudy.analysis.comparisons`)."""
+                   num_classes: int = 10, smoothing_fraction: float = 0.05,
+                   words: tuple[str, str] = (LOWER, HIGHER)) -> dict[str, Any]:
+    """Every measurement compared across seeds (see :mod:`bnstudy.analysis.comparisons`).
+
+    The ``candidate`` entry of each mapping is compared with the ``baseline`` entry; another
+    pair of models (a variant against BN) goes in the same places, with its own ``words``."""
     curves = cmp.smoothed_losses(training, smoothing_fraction)
     stalled = cmp.stalled_table(curves, num_classes)
     total = int(training[cmp.BASELINE]["step"].max()) + 1
     presets = list(dict.fromkeys(smoothness[cmp.BASELINE]["preset"]))
     summary: dict[str, Any] = {"measures": {}, "seeds": sorted(int(s) for s in
                                                               training[cmp.BASELINE]["seed"].unique())}
-    for name, spec in measure_frames(smoothness, ics, histograms, presets).items():
+    for name, spec in measure_frames(smoothness, ics, histograms, presets, words).items():
         result = cmp.compare_measure(spec["long"], curves, stalled, total, kind=spec["kind"],
                                      words=spec["words"], normalize=spec["normalize"])
         summary["measures"][name] = {"label": spec["label"], **result}
     convs = {m: f[f["layer"].str.startswith("conv")] for m, f in init_distance.items()}
     summary["measures"]["init_distance"] = {
         "label": "distance of the conv kernels from their initialization (final step)",
-        **cmp.final_values(convs, "abs")}
+        **cmp.final_values(convs, "abs", words=words)}
     summary["measures"]["test_accuracy"] = {
         "label": "final test accuracy", **cmp.final_values(
-            evals, "test_accuracy", kind="difference", words=(LOWER, HIGHER),
+            evals, "test_accuracy", kind="difference", words=words,
             aggregate=lambda v: float(v[0]))}
     summary["stalled"] = _stall_summary(curves, stalled, total)
     return summary

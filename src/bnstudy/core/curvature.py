@@ -1,6 +1,7 @@
 """Curvature of the training loss from Hessian-vector products (HVPs).
 
-Two quantities, each against the stability thresholds of SGD with momentum (docs/measurements.md):
+Two quantities, set against the stability thresholds of SGD with momentum by the analysis
+(:func:`bnstudy.analysis.beyond.thresholds`, docs/measurements.md):
 
 - ``lambda_max``: the top eigenvalue of the Hessian of the training loss on a fixed probe set,
   by power iteration on HVPs. The probe loss is the mean train-mode loss of the probe set's
@@ -197,15 +198,3 @@ def _normal_like(key: jax.Array, tree):
     keys = jax.random.split(key, len(leaves))
     return jax.tree.unflatten(treedef, [jax.random.normal(k, leaf.shape, leaf.dtype)
                                         for k, leaf in zip(keys, leaves, strict=True)])
-
-
-def stability_thresholds(learning_rate: float, momentum: float) -> dict[str, float]:
-    """The curvature thresholds of SGD with heavy-ball momentum beta at step size eta.
-
-    ``2/eta`` (gradient descent's edge of stability), ``2(1-beta)/eta`` and
-    ``2(1+beta)/eta`` (the plateaus of batch sharpness with momentum at small and large
-    batch). At eta = 0.035, beta = 0.9: 57.1, 5.7 and 108.6.
-    """
-    return {"2/eta": 2.0 / learning_rate,
-            "2(1-beta)/eta": 2.0 * (1.0 - momentum) / learning_rate,
-            "2(1+beta)/eta": 2.0 * (1.0 + momentum) / learning_rate}

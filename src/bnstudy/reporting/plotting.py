@@ -25,6 +25,12 @@ from scipy import stats
 MODEL_LABELS = {"baseline": "Without BatchNorm", "candidate": "With BatchNorm"}
 MODEL_NAMES = {"baseline": "without BatchNorm", "candidate": "with BatchNorm"}  # in a sentence
 MODEL_COLORS = {"baseline": "#1f77b4", "candidate": "#d62728"}
+# The beyond-the-paper variants (their own figures; the study's figures show the pair above).
+VARIANT_LABELS = {**MODEL_LABELS, "candidate_noisy": "Noisy BatchNorm",
+                  "candidate_l1": "L1 normalization", "candidate_l2": "L2 normalization",
+                  "candidate_linf": "L-infinity normalization"}
+VARIANT_COLORS = {**MODEL_COLORS, "candidate_noisy": "#ff7f0e", "candidate_l1": "#2ca02c",
+                  "candidate_l2": "#9467bd", "candidate_linf": "#8c564b"}
 CONFIDENCE = 0.95
 # How the bands of every curve over steps are computed, for the captions.
 BAND_METHOD = ("Lines: mean across seeds; bands: the 95% Student-t interval of that mean at each step "
@@ -116,8 +122,8 @@ def draw_seed_mean(ax: Axes, rows: pd.DataFrame, model: str, *, log: bool = Fals
     band = seed_band(rows, log=log)
     if band.empty:
         return
-    color = MODEL_COLORS[model]
-    ax.plot(band["step"], band["mean"], color=color, label=label or MODEL_LABELS[model],
+    color = VARIANT_COLORS[model]
+    ax.plot(band["step"], band["mean"], color=color, label=label or VARIANT_LABELS[model],
             **{"linewidth": 1.0, **style})
     if band["low"].notna().any():
         ax.fill_between(band["step"], band["low"], band["high"], color=color, alpha=0.25, linewidth=0)

@@ -37,6 +37,7 @@ def model_run_payload(
     final_state: dict[str, Any],
     run_record: dict[str, Any],
     mlflow: dict[str, Any],
+    curvature_trace: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """The model's MLflow run: the same parameter and metric keys for both models.
 
@@ -47,7 +48,8 @@ def model_run_payload(
     headline ``train_loss``, ``train_accuracy``, ``test_loss``, ``test_accuracy`` (means over
     the healthy seeds), per preset ``<preset>/loss_range``, ``<preset>/grad_pred_max``,
     ``<preset>/beta_smoothness``, ``<preset>/ics_l2/<layer>``, ``<preset>/ics_cosine/<layer>``,
-    and per seed ``seed_<k>/train_loss``, ``seed_<k>/test_accuracy``. Final scalars:
+    with curvature ``curvature/lambda_max`` and ``curvature/batch_sharpness`` (every
+    measurement), and per seed ``seed_<k>/train_loss``, ``seed_<k>/test_accuracy``. Final scalars:
     ``final_*`` (headline), ``seed_<k>/final_test_accuracy``, ``run/*``. Artifacts:
     ``initial_state.npz``, ``final_state.npz``, ``run_record.json``.
     """
@@ -60,12 +62,19 @@ def model_run_payload(
     kept = [healthy(frame, bad) for frame in (training_trace, eval_trace, smoothness_trace, ics_trace)]
     history = _metric_history(*kept, stride)
     history.update(_seed_histories(training_trace, eval_trace, stride))
+    if curvature_trace is not None and not curvature_trace.empty:
+        curvature = healthy(curvature_trace, bad)
+        for column in ("lambda_max", "batch_sharpness"):
+            mean = curvature.groupby("step", sort=True)[column].mean().dropna()
+            history[f"curvature/{column}"] = {"steps": mean.index.to_numpy(),
+                                              "values": mean.to_numpy()}
     clock = run_record.get("clock")
     if clock:
         evaluated = {"test_loss", "test_accuracy"}
         for key, series in history.items():
-            series["timestamps"] = dated(series["steps"], clock,
-                                         evaluation=key in evaluated or key.endswith("/test_accuracy"))
+            series["timestamps"] = dated(
+                series["steps"], clock, evaluation=key in evaluated or
+                key.endswith("/test_accuracy") or key.startswith("curvature/"))
     metrics = _final_metrics(kept[0], kept[1], run_record, len(bad))
     return {
         "params": params,

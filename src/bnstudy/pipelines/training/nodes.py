@@ -257,6 +257,22 @@ def init_distance_table(result: TrainingResult) -> pd.DataFrame:
     return _concat(frames, ["step", "layer", "abs", "rel"])
 
 
+CURVATURE_COLUMNS = ("step", "lambda_max", "power_iterations", "converged", "probe_loss",
+                     "batch_sharpness", "batch_loss", "batch_grad_norm")
+
+
+def curvature_trace(result: TrainingResult) -> pd.DataFrame:
+    """``step, lambda_max, power_iterations, converged, probe_loss, batch_sharpness,
+    batch_loss, batch_grad_norm``: one row per curvature measurement (none when
+    ``training.curvature_every`` is null)."""
+    curvature = result.curvature
+    if not curvature:
+        return _concat([], list(CURVATURE_COLUMNS))
+    table = pd.DataFrame({"step" if c == "step" else c: curvature["steps" if c == "step" else c]
+                          for c in CURVATURE_COLUMNS})
+    return table.astype({"power_iterations": "int64", "converged": "bool"})
+
+
 def run_record(results: list[TrainingResult]) -> dict[str, Any]:
     """Resolved configs, seeds and timings, JSON-ready (the configs are those of the run;
     ``seeds`` lists every seed, ``per_seed`` their final test numbers and ``diverged_at``: the
@@ -301,5 +317,6 @@ TABLES = {
     "smoothness_trace": smoothness_trace,
     "activation_stats": activation_table,
     "init_distance": init_distance_table,
+    "curvature_trace": curvature_trace,
 }
 """The per-seed tables of a training result, by output name."""

@@ -11,6 +11,8 @@ from kedro.pipeline import Node, Pipeline
 from bnstudy.pipelines.training.nodes import model_run_payload, train_model
 
 MODELS = ("baseline", "candidate")
+VARIANTS = ("candidate_noisy", "candidate_l1", "candidate_l2", "candidate_linf")
+"""The models beyond the paper's pair (the ``beyond_study`` pipeline trains them)."""
 TRAINING_OUTPUTS = [
     "initial_state",
     "final_state",
@@ -22,6 +24,7 @@ TRAINING_OUTPUTS = [
     "activation_stats",
     "activation_histograms",
     "init_distance",
+    "curvature_trace",
     "run_record",
 ]
 
@@ -57,6 +60,7 @@ def create_template() -> Pipeline:
                     "final_state",
                     "run_record",
                     "params:mlflow",
+                    "curvature_trace",
                 ],
                 outputs="mlflow_run",
                 name="log_model_run_node",
@@ -66,12 +70,17 @@ def create_template() -> Pipeline:
     )
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def namespaced(models: tuple[str, ...]) -> Pipeline:
+    """The template once per model, each in its own namespace, on the shared model input."""
     template = create_template()
     return sum(
         (
             Pipeline(template, namespace=model, inputs={"model_input_train", "model_input_test"})
-            for model in MODELS
+            for model in models
         ),
         start=Pipeline([]),
     )
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return namespaced(MODELS)
