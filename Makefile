@@ -10,7 +10,7 @@ PARAMS ?=
 export KEDRO_DISABLE_TELEMETRY := 1
 export MPLBACKEND := Agg
 
-.PHONY: install study test test-slow lint docs notebook clean-venv
+.PHONY: install study beyond test test-slow lint docs notebook clean-venv
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ install: $(VENV)/.installed
 
 study: install
 	$(BIN)/kedro run --env $(ENV) --pipelines $(PIPELINE)$(if $(PARAMS), --params '$(PARAMS)')
+
+# The study and the beyond-the-paper study in one environment (beyond_study reads the
+# study's outputs; after a `make study` in the same environment, `kedro run --env <env>
+# --pipelines beyond_study` adds the variants alone).
+beyond: install
+	$(BIN)/kedro run --env $(ENV) --pipelines full_study,beyond_study$(if $(PARAMS), --params '$(PARAMS)')
 
 # The fast suite (a few minutes); `make test-slow` runs the end-to-end sessions, subprocess
 # runs and whole-program compilations that it leaves out. CI (.ci/run) runs both.

@@ -26,3 +26,10 @@ def test_params_pass_through_to_kedro_run():
 
 def test_without_params_no_params_option_and_the_default_study():
     assert study_command().endswith("kedro run --env cpu --pipelines full_study")
+
+
+def test_beyond_runs_the_study_and_the_variants_in_one_environment():
+    printed = subprocess.run(["make", "-n", "beyond", "ENV=test"], cwd=PROJECT_ROOT,
+                             capture_output=True, text=True, check=True).stdout
+    command = next(line for line in printed.splitlines() if "kedro run" in line)
+    assert command.endswith("kedro run --env test --pipelines full_study,beyond_study")

@@ -63,6 +63,38 @@ def compare_variant(reference: str, variant: str, traces: Mapping[str, Mapping[s
     return summary
 
 
+def check_same_setup(records: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The models' names, once every run record shows the same data, network and training
+    (all but the normalization and its noise settings) as the first one's.
+
+    Raises:
+        ValueError: naming the first model and setting that differ, and how to fix it.
+    """
+    def setup(record: Mapping[str, Any]) -> dict[str, Any]:
+        network = {k: v for k, v in record["model_config"].items()
+                   if k != "normalization" and not k.startswith("noise_")}
+        return {"architecture": network, "training": record["train_config"],
+                "measurements": record["measurement_configs"],
+                "num_train": record.get("num_train"), "num_test": record.get("num_test")}
+
+    names = list(records)
+    reference = setup(records[names[0]])
+    for name in names[1:]:
+        theirs = setup(records[name])
+        for part, value in reference.items():
+            if theirs[part] != value:
+                keys = ([k for k in value if theirs[part].get(k) != value[k]]
+                        if isinstance(value, Mapping) else [])
+                raise ValueError(
+                    f"model '{name}' was trained with other {part} than '{names[0]}'"
+                    + (f" ({', '.join(keys)} differ)" if keys else "")
+                    + ": the beyond-the-paper comparisons need every model trained on the same "
+                    "data with the same settings. Run the study and the variants in one "
+                    "environment: `make beyond ENV=<env>` (or `kedro run --env <env> "
+                    "--pipelines full_study,beyond_study`).")
+    return names
+
+
 def _overall(summary: Mapping[str, Any], measure: str) -> dict[str, Any] | None:
     found = summary.get("measures", {}).get(measure)
     return None if found is None else found["overall"]
@@ -99,9 +131,9 @@ def noise_question(bn_vs_none: Mapping[str, Any], noisy_vs_none: Mapping[str, An
         advantage = "lost"
     else:
         advantage = "not shown"
+    verb = {"yes": "raises", "no": "lowers"}.get(shift_raised, "does not significantly raise")
     statement = (
-        f"Noise {'raises' if shift_raised == 'yes' else 'does not significantly raise' if shift_raised == 'not significant' else 'lowers'} "
-        f"the activation shift |delta mu| against BN ({shift['text']}; |delta sigma^2|: "
+        f"Noise {verb} the activation shift |delta mu| against BN ({shift['text']}; |delta sigma^2|: "
         f"{shift_var['text']}). Final test accuracy, noisy BN minus no BN: {noisy_gain['text']}; "
         f"BN minus no BN: {bn_gain['text']}; noisy BN minus BN: {noisy_vs_bn_acc['text']}. "
         + {"intact": "BN's advantage over no BN survives the noise.",
@@ -204,8 +236,11 @@ def curvature_analysis(curvature: Mapping[str, pd.DataFrame], learning_rate: flo
         if model != BASELINE and BASELINE in curvature:
             base = _late_means(table[(table["model"] == BASELINE) & (table["metric"] == metric)])
             seeds = sorted(set(late.index) & set(base.index))
-            if seeds and (late[seeds] > 0).all() and (base[seeds] > 0).all():
-                comparison = st.paired_comparison(late[seeds].to_numpy(), base[seeds].to_numpy())
+            if seeds:
+                # a ratio where both are positive (eigenvalues usually are), else a difference
+                positive = (late[seeds] > 0).all() and (base[seeds] > 0).all()
+                comparison = st.paired_comparison(late[seeds].to_numpy(), base[seeds].to_numpy(),
+                                                  kind="ratio" if positive else "difference")
                 entry["vs_baseline"] = comparison.describe(
                     lower_is=f"lower for {MODEL_WORDS.get(model, model)}",
                     higher_is=f"higher for {MODEL_WORDS.get(model, model)}")
@@ -222,8 +257,12 @@ def threshold_statements(summary: Mapping[str, Any]) -> list[str]:
     for model, metrics in summary["models"].items():
         for metric, entry in metrics.items():
             name = "top Hessian eigenvalue" if metric == "lambda_max" else "batch sharpness"
-            level = (f"{entry['late_mean']:.3g} [{entry['late_low']:.3g}, {entry['late_high']:.3g}]"
-                     if entry["n"] >= 2 else f"{entry['late_mean']:.3g} (one seed: no interval)")
+            if entry["n"] >= 2:
+                level = f"{entry['late_mean']:.3g} [{entry['late_low']:.3g}, {entry['late_high']:.3g}]"
+            elif entry["n"] == 1:
+                level = f"{entry['late_mean']:.3g} (one seed: no interval)"
+            else:
+                level = "not measured (no healthy seed)"
             parts = []
             for threshold, reached in entry["thresholds"].items():
                 if reached["first_step"] is None:

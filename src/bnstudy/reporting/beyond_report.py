@@ -80,6 +80,15 @@ def lp_section(comparisons: Mapping[str, Any]) -> tuple[Section, list[Section]]:
     return section, against_bn
 
 
+def _level(entry: Mapping[str, Any]) -> str:
+    """``mean [low, high]`` of a late curvature, or what is missing."""
+    if not entry["n"]:
+        return "not measured (no healthy seed)"
+    if entry["n"] < 2:
+        return f"{entry['late_mean']:.3g} (one seed: no interval)"
+    return f"{entry['late_mean']:.3g} [{entry['late_low']:.3g}, {entry['late_high']:.3g}]"
+
+
 def curvature_section(curvature: Mapping[str, Any]) -> Section:
     if not curvature.get("measured"):
         return Section("Curvature against the stability thresholds",
@@ -93,8 +102,7 @@ def curvature_section(curvature: Mapping[str, Any]) -> Section:
                                f"step {found['first_step']}" + (" (stays)" if found["stays"] else
                                                                 f" ({found['fraction_after']:.0%} after)"))
                 for name, found in entry["thresholds"].items())
-            level = (f"{entry['late_mean']:.3g} [{entry['late_low']:.3g}, {entry['late_high']:.3g}]"
-                     if entry["n"] >= 2 else f"{entry['late_mean']:.3g} (n = {entry['n']})")
+            level = _level(entry)
             rows.append([MODEL_WORDS.get(model, model), metric.replace("_", " "), level, reached])
     return Section(
         "Curvature against the stability thresholds",
@@ -131,6 +139,12 @@ def build_beyond_report(comparisons: Mapping[str, Any], curvature: Mapping[str, 
         "curvature": "Top Hessian eigenvalue and batch sharpness against the step, with the "
                      "thresholds 2/eta, 2(1-beta)/eta and 2(1+beta)/eta. " + BAND_METHOD,
     }
+    caveats = words.seed_caveats(seeds)
+    if len(seeds) >= 2:
+        caveats[0] = (f"**{len(seeds)} seeds** ({words.seed_list(seeds)}). Each comparison pairs a "
+                      "model with its reference (no BN or BN) seed by seed and gives the "
+                      "geometric-mean ratio model / reference (or the mean difference) with its "
+                      "95% t interval and a paired t-test; 'significant' means p < 0.05.")
     return Report(title="Beyond the paper: noisy BatchNorm, Lp normalizations and curvature "
                         "(a bnstudy report)",
-                  caveats=words.seed_caveats(seeds), sections=sections, captions=captions)
+                  caveats=caveats, sections=sections, captions=captions)

@@ -28,12 +28,19 @@ def _by_model(values: tuple, per_model: int) -> dict[str, tuple]:
     return {model: values[i * per_model:(i + 1) * per_model] for i, model in enumerate(MODELS)}
 
 
-def compare_variants(study_comparisons: dict[str, Any], params: dict[str, Any],
-                     *traces: Any) -> dict[str, Any]:
+def check_models(*records: dict[str, Any]) -> list[str]:
+    """The models' names once their run records show one setup (ValueError otherwise)."""
+    return beyond.check_same_setup(dict(zip(MODELS, records, strict=True)))
+
+
+def compare_variants(models: list[str], study_comparisons: dict[str, Any],
+                     params: dict[str, Any], *traces: Any) -> dict[str, Any]:
     """Each variant against no BN and against BN, the noise question and the Lp table.
 
-    ``traces``: for each model of :data:`MODELS`, its :data:`COMPARED_TRACES`.
+    ``models``: :func:`check_models`'s output (it runs first); ``traces``: for each model
+    of :data:`MODELS`, its :data:`COMPARED_TRACES`.
     """
+    del models  # only orders this node after the check
     grouped = _by_model(traces, len(COMPARED_TRACES))
     kinds = {kind: {model: grouped[model][i] for model in MODELS}
              for i, kind in enumerate(("training", "evals", "smoothness", "ics", "init"))}

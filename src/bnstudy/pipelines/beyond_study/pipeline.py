@@ -25,8 +25,10 @@ def _each(*datasets: str) -> list[str]:
 
 def create_pipeline(**kwargs) -> Pipeline:
     analysis = [
+        Node(func=nodes.check_models, inputs=_each("run_record"), outputs="beyond_models",
+             name="check_beyond_models_node", tags=["analysis", "beyond"]),
         Node(func=nodes.compare_variants,
-             inputs=["model_comparisons_summary", "params:analysis",
+             inputs=["beyond_models", "model_comparisons_summary", "params:analysis",
                      *_each(*nodes.COMPARED_TRACES)],
              outputs="variant_comparisons_summary", name="compare_variants_node",
              tags=["analysis", "beyond"]),
