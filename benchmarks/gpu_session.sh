@@ -15,10 +15,13 @@
 #   bench-PRECISION  paper-size throughput, plain and measured (both presets, every step),
 #                    550 measured steps after warm-up, at that matmul precision
 #   reference        the seed-style ratio and agreement check at the CPU-size config
+#   curvature        what a curvature measurement (top Hessian eigenvalue on 4,096 probe images,
+#                    batch sharpness) costs at paper size, against a measured step
 #   study            the study of conf/base/globals.yml (39 epochs), baseline + candidate,
 #                    both protocols every MEASURE_EVERY (default 50) steps, at PRECISION
 #                    (default: the YAML's, highest), the seeds SEEDS (default: the YAML's
-#                    seed) trained together with train_seeds (vmapped over the seed axis):
+#                    seed) trained together with train_seeds (vmapped over the seed axis),
+#                    curvature every CURVATURE_EVERY steps (default: the YAML's, 1000; 0: off):
 #                    paper_run.json (final accuracies, timings) and paper_run.npz (traces)
 # Results land in $OUT (the device tool brings that folder back) or ./gpu_results.
 # GPU_SMOKE=1 shrinks every part (a check on a CPU; two seeds in `study`).
@@ -34,7 +37,7 @@ MEASURE_EVERY="${MEASURE_EVERY:-50}"
 if [[ "${GPU_SMOKE:-0}" == 1 ]]; then
   CONFIG=test; CPU_CONFIG=test; STEPS=2; REPEATS=2; FLOOR_STEPS=1
   STUDY_ARGS=(--max-steps 3 --width 0.0625 --train-size 500 --test-size 100)
-  SEEDS="${SEEDS:-0 1}"
+  SEEDS="${SEEDS:-0 1}"; CURVATURE_EVERY="${CURVATURE_EVERY:-0}"  # 500 images < the probe set
 else
   CONFIG=paper; CPU_CONFIG=cpu; STEPS=50; REPEATS=10; FLOOR_STEPS=3
   STUDY_ARGS=()
@@ -62,15 +65,21 @@ for part in "$@"; do
       "$PYTHON" benchmarks/bench_training.py --config "$CPU_CONFIG" --steps 20 --repeats 3 \
         | tee "$OUT_DIR/bench_${CPU_CONFIG}_reference.txt"
       ;;
+    curvature)
+      "$PYTHON" benchmarks/bench_curvature.py --config "$CONFIG" --repeats "$((REPEATS < 3 ? REPEATS : 3))" \
+        ${GPU_SMOKE:+$( [[ "${GPU_SMOKE}" == 1 ]] && echo --probe-size 64 )} \
+        | tee "$OUT_DIR/curvature_${CONFIG}.txt"
+      ;;
     study)
       [[ -e "$DATA" ]] || { echo "no CIFAR-10 archive at $DATA: copy ../shared/datasets/cifar10-jpeg.tar.gz to .data/ and carry .data" >&2; exit 2; }
       read -r -a seeds <<< "${SEEDS:-}"
       "$PYTHON" benchmarks/paper_run.py --data "$DATA" --measure-every "$MEASURE_EVERY" \
         ${PRECISION:+--precision "$PRECISION"} ${seeds[@]+--seeds "${seeds[@]}"} \
+        ${CURVATURE_EVERY:+--curvature-every "$CURVATURE_EVERY"} \
         ${STUDY_ARGS[@]+"${STUDY_ARGS[@]}"} --out "$OUT_DIR" 2>&1 | tee "$OUT_DIR/paper_run.log"
       ;;
     *)
-      echo "unknown part '$part': use floor, bench-PRECISION (e.g. bench-highest), reference or study" >&2
+      echo "unknown part '$part': use floor, bench-PRECISION (e.g. bench-highest), reference, curvature or study" >&2
       exit 2 ;;
   esac
 done

@@ -46,6 +46,7 @@ from study_config import study_configs  # noqa: E402
 from bnstudy.core import TrainingResult, train_seeds  # noqa: E402
 from bnstudy.core.backend import use_cpu_flags  # noqa: E402
 from bnstudy.core.config import MATMUL_PRECISIONS  # noqa: E402
+from bnstudy.core.curvature import CURVATURE_FIELDS  # noqa: E402
 from bnstudy.core.preprocessing import (  # noqa: E402
     channel_stats,
     normalize,
@@ -81,6 +82,8 @@ def configs(args: argparse.Namespace, normalization: str):
                "epochs": args.epochs or train_config.epochs,
                "max_steps": args.max_steps or train_config.max_steps,
                "matmul_precision": args.precision or train_config.matmul_precision}
+    if args.curvature_every is not None:
+        changes["curvature_every"] = args.curvature_every or None
     train_config = dataclasses.replace(train_config, **changes)
     if args.measure_every is not None:
         presets = [dataclasses.replace(p, measure_every=args.measure_every) for p in presets]
@@ -121,6 +124,10 @@ def traces(name: str, results: list[TrainingResult]) -> dict[str, np.ndarray]:
             for kind in ("abs", "rel"):
                 stack(f"init_distance/{kind}/{layer}",
                       lambda r, lay=layer, k=kind: r.init_distance[k][lay])
+    if first.curvature:
+        out[f"{name}/curvature_steps"] = first.curvature["steps"]
+        for key in CURVATURE_FIELDS:
+            stack(f"curvature/{key}", lambda r, k=key: r.curvature[k])
     out = {key: value.astype(np.int32) if key.endswith("steps") and value.ndim == 1 else value
            for key, value in out.items()}
     return out
@@ -159,6 +166,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--width", type=float, default=None, help="width multiplier")
     parser.add_argument("--measure-every", type=int, default=None,
                         help="every preset measures every this many steps")
+    parser.add_argument("--curvature-every", type=int, default=None,
+                        help="training.curvature_every (0: no curvature; default: the YAML's)")
     parser.add_argument("--precision", "--matmul-precision", dest="precision", default=None,
                         choices=MATMUL_PRECISIONS, help="TrainConfig.matmul_precision")
     parser.add_argument("--train-size", type=int, default=None)

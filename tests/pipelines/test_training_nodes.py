@@ -11,7 +11,8 @@ from bnstudy.pipelines.training.pipeline import TRAINING_OUTPUTS
 ARCHITECTURE = {"conv_features": [4, 8, 8], "pool_after": [0, 2], "dense_features": [8, 8], "image_size": 8}
 TRAINING = {"batch_size": 8, "epochs": 1, "eval_every": 5, "eval_batch_size": 16, "snapshot_every": 2,
             "histogram_bins": 10, "histogram_range": [-3.0, 3.0], "steps_per_chunk": 5,
-            "step_loop": "host", "seeds": [3, 7]}
+            "step_loop": "host", "seeds": [3, 7], "curvature_every": 5, "curvature_probe_size": 16,
+            "curvature_max_iters": 10}
 MEASUREMENTS = ["blog", {"preset": "paper", "measure_every": 2}]
 
 
@@ -34,6 +35,9 @@ def test_outputs_are_named_and_every_table_has_a_seed_column(outputs):
         assert sorted(out[name]["seed"].unique()) == [3, 7], name
     assert out["run_record"]["seeds"] == [3, 7]
     assert set(out["run_record"]["per_seed"]) == {"3", "7"}
+    curvature = out["curvature_trace"]  # before steps 0 (and 5 of the 5 steps: none)
+    assert curvature["step"].tolist() == [0, 0] and curvature["power_iterations"].dtype == np.int64
+    assert curvature["converged"].dtype == bool and np.isfinite(curvature["lambda_max"]).all()
     first = out["training_trace"]
     assert not np.array_equal(first[first.seed == 3]["train_loss"], first[first.seed == 7]["train_loss"])
 

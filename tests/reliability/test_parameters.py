@@ -57,7 +57,8 @@ BAD_PARAMETERS = [
      r"baseline\.training\.learning_rate = 0 \(int\): must be > 0"),
     ("batch size 0", {"baseline": {"training": {"batch_size": 0}}},
      r"baseline\.training\.batch_size = 0 \(int\): must be a positive integer"),
-    ("batch larger than the subset", {"candidate": {"training": {"batch_size": 1000}}},
+    ("batch larger than the subset", {"candidate": {"training": {"batch_size": 1000,
+                                                                 "curvature_probe_size": 1000}}},
      r"candidate\.training\.batch_size = 1000 is larger than preprocessing\.train_size = 320"),
     ("epochs bool", {"baseline": {"training": {"epochs": True}}},
      r"baseline\.training\.epochs = True \(bool\): expects int"),
@@ -110,9 +111,13 @@ IDS = [case[0] for case in BAD_PARAMETERS]
 def test_the_shipped_environments_are_valid():
     for env in ("local", "cpu", "test"):
         models = validate_parameters(_load(env))
-        assert set(models) == {"baseline", "candidate"}
-        assert models["baseline"].model.normalization == "none"
-        assert models["candidate"].model.normalization == "batch"
+        assert {name: m.model.normalization for name, m in models.items()} == {
+            "baseline": "none", "candidate": "batch", "candidate_noisy": "batch_noisy",
+            "candidate_l1": "l1", "candidate_l2": "l2", "candidate_linf": "linf"}
+        # the variants share everything but the normalization with the candidate
+        for name in ("candidate_noisy", "candidate_l1", "candidate_l2", "candidate_linf"):
+            assert models[name].train == models["candidate"].train
+            assert models[name].measurements == models["candidate"].measurements
     assert validate_parameters(_load("cpu"))["baseline"].train.seed_list == (1337, 1, 2)
 
 
