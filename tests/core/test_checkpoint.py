@@ -90,6 +90,30 @@ def test_resume_after_an_interruption_is_bitwise_identical(tiny_arrays, tmp_path
     assert_bitwise_equal(finished, expected)
 
 
+@pytest.mark.slow  # compiles the curvature programs of a checkpointed configuration
+def test_resume_with_curvature_is_bitwise_identical(tiny_arrays, tmp_path):
+    """Curvature before steps 0, 4 and 8: interrupted after the checkpoint at step 4 (before
+    the curvature of step 4), the resumed run measures steps 4 and 8 itself and ends with
+    the uninterrupted run's arrays, its curvature trace included."""
+    config = dataclasses.replace(CONFIG, curvature_every=4, curvature_probe_size=16,
+                                 curvature_max_iters=10)
+
+    def curved(checkpoint_dir=None, progress=None):
+        return train_seeds(TINY_MODEL_CONFIG, config, [], *tiny_arrays, progress,
+                           snapshots=False, checkpoint_dir=checkpoint_dir, checkpoint_every_s=0)
+
+    expected = curved()
+    assert expected[0].curvature["steps"].tolist() == [0, 4, 8]
+
+    def interrupt(done, total, metrics):
+        raise Interrupted(done)
+
+    with pytest.raises(Interrupted):
+        curved(tmp_path, interrupt)
+    resumed = curved(tmp_path)
+    assert_bitwise_equal(resumed, expected)
+
+
 KILLED_RUN = """
 import dataclasses, sys, time
 from pathlib import Path

@@ -55,8 +55,8 @@ def test_every_model_has_a_curvature_trace_and_each_variant_its_own_normalizatio
 
 
 def test_report_states_the_noise_answer_the_lp_table_and_the_threshold_statements(beyond):
-    comparisons = _json(beyond, "data/08_reporting/summaries/variant_comparisons_summary.json")
-    curvature = _json(beyond, "data/08_reporting/summaries/curvature_summary.json")
+    comparisons = _json(beyond, "data/08_reporting/summaries/variant_comparisons.json")
+    curvature = _json(beyond, "data/08_reporting/summaries/curvature.json")
     markdown = latest(beyond, "data/08_reporting/beyond_report.md").read_text()
     html = latest(beyond, "data/08_reporting/beyond_report.html").read_text()
     assert set(comparisons["vs_baseline"]) == set(VARIANTS) == set(comparisons["vs_bn"])
