@@ -65,7 +65,7 @@ def lp_section(comparisons: Mapping[str, Any]) -> tuple[Section, list[Section]]:
     table = Table(["normalization", *(f"{m} vs no BN" for m in measures)],
                   [[row["name"], *(row[m] for m in measures)] for row in rows])
     against_bn = [Section(f"{MODEL_WORDS[variant]} against BN", level=3,
-                          tables=[(f"{MODEL_WORDS[variant]} against BN",
+                          tables=[("Every measure, paired by seed",
                                    comparison_table(comparisons["vs_bn"][variant]))])
                   for variant in ("candidate_l1", "candidate_l2", "candidate_linf")
                   if variant in comparisons["vs_bn"]]
