@@ -71,6 +71,7 @@ def _tiny_float64(normalization: str):
     return model_config, train_config
 
 
+@pytest.mark.slow  # dense float64 Hessians compile for ~30 s (CI runs the slow tests too)
 @pytest.mark.parametrize("normalization", ["batch", "none"])
 def test_probe_set_power_iteration_matches_the_dense_hessian_on_a_tiny_network(normalization):
     """The probe loss (mean train-mode loss of 3 batches of 4) of a 2-conv network: the
@@ -115,6 +116,7 @@ def test_probe_set_power_iteration_matches_the_dense_hessian_on_a_tiny_network(n
         np.testing.assert_allclose(loss_sum / 3, probe_loss(flat), rtol=1e-12)
 
 
+@pytest.mark.slow  # dense float64 Hessians compile for ~30 s (CI runs the slow tests too)
 @pytest.mark.parametrize("normalization", ["batch", "l1", "none"])
 def test_batch_sharpness_equals_the_dense_quadratic_form(normalization):
     with jax.enable_x64(True):
