@@ -72,15 +72,20 @@ def test_noisy_model_is_batchnorm_then_the_noise_of_the_step_key():
     x = jax.random.normal(jax.random.key(6), (8, 8, 8, 3))
     step_key = jax.random.wrap_key_data(noisy_stats["noise_key"])
     # the layer-by-layer reference: clean BN output, then the noise, from the same input
-    h = x
-    for index in range(len(TINY_MODEL_CONFIG.conv_features)):
-        z = clean.layer_linear(params, clean_stats, index, h)
-        bn_out, _ = clean.layer_rest(params, clean_stats, index, z, train=True)
-        s, m = batch_noise(jax.random.fold_in(step_key, index), 8, z.shape[-1],
-                           _noisy_config(), z.dtype)
-        noisy_pre, h = noisy.layer_rest(params, noisy_stats, index, z, train=True)
-        np.testing.assert_allclose(noisy_pre, apply_batch_noise(bn_out, s, m), rtol=1e-6,
-                                   atol=1e-6)
+    @jax.jit
+    def layer_pairs(x):
+        pairs, h = [], x
+        for index in range(len(TINY_MODEL_CONFIG.conv_features)):
+            z = clean.layer_linear(params, clean_stats, index, h)
+            bn_out, _ = clean.layer_rest(params, clean_stats, index, z, train=True)
+            s, m = batch_noise(jax.random.fold_in(step_key, index), 8, z.shape[-1],
+                               _noisy_config(), z.dtype)
+            noisy_pre, h = noisy.layer_rest(params, noisy_stats, index, z, train=True)
+            pairs.append((noisy_pre, apply_batch_noise(bn_out, s, m)))
+        return pairs
+
+    for got, want in layer_pairs(x):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
     forward = noisy.apply(params, noisy_stats, x, train=True)
     assert not np.array_equal(forward.batch_stats["noise_key"], noisy_stats["noise_key"])
     # eval mode: no noise, the key is left as it is, the output equals the clean model's

@@ -11,8 +11,7 @@ from bnstudy.pipelines.training.pipeline import TRAINING_OUTPUTS
 ARCHITECTURE = {"conv_features": [4, 8, 8], "pool_after": [0, 2], "dense_features": [8, 8], "image_size": 8}
 TRAINING = {"batch_size": 8, "epochs": 1, "eval_every": 5, "eval_batch_size": 16, "snapshot_every": 2,
             "histogram_bins": 10, "histogram_range": [-3.0, 3.0], "steps_per_chunk": 5,
-            "step_loop": "host", "seeds": [3, 7], "curvature_every": 5, "curvature_probe_size": 16,
-            "curvature_max_iters": 10}
+            "step_loop": "host", "seeds": [3, 7]}
 MEASUREMENTS = ["blog", {"preset": "paper", "measure_every": 2}]
 
 
@@ -32,12 +31,11 @@ def test_outputs_are_named_and_every_table_has_a_seed_column(outputs):
     assert set(out) == set(TRAINING_OUTPUTS)
     for name in nodes.TABLES:
         assert out[name].columns[0] == "seed", name
-        assert sorted(out[name]["seed"].unique()) == [3, 7], name
+        if name != "curvature_trace":  # empty here: curvature_every is null
+            assert sorted(out[name]["seed"].unique()) == [3, 7], name
     assert out["run_record"]["seeds"] == [3, 7]
     assert set(out["run_record"]["per_seed"]) == {"3", "7"}
-    curvature = out["curvature_trace"]  # before steps 0 (and 5 of the 5 steps: none)
-    assert curvature["step"].tolist() == [0, 0] and curvature["power_iterations"].dtype == np.int64
-    assert curvature["converged"].dtype == bool and np.isfinite(curvature["lambda_max"]).all()
+    assert out["curvature_trace"].empty  # curvature_every is null here
     first = out["training_trace"]
     assert not np.array_equal(first[first.seed == 3]["train_loss"], first[first.seed == 7]["train_loss"])
 
@@ -126,3 +124,20 @@ def test_bad_stride_is_rejected(outputs):
 def test_duplicate_measurement_names_are_rejected():
     with pytest.raises(ValueError, match="distinct names"):
         nodes.build_configs("none", ARCHITECTURE, TRAINING, ["blog", "blog"])
+
+
+def test_curvature_trace_has_a_row_per_measurement_with_integer_iterations():
+    """The core's curvature record as a table (tests/core/test_curvature.py and the
+    beyond_study session test cover its values)."""
+    from bnstudy.core.curvature import CURVATURE_FIELDS
+
+    values = {field: np.array([1.5, 2.5]) for field in CURVATURE_FIELDS}
+    values.update(power_iterations=np.array([12.0, 7.0]), converged=np.array([1.0, 0.0]))
+    result = type("Result", (), {"curvature": {"steps": np.array([0, 10]), **values}})()
+    table = nodes.curvature_trace(result)
+    assert table.columns.tolist() == list(nodes.CURVATURE_COLUMNS)
+    assert table["step"].tolist() == [0, 10] and table["power_iterations"].tolist() == [12, 7]
+    assert table["power_iterations"].dtype == np.int64
+    assert table["converged"].tolist() == [True, False]
+    empty = nodes.curvature_trace(type("Result", (), {"curvature": {}})())
+    assert empty.empty and empty.columns.tolist() == list(nodes.CURVATURE_COLUMNS)
