@@ -191,7 +191,7 @@ def curvature_table(curvature: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """``model, seed, step, metric, value`` for lambda_max and batch_sharpness (healthy rows)."""
     frames = []
     for model, frame in curvature.items():
-        rows = frame[~frame.get("diverged", False)] if "diverged" in frame else frame
+        rows = frame[~frame["diverged"]] if "diverged" in frame else frame
         for metric in CURVATURE_METRICS:
             frames.append(pd.DataFrame({"model": model, "seed": rows["seed"].to_numpy(),
                                         "step": rows["step"].to_numpy(), "metric": metric,

@@ -16,7 +16,7 @@ from bnstudy.analysis.tables import BASELINE, CANDIDATE, moving_average
 from bnstudy.pipelines import json_ready
 from bnstudy.reporting import beyond_figures, document
 from bnstudy.reporting.beyond_report import BEYOND_FIGURES, build_beyond_report
-from bnstudy.reporting.plotting import to_png
+from bnstudy.reporting.plotting import note_figure, to_png
 
 MODELS = (BASELINE, CANDIDATE, *beyond.VARIANTS)
 COMPARED_TRACES = ("training_trace", "eval_trace", "smoothness_trace", "ics_trace",
@@ -93,7 +93,6 @@ def analyze_curvature(record: dict[str, Any], params: dict[str, Any],
 
 def plot_curvature(table: pd.DataFrame, summary: dict[str, Any]) -> bytes:
     if table.empty:
-        from bnstudy.reporting.plotting import note_figure
         return to_png(note_figure("Curvature", summary.get("statement", "not measured")))
     return to_png(beyond_figures.curvature_figure(table, summary["thresholds"]))
 
