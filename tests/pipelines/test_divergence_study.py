@@ -55,8 +55,21 @@ def test_the_traces_mark_the_diverged_seeds_and_only_the_baselines(diverged):
     assert np.isfinite(candidate["train_loss"]).all()  # the override reached the baseline only
     record = json.loads(latest(diverged, "data/07_model_output/baseline/run_record.json").read_text())
     assert record["train_config"]["learning_rate"] == 1000.0
-    for name in ("ics_trace", "smoothness_trace", "activation_stats", "init_distance"):
+    for name in ("ics_trace", "smoothness_trace", "activation_stats", "init_distance", "curvature_trace"):
         assert {"diverged", "diverged_at"} <= set(_trace(diverged, "baseline", name).columns), name
+
+
+def test_the_curvature_of_a_diverged_seed_is_missing_after_its_divergence(diverged):
+    """curvature_every 10 in the test env: a measurement before step 10 of a seed that
+    diverged earlier is NaN, with no iteration count and no convergence flag."""
+    curvature = _trace(diverged, "baseline", "curvature_trace")
+    for seed, step in _diverged_seeds(diverged).items():
+        rows = curvature[curvature["seed"] == seed]
+        after = rows["step"] > step
+        assert rows.loc[after, "lambda_max"].isna().all()
+        assert rows.loc[after, "power_iterations"].isna().all() and rows.loc[after, "converged"].isna().all()
+        assert rows.loc[~after, "power_iterations"].notna().all()
+    assert np.isfinite(_trace(diverged, "candidate", "curvature_trace")["lambda_max"]).all()
 
 
 def test_mlflow_tags_the_diverged_run(diverged):

@@ -137,7 +137,16 @@ def test_curvature_trace_has_a_row_per_measurement_with_integer_iterations():
     table = nodes.curvature_trace(result)
     assert table.columns.tolist() == list(nodes.CURVATURE_COLUMNS)
     assert table["step"].tolist() == [0, 10] and table["power_iterations"].tolist() == [12, 7]
-    assert table["power_iterations"].dtype == np.int64
+    assert table["power_iterations"].dtype == "Int64"
     assert table["converged"].tolist() == [True, False]
+    # a seed that diverged before the second measurement: NaN in the core's record (the
+    # divergence study once failed here casting NaN to int64, and NaN cast to bool is True)
+    values.update(lambda_max=np.array([1.5, np.nan]), power_iterations=np.array([12.0, np.nan]),
+                  converged=np.array([1.0, np.nan]))
+    diverged = nodes.curvature_trace(type("Result", (), {"curvature": {"steps": np.array([0, 10]),
+                                                                         **values}})())
+    assert diverged["power_iterations"].iloc[0] == 12 and diverged["power_iterations"].isna().tolist() == [False, True]
+    assert diverged["converged"].iloc[0] and diverged["converged"].isna().tolist() == [False, True]
+    assert np.isnan(diverged["lambda_max"].iloc[1])
     empty = nodes.curvature_trace(type("Result", (), {"curvature": {}})())
     assert empty.empty and empty.columns.tolist() == list(nodes.CURVATURE_COLUMNS)

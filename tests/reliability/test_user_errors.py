@@ -70,6 +70,8 @@ def test_unknown_parameter_key_names_the_key_and_the_likely_one(project):
     error = _assert_concise(result, "training.learning_rate")
     likely = "baseline.training.learning_rate or candidate.training.learning_rate"
     assert f"Did you mean {likely}?" in error
+    assert ("The same key is also under candidate_l1, candidate_l2, candidate_linf and "
+            "candidate_noisy.") in " ".join(error.split())  # the beyond_study variants
 
 
 @pytest.mark.slow
@@ -119,6 +121,20 @@ def test_unknown_override_keys_are_rejected_known_ones_pass():
     check_overrides_exist(configured, {"free": {"anything": 1}})  # a null parameter is free-form
     with pytest.raises(ParameterError, match=r"no parameter 'baseline.trainig'.*Did you mean"):
         check_overrides_exist(configured, {"baseline": {"trainig": {"learning_rate": 1}}})
+
+
+@pytest.mark.parametrize(("models", "hint"), [
+    (["a"], "Did you mean a.training.lr?"),
+    (["b", "a"], "Did you mean a.training.lr or b.training.lr?"),
+    (["a", "b", "c"], "Did you mean a.training.lr or b.training.lr? The same key is also under c."),
+    (["d", "c", "b", "a"], "Did you mean a.training.lr or b.training.lr? The same key is also under c and d."),
+    (["a", "b", "c", "d", "e"], "or b.training.lr? The same key is also under c, d and e."),
+])
+def test_a_key_missing_its_section_names_every_section_that_has_it(models, hint):
+    configured = {model: {"training": {"lr": 0.1}} for model in models}
+    with pytest.raises(ParameterError) as error:
+        check_overrides_exist(configured, {"training": {"lr": 1}})
+    assert str(error.value).endswith(hint)
 
 
 def test_model_parameters_are_validated_with_their_full_name():

@@ -60,14 +60,26 @@ def check_overrides_exist(configured: Mapping[str, Any], overrides: Mapping[str,
         unknown = _first_unknown(configured, path.split("."))
         if unknown is None:
             continue
-        known = sorted(leaf_paths(configured))
-        close = [k for k in known if k.endswith("." + path)]
-        close = close or difflib.get_close_matches(path, known, n=3)
-        hint = f" Did you mean {' or '.join(close)}?" if close else ""
         raise ParameterError(
             f"--params {path}: there is no parameter '{unknown}' in the configuration "
-            f"(conf/base and the run's environment), so the run would ignore it.{hint}"
+            f"(conf/base and the run's environment), so the run would ignore it.{_hint(configured, path)}"
         )
+
+
+def _hint(configured: Mapping[str, Any], path: str) -> str:
+    """The keys an unknown ``path`` probably meant: those it is the tail of (the first two in
+    full, the other sections by name: six models share ``training.learning_rate``), else
+    the three closest spellings; empty if none is close."""
+    known = sorted(leaf_paths(configured))
+    under = [k for k in known if k.endswith("." + path)]
+    if not under:
+        close = difflib.get_close_matches(path, known, n=3)
+        return f" Did you mean {' or '.join(close)}?" if close else ""
+    hint = f" Did you mean {' or '.join(under[:2])}?"
+    rest = [k[: -len(path) - 1] for k in under[2:]]
+    if rest:
+        hint += f" The same key is also under {', '.join(rest[:-1]) + ' and ' if rest[:-1] else ''}{rest[-1]}."
+    return hint
 
 
 def _first_unknown(tree: Any, parts: list[str]) -> str | None:

@@ -264,13 +264,15 @@ CURVATURE_COLUMNS = ("step", "lambda_max", "power_iterations", "converged", "pro
 def curvature_trace(result: TrainingResult) -> pd.DataFrame:
     """``step, lambda_max, power_iterations, converged, probe_loss, batch_sharpness,
     batch_loss, batch_grad_norm``: one row per curvature measurement (none when
-    ``training.curvature_every`` is null)."""
+    ``training.curvature_every`` is null). A seed that had diverged before a measurement
+    has NaN values there and a missing (``<NA>``) iteration count and convergence flag:
+    nullable ``Int64`` and ``boolean`` columns, never a made-up count or flag."""
     curvature = result.curvature
     if not curvature:
         return _concat([], list(CURVATURE_COLUMNS))
     table = pd.DataFrame({"step" if c == "step" else c: curvature["steps" if c == "step" else c]
                           for c in CURVATURE_COLUMNS})
-    return table.astype({"power_iterations": "int64", "converged": "bool"})
+    return table.astype({"power_iterations": "Int64", "converged": "boolean"})
 
 
 def run_record(results: list[TrainingResult]) -> dict[str, Any]:
