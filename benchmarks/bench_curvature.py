@@ -10,7 +10,8 @@ runs after a compiling warm-up, in one process):
   of ``curvature_group`` batches): one power iteration;
 * one batch sharpness (one gradient and one HVP on a training batch);
 * one whole curvature measurement as training runs it (``measure_curvature``: power
-  iteration to ``curvature_rtol``, then the batch sharpness), with its iteration count;
+  iteration to ``curvature_rtol``, Hutchinson's trace with ``curvature_trace_samples``
+  HVPs, then the batch sharpness), with its iteration count;
 * a measured training step (both presets, every step, as bench_training.py's "measured").
 
 and prints each as a multiple of the measured step, and the amortized cost of curvature
@@ -89,12 +90,14 @@ def run(config_name: str, repeats: int, probe_size: int | None) -> dict:
     rows = [("measured step (blog+paper)", measured),
             ("one HVP on the probe set (one power iteration)", hvp),
             ("batch sharpness (gradient + HVP, one batch)", sharpness),
-            (f"whole curvature measurement ({iterations} power iterations + sharpness)", whole)]
+            (f"whole curvature measurement ({iterations} power iterations + "
+             f"{train_config.curvature_trace_samples} trace samples + sharpness)", whole)]
     for label, seconds in rows:
         print(f"  {label:<62} {seconds:8.3f} s  = {seconds / measured:6.2f} measured steps")
     print(f"  compile (first HVP call minus a steady one): {max(0.0, hvp_first - hvp):.1f} s")
     summary = {"measured_s": measured, "hvp_s": hvp, "sharpness_s": sharpness,
                "curvature_s": whole, "iterations": iterations,
+               "trace_samples": train_config.curvature_trace_samples,
                "curvature_over_measured": whole / measured}
     if every:
         amortized = whole / every / measured

@@ -74,6 +74,37 @@ def test_curvature_analysis_late_means_intervals_and_paired_ratio():
                in s for s in summary["statements"])
 
 
+def test_the_hessian_trace_is_compared_without_thresholds_and_left_out_when_not_estimated():
+    """Trace columns with values: a third metric with a late interval and the paired ratio
+    against no BN, but no threshold crossings; all NaN (curvature_trace_samples 0): absent,
+    and the summary says it was not estimated."""
+    rng = np.random.default_rng(1)
+    frames = {}
+    for model, level in (("baseline", 400.0), ("candidate", 100.0)):
+        parts = []
+        for seed in (1, 2, 3):
+            part = _curvature_frame(seed, 10 + rng.normal(0, 1, 9), 5 + rng.normal(0, 1, 9))
+            parts.append(part.assign(hessian_trace=level + rng.normal(0, 5, 9)))
+        frames[model] = pd.concat(parts)
+    table, summary = beyond.curvature_analysis(frames, 0.035, 0.9, 0.1)
+    assert set(table["metric"]) == {"lambda_max", "batch_sharpness", "hessian_trace"}
+    assert summary["trace_measured"]
+    entry = summary["models"]["candidate"]["hessian_trace"]
+    assert entry["thresholds"] == {} and entry["n"] == 3
+    assert "ratio 0.2" in entry["vs_baseline"] and "lower for BN" in entry["vs_baseline"]
+    sentence = next(s for s in summary["statements"] if "BN: Hessian trace" in s)
+    assert "threshold" not in sentence and "/eta" not in sentence
+    off = {model: frame.assign(hessian_trace=np.nan) for model, frame in frames.items()}
+    table, summary = beyond.curvature_analysis(off, 0.035, 0.9, 0.1)
+    assert set(table["metric"]) == {"lambda_max", "batch_sharpness"}
+    assert not summary["trace_measured"]
+    from bnstudy.reporting.beyond_report import curvature_section
+
+    section = curvature_section(summary)
+    assert any("not estimated (training.curvature_trace_samples is 0)" in p
+               for p in section.paragraphs)
+
+
 def test_curvature_not_measured_says_so():
     empty = pd.DataFrame(columns=["seed", "step", "lambda_max", "batch_sharpness"])
     table, summary = beyond.curvature_analysis({"baseline": empty, "candidate": empty},

@@ -21,7 +21,9 @@ def test_curvature_benchmark_prints_costs_as_multiples_of_a_measured_step(capsys
     assert summary["iterations"] >= 2
     for key in ("measured_s", "hvp_s", "sharpness_s", "curvature_s"):
         assert summary[key] > 0
-    # a whole measurement is at least its power iterations' HVPs
-    assert summary["curvature_s"] >= 0.5 * summary["iterations"] * summary["hvp_s"]
+    # a whole measurement is at least its power iterations' and trace samples' HVPs
+    assert f"{summary['trace_samples']} trace samples" in printed
+    assert summary["curvature_s"] >= 0.5 * (summary["iterations"] + summary["trace_samples"]) \
+        * summary["hvp_s"]
     assert summary["curvature_over_measured"] == pytest.approx(
         summary["curvature_s"] / summary["measured_s"])

@@ -156,7 +156,12 @@ def shift_table(histograms: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- curvature
 
-CURVATURE_METRICS = ("lambda_max", "batch_sharpness")
+CURVATURE_METRICS = ("lambda_max", "batch_sharpness", "hessian_trace")
+THRESHOLD_METRICS = ("lambda_max", "batch_sharpness")
+"""The quantities set against the stability thresholds (the trace sums every eigenvalue:
+it has none)."""
+CURVATURE_NAMES = {"lambda_max": "top Hessian eigenvalue", "batch_sharpness": "batch sharpness",
+                   "hessian_trace": "Hessian trace (Hutchinson)"}
 
 
 def thresholds(learning_rate: float, momentum: float) -> dict[str, float]:
@@ -188,11 +193,14 @@ def near_threshold(steps: np.ndarray, values: np.ndarray, threshold: float,
 
 
 def curvature_table(curvature: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """``model, seed, step, metric, value`` for lambda_max and batch_sharpness (healthy rows)."""
+    """``model, seed, step, metric, value`` for lambda_max, batch_sharpness and, where it
+    was estimated (any finite value), hessian_trace (healthy rows)."""
     frames = []
     for model, frame in curvature.items():
         rows = frame[~frame["diverged"]] if "diverged" in frame else frame
         for metric in CURVATURE_METRICS:
+            if metric not in rows or not np.isfinite(rows[metric].to_numpy(dtype=float)).any():
+                continue
             frames.append(pd.DataFrame({"model": model, "seed": rows["seed"].to_numpy(),
                                         "step": rows["step"].to_numpy(), "metric": metric,
                                         "value": rows[metric].to_numpy(dtype=float)}))
@@ -209,17 +217,21 @@ def _late_means(rows: pd.DataFrame) -> pd.Series:
 
 def curvature_analysis(curvature: Mapping[str, pd.DataFrame], learning_rate: float,
                        momentum: float, near: float) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Both curvature measures of every model against the three thresholds.
+    """Every model's curvature measures; the top eigenvalue and the batch sharpness against
+    the three thresholds.
 
-    Per model and metric: the mean across seeds (95% t interval) of each seed's mean over
-    the last third of the measurements; per threshold, when the seed-mean curve first comes
-    within ``near`` of it and whether it stays (:func:`near_threshold`); and, for every
-    model but the baseline, the paired ratio of its late mean to the baseline's.
+    Per model and metric (the Hessian trace too, where it was estimated): the mean across
+    seeds (95% t interval) of each seed's mean over the last third of the measurements; for
+    :data:`THRESHOLD_METRICS`, per threshold, when the seed-mean curve first comes within
+    ``near`` of it and whether it stays (:func:`near_threshold`); and, for every model but
+    the baseline, the paired ratio of its late mean to the baseline's.
     """
     table = curvature_table(curvature)
     limits = thresholds(learning_rate, momentum)
     summary: dict[str, Any] = {"thresholds": limits, "near": near, "models": {},
-                               "measured": not table.empty}
+                               "measured": not table.empty,
+                               "trace_measured": bool((table["metric"] == "hessian_trace").any())
+                               if not table.empty else False}
     if table.empty:
         summary["statement"] = ("Curvature was not measured (training.curvature_every is "
                                 "null in this environment).")
@@ -232,7 +244,8 @@ def curvature_analysis(curvature: Mapping[str, pd.DataFrame], learning_rate: flo
                  "late_high": interval.high, "n": interval.n, "per_seed": late.to_dict(),
                  "thresholds": {name: near_threshold(mean_curve.index.to_numpy(),
                                                      mean_curve.to_numpy(), value, near)
-                                for name, value in limits.items()}}
+                                for name, value in limits.items()}
+                 if metric in THRESHOLD_METRICS else {}}
         if model != BASELINE and BASELINE in curvature:
             base = _late_means(table[(table["model"] == BASELINE) & (table["metric"] == metric)])
             seeds = sorted(set(late.index) & set(base.index))
@@ -256,7 +269,7 @@ def threshold_statements(summary: Mapping[str, Any]) -> list[str]:
     sentences = []
     for model, metrics in summary["models"].items():
         for metric, entry in metrics.items():
-            name = "top Hessian eigenvalue" if metric == "lambda_max" else "batch sharpness"
+            name = CURVATURE_NAMES[metric]
             if entry["n"] >= 2:
                 level = f"{entry['late_mean']:.3g} [{entry['late_low']:.3g}, {entry['late_high']:.3g}]"
             elif entry["n"] == 1:
@@ -274,7 +287,8 @@ def threshold_statements(summary: Mapping[str, Any]) -> list[str]:
                                     f"but stays for only {reached['fraction_after']:.0%} of "
                                     "the later measurements"))
             sentence = (f"{MODEL_WORDS.get(model, model)}: {name} {level} over the last third "
-                        f"of training across {entry['n']} seeds; " + "; ".join(parts) + ".")
+                        f"of training across {entry['n']} seeds"
+                        + ("; " + "; ".join(parts) if parts else "") + ".")
             if "vs_baseline" in entry:
                 sentence += f" Against no BN: {entry['vs_baseline']}."
             sentences.append(sentence)

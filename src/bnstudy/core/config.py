@@ -192,6 +192,10 @@ class TrainConfig:
     curvature_max_iters: described(PositiveInt, (
         "Power iterations at most (a measurement that has not met curvature_rtol by then is "
         "marked unconverged).")) = 100
+    curvature_trace_samples: described(Annotated[Int, Field(ge=0)], (
+        "Rademacher vectors of Hutchinson's estimate of the trace of the probe-set Hessian at "
+        "each curvature measurement (one Hessian-vector product each; its standard error is "
+        "recorded too). 0: no trace.")) = 0
     curvature_group: described(PositiveInt, (
         "Probe-set batches vmapped into one Hessian-vector-product program (memory against "
         "dispatches).")) = 8

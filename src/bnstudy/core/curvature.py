@@ -9,6 +9,9 @@ Two quantities, set against the stability thresholds of SGD with momentum by the
   training), so it is the loss that SGD descends, averaged over a fixed set of batches.
 - ``batch_sharpness``: ``g^T H_B g / ||g||^2`` on the step's own mini-batch B, with g its
   gradient (Andreyev & Beneventano, 2024): one HVP.
+- ``hessian_trace`` (when ``curvature_trace_samples`` > 0): the trace of the same probe-set
+  Hessian by Hutchinson's estimator, the mean of ``v^T H v`` over Rademacher vectors v, with
+  its standard error ``hessian_trace_se``: one HVP per sample.
 
 An HVP is forward-over-reverse, ``jax.jvp(jax.grad(loss), (W,), (v,))``; the power
 iteration runs on the host, one compiled HVP program per group of probe batches, so it needs
@@ -37,8 +40,13 @@ PROBE_SET_KEY = 0x5EED
 ``permutation(key(PROBE_SET_KEY), N)``: the same examples for every seed and model."""
 
 CURVATURE_FIELDS = ("lambda_max", "power_iterations", "converged", "probe_loss",
-                    "batch_sharpness", "batch_loss", "batch_grad_norm")
+                    "batch_sharpness", "batch_loss", "batch_grad_norm", "hessian_trace",
+                    "hessian_trace_se")
 """The values of one curvature measurement of one seed."""
+
+TRACE_KEY_TAG = 1
+"""Hutchinson's vectors at step t come from ``fold_in(fold_in(data_key, t), TRACE_KEY_TAG)``;
+the power iteration starts from ``fold_in(data_key, t)``: independent draws."""
 
 
 def hessian_vector_product(loss: Callable[[Any], jax.Array], params, vector):
@@ -87,6 +95,44 @@ def power_iteration(matvec: Callable[[Any], Any], start, *, rtol: float,
             return PowerIteration(eigenvalue, vector, iteration, True)
         previous = eigenvalue
     return PowerIteration(eigenvalue, vector, max_iters, False)
+
+
+@dataclasses.dataclass(frozen=True)
+class HutchinsonTrace:
+    """Result of :func:`hutchinson_trace`.
+
+    Attributes:
+        estimate: the mean of ``v^T A v`` over the samples.
+        stderr: its standard error, ``std(ddof=1) / sqrt(samples)`` (NaN for one sample).
+        samples: Rademacher vectors used.
+    """
+
+    estimate: float
+    stderr: float
+    samples: int
+
+
+def hutchinson_trace(matvec: Callable[[Any], Any], like, key: jax.Array, *,
+                     samples: int) -> HutchinsonTrace:
+    """tr(A) of a symmetric linear map given as ``matvec`` on pytrees shaped like ``like``.
+
+    Hutchinson's estimator: for v with independent Rademacher (+-1) entries, E[v^T A v] =
+    tr(A) and Var[v^T A v] = 2 sum_{i != j} A_ij^2 (exact for a diagonal A). The mean over
+    ``samples`` draws from ``key`` is returned with its standard error.
+    """
+    if samples < 1:
+        raise ValueError(f"hutchinson_trace needs at least one sample, got {samples}")
+    leaves, treedef = jax.tree.flatten(like)
+    quadratic = []
+    for sample_key in jax.random.split(key, samples):
+        keys = jax.random.split(sample_key, len(leaves))
+        vector = jax.tree.unflatten(treedef, [
+            jax.random.rademacher(k, leaf.shape, leaf.dtype)
+            for k, leaf in zip(keys, leaves, strict=True)])
+        quadratic.append(float(otu.tree_vdot(vector, matvec(vector))))
+    values = np.asarray(quadratic)
+    stderr = float(values.std(ddof=1) / np.sqrt(samples)) if samples > 1 else float("nan")
+    return HutchinsonTrace(float(values.mean()), stderr, samples)
 
 
 def probe_group_hvp(spec: Spec, params, batch_stats, vector, x_group: jax.Array,
@@ -182,13 +228,17 @@ def measure_curvature(spec: Spec, config: TrainConfig, states: TrainState,
         start = _normal_like(start_key, state.params)
         top = power_iteration(matvec, start, rtol=config.curvature_rtol,
                               max_iters=config.curvature_max_iters)
+        trace = (hutchinson_trace(matvec, state.params, jax.random.fold_in(start_key, TRACE_KEY_TAG),
+                                  samples=config.curvature_trace_samples)
+                 if config.curvature_trace_samples else HutchinsonTrace(float("nan"), float("nan"), 0))
         x, y = batch_of(spec, data["x"], data["y"], data["orders"][index], jnp.int32(step))
         sharpness, loss, grad_norm = call("batch_sharpness", batch_sharpness, spec,
                                           state.params, state.batch_stats, x, y)
         results.append({"lambda_max": top.eigenvalue, "power_iterations": top.iterations,
                         "converged": float(top.converged), "probe_loss": losses[0],
                         "batch_sharpness": float(sharpness), "batch_loss": float(loss),
-                        "batch_grad_norm": float(grad_norm)})
+                        "batch_grad_norm": float(grad_norm), "hessian_trace": trace.estimate,
+                        "hessian_trace_se": trace.stderr})
     return results
 
 

@@ -39,7 +39,8 @@ from bnstudy.core.state import TrainState, make_optimizer
 
 # Curvature settings that act on the host only (cadence, stopping rule): programs never
 # depend on them, so they are reset to their defaults in a Spec.
-CURVATURE_HOST_FIELDS = ("curvature_every", "curvature_rtol", "curvature_max_iters")
+CURVATURE_HOST_FIELDS = ("curvature_every", "curvature_rtol", "curvature_max_iters",
+                         "curvature_trace_samples")
 
 
 @dataclasses.dataclass(frozen=True)

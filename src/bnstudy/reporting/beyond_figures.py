@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 from matplotlib.figure import Figure
 
+from bnstudy.analysis.beyond import THRESHOLD_METRICS
 from bnstudy.reporting.plotting import (
     VARIANT_LABELS,
     draw_seed_mean,
@@ -29,18 +30,22 @@ def _models(table: pd.DataFrame) -> list[str]:
 @styled
 def curvature_figure(table: pd.DataFrame, thresholds: Mapping[str, float]) -> Figure:
     """Top Hessian eigenvalue (probe set) and batch sharpness (the step's batch) against
-    the step, per model (seed mean and 95% band, log axis), with the three thresholds."""
-    figure, axes = new_figure(1, 2, 14, 4.8)
+    the step, per model (seed mean and 95% band, log axis), with the three thresholds; and
+    Hutchinson's Hessian trace (probe set) when the table has it."""
     panels = [("lambda_max", "Top Hessian eigenvalue (probe set, train-mode BN)"),
               ("batch_sharpness", "Batch sharpness g'H_B g / |g|^2 (step's batch)")]
+    if "metric" in table and (table["metric"] == "hessian_trace").any():
+        panels.append(("hessian_trace", "Hessian trace (Hutchinson, probe set)"))
+    figure, axes = new_figure(1, len(panels), 7 * len(panels), 4.8)
     for ax, (metric, title) in zip(axes[0], panels, strict=True):
         for model in _models(table):
             rows = metric_rows(table, metric, model=model)
             draw_seed_mean(ax, rows[rows["value"] > 0], model, log=True,
                            marker="o", markersize=3)
-        for name, value in thresholds.items():
-            ax.axhline(value, color="black", linestyle=THRESHOLD_STYLES[name], linewidth=0.9,
-                       label=f"{name} = {value:.1f}")
+        if metric in THRESHOLD_METRICS:
+            for name, value in thresholds.items():
+                ax.axhline(value, color="black", linestyle=THRESHOLD_STYLES[name], linewidth=0.9,
+                           label=f"{name} = {value:.1f}")
         ax.set(title=title, xlabel="Step", ylabel=metric.replace("_", " "), yscale="log")
     axes[0, 1].legend(fontsize=8)
     return figure

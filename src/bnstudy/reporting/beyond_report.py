@@ -101,7 +101,7 @@ def curvature_section(curvature: Mapping[str, Any]) -> Section:
                 f"{name}: " + ("never" if found["first_step"] is None else
                                f"step {found['first_step']}" + (" (stays)" if found["stays"] else
                                                                 f" ({found['fraction_after']:.0%} after)"))
-                for name, found in entry["thresholds"].items())
+                for name, found in entry["thresholds"].items()) or "no threshold (a sum of eigenvalues)"
             level = _level(entry)
             rows.append([MODEL_WORDS.get(model, model), metric.replace("_", " "), level, reached])
     return Section(
@@ -112,7 +112,12 @@ def curvature_section(curvature: Mapping[str, Any]) -> Section:
             "g^T H_B g / ||g||^2 on the step's own batch (Andreyev & Beneventano, 2024). "
             f"Thresholds at the run's learning rate and momentum: {limits} (Cohen et al. 2021: "
             "2/eta; with momentum beta, plateaus near 2(1-beta)/eta at small batch and "
-            f"2(1+beta)/eta at large batch). 'Within' means within {curvature['near']:.0%}."],
+            f"2(1+beta)/eta at large batch). 'Within' means within {curvature['near']:.0%}.",
+            ("Hessian trace: Hutchinson's estimate on the same probe set, the mean of v^T H v "
+             "over Rademacher vectors v (each measurement's standard error is in "
+             "curvature_trace); it sums every eigenvalue, so it has no stability threshold."
+             if curvature.get("trace_measured") else
+             "Hessian trace: not estimated (training.curvature_trace_samples is 0).")],
         bullets=list(curvature["statements"]), figures=["curvature"],
         tables=[("Late curvature and threshold crossings",
                  Table(["model", "quantity", "last third: mean [95% CI]",
@@ -137,7 +142,8 @@ def build_beyond_report(comparisons: Mapping[str, Any], curvature: Mapping[str, 
         "normalizations": "Training loss (moving average) and test accuracy of every model. "
                           + BAND_METHOD,
         "curvature": "Top Hessian eigenvalue and batch sharpness against the step, with the "
-                     "thresholds 2/eta, 2(1-beta)/eta and 2(1+beta)/eta. " + BAND_METHOD,
+                     "thresholds 2/eta, 2(1-beta)/eta and 2(1+beta)/eta, and Hutchinson's "
+                     "estimate of the Hessian trace where it was measured. " + BAND_METHOD,
     }
     caveats = words.seed_caveats(seeds)
     if len(seeds) >= 2:

@@ -258,12 +258,14 @@ def init_distance_table(result: TrainingResult) -> pd.DataFrame:
 
 
 CURVATURE_COLUMNS = ("step", "lambda_max", "power_iterations", "converged", "probe_loss",
-                     "batch_sharpness", "batch_loss", "batch_grad_norm")
+                     "batch_sharpness", "batch_loss", "batch_grad_norm", "hessian_trace",
+                     "hessian_trace_se")
 
 
 def curvature_trace(result: TrainingResult) -> pd.DataFrame:
     """``step, lambda_max, power_iterations, converged, probe_loss, batch_sharpness,
-    batch_loss, batch_grad_norm``: one row per curvature measurement (none when
+    batch_loss, batch_grad_norm, hessian_trace, hessian_trace_se`` (NaN when
+    ``training.curvature_trace_samples`` is 0): one row per curvature measurement (none when
     ``training.curvature_every`` is null). A seed that had diverged before a measurement
     has NaN values there and a missing (``<NA>``) iteration count and convergence flag:
     nullable ``Int64`` and ``boolean`` columns, never a made-up count or flag."""
