@@ -57,6 +57,8 @@ def test_every_model_has_a_curvature_trace_and_each_variant_its_own_normalizatio
             1: [0, 10], 2: [0, 10], 1337: [0, 10]}
         assert np.isfinite(trace["lambda_max"]).all() and np.isfinite(trace["batch_sharpness"]).all()
         assert (trace["power_iterations"] >= 2).all()
+        # Hutchinson's trace with 4 Rademacher vectors (conf/test): an estimate and its error
+        assert np.isfinite(trace["hessian_trace"]).all() and (trace["hessian_trace_se"] > 0).all()
     normalizations = {model: _json(beyond, f"data/07_model_output/{model}/run_record.json")
                       ["model_config"]["normalization"] for model in VARIANTS}
     assert normalizations == {"candidate_noisy": "batch_noisy", "candidate_l1": "l1",
@@ -79,7 +81,9 @@ def test_report_states_the_noise_answer_the_lp_table_and_the_threshold_statement
     # thresholds at lr 0.035 and momentum 0.9, and a statement per model and quantity
     assert [round(v, 1) for v in curvature["thresholds"].values()] == [57.1, 5.7, 108.6]
     assert "2/eta = 57.1, 2(1-beta)/eta = 5.7, 2(1+beta)/eta = 108.6" in markdown
-    assert len(curvature["statements"]) == 2 * len(MODELS)
+    # per model: the top eigenvalue, the batch sharpness and the Hessian trace
+    assert len(curvature["statements"]) == 3 * len(MODELS) and curvature["trace_measured"]
+    assert sum("Hessian trace (Hutchinson)" in s for s in curvature["statements"]) == len(MODELS)
     for statement in curvature["statements"]:
         assert statement in markdown
     for figure in ("noisy_shift", "normalizations", "curvature"):
@@ -101,5 +105,7 @@ def test_mlflow_variant_runs_log_curvature(beyond):
         (run,) = by_name[variant]
         history = client.get_metric_history(run.info.run_id, "curvature/lambda_max")
         assert [m.step for m in history] == [0, 10]
+        trace = client.get_metric_history(run.info.run_id, "curvature/hessian_trace")
+        assert [m.step for m in trace] == [0, 10]
         parent = client.get_run(run.data.tags["mlflow.parentRunId"])
         assert "beyond.candidate_noisy/test_accuracy_vs_baseline" in parent.data.metrics
