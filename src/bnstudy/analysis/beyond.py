@@ -230,8 +230,7 @@ def curvature_analysis(curvature: Mapping[str, pd.DataFrame], learning_rate: flo
     limits = thresholds(learning_rate, momentum)
     summary: dict[str, Any] = {"thresholds": limits, "near": near, "models": {},
                                "measured": not table.empty,
-                               "trace_measured": bool((table["metric"] == "hessian_trace").any())
-                               if not table.empty else False}
+                               "trace_measured": bool((table["metric"] == "hessian_trace").any())}
     if table.empty:
         summary["statement"] = ("Curvature was not measured (training.curvature_every is "
                                 "null in this environment).")
@@ -262,6 +261,15 @@ def curvature_analysis(curvature: Mapping[str, pd.DataFrame], learning_rate: flo
     return table, summary
 
 
+def late_level(entry: Mapping[str, Any]) -> str:
+    """``mean [low, high]`` of a late curvature across seeds, or what is missing."""
+    if not entry["n"]:
+        return "not measured (no healthy seed)"
+    if entry["n"] < 2:
+        return f"{entry['late_mean']:.3g} (one seed: no interval)"
+    return f"{entry['late_mean']:.3g} [{entry['late_low']:.3g}, {entry['late_high']:.3g}]"
+
+
 def threshold_statements(summary: Mapping[str, Any]) -> list[str]:
     """One sentence per model and metric: its late level with its interval, and when it came
     within ``near`` of each threshold and whether it stayed."""
@@ -269,13 +277,7 @@ def threshold_statements(summary: Mapping[str, Any]) -> list[str]:
     sentences = []
     for model, metrics in summary["models"].items():
         for metric, entry in metrics.items():
-            name = CURVATURE_NAMES[metric]
-            if entry["n"] >= 2:
-                level = f"{entry['late_mean']:.3g} [{entry['late_low']:.3g}, {entry['late_high']:.3g}]"
-            elif entry["n"] == 1:
-                level = f"{entry['late_mean']:.3g} (one seed: no interval)"
-            else:
-                level = "not measured (no healthy seed)"
+            name, level = CURVATURE_NAMES[metric], late_level(entry)
             parts = []
             for threshold, reached in entry["thresholds"].items():
                 if reached["first_step"] is None:

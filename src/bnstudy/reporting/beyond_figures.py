@@ -34,7 +34,7 @@ def curvature_figure(table: pd.DataFrame, thresholds: Mapping[str, float]) -> Fi
     Hutchinson's Hessian trace (probe set) when the table has it."""
     panels = [("lambda_max", "Top Hessian eigenvalue (probe set, train-mode BN)"),
               ("batch_sharpness", "Batch sharpness g'H_B g / |g|^2 (step's batch)")]
-    if "metric" in table and (table["metric"] == "hessian_trace").any():
+    if (table["metric"] == "hessian_trace").any():
         panels.append(("hessian_trace", "Hessian trace (Hutchinson, probe set)"))
     figure, axes = new_figure(1, len(panels), 7 * len(panels), 4.8)
     for ax, (metric, title) in zip(axes[0], panels, strict=True):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bnstudy.analysis.beyond import MODEL_WORDS
+from bnstudy.analysis.beyond import MODEL_WORDS, late_level
 from bnstudy.reporting import conclusions as words
 from bnstudy.reporting.document import Report, Section, Table
 from bnstudy.reporting.plotting import BAND_METHOD
@@ -80,15 +80,6 @@ def lp_section(comparisons: Mapping[str, Any]) -> tuple[Section, list[Section]]:
     return section, against_bn
 
 
-def _level(entry: Mapping[str, Any]) -> str:
-    """``mean [low, high]`` of a late curvature, or what is missing."""
-    if not entry["n"]:
-        return "not measured (no healthy seed)"
-    if entry["n"] < 2:
-        return f"{entry['late_mean']:.3g} (one seed: no interval)"
-    return f"{entry['late_mean']:.3g} [{entry['late_low']:.3g}, {entry['late_high']:.3g}]"
-
-
 def curvature_section(curvature: Mapping[str, Any]) -> Section:
     if not curvature.get("measured"):
         return Section("Curvature against the stability thresholds",
@@ -102,7 +93,7 @@ def curvature_section(curvature: Mapping[str, Any]) -> Section:
                                f"step {found['first_step']}" + (" (stays)" if found["stays"] else
                                                                 f" ({found['fraction_after']:.0%} after)"))
                 for name, found in entry["thresholds"].items()) or "no threshold (a sum of eigenvalues)"
-            level = _level(entry)
+            level = late_level(entry)
             rows.append([MODEL_WORDS.get(model, model), metric.replace("_", " "), level, reached])
     return Section(
         "Curvature against the stability thresholds",

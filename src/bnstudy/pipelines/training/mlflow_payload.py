@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bnstudy.analysis.beyond import CURVATURE_METRICS
 from bnstudy.analysis.divergence import diverged_at, healthy, record_divergence
 from bnstudy.datasets.npz_dataset import flatten_tree, npz_bytes
 
@@ -49,7 +50,8 @@ def model_run_payload(
     the healthy seeds), per preset ``<preset>/loss_range``, ``<preset>/grad_pred_max``,
     ``<preset>/beta_smoothness``, ``<preset>/ics_l2/<layer>``, ``<preset>/ics_cosine/<layer>``,
     with curvature ``curvature/lambda_max``, ``curvature/batch_sharpness`` and
-    ``curvature/hessian_trace`` (every measurement; the trace when it was estimated), and per seed ``seed_<k>/train_loss``, ``seed_<k>/test_accuracy``. Final scalars:
+    ``curvature/hessian_trace`` (every measurement; the trace when it was estimated), and per
+    seed ``seed_<k>/train_loss``, ``seed_<k>/test_accuracy``. Final scalars:
     ``final_*`` (headline), ``seed_<k>/final_test_accuracy``, ``run/*``. Artifacts:
     ``initial_state.npz``, ``final_state.npz``, ``run_record.json``.
     """
@@ -64,7 +66,7 @@ def model_run_payload(
     history.update(_seed_histories(training_trace, eval_trace, stride))
     if curvature_trace is not None and not curvature_trace.empty:
         curvature = healthy(curvature_trace, bad)
-        for column in ("lambda_max", "batch_sharpness", "hessian_trace"):
+        for column in CURVATURE_METRICS:
             mean = curvature.groupby("step", sort=True)[column].mean().dropna()
             if mean.empty:  # the trace when training.curvature_trace_samples is 0
                 continue
