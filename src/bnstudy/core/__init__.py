@@ -20,9 +20,6 @@ from bnstudy.core.measurements import (
     activation_statistics,
     compare_gradients,
     distance_from_init,
-    gradient_ics,
-    ics_gradients,
-    model_probe,
     probe_gradient_direction,
 )
 from bnstudy.core.models import (
@@ -50,7 +47,6 @@ __all__ = [
     "VGG", "Computation", "MeasurementConfig", "MeasurementPlan", "ModelConfig", "PureModel",
     "Spec", "TrainConfig", "TrainState", "TrainingResult", "activation_statistics",
     "batched_for_eval", "compare_gradients", "count_parameters", "cross_entropy",
-    "distance_from_init", "epoch_permutations", "gradient_ics", "ics_gradients",
-    "init_state", "init_states", "layer_names", "leaf_paths", "model_probe",
-    "probe_gradient_direction", "train", "train_seeds", "train_step",
+    "distance_from_init", "epoch_permutations", "init_state", "init_states", "layer_names",
+    "leaf_paths", "probe_gradient_direction", "train", "train_seeds", "train_step",
 ]

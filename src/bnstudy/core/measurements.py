@@ -28,34 +28,11 @@ def global_norm(tree: Any) -> jax.Array:
 # --------------------------------------------------------------------------------------------
 
 
-def ics_layer_inputs(model: PureModel, params_t1: Params, batch_stats: BatchStats,
-                     x: jax.Array, *, train: bool) -> dict[str, jax.Array]:
-    """The input of every layer in the forward pass at W_{t+1} (the "prefix" of G'_i).
-
-    Layer i's input depends only on the layers below i, so this one pass provides the
-    (W_{t+1} below i) part of every G'_i.
-    """
-    return model.apply(params_t1, batch_stats, x, train=train).layer_inputs
-
-
-def ics_layer_gradient(model: PureModel, params_t: Params, batch_stats: BatchStats,
-                       layer_input: jax.Array, y: jax.Array, index: int, *,
-                       train: bool) -> Params:
-    """G'_i: layer ``index``'s gradient of the loss of layers index..end at W_t on
-    ``layer_input`` (forward and backward of those layers only, nothing below)."""
-    name = model.layer_names[index]
-
-    def suffix_loss(layer_params):
-        params = {**params_t, name: layer_params}
-        return model.loss(params, batch_stats, layer_input, y, train=train, start=index)[0]
-
-    return jax.grad(suffix_loss)(params_t[name])
-
-
-# The same G'_i, one layer at a time: programs of one layer each compile once and are chained
-# on the host (XLA:CPU compiles thirteen whole suffixes far slower). A layer is split into its
-# linear map z = A(x) and the rest r(z) (normalization, ReLU, pool); the forward pass keeps
-# (x, z) of every layer, so the backward passes recompute only the cheap elementwise rest.
+# G'_i, layer i's gradient at (W_{t+1} below i, W_t from i on), is built one layer at a time
+# by bnstudy.core.step.gradient_ics_by_layers: programs of one layer each compile once and are
+# chained on the host (XLA:CPU compiles thirteen whole suffixes far slower). A layer is split
+# into its linear map z = A(x) and the rest r(z) (normalization, ReLU, pool); the forward pass
+# keeps (x, z) of every layer, so the backward passes recompute only the cheap elementwise rest.
 
 
 def layer_forward(model: PureModel, params: Params, batch_stats: BatchStats, index: int,
@@ -102,32 +79,6 @@ def layer_param_gradient(model: PureModel, params: Params, batch_stats: BatchSta
     return jax.tree.map(jnp.add, grads_rest, linear_vjp(cotangent_z)[0])
 
 
-def ics_gradients(model: PureModel, params_t: Params, params_t1: Params,
-                  batch_stats: BatchStats, x: jax.Array, y: jax.Array, *,
-                  train: bool) -> dict[str, Params]:
-    """G'_i for every layer i: layer i's gradient at (W_{t+1} below i, W_t from i on).
-
-    Layers below i only set the input of layer i, so they run once, as one forward pass at
-    W_{t+1} (:func:`ics_layer_inputs`); each G'_i then needs the forward and backward pass
-    of layers i..end only, and only layer i is differentiated (no backward pass below it,
-    no parameter gradients of layers > i; :func:`ics_layer_gradient`).
-
-    Args:
-        model: the network.
-        params_t, params_t1: W_t and W_{t+1} (the real optimizer update).
-        batch_stats: running statistics used when ``train`` is False (S_t).
-        x, y: the step's batch [B, H, W, C] and labels [B].
-        train: BN with batch statistics (``True``) or with ``batch_stats`` (``False``).
-
-    Returns:
-        {layer: G'_layer}, each with the structure of ``params_t[layer]``.
-    """
-    layer_inputs = ics_layer_inputs(model, params_t1, batch_stats, x, train=train)
-    return {name: ics_layer_gradient(model, params_t, batch_stats, layer_inputs[name], y, index,
-                                     train=train)
-            for index, name in enumerate(model.layer_names)}
-
-
 class GradientComparison(NamedTuple):
     """||G - G'|| and cos(G, G') per leaf and per layer."""
 
@@ -166,17 +117,6 @@ def compare_gradients(grads: Params, grads_prime: Params,
         l2_layer=jnp.sqrt(membership @ diff_sq),
         cosine_layer=_safe_cosine(membership @ dot, membership @ norm_g, membership @ norm_gp),
     )
-
-
-def gradient_ics(model: PureModel, params_t: Params, params_t1: Params,
-                 batch_stats: BatchStats, grads: Params, x: jax.Array, y: jax.Array, *,
-                 train: bool) -> GradientComparison:
-    """ICS_i = ||G_i - G'_i|| and cos(G_i, G'_i) for every layer (and every leaf).
-
-    ``grads`` is g_t, the train-mode gradient at W_t whose layer parts are the G_i.
-    """
-    g_prime = ics_gradients(model, params_t, params_t1, batch_stats, x, y, train=train)
-    return compare_gradients(grads, g_prime, model.layer_names)
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,19 +189,6 @@ def model_loss_and_grad(model: PureModel, batch_stats: BatchStats, x: jax.Array,
             lambda p: model.loss(p, batch_stats, x, y, train=train)[0])(params)
 
     return loss_and_grad
-
-
-def model_probe(model: PureModel, w_start: Params, batch_stats: BatchStats, grads: Params,
-                x: jax.Array, y: jax.Array, *, train: bool, learning_rate: float,
-                s_values: jax.Array, vectorize: bool = True) -> ProbeResult:
-    """:func:`probe_gradient_direction` for the network on one batch.
-
-    ``train``: BN with batch statistics (running statistics untouched); otherwise BN with
-    ``batch_stats`` (the running statistics of the start point).
-    """
-    return probe_gradient_direction(model_loss_and_grad(model, batch_stats, x, y, train=train),
-                                    w_start, grads, learning_rate, s_values,
-                                    vectorize=vectorize)
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,18 +268,10 @@ def layer_activation_statistics(pre_activations: dict[str, jax.Array], edges: ja
     return {layer: activation_statistics(pre_activations[layer], edges) for layer in layers}
 
 
-def train_loss_and_grad(model: PureModel, params: Params, batch_stats: BatchStats,
-                        x: jax.Array, y: jax.Array):
-    """Train-mode loss, forward pass and gradient g_t at W_t (the step's own computation)."""
-    return jax.value_and_grad(
-        lambda p: model.loss(p, batch_stats, x, y, train=True), has_aux=True)(params)
-
-
 __all__ = [
     "QUANTILE_LEVELS", "GradientComparison", "ProbeResult", "activation_statistics",
     "compare_gradients", "cross_entropy", "distance_from_init", "global_norm",
-    "gradient_ics", "histogram_edges", "ics_gradients", "ics_layer_gradient",
-    "ics_layer_inputs", "layer_activation_statistics", "layer_forward", "layer_input_cotangent",
-    "layer_param_gradient", "loss_cotangent", "model_loss_and_grad", "model_probe",
-    "probe_gradient_direction", "probe_point", "summarize_probes", "train_loss_and_grad",
+    "histogram_edges", "layer_activation_statistics", "layer_forward", "layer_input_cotangent",
+    "layer_param_gradient", "loss_cotangent", "model_loss_and_grad", "probe_gradient_direction",
+    "probe_point", "summarize_probes",
 ]

@@ -66,12 +66,6 @@ def lowered(fn: Callable, spec: Spec, args: tuple, *,
         return jax.jit(bound, donate_argnums=donate).lower(*args)
 
 
-def clear_cache() -> None:
-    """Drop every cached executable (tests use it to count compilations afresh)."""
-    with _LOCK:
-        _CACHE.clear()
-
-
 def call(name: str, fn: Callable, spec: Spec, *args, donate: tuple[int, ...] = (), **static):
     """Compile (once) and run ``fn(spec, *args, **static)``."""
     return compiled(name, fn, spec, args, static=tuple(sorted(static.items())),
