@@ -3,6 +3,10 @@
 Read from the archive itself, from a zip of it, or from the extracted folder
 (``cifar-10-batches-py/``). Every malformed input, whatever the library would have raised,
 ends in a :class:`Cifar10FormatError` naming the file, the member and what was expected.
+
+The batches are pickles, and unpickling runs whatever callables a file names; with
+``md5: null`` or a mirror's md5 nothing vouches for the file, so they are read with
+:class:`_BatchUnpickler`, which resolves only the few globals the official batches name.
 """
 
 from __future__ import annotations
@@ -131,9 +135,72 @@ def reject_image_folder(path: str | Path) -> None:
         raise Cifar10FormatError(_wrong_format(path))
 
 
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A pickle names a global outside :data:`_ADMITTED_GLOBALS`; nothing of it was run."""
+
+    def __init__(self, module: str, name: str) -> None:
+        super().__init__(f"{module}.{name}")
+        self.qualified_name = f"{module}.{name}"
+
+
+class _Latin1Bytes:
+    """``_codecs.encode`` as Python 3 pickles ``bytes`` at protocol 2 (always latin1).
+
+    An instance without attributes, so a pickle's BUILD opcode cannot change it (it could
+    set a plain function's ``__defaults__``, for every later load).
+    """
+
+    __slots__ = ()
+
+    def __call__(self, text: str, encoding: str) -> bytes:
+        if encoding != "latin1":
+            raise _RefusedGlobal("_codecs", f"encode with encoding {encoding!r}")
+        return text.encode("latin1")
+
+
+_LATIN1_BYTES = _Latin1Bytes()
+
+
+# The globals a batch may name, as the pickle spells them (before Python 2 names are mapped).
+# The official batches (Python 2, protocol 2) name numpy 1's array reconstruction;
+# numpy >= 2 writes the same function under numpy._core; Python 3 at protocol 2, as
+# write_python_archive pickles, writes bytes as _codecs.encode(text, "latin1") and empty
+# bytes as bytes(). Dicts, lists, str, int, float, bool and None are opcodes, never globals.
+_ADMITTED_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+    ("__builtin__", "bytes"),
+    ("builtins", "bytes"),
+})
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles the official batches and refuses any other global before resolving it."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in _ADMITTED_GLOBALS:
+            raise _RefusedGlobal(module, name)
+        if (module, name) == ("_codecs", "encode"):
+            return _LATIN1_BYTES
+        return super().find_class(module, name)
+
+
 def _unpickle(raw: bytes, path: Path, member: str) -> dict:
     try:
-        payload = pickle.loads(raw, encoding="bytes")  # noqa: S301 - the official format is pickle
+        payload = _BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except _RefusedGlobal as refused:
+        raise Cifar10FormatError(
+            f"{path}: member {member} refers to {refused.qualified_name}, which the official "
+            "CIFAR-10 batches never do (they hold only dicts, lists, bytes, ints and numpy uint8 "
+            "arrays); refused before anything it names is called, since unpickling it could "
+            "run code chosen by whoever made the file. This is not the official "
+            "cifar-10-python.tar.gz: use the official archive (data_ingestion.source=download), "
+            "or check a local copy with data_ingestion.md5 set to the official md5 (the default "
+            "in conf/base/parameters_data_ingestion.yml)."
+        ) from None
     except Exception as error:  # noqa: BLE001 - any failure means a corrupt member
         raise Cifar10FormatError(
             f"{path}: member {member} is not a readable pickle ({type(error).__name__}: {error})"
