@@ -5,6 +5,8 @@ every seed of ``--seeds`` on one stacked state (on a GPU the scan loop, vmapped 
 seed axis; on a CPU the host loop, seed after seed), both measurement protocols. Every
 default is the study's own, read from ``conf/base/globals.yml`` (``--env`` merges
 ``conf/<env>/globals.yml`` over it, as Kedro does); the flags override single settings.
+"Paper scale" is the size (full width, all of CIFAR-10, 39 epochs); the optimizer is the
+study's, the blog's (SGD, momentum 0.9, lr 0.035), not the paper's plain SGD at lr 0.1.
 The device machine has JAX, Flax (hence PyYAML) and NumPy/Pillow but not Kedro::
 
     python benchmarks/paper_run.py --data .data/cifar10-jpeg.tar.gz --seeds 0 1 2 \\

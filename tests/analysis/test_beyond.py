@@ -11,7 +11,8 @@ from scipy import stats
 from bnstudy.analysis import beyond
 
 
-def test_thresholds_at_the_paper_settings():
+def test_thresholds_at_the_blog_optimizer():
+    """lr 0.035, momentum 0.9: the blog's optimizer (the study's default), not the paper's."""
     limits = beyond.thresholds(0.035, 0.9)
     np.testing.assert_allclose(limits["2/eta"], 2 / 0.035, rtol=1e-12)
     np.testing.assert_allclose(limits["2(1-beta)/eta"], 0.2 / 0.035, rtol=1e-12)

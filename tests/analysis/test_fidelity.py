@@ -113,7 +113,36 @@ def test_fidelity_table_rows_and_verdicts():
     assert rows["init"]["agrees"] == "yes"  # candidate closer to its initialization
     assert rows["shift"]["agrees"] == "no"  # candidate shift half the baseline's
     for row in rows.values():
-        assert {"claim", "paper", "blog", "this_run", "agrees", "n_seeds"} <= set(row)
+        assert {"claim", "paper", "blog", "protocol", "this_run", "agrees", "n_seeds"} <= set(row)
+    # the probe and ICS claims are read in the paper's measurement protocol (measured here)
+    assert [rows[k]["protocol"] for k in ("ics", "landscape", "predictive", "beta")] == ["paper protocol"] * 4
+    assert rows["shift"]["protocol"] == "activation snapshots (no protocol)"
+    assert rows["init"]["protocol"] == "final conv kernels (no protocol)"
+
+
+def test_without_the_paper_protocol_the_claims_are_read_in_the_first_one():
+    t = _traces([1, 2, 3])
+    for frames in (t["smoothness"], t["ics"]):
+        for model, frame in frames.items():
+            frames[model] = frame.assign(preset="blog")
+    summary = fidelity.compare_models(t["training"], t["evals"], t["smoothness"], t["ics"],
+                                      t["histograms"], t["init"], smoothing_fraction=0.01)
+    rows = {row["key"]: row for row in fidelity.fidelity_table(summary)}
+    assert rows["landscape"]["measure"] == "blog/loss_range"
+    assert rows["landscape"]["protocol"] == "blog protocol"
+
+
+@pytest.mark.parametrize(("learning_rate", "momentum", "nesterov", "label"), [
+    (0.1, 0.0, False, "paper optimizer (plain SGD, lr 0.1)"),  # Santurkar et al.
+    (0.1, 0.0, True, "paper optimizer (plain SGD, lr 0.1)"),  # Nesterov without momentum is plain
+    (0.035, 0.9, False, "blog optimizer (SGD m=0.9, lr 0.035)"),
+    (0.035, 0.9, True, "SGD, Nesterov momentum 0.9, lr 0.035"),
+    (0.1, 0.9, False, "SGD, momentum 0.9, lr 0.1"),  # the paper's lr with the blog's momentum
+    (0.035, 0.0, False, "SGD, momentum 0, lr 0.035"),
+    (0.05, 0.5, False, "SGD, momentum 0.5, lr 0.05"),
+])
+def test_optimizer_label_names_whose_optimizer_it_is(learning_rate, momentum, nesterov, label):
+    assert fidelity.optimizer_label(learning_rate, momentum, nesterov) == label
 
 
 def test_one_seed_is_never_a_verdict():

@@ -8,7 +8,9 @@ import pytest
 from bnstudy.core import PRESETS, MeasurementConfig, ModelConfig, TrainConfig
 
 
-def test_defaults_are_the_paper_configuration():
+def test_defaults_are_the_paper_network_with_the_blog_optimizer():
+    """The paper's VGG at paper scale, trained with the blog's optimizer (SGD, momentum 0.9,
+    lr 0.035), not the paper's (plain SGD, lr 0.1)."""
     model, run = ModelConfig(), TrainConfig()
     assert model.conv_features == (64, 64, 128, 128, 256, 256, 512, 512, 512, 512)
     assert model.pool_after == (1, 3, 5, 7, 9)

@@ -187,7 +187,8 @@ def test_batch_sharpness_equals_the_dense_quadratic_form(normalization):
         np.testing.assert_allclose(grad_norm, np.linalg.norm(g), rtol=1e-12)
 
 
-def test_stability_thresholds_at_the_paper_settings():
+def test_stability_thresholds_at_the_blog_optimizer():
+    """lr 0.035, momentum 0.9: the blog's optimizer (the study's default), not the paper's."""
     thresholds = beyond.thresholds(0.035, 0.9)
     np.testing.assert_allclose(thresholds["2/eta"], 57.142857, rtol=1e-6)
     np.testing.assert_allclose(thresholds["2(1-beta)/eta"], 5.714286, rtol=1e-6)

@@ -126,7 +126,9 @@ def test_report_has_the_fidelity_table_intervals_and_every_provenance_field(stud
     record = _json(study, "data/07_model_output/candidate/run_record.json")
 
     table = markdown.split("**Fidelity**\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
-    assert table[0] == "| claim | paper | blog | this run (value, CI, significant?) | agrees? |"
+    assert table[0] == "| claim | paper | blog | protocol | this run (value, CI, significant?) | agrees? |"
+    # conf/test trains with the blog's optimizer and measures both protocols
+    assert "| paper protocol, blog optimizer (SGD m=0.9, lr 0.035) |" in table[2]
     assert len(table) == 2 + len(fidelity) == 8
     assert re.search(r"\[-?[\d.e-]+, -?[\d.e-]+\]", markdown), "no 95% interval anywhere in the report"
 

@@ -62,16 +62,40 @@ def test_official_archive_is_named_as_such(three_seeds):
     assert "official archive" in setup and "JPEG" not in setup
 
 
-def test_fidelity_table_has_five_columns_and_one_row_per_claim(three_seeds):
+def test_fidelity_table_has_six_columns_and_one_row_per_claim(three_seeds):
     rows = _table(_markdown(three_seeds), "Fidelity")
 
-    assert rows[0] == ["claim", "paper", "blog", "this run (value, CI, significant?)", "agrees?"]
+    assert rows[0] == ["claim", "paper", "blog", "protocol", "this run (value, CI, significant?)", "agrees?"]
     body = rows[1:]
     assert len(body) == len(three_seeds["fidelity"]["rows"]) == 3
-    assert all(len(row) == 5 for row in body)
+    assert all(len(row) == 6 for row in body)
     assert body[1][0] == "Smoother loss landscape with BN"
-    assert re.search(r"ratio 0\.\d+ \[0\.\d+, 0\.\d+\], lower for BN, significant across 3 seeds", body[1][3])
-    assert body[1][4] == "yes (significant, 3 seeds)"
+    assert re.search(r"ratio 0\.\d+ \[0\.\d+, 0\.\d+\], lower for BN, significant across 3 seeds", body[1][4])
+    assert body[1][5] == "yes (significant, 3 seeds)"
+
+
+def test_fidelity_protocol_names_the_measurement_protocol_and_the_blog_optimizer(three_seeds):
+    """The conftest's records train with SGD, momentum 0.9, lr 0.035: the blog's optimizer,
+    whatever the measurement protocol (the paper's protocol is not the paper's optimizer)."""
+    body = _table(_markdown(three_seeds), "Fidelity")[1:]
+
+    assert [row[3] for row in body] == ["paper protocol, blog optimizer (SGD m=0.9, lr 0.035)"] * 2 + [
+        "activation snapshots (no protocol), blog optimizer (SGD m=0.9, lr 0.035)"]
+
+
+def test_fidelity_protocol_names_the_paper_optimizer_when_the_run_used_it(paper_optimizer):
+    body = _table(_markdown(paper_optimizer), "Fidelity")[1:]
+
+    assert body[0][3] == "paper protocol, paper optimizer (plain SGD, lr 0.1)"
+    assert all("paper optimizer (plain SGD, lr 0.1)" in row[3] and "blog optimizer" not in row[3] for row in body)
+
+
+def test_fidelity_protocol_gives_other_settings_and_each_model_s_when_they_differ(three_seeds):
+    three_seeds["records"]["candidate"]["train_config"].update(learning_rate=0.05, momentum=0.5)
+    body = _table(_markdown(three_seeds), "Fidelity")[1:]
+
+    assert body[0][3] == ("paper protocol, baseline: blog optimizer (SGD m=0.9, lr 0.035); "
+                          "candidate: SGD, momentum 0.5, lr 0.05")
 
 
 def test_a_pipe_inside_a_cell_is_escaped(three_seeds):
@@ -82,7 +106,7 @@ def test_a_pipe_inside_a_cell_is_escaped(three_seeds):
     assert document.md_cell("a|b\nc") == r"a\|b c"
     for line in markdown.splitlines():  # every table row has as many cells as its header
         if line.startswith("| "):
-            assert len(re.split(r"(?<!\\)\|", line)) - 2 in (2, 4, 5), line
+            assert len(re.split(r"(?<!\\)\|", line)) - 2 in (2, 4, 6), line
 
 
 def test_one_seed_opens_with_the_caveat_and_nothing_says_yes_or_no(one_seed):
@@ -91,8 +115,8 @@ def test_one_seed_opens_with_the_caveat_and_nothing_says_yes_or_no(one_seed):
     head = markdown.split("## Setup", 1)[0]
     assert "one seed" in head.lower() and "no interval, not testable" in head
     for row in _table(markdown, "Fidelity")[1:]:
-        assert not re.match(r"(yes|no)\b", row[4]), row
-        assert "single seed: no interval, not testable" in row[3]
+        assert not re.match(r"(yes|no)\b", row[5]), row
+        assert "single seed: no interval, not testable" in row[4]
     conclusions = _section(markdown, "Conclusions")
     assert "single seed: no interval, not testable" in conclusions
     assert not re.search(r":\s*(yes|no)\.", markdown)  # no bare verdicts anywhere

@@ -3,6 +3,7 @@ that sets each claim of the paper and of the blog against this run."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -132,42 +133,74 @@ def _stall_summary(curves, stalled: pd.DataFrame, total: int) -> dict[str, Any]:
 
 
 CLAIMS = [
-    # (key, claim, paper, blog, measure, what agreement means)
+    # (key, claim, paper, blog, measure, what it is read in, what agreement means)
     ("ics", "Gradient ICS is not reduced by BN", "not reduced; may even increase",
-     "inconclusive (L2); cosine worse with BN", "{preset}/ics_l2", "not_lower"),
+     "inconclusive (L2); cosine worse with BN", "{preset}/ics_l2", "{preset} protocol", "not_lower"),
     ("landscape", "Smoother loss landscape with BN", "smoother", "smoother",
-     "{preset}/loss_range", "lower"),
+     "{preset}/loss_range", "{preset} protocol", "lower"),
     ("predictive", "More predictive gradients with BN", "more predictive", "more predictive",
-     "{preset}/grad_diff_max", "lower"),
+     "{preset}/grad_diff_max", "{preset} protocol", "lower"),
     ("beta", "Smaller effective beta-smoothness with BN", "smaller", "smaller",
-     "{preset}/beta_smoothness", "lower"),
+     "{preset}/beta_smoothness", "{preset} protocol", "lower"),
     ("shift", "Activation shift similar or larger with BN", "similar or larger",
-     "smaller with BN (more stable)", "activation/delta_mu", "not_lower"),
+     "smaller with BN (more stable)", "activation/delta_mu", "activation snapshots (no protocol)",
+     "not_lower"),
     ("init", "BN weights end closer to their initialization", "closer (Lemma 4.5)",
-     "closer in every conv layer", "init_distance", "lower"),
+     "closer in every conv layer", "init_distance", "final conv kernels (no protocol)", "lower"),
 ]
+
+# The optimizers of the two sources, (learning rate, momentum): Santurkar et al. (2018) trained
+# with plain SGD at lr 0.1, the blog reproducing them with SGD, momentum 0.9, at lr 0.035. A
+# protocol (docs/measurements.md) says how a quantity is measured, not how the models were
+# trained: this study measures in either protocol whichever optimizer it is configured with.
+PAPER_OPTIMIZER = (0.1, 0.0)
+BLOG_OPTIMIZER = (0.035, 0.9)
+
+
+def optimizer_label(learning_rate: float, momentum: float, nesterov: bool = False) -> str:
+    """Whose optimizer a run trained with, in the Fidelity table's words.
+
+    Returns:
+        ``"paper optimizer (plain SGD, lr 0.1)"``, ``"blog optimizer (SGD m=0.9, lr 0.035)"``,
+        or for any other settings ``"SGD, momentum 0.5, lr 0.05"`` (``Nesterov momentum``
+        when ``nesterov``; momentum 0 is plain SGD either way).
+    """
+    nesterov = nesterov and momentum > 0
+
+    def matches(settings: tuple[float, float]) -> bool:
+        return not nesterov and all(math.isclose(value, reference) for value, reference
+                                    in zip((learning_rate, momentum), settings))
+
+    if matches(PAPER_OPTIMIZER):
+        return f"paper optimizer (plain SGD, lr {PAPER_OPTIMIZER[0]:g})"
+    if matches(BLOG_OPTIMIZER):
+        return f"blog optimizer (SGD m={BLOG_OPTIMIZER[1]:g}, lr {BLOG_OPTIMIZER[0]:g})"
+    kind = "Nesterov momentum" if nesterov else "momentum"
+    return f"SGD, {kind} {momentum:g}, lr {learning_rate:g}"
 
 
 def fidelity_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Rows: claim | paper | blog | this run (value, CI, significant?) | agrees?
+    """Rows: claim | paper | blog | protocol | this run (value, CI, significant?) | agrees?
 
-    The probe and ICS claims are read in the paper's protocol when it was measured (else
-    the first protocol); a claim is "untested" with one seed, never a bare yes or no."""
+    The probe and ICS claims are read in the paper's measurement protocol when it was
+    measured (else the first protocol); ``protocol`` names it (the report adds the optimizer
+    from the run records, :func:`optimizer_label`). A claim is "untested" with one seed,
+    never a bare yes or no."""
     if summary.get("nothing_to_compare"):
         return [{"key": key, "claim": claim, "paper": paper, "blog": blog, "measure": template,
-                 "this_run": "not measured: " + summary["note"], "significant": False,
-                 "n_seeds": 0, "agrees": "untested (every seed diverged)"}
-                for key, claim, paper, blog, template, _ in CLAIMS]
+                 "protocol": "not measured", "this_run": "not measured: " + summary["note"],
+                 "significant": False, "n_seeds": 0, "agrees": "untested (every seed diverged)"}
+                for key, claim, paper, blog, template, _, _ in CLAIMS]
     rows = []
     presets = [name.split("/")[0] for name in summary["measures"] if name.endswith("/ics_l2")]
     preset = "paper" if "paper" in presets else presets[0]
-    for key, claim, paper, blog, template, expect in CLAIMS:
+    for key, claim, paper, blog, template, read_in, expect in CLAIMS:
         measure = template.format(preset=preset)
         view = summary["measures"][measure]["overall"]
         rows.append({"key": key, "claim": claim, "paper": paper, "blog": blog,
-                     "measure": measure, "this_run": view["text"],
-                     "significant": view["significant"], "n_seeds": view["n"],
-                     "agrees": _agrees(view, expect)})
+                     "measure": measure, "protocol": read_in.format(preset=preset),
+                     "this_run": view["text"], "significant": view["significant"],
+                     "n_seeds": view["n"], "agrees": _agrees(view, expect)})
     return rows
 
 

@@ -140,7 +140,13 @@ class ModelConfig:
 
 @dataclass(frozen=True, config=STRICT)
 class TrainConfig:
-    """Optimisation, data order, evaluation and snapshot cadence. Defaults: the paper run."""
+    """Optimisation, data order, evaluation and snapshot cadence. Defaults: the paper-scale
+    run, with the blog's optimizer (SGD, momentum 0.9, lr 0.035), not the paper's (plain SGD,
+    lr 0.1).
+
+    The measurement protocols (:class:`MeasurementConfig`) say how a quantity is measured, not
+    how the models are trained: the ``paper`` protocol measures whichever optimizer is set here.
+    """
 
     seed: described(Int, (
         "Seed of everything random: init key = fold_in(key(seed), 0), shuffling = "

@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bnstudy.analysis.fidelity import optimizer_label
 from bnstudy.reporting.document import Table
 from bnstudy.reporting.plotting import MODEL_NAMES
 
@@ -22,7 +23,7 @@ VIEWS = (
     ("normalized", "divided by the step's gradient norm ||g_t||"),
 )
 PHASES = ("early", "middle", "late")
-FIDELITY_COLUMNS = ["claim", "paper", "blog", "this run (value, CI, significant?)", "agrees?"]
+FIDELITY_COLUMNS = ["claim", "paper", "blog", "protocol", "this run (value, CI, significant?)", "agrees?"]
 
 
 def seed_list(seeds: Sequence[int]) -> str:
@@ -73,11 +74,25 @@ def agreement(row: Mapping[str, Any], num_seeds: int | None = None) -> str:
     return f"{verdict} ({basis}, {n} seeds)"
 
 
-def fidelity_table(rows: Sequence[Mapping[str, Any]], num_seeds: int | None = None) -> Table:
-    """claim | paper | blog | this run (value, CI, significant?) | agrees?, one row per claim."""
+def run_optimizer(records: Mapping[str, Mapping[str, Any]]) -> str:
+    """The optimizer the models trained with, from their run records' ``train_config``
+    (:func:`bnstudy.analysis.fidelity.optimizer_label`); each model's when they differ."""
+    labels = {model: optimizer_label(record["train_config"]["learning_rate"], record["train_config"]["momentum"],
+                                     record["train_config"]["nesterov"])
+              for model, record in records.items()}
+    if len(set(labels.values())) == 1:
+        return next(iter(labels.values()))
+    return "; ".join(f"{model}: {label}" for model, label in labels.items())
+
+
+def fidelity_table(rows: Sequence[Mapping[str, Any]], optimizer: str, num_seeds: int | None = None) -> Table:
+    """claim | paper | blog | protocol | this run (value, CI, significant?) | agrees?, one row per claim.
+
+    ``protocol`` is the measurement protocol a claim is read in and ``optimizer`` (the one the
+    models trained with, :func:`run_optimizer`): the paper's protocol is not the paper's optimizer."""
     return Table(FIDELITY_COLUMNS, [
-        [str(row["claim"]), str(row["paper"]), str(row["blog"]), f"{row['measure']}: {row['this_run']}",
-         agreement(row, num_seeds)] for row in rows])
+        [str(row["claim"]), str(row["paper"]), str(row["blog"]), f"{row['protocol']}, {optimizer}",
+         f"{row['measure']}: {row['this_run']}", agreement(row, num_seeds)] for row in rows])
 
 
 def views_table(measure: Mapping[str, Any]) -> Table:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bnstudy.analysis.fidelity import BLOG_OPTIMIZER, PAPER_OPTIMIZER, optimizer_label
 from bnstudy.reporting import conclusions as words
 from bnstudy.reporting.captions import figure_captions
 from bnstudy.reporting.document import Report, Section
@@ -74,13 +75,17 @@ def conclusions_section(comparisons: Mapping[str, Any], records: Mapping[str, Ma
     ]
 
 
-def fidelity_section(fidelity: Mapping[str, Any], num_seeds: int) -> Section:
+def fidelity_section(fidelity: Mapping[str, Any], num_seeds: int,
+                     records: Mapping[str, Mapping[str, Any]]) -> Section:
     """The Fidelity table: each claim of the paper and the blog against this run."""
     return Section("Fidelity", paragraphs=[
         "Each claim of Santurkar et al. (2018) and of the blog reproducing it, against this run's comparison "
         "across seeds (the measure it is read from, the ratio or difference BN / no BN, its 95% t interval and "
-        "the paired test). 'agrees?' says what the verdict rests on; with one seed no claim is tested."],
-        tables=[("Fidelity", words.fidelity_table(fidelity["rows"], num_seeds))])
+        "the paired test). 'protocol' names the measurement protocol the claim is read in (how it is measured) "
+        f"and the optimizer the models trained with: the {optimizer_label(*PAPER_OPTIMIZER)}, the "
+        f"{optimizer_label(*BLOG_OPTIMIZER)} or settings of their own. "
+        "'agrees?' says what the verdict rests on; with one seed no claim is tested."],
+        tables=[("Fidelity", words.fidelity_table(fidelity["rows"], words.run_optimizer(records), num_seeds))])
 
 
 def build_report(comparisons: Mapping[str, Any], fidelity: Mapping[str, Any],
@@ -100,7 +105,7 @@ def build_report(comparisons: Mapping[str, Any], fidelity: Mapping[str, Any],
     seeds: Sequence[int] = records["candidate"].get("seeds") or comparisons.get("seeds", [])
     setup = Section("Setup (provenance)", tables=[
         ("Setup", setup_table(provenance, preprocessing, records, params.get("environment", "?")))])
-    sections = [setup, fidelity_section(fidelity, len(seeds)), *conclusions_section(comparisons, records),
+    sections = [setup, fidelity_section(fidelity, len(seeds), records), *conclusions_section(comparisons, records),
                 *topic_sections(comparisons)]
     return Report(title=params["title"], caveats=words.seed_caveats(seeds, comparisons), sections=sections,
                   captions=figure_captions(list(seeds), zero_by_definition(records)))
