@@ -94,15 +94,21 @@ def test_md5_typed_on_the_command_line_is_checked_as_a_string(project, python_ar
 # ----------------------------------------------------------------------------- units
 
 
-def _parse(text: str):
-    return split_params_keeping_strings(None, click.Option(["--params"]), text)
+def _parse(text: str, ctx: click.Context | None = None):
+    return split_params_keeping_strings(ctx, click.Option(["--params"]), text)
+
+
+def _kedro_parse(text: str, ctx: click.Context | None = None):
+    """Kedro's own ``kedro run --params`` parser, taken from its public ``run`` command."""
+    from kedro.framework.cli.project import run
+
+    callback = next(option.callback for option in run.params if option.name == "params")
+    return callback(ctx, click.Option(["--params"]), text)
 
 
 def test_kedro_alone_reads_a_zero_checksum_as_the_integer_zero():
     """The trap guarantee 6 closes (if Kedro changes this, the wrapper may go)."""
-    from kedro.framework.cli.utils import _split_params
-
-    assert _split_params(None, click.Option(["--params"]), f"d.md5={ZEROS}") == {"d": {"md5": 0}}
+    assert _kedro_parse(f"d.md5={ZEROS}") == {"d": {"md5": 0}}
 
 
 def test_params_parser_keeps_checksums_as_typed_and_parses_the_rest():
@@ -113,6 +119,26 @@ def test_params_parser_keeps_checksums_as_typed_and_parses_the_rest():
         "x": {"lr": 0.5, "n": 3},
     }
     assert _parse("data_ingestion.md5=null") == {"data_ingestion": {"md5": None}}
+    assert _parse("d.md5=~,e.md5= 00 ,f.md5='12'") == {"d": {"md5": None}, "e": {"md5": "00"}, "f": {"md5": "12"}}
+
+
+@pytest.mark.parametrize("text", [
+    "", "a.b=1,a.c=x,a.b=2", "x=1e-3, y = 3 ,z=[1],w=null,v=~", "a=1,a.b=2", "a.b=2,a=1",
+    "url=http://host/?q=1", "s='quoted',t=true,k=", r"a\.b=1",
+])
+def test_params_parser_reads_everything_else_as_kedro_does(text):
+    assert _parse(text) == _kedro_parse(text)
+
+
+@pytest.mark.parametrize("text", ["a=1,no_value", " =3"])
+def test_params_parser_fails_on_a_malformed_item_with_kedros_message(text):
+    messages = []
+    for parse in (_parse, _kedro_parse):
+        with pytest.raises(click.UsageError) as error:
+            parse(text, click.Context(click.Command("run")))
+        messages.append(error.value.message)
+    assert messages[0] == messages[1]
+    assert messages[0].startswith("Invalid format of `params` option: ")
 
 
 def test_unknown_override_keys_are_rejected_known_ones_pass():

@@ -15,30 +15,53 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import click
+from omegaconf import OmegaConf
 
 from bnstudy.reliability.errors import ParameterError
 
 STRING_KEY_SUFFIXES = ("md5",)
 """``--params`` keys whose last part ends so keep the text typed (YAML ``null`` is still None)."""
-_YAML_NULLS = ("null", "Null", "NULL", "~")
 
 
 def split_params_keeping_strings(ctx: click.Context, param: Any, value: Any) -> Any:
-    """Kedro's ``--params`` parser, except that checksum keys keep the string typed."""
-    from kedro.framework.cli.utils import _split_params, split_string
+    """Kedro's ``--params`` parser, except that checksum keys keep the string typed.
 
-    parsed = _split_params(ctx, param, value)
-    if isinstance(value, dict) or not value:
-        return parsed
-    for item in split_string(ctx, param, value):
-        key, _, raw = item.partition("=")
-        path = key.strip().split(".")
-        if path[-1].endswith(STRING_KEY_SUFFIXES) and raw not in _YAML_NULLS:
-            target = parsed
-            for part in path[:-1]:
-                target = target[part]
-            target[path[-1]] = raw
-    return parsed
+    As Kedro 1.7's ``kedro run --params`` callback does: the text is split on commas
+    (Kedro's :func:`split_string`), each ``key=value`` item's value is read as YAML and its
+    dotted key makes nested mappings (OmegaConf's dotlist, which Kedro uses), later items
+    override earlier ones, and an item without ``=`` or with an empty key fails with Kedro's
+    messages. A mapping (from ``kedro run --config``) is returned as it is.
+
+    Returns:
+        The nested mapping of the overrides; a key in :data:`STRING_KEY_SUFFIXES` holds the
+        text typed (stripped) unless YAML reads it as a string or null anyway.
+    """
+    from kedro.framework.cli.utils import split_string  # Kedro's CLI, only when a command runs
+
+    if isinstance(value, dict):
+        return value
+    overrides = OmegaConf.create()
+    for item in split_string(ctx, param, value or ""):
+        key, text = _key_and_value(ctx, param, item)
+        overrides.merge_with_dotlist([f"{key}={text}"])
+        typed = OmegaConf.select(overrides, key)
+        if key.split(".")[-1].endswith(STRING_KEY_SUFFIXES) and not isinstance(typed, str | None):
+            OmegaConf.update(overrides, key, text.strip())
+    return OmegaConf.to_container(overrides)
+
+
+def _key_and_value(ctx: click.Context, param: Any, item: str) -> tuple[str, str]:
+    """One ``key=value`` item split at its first ``=``, the key stripped; Kedro's own
+    ``ctx.fail`` messages for an item without ``=`` or with an empty key."""
+    if "=" not in item:
+        ctx.fail(
+            f"Invalid format of `{param.name}` option: "
+            f"Item `{item}` must contain a key and a value separated by `=`."
+        )
+    key, _, text = item.partition("=")
+    if not key.strip():
+        ctx.fail(f"Invalid format of `{param.name}` option: Parameter key cannot be an empty string.")
+    return key.strip(), text
 
 
 def leaf_paths(tree: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
