@@ -36,9 +36,9 @@ from bench_training import CONFIGS, PRESET_LIST, CoreRunner, synthetic_data  # n
 
 from bnstudy.core.backend import use_cpu_flags  # noqa: E402
 from bnstudy.core.curvature import (  # noqa: E402
-    _probe_matvec,
     batch_sharpness,
     measure_curvature,
+    probe_matvec,
     probe_set,
 )
 from bnstudy.core.programs import call  # noqa: E402
@@ -69,7 +69,7 @@ def run(config_name: str, repeats: int, probe_size: int | None) -> dict:
         spec, states, data = runner.spec, runner.states, runner.data
         probe = probe_set(train_config, data["x"], data["y"])
         state = seed_slice(states, 0)
-        matvec, _ = _probe_matvec(spec, state, *probe)
+        matvec, _ = probe_matvec(spec, state, *probe)
         hvp_first, hvp = _median_seconds(lambda: jax.block_until_ready(matvec(state.params)),
                                          repeats)
         x_batch, y_batch = data["x"][:train_config.batch_size], data["y"][:train_config.batch_size]

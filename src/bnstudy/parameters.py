@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
+from bnstudy.analysis.tables import PHASE_NAMES
 from bnstudy.core.config import (
     PRESETS,
     STRICT,
@@ -33,8 +34,9 @@ from bnstudy.core.config import (
     described,
 )
 from bnstudy.core.models import layer_names
-from bnstudy.data.common import checked_md5
+from bnstudy.data.common import IMAGE_SHAPE, checked_md5
 from bnstudy.reliability.errors import ParameterError
+from bnstudy.roster import SHARED_SECTIONS, Roster, model_settings, roster_from_parameters
 
 CIFAR10_SIZES = {"train": 50_000, "test": 10_000}
 """Images per split of CIFAR-10: no subset can be larger."""
@@ -42,6 +44,8 @@ SOURCES = ("download", "python_archive", "image_folder")
 Str = Annotated[str, Strict()]
 Names = Annotated[tuple[Str, ...], Strict(False)]
 FIX = "Fix it in conf/<env>/ (globals.yml or parameters_*.yml) or in --params."
+MODEL_KEYS = frozenset({"normalization", "architecture", "training", "measurements"})
+"""What :func:`model_parameters` reads of a model (with ``checkpoints``)."""
 
 
 class Section(BaseModel):
@@ -92,6 +96,18 @@ class Analysis(Section):
     smoothing_fraction: described(Annotated[Float, Field(gt=0, le=0.5)], (
         "Moving-average window of the training-loss curves, as a fraction of the steps.")) = 0.02
 
+    @pydantic.field_validator("num_phases")
+    @classmethod
+    def _named_phases(cls, value: int) -> int:
+        # the analysis names each phase (bnstudy.analysis.tables.phase_labels): checked here,
+        # not after training
+        if value not in PHASE_NAMES:
+            named = "; ".join(f"{n}: {', '.join(names)}" for n, names in PHASE_NAMES.items())
+            raise ValueError(f"Parameter analysis.num_phases = {value} (int): must be one of "
+                             f"{sorted(PHASE_NAMES)}, the phases the analysis has names for "
+                             f"({named}). {FIX}")
+        return value
+
 
 class Beyond(Section):
     """``beyond``: the beyond-the-paper study (parameters_beyond.yml)."""
@@ -117,13 +133,13 @@ class Reporting(Section):
 
 
 class Mlflow(Section):
-    """``<model>.mlflow``: what each model's MLflow run receives."""
+    """``mlflow``: what each model's MLflow run receives."""
 
     metric_stride: described(PositiveInt, "Each model's MLflow run gets every n-th step's metrics.") = 10
 
 
 class Checkpoints(Section):
-    """``<model>.checkpoints``: resumable training (docs/reliability.md)."""
+    """``checkpoints``: resumable training (docs/reliability.md)."""
 
     directory: described(Str | None, (
         "Checkpoint folder, per model and configuration hash; null turns checkpoints off.")) = (
@@ -134,11 +150,11 @@ class Checkpoints(Section):
 
 SECTIONS: dict[str, type[Section]] = {
     "data_ingestion": DataIngestion, "preprocessing": Preprocessing, "analysis": Analysis,
-    "reporting": Reporting, "beyond": Beyond,
+    "reporting": Reporting, "beyond": Beyond, "mlflow": Mlflow,
 }
-MODEL_SECTIONS: dict[str, type[Section]] = {"mlflow": Mlflow, "checkpoints": Checkpoints}
-MODEL_KEYS = frozenset({"normalization", "architecture", "training", "measurements"})
-"""A top-level parameter with these keys is one model of the study (a training namespace)."""
+MODEL_SECTIONS: dict[str, type[Section]] = {"checkpoints": Checkpoints}
+"""Shared sections a roster entry may override that are checked as a whole."""
+ROSTER_SECTIONS = frozenset({"models", "studies"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,52 +167,61 @@ class ModelParameters:
 
 
 def validate_parameters(params: Mapping[str, Any]) -> dict[str, ModelParameters]:
-    """Check the whole parameter tree; return each model's configs.
+    """Check the whole parameter tree; return the configs of each model of the roster.
+
+    The shared sections are checked as written (a bad ``training.learning_rate`` is named so),
+    then each model's settings with its roster overrides merged in (``models.<name>.*``).
 
     Raises:
         ParameterError: the first problem, naming the parameter's dotted path, its value and
         what is allowed.
     """
-    sections = {name: _section(name, cls, params.get(name, {})) for name, cls in SECTIONS.items()}
-    models = {}
-    for name, values in params.items():
-        if name in SECTIONS:
-            continue
-        if not isinstance(values, Mapping) or not MODEL_KEYS <= set(values):
+    known = set(SECTIONS) | set(SHARED_SECTIONS) | ROSTER_SECTIONS
+    for name in params:
+        if name not in known:
             raise ParameterError(
-                f"Unknown parameter section '{name}': expected one of {sorted(SECTIONS)} or a "
-                f"model (a mapping with {sorted(MODEL_KEYS)}). {FIX}")
-        models[name] = model_parameters(name, values)
-    _check_across(sections, models)
+                f"Unknown parameter section '{name}': expected one of {sorted(known)}. A model "
+                f"is an entry of `models` (parameters_roster.yml). {FIX}")
+    sections = {name: _section(name, cls, params.get(name, {})) for name, cls in SECTIONS.items()}
+    roster = roster_from_parameters(params)
+    _check_sizes(params, sections, roster)
+    first = next(iter(roster.models))
+    model_parameters("", model_settings(params, {"normalization": roster.normalization(first)}))
+    models = {name: model_parameters(f"models.{name}", model_settings(params, params["models"][name]))
+              for name in roster.models}
+    _check_across(params, sections, roster, models)
     return models
 
 
 def model_parameters(name: str, values: Mapping[str, Any]) -> ModelParameters:
-    """One model's parameters (``<name>.normalization``, ``.architecture``, ...) as configs."""
+    """One model's parameters (``normalization``, ``architecture``, ``training``,
+    ``measurements``, ``checkpoints``) as configs; errors name ``<name>.<key>`` (the shared
+    sections' own names when ``name`` is empty)."""
+    prefix = f"{name}." if name else ""
     unknown = set(values) - MODEL_KEYS - set(MODEL_SECTIONS)
     if unknown:
-        raise ParameterError(f"Unknown parameter(s) {sorted(f'{name}.{k}' for k in unknown)}; "
+        raise ParameterError(f"Unknown parameter(s) {sorted(prefix + k for k in unknown)}; "
                              f"a model has {sorted(MODEL_KEYS | set(MODEL_SECTIONS))}. {FIX}")
     for key, cls in MODEL_SECTIONS.items():
         if key in values:
-            _section(f"{name}.{key}", cls, values[key])
+            _section(f"{prefix}{key}", cls, values[key])
     architecture = values["architecture"]
-    model = _config(ModelConfig, f"{name}.architecture",
+    model = _config(ModelConfig, f"{prefix}architecture",
                     {**architecture, "normalization": values["normalization"]}
                     if isinstance(architecture, Mapping) else architecture,
-                    renamed={"normalization": f"{name}.normalization"})
-    train = _config(TrainConfig, f"{name}.training", values["training"])
+                    renamed={"normalization": f"{prefix}normalization"})
+    train = _config(TrainConfig, f"{prefix}training", values["training"])
     measurements = values["measurements"]
     if not isinstance(measurements, (list, tuple)) or not measurements:
-        raise ParameterError(f"Parameter {name}.measurements = {measurements!r}: expects a "
+        raise ParameterError(f"Parameter {prefix}measurements = {measurements!r}: expects a "
                              "non-empty list of presets (blog, paper) or protocol mappings. " + FIX)
     configs = tuple(
-        _config(MeasurementConfig, f"{name}.measurements[{index}]",
+        _config(MeasurementConfig, f"{prefix}measurements[{index}]",
                 {"preset": item} if isinstance(item, str) else item)
         for index, item in enumerate(measurements))
     names = [config.name for config in configs]
     if len(set(names)) != len(names):
-        raise ParameterError(f"Parameter {name}.measurements: the protocols need distinct names, "
+        raise ParameterError(f"Parameter {prefix}measurements: the protocols need distinct names, "
                              f"got {names}. Give each a different `name`. {FIX}")
     return ModelParameters(model, train, configs)
 
@@ -234,20 +259,113 @@ def _section(where: str, cls: type[Section], values: Any) -> Section:
                              f"{message}. {FIX}") from None
 
 
-def _check_across(sections: Mapping[str, Section], models: Mapping[str, ModelParameters]) -> None:
-    """Rules between sections: each names both parameters."""
-    ingestion, preprocessing, reporting = (
-        sections["data_ingestion"], sections["preprocessing"], sections["reporting"])
-    train_size = preprocessing.train_size or CIFAR10_SIZES["train"]
+def parameter_path(params: Mapping[str, Any], model: str, section: str, key: str) -> str:
+    """Where a model's ``section.key`` is set, as the user would write it: the roster entry's
+    override (``models.<model>.training.batch_size``) when it has one, else the shared
+    section (``training.batch_size``)."""
+    entry = (params.get("models") or {}).get(model) or {}
+    overridden = isinstance(entry.get(section), Mapping) and key in entry[section]
+    return f"models.{model}.{section}.{key}" if overridden else f"{section}.{key}"
+
+
+def _count(value: Any) -> int | None:
+    """``value`` when it is a positive integer as written, else None (the configs name it)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
+
+
+def _check_sizes(params: Mapping[str, Any], sections: Mapping[str, Section], roster: Roster) -> None:
+    """Rules between the data and a model's sizes, on each model's merged values as written,
+    before its configs are built: a config's own rule would otherwise speak first, with a fix
+    that cannot work (a batch of 1000 of 320 images: "make curvature_probe_size a multiple of
+    1000"). The order is the order of the fixes: the batch fits the subset, then the
+    curvature probe set (whole batches, drawn from the subset), then the image shape. A value
+    of the wrong kind is left to the configs, which refuse it by name."""
+    train_size = sections["preprocessing"].train_size or CIFAR10_SIZES["train"]
+    for name in roster.models:
+        settings = model_settings(params, params["models"][name])
+        training, architecture = settings["training"], settings["architecture"]
+        if isinstance(training, Mapping):
+            _check_batches(params, name, training, train_size)
+        if isinstance(architecture, Mapping):
+            for key, expected in (("image_size", IMAGE_SHAPE[0]), ("in_channels", IMAGE_SHAPE[2])):
+                value = architecture.get(key, expected)
+                if _count(value) is not None and value != expected:
+                    raise ParameterError(
+                        f"Parameter {parameter_path(params, name, 'architecture', key)} = {value}, "
+                        f"but CIFAR-10's images are {IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]} with "
+                        f"{IMAGE_SHAPE[2]} channels (every data_ingestion.source reads them so): "
+                        f"set it to {expected}. {FIX}")
+
+
+def _check_batches(params: Mapping[str, Any], name: str, training: Mapping[str, Any],
+                   train_size: int) -> None:
+    """``batch_size`` against the training subset, then ``curvature_probe_size`` (when
+    ``curvature_every`` is set) against both: the probe set is the first
+    ``curvature_probe_size`` examples of the subset (:func:`bnstudy.core.curvature.probe_set`)
+    in whole batches (``TrainConfig``), so it is a multiple of the batch of at most the
+    subset."""
+    batch_path = parameter_path(params, name, "training", "batch_size")
+    probe_path = parameter_path(params, name, "training", "curvature_probe_size")
+    batch = _count(training.get("batch_size"))
+    probe = _count(training.get("curvature_probe_size"))
+    curvature = _count(training.get("curvature_every")) is not None and probe is not None
+    if batch is None:
+        return
+    if batch > train_size:
+        if not curvature:
+            fix = f"Lower it to at most {train_size}, or raise preprocessing.train_size to {batch}"
+        elif probe <= train_size:
+            fix = (f"Lower it to a divisor of {probe_path} = {probe} (the curvature probe set is "
+                   f"whole batches), e.g. {probe}"
+                   + (f", or raise preprocessing.train_size to {batch}" if probe % batch == 0 else ""))
+        else:
+            fix = (f"Lower it to at most {train_size}, and {probe_path} = {probe} (also larger "
+                   f"than the subset) to a multiple of it of at most {train_size}")
+        raise ParameterError(
+            f"Parameter {batch_path} = {batch} is larger than preprocessing.train_size = "
+            f"{train_size}: not one batch fits. {fix}. {FIX}")
+    if not curvature or (probe <= train_size and probe % batch == 0):
+        return
+    largest = train_size // batch * batch  # the largest probe set that fits: >= one batch
+    off = f", or turn curvature off ({parameter_path(params, name, 'training', 'curvature_every')}: null)"
+    if probe > train_size:
+        raise ParameterError(
+            f"Parameter {probe_path} = {probe} is larger than preprocessing.train_size = "
+            f"{train_size}: the curvature probe set is drawn from the training subset. Set it "
+            f"to at most {largest} (a multiple of {batch_path} = {batch}), e.g. {largest}; or "
+            f"raise preprocessing.train_size{off}. {FIX}")
+    below = max(batch, probe // batch * batch)
+    above = -(-probe // batch) * batch
+    raise ParameterError(
+        f"Parameter {probe_path} = {probe} is not a multiple of {batch_path} = {batch}: the "
+        f"curvature probe set is whole batches. Set it to {below}"
+        + (f" or {above}" if above <= train_size and above != below else "")
+        + f"{off}. {FIX}")
+
+
+def _check_across(params: Mapping[str, Any], sections: Mapping[str, Section], roster: Roster,
+                  models: Mapping[str, ModelParameters]) -> None:
+    """Rules between parameters and sections that the nodes would otherwise enforce only when
+    they reach them (after ingestion, training or an MLflow run): each names the parameters."""
+    ingestion, reporting = sections["data_ingestion"], sections["reporting"]
+    if ingestion.source == "download" and ingestion.md5 is None:
+        raise ParameterError(
+            "Parameter data_ingestion.md5 = None with data_ingestion.source = 'download': a "
+            "download is always verified. Give the archive's md5 as a quoted string of 32 hex "
+            "digits (data_ingestion.md5 or BNSTUDY_CIFAR10_MD5; the official archive's is "
+            f"{DataIngestion.model_fields['md5'].default}), or read a local copy "
+            f"(data_ingestion.source: python_archive or image_folder, with data_ingestion.path). {FIX}")
+    if ingestion.source != "download" and not ingestion.path:
+        raise ParameterError(
+            f"Parameter data_ingestion.path = {ingestion.path!r} with data_ingestion.source = "
+            f"{ingestion.source!r}: a local source needs the archive or folder; set "
+            "data_ingestion.path (or BNSTUDY_CIFAR10_PATH), e.g. "
+            f"../shared/datasets/cifar10-jpeg.tar.gz with image_folder. {FIX}")
     for name, model in models.items():
-        if model.train.batch_size > train_size:
-            raise ParameterError(
-                f"Parameter {name}.training.batch_size = {model.train.batch_size} is larger than "
-                f"preprocessing.train_size = {train_size}: not one batch fits. Lower the batch "
-                f"size or raise the subset. {FIX}")
         if model.model.num_classes != len(ingestion.classes):
             raise ParameterError(
-                f"Parameter {name}.architecture.num_classes = {model.model.num_classes}, but "
+                f"Parameter {parameter_path(params, name, 'architecture', 'num_classes')} = "
+                f"{model.model.num_classes}, but "
                 f"data_ingestion.classes lists {len(ingestion.classes)} classes. {FIX}")
         layers = layer_names(model.model)
         for key in ("ics_layers", "activation_layers"):
@@ -256,6 +374,18 @@ def _check_across(sections: Mapping[str, Section], models: Mapping[str, ModelPar
                 raise ParameterError(
                     f"Parameter reporting.{key} names {missing}, which model '{name}' does not "
                     f"have; its layers are {layers}. {FIX}")
+    for study, entry in roster.studies.items():
+        for index, comparison in enumerate(entry.comparisons):
+            pair = (comparison.reference, comparison.treatment)
+            seeds = {model: models[model].train.seed_list for model in pair}
+            if seeds[pair[0]] != seeds[pair[1]]:
+                written = [parameter_path(params, m, "training", "seeds") for m in pair]
+                raise ParameterError(
+                    f"Parameters {written[0]} and {written[1]} give studies.{study}."
+                    f"comparisons[{index}] the seeds {list(seeds[pair[0]])} for "
+                    f"'{pair[0]}' and {list(seeds[pair[1]])} for '{pair[1]}', but a comparison "
+                    f"pairs the two models seed by seed: give both the same seeds (drop the "
+                    f"roster override, or set the same one for both). {FIX}")
 
 
 # ------------------------------------------------------------------ configuration reference
@@ -270,19 +400,20 @@ def configuration_reference() -> str:
         "`python -m bnstudy.parameters > docs/configuration.md`; a test keeps it current. "
         "Every parameter is checked before any node runs: unknown keys and wrong types are "
         "refused with the parameter's name, its value and what is allowed.\n",
-        "The models `baseline` and `candidate` (parameters_training.yml), and the variants "
-        "`candidate_noisy`, `candidate_l1`, `candidate_l2`, `candidate_linf` of the "
-        "`beyond_study` pipeline (parameters_beyond.yml), each have "
-        "`normalization` (ModelConfig), `architecture`, `training`, `measurements` (a list of "
-        "presets `blog`/`paper` or mappings), `mlflow` and `checkpoints`; conf/base/globals.yml "
-        "holds the values both share.\n",
+        "The models are the roster (conf/base/parameters_roster.yml): `models.<name>` gives a "
+        "model's `normalization` and any override of the shared `architecture`, `training`, "
+        "`measurements` and `checkpoints` (parameters_training.yml, whose values are in "
+        "conf/base/globals.yml), merged key by key; `studies.<name>` lists the `models` a "
+        "study trains, the study it `extends` (whose models it reads) and its `comparisons` "
+        "(`reference`, `treatment`). `--params training.learning_rate=0.1` changes every "
+        "model, `--params models.baseline.training.learning_rate=0.1` the baseline only.\n",
     ]
     tables = [
         ("data_ingestion", DataIngestion), ("preprocessing", Preprocessing),
         ("analysis", Analysis), ("reporting", Reporting), ("beyond", Beyond),
-        ("<model>.architecture (+ normalization)", ModelConfig),
-        ("<model>.training", TrainConfig), ("<model>.measurements[i]", MeasurementConfig),
-        ("<model>.mlflow", Mlflow), ("<model>.checkpoints", Checkpoints),
+        ("architecture (+ models.<name>.normalization)", ModelConfig),
+        ("training", TrainConfig), ("measurements[i]", MeasurementConfig),
+        ("mlflow", Mlflow), ("checkpoints", Checkpoints),
     ]
     for title, cls in tables:
         parts.append(f"## `{title}`\n\n{_first_line(cls.__doc__)}\n\n"

@@ -1,18 +1,27 @@
-"""Project pipelines."""
+"""Project pipelines: the stages, and one pipeline per study of the roster."""
 
 from __future__ import annotations
 
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
+from bnstudy.pipelines import data_ingestion, preprocessing, training
+from bnstudy.roster import pipeline_roster
+
 
 def register_pipelines() -> dict[str, Pipeline]:
-    """Register the project's pipelines: every folder of ``bnstudy.pipelines``.
+    """Register every folder of ``bnstudy.pipelines`` and every study of the roster
+    (:func:`bnstudy.roster.pipeline_roster`, the run's own ``parameters_roster.yml``).
 
     ``full_study`` (data_ingestion + preprocessing + training + analysis + reporting) is
-    also the default pipeline.
+    also the default pipeline. A study of the roster without a pipeline folder of its own
+    trains its models on the study's data: data_ingestion + preprocessing + its namespaces.
     """
     pipelines = find_pipelines(raise_errors=True)
+    inputs = data_ingestion.create_pipeline() + preprocessing.create_pipeline()
+    for study in pipeline_roster().studies:
+        if study not in pipelines:
+            pipelines[study] = inputs + training.create_pipeline(study)
     if "full_study" in pipelines:
         pipelines["__default__"] = pipelines["full_study"]
     return pipelines

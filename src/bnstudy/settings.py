@@ -2,8 +2,8 @@
 
 from omegaconf.resolvers import oc
 
-from bnstudy.config_loader import StudyConfigLoader
 from bnstudy.reliability.hooks import PreflightHooks, RunRecordHooks
+from bnstudy.roster import RosterHooks
 from bnstudy.viz_hooks import VizStatsHooks
 from bnstudy.xla_hooks import XlaFlagsHooks
 
@@ -12,11 +12,10 @@ from bnstudy.xla_hooks import XlaFlagsHooks
 # its process, and a last line naming the report and the MLflow run. kedro-mlflow's own hook
 # is registered by its plugin entry point. VizStatsHooks: the real size of each saved version
 # for kedro viz (viz_hooks.py). XlaFlagsHooks: bnstudy's CPU flags in XLA_FLAGS before JAX
-# starts (core/backend.py).
-HOOKS = (XlaFlagsHooks(), PreflightHooks(), RunRecordHooks(), VizStatsHooks())
+# starts (core/backend.py). RosterHooks: the run's roster (parameters_roster.yml) to the
+# pipeline registry before Kedro reads the pipelines (roster.py).
+HOOKS = (XlaFlagsHooks(), PreflightHooks(), RosterHooks(), RunRecordHooks(), VizStatsHooks())
 
-# OmegaConfigLoader, with --params applied to one model only (see config_loader.py).
-CONFIG_LOADER_CLASS = StudyConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     # `kedro run` without --env uses conf/local on top of conf/base (local is git-ignored,

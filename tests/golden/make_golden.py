@@ -36,9 +36,9 @@ from tests.conftest import STUDY_SOURCE, make_project_copy, run_session  # noqa:
 GOLDEN = ROOT / "tests" / "golden"
 MODELS = ("baseline", "candidate")
 CPU_STEPS = 3
-RUNS = {
-    "test_study": ("full_study", "test", STUDY_SOURCE),
-    "cpu_steps": ("training_inputs", "cpu", None),
+RUNS = {  # run -> (its pipelines, one session each; the environment)
+    "test_study": (("full_study",), "test"),
+    "cpu_steps": (("data_ingestion", "preprocessing", "training"), "cpu"),
 }
 
 
@@ -74,17 +74,14 @@ def main(only: list[str]) -> None:
     path = GOLDEN / "machine.json"
     record = json.loads(path.read_text()) if path.exists() else {"runs": {}}
     record["machine"] = machine()
-    for run, (pipeline, env, params) in RUNS.items():
+    for run, (pipelines, env) in RUNS.items():
         if only and run not in only:
             continue
+        params = cpu_steps_params() if run == "cpu_steps" else STUDY_SOURCE
         with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as monkeypatch:
             project = make_project_copy(Path(tmp), monkeypatch)
-            if run == "cpu_steps":
-                params = cpu_steps_params()
-                for name in ("data_ingestion", "preprocessing", "training"):
-                    run_session(project, name, env=env, params=params)
-            else:
-                run_session(project, pipeline, env=env, params=params)
+            for name in pipelines:
+                run_session(project, name, env=env, params=params)
             target = GOLDEN / run
             shutil.rmtree(target, ignore_errors=True)
             record["runs"][run] = {"env": env, "params": params,

@@ -17,7 +17,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not SHARED_JPEG_ARCHIVE.exists(), reason="needs ../shared/datasets/cifar10-jpeg.tar.gz"),
 ]
-DIVERGING = {**STUDY_SOURCE, "baseline": {"training": {"learning_rate": 1000.0}}}
+DIVERGING = {**STUDY_SOURCE, "models": {"baseline": {"training": {"learning_rate": 1000.0}}}}
 
 
 @pytest.fixture(scope="module")

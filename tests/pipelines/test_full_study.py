@@ -69,17 +69,18 @@ def test_mlflow_has_a_study_run_with_two_nested_model_runs_with_matching_keys(st
     assert re.fullmatch(r"test-\d{8}-\d{6}", parent.info.run_name), parent.info.run_name
     assert {"bnstudy.env": "test", "bnstudy.data_source": "image_folder",
             "bnstudy.seeds": "1337,1,2"}.items() <= parent.data.tags.items()
-    assert parent.data.params["candidate.normalization"] == "batch"
-    assert parent.data.params["baseline.training.learning_rate"] == "0.035"
+    assert parent.data.params["models.candidate.normalization"] == "batch"  # the roster entry
+    assert parent.data.params["training.learning_rate"] == "0.035"  # the shared settings
     assert "study.baseline.final_test_accuracy" in parent.data.metrics
     baseline, candidate = sorted(children, key=lambda r: r.info.run_name)
     assert set(baseline.data.metrics) == set(candidate.data.metrics)
     assert set(baseline.data.params) == set(candidate.data.params)
     assert {"paper/loss_range", "blog/ics_l2/conv_1", "train_loss", "test_accuracy",
             "progress/train_loss"} <= set(baseline.data.metrics)
-    # the same param names as the study run's, without the model's namespace
+    # the study run's param names: the shared sections as they are, the roster entry's under models.<name>
     assert baseline.data.params["normalization"] == "none"
-    assert {f"baseline.{key}" for key in baseline.data.params} <= set(parent.data.params)
+    assert {"models.baseline.normalization" if key == "normalization" else key
+            for key in baseline.data.params} <= set(parent.data.params)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     history = client.get_metric_history(candidate.info.run_id, "train_loss")
     assert len(history) == 20  # metric_stride 1 in the test environment

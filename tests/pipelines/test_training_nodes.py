@@ -13,6 +13,7 @@ TRAINING = {"batch_size": 8, "epochs": 1, "eval_every": 5, "eval_batch_size": 16
             "histogram_bins": 10, "histogram_range": [-3.0, 3.0], "steps_per_chunk": 5,
             "step_loop": "host", "seeds": [3, 7]}
 MEASUREMENTS = ["blog", {"preset": "paper", "measure_every": 2}]
+CHECKPOINTS = {"directory": None, "every_s": 60}
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,8 @@ def outputs():
     train = {"images": rng.normal(size=(40, 8, 8, 3)).astype(np.float32), "labels": rng.integers(0, 10, 40).astype(np.int32)}
     test = {"images": rng.normal(size=(12, 8, 8, 3)).astype(np.float32), "labels": rng.integers(0, 10, 12).astype(np.int32)}
     return {
-        normalization: nodes.train_model(train, test, normalization, ARCHITECTURE, TRAINING, MEASUREMENTS)
+        normalization: nodes.train_model(train, test, {"normalization": normalization}, ARCHITECTURE,
+                                         TRAINING, MEASUREMENTS, CHECKPOINTS)
         for normalization in ("none", "batch")
     }
 

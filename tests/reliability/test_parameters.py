@@ -23,9 +23,11 @@ ZEROS = "0" * 32
 
 
 def _load(env: str, runtime_params: dict[str, Any] | None = None) -> dict[str, Any]:
-    from bnstudy.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
+    from kedro.config import OmegaConfigLoader
 
-    loader = CONFIG_LOADER_CLASS(str(PROJECT_ROOT / "conf"), runtime_params=runtime_params,
+    from bnstudy.settings import CONFIG_LOADER_ARGS
+
+    loader = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), runtime_params=runtime_params,
                                  **{**CONFIG_LOADER_ARGS, "default_run_env": env})
     return loader["parameters"]
 
@@ -49,43 +51,43 @@ def _merged(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, A
 # (id, --params as a nested mapping, a regex the error must match: it names the parameter,
 # its value and what is allowed). The test environment: 4 convs, 320 training images.
 BAD_PARAMETERS = [
-    ("lr as text", {"baseline": {"training": {"learning_rate": "oops"}}},
-     r"baseline\.training\.learning_rate = 'oops' \(str\): expects int or float"),
-    ("lr negative", {"candidate": {"training": {"learning_rate": -0.1}}},
-     r"candidate\.training\.learning_rate = -0\.1 \(float\): must be > 0"),
-    ("lr zero", {"baseline": {"training": {"learning_rate": 0}}},
-     r"baseline\.training\.learning_rate = 0 \(int\): must be > 0"),
-    ("batch size 0", {"baseline": {"training": {"batch_size": 0}}},
-     r"baseline\.training\.batch_size = 0 \(int\): must be a positive integer"),
-    ("batch larger than the subset", {"candidate": {"training": {"batch_size": 1000,
-                                                                 "curvature_probe_size": 1000}}},
-     r"candidate\.training\.batch_size = 1000 is larger than preprocessing\.train_size = 320"),
-    ("epochs bool", {"baseline": {"training": {"epochs": True}}},
-     r"baseline\.training\.epochs = True \(bool\): expects int"),
-    ("momentum 1", {"baseline": {"training": {"momentum": 1.0}}},
-     r"baseline\.training\.momentum = 1\.0 \(float\): must be < 1"),
-    ("duplicate seeds", {"baseline": {"training": {"seeds": [1, 1]}}},
-     r"baseline\.training are not valid: TrainConfig\.seeds must be distinct"),
-    ("chunk does not divide eval", {"baseline": {"training": {"steps_per_chunk": 3}}},
+    ("lr as text", {"models": {"baseline": {"training": {"learning_rate": "oops"}}}},
+     r"models\.baseline\.training\.learning_rate = 'oops' \(str\): expects int or float"),
+    ("lr negative", {"models": {"candidate": {"training": {"learning_rate": -0.1}}}},
+     r"models\.candidate\.training\.learning_rate = -0\.1 \(float\): must be > 0"),
+    ("lr zero", {"models": {"baseline": {"training": {"learning_rate": 0}}}},
+     r"models\.baseline\.training\.learning_rate = 0 \(int\): must be > 0"),
+    ("batch size 0", {"models": {"baseline": {"training": {"batch_size": 0}}}},
+     r"models\.baseline\.training\.batch_size = 0 \(int\): must be a positive integer"),
+    ("batch larger than the subset", {"models": {"candidate": {"training": {
+        "batch_size": 1000, "curvature_probe_size": 1000}}}},
+     r"models\.candidate\.training\.batch_size = 1000 is larger than preprocessing\.train_size = 320"),
+    ("epochs bool", {"models": {"baseline": {"training": {"epochs": True}}}},
+     r"models\.baseline\.training\.epochs = True \(bool\): expects int"),
+    ("momentum 1", {"models": {"baseline": {"training": {"momentum": 1.0}}}},
+     r"models\.baseline\.training\.momentum = 1\.0 \(float\): must be < 1"),
+    ("duplicate seeds", {"models": {"baseline": {"training": {"seeds": [1, 1]}}}},
+     r"models\.baseline\.training are not valid: TrainConfig\.seeds must be distinct"),
+    ("chunk does not divide eval", {"models": {"baseline": {"training": {"steps_per_chunk": 3}}}},
      r"steps_per_chunk \(3\) must divide eval_every \(10\)"),
-    ("unknown training key", {"baseline": {"training": {"lerning_rate": 0.1}}},
-     r"unknown TrainConfig key\(s\) \['lerning_rate'\]|no parameter 'baseline\.training\.lerning_rate'"),
-    ("measure_every 0", {"candidate": {"measurements": [{"preset": "paper", "measure_every": 0}]}},
-     r"candidate\.measurements\[0\]\.measure_every = 0 \(int\): must be a positive integer"),
-    ("empty probe grid", {"baseline": {"measurements": [{"preset": "paper", "probe_max": 0.2}]}},
-     r"baseline\.measurements\[0\] are not valid: .*probe range arange\(0\.5, 0\.2, 0\.3\) is empty"),
-    ("no measurements", {"baseline": {"measurements": []}},
-     r"baseline\.measurements = \[\]: expects a non-empty list"),
-    ("unknown preset", {"baseline": {"measurements": ["papr"]}},
+    ("unknown training key", {"models": {"baseline": {"training": {"lerning_rate": 0.1}}}},
+     r"unknown TrainConfig key\(s\) \['lerning_rate'\]|no parameter 'models\.baseline\.training\.lerning_rate'"),
+    ("measure_every 0", {"models": {"candidate": {"measurements": [{"preset": "paper", "measure_every": 0}]}}},
+     r"models\.candidate\.measurements\[0\]\.measure_every = 0 \(int\): must be a positive integer"),
+    ("empty probe grid", {"models": {"baseline": {"measurements": [{"preset": "paper", "probe_max": 0.2}]}}},
+     r"models\.baseline\.measurements\[0\] are not valid: .*probe range arange\(0\.5, 0\.2, 0\.3\) is empty"),
+    ("no measurements", {"models": {"baseline": {"measurements": []}}},
+     r"models\.baseline\.measurements = \[\]: expects a non-empty list"),
+    ("unknown preset", {"models": {"baseline": {"measurements": ["papr"]}}},
      r"unknown measurement preset 'papr'; choose from \['blog', 'paper'\]"),
-    ("duplicate protocol names", {"baseline": {"measurements": ["blog", "blog"]}},
-     r"baseline\.measurements: the protocols need distinct names"),
-    ("pool beyond the last conv", {"baseline": {"architecture": {"pool_after": [1, 4]}}},
+    ("duplicate protocol names", {"models": {"baseline": {"measurements": ["blog", "blog"]}}},
+     r"models\.baseline\.measurements: the protocols need distinct names"),
+    ("pool beyond the last conv", {"models": {"baseline": {"architecture": {"pool_after": [1, 4]}}}},
      r"pool_after must hold distinct conv indices in \[0, 3\].*got \[1, 4\]"),
-    ("unknown normalization", {"candidate": {"normalization": "layer"}},
-     r"candidate\.normalization = 'layer' \(str\): must be one of \['none', 'batch', 'batch_noisy', 'l1', 'l2', 'linf'\]"),
-    ("classes and outputs differ", {"baseline": {"architecture": {"num_classes": 5}}},
-     r"baseline\.architecture\.num_classes = 5, but data_ingestion\.classes lists 10"),
+    ("unknown normalization", {"models": {"candidate": {"normalization": "layer"}}},
+     r"models\.candidate\.normalization = 'layer' \(str\): must be one of \['none', 'batch', 'batch_noisy', 'l1', 'l2', 'linf'\]"),
+    ("classes and outputs differ", {"models": {"baseline": {"architecture": {"num_classes": 5}}}},
+     r"models\.baseline\.architecture\.num_classes = 5, but data_ingestion\.classes lists 10"),
     ("train subset larger than the data", {"preprocessing": {"train_size": 60_000}},
      r"preprocessing\.train_size = 60000 \(int\): Input should be less than or equal to 50000"),
     ("test subset 0", {"preprocessing": {"test_size": 0}},
@@ -102,10 +104,30 @@ BAD_PARAMETERS = [
      r"reporting\.ics_layers names \['conv_9'\], which model '\w+' does not have"),
     ("zero phases", {"analysis": {"num_phases": 0}},
      r"analysis\.num_phases = 0 \(int\): Input should be greater than or equal to 1"),
-    ("metric stride 0", {"candidate": {"mlflow": {"metric_stride": 0}}},
-     r"candidate\.mlflow\.metric_stride = 0 \(int\)"),
+    ("metric stride 0", {"mlflow": {"metric_stride": 0}},
+     r"mlflow\.metric_stride = 0 \(int\)"),
+    # shared settings are named as written, for every model
+    ("shared lr as text", {"training": {"learning_rate": "oops"}},
+     r"Parameter training\.learning_rate = 'oops' \(str\): expects int or float"),
+    ("shared batch larger than the subset", {"training": {"batch_size": 1000,
+                                                          "curvature_probe_size": 1000}},
+     r"Parameter training\.batch_size = 1000 is larger than preprocessing\.train_size = 320"),
+]
+# The roster's own rules (checked by validate_parameters; `--params` cannot add a model, so
+# these are not run through a session below).
+ROSTER_PARAMETERS = [
+    ("study names a model not in the roster", {"studies": {"full_study": {"models": ["baseline", "nobody"]}}},
+     r"studies\.full_study\.models names 'nobody', which is not in models"),
+    ("comparison with a model outside the study", {"studies": {"full_study": {
+        "comparisons": [{"reference": "baseline", "treatment": "candidate_l1"}]}}},
+     r"studies\.full_study\.comparisons\[0\]\.treatment = 'candidate_l1': the study has the models \['baseline', 'candidate'\]"),
+    ("model without a normalization", {"models": {"extra": {"training": {"learning_rate": 0.1}}}},
+     r"models\.extra\.normalization"),
+    ("model name not a namespace", {"models": {"Extra-1": {"normalization": "batch"}}},
+     r"models\.Extra-1: a name is lower-case letters"),
 ]
 IDS = [case[0] for case in BAD_PARAMETERS]
+ALL_BAD = BAD_PARAMETERS + ROSTER_PARAMETERS
 
 
 def test_the_shipped_environments_are_valid():
@@ -121,7 +143,7 @@ def test_the_shipped_environments_are_valid():
     assert validate_parameters(_load("cpu"))["baseline"].train.seed_list == (1337, 1, 2)
 
 
-@pytest.mark.parametrize(("name", "override", "message"), BAD_PARAMETERS, ids=IDS)
+@pytest.mark.parametrize(("name", "override", "message"), ALL_BAD, ids=[c[0] for c in ALL_BAD])
 def test_bad_parameters_fail_with_a_message_naming_them(test_params, name, override, message):
     assert len(BAD_PARAMETERS) >= 15
     with pytest.raises(ParameterError, match=message) as raised:
@@ -133,21 +155,31 @@ def test_bad_parameters_fail_with_a_message_naming_them(test_params, name, overr
 
 
 def test_a_runtime_override_of_one_model_leaves_the_other_alone():
-    """Kedro's own loader writes --params through ${globals:training} into both models."""
-    from kedro.config import OmegaConfigLoader
-
-    from bnstudy.settings import CONFIG_LOADER_ARGS
-
-    override = {"baseline": {"training": {"learning_rate": 1000.0}}}
-    params = _load("test", override)
-    assert params["baseline"]["training"]["learning_rate"] == 1000.0
-    assert params["candidate"]["training"]["learning_rate"] == 0.035
-    assert params["baseline"]["training"]["seeds"] == [1337, 1, 2]  # the rest still merged
+    """``models.<name>.*`` overrides one model of the roster; a shared key, every model."""
+    override = {"models": {"baseline": {"training": {"learning_rate": 1000.0}}}}
+    models = validate_parameters(_load("test", override))
+    assert models["baseline"].train.learning_rate == 1000.0
+    assert models["candidate"].train.learning_rate == 0.035
+    assert models["baseline"].train.seed_list == (1337, 1, 2)  # the rest still merged
+    assert models["baseline"].train.batch_size == 32  # conf/test's value, not conf/base's
+    shared = validate_parameters(_load("test", {"training": {"learning_rate": 0.1}}))
+    assert {m.train.learning_rate for m in shared.values()} == {0.1}
+    assert shared["candidate"].train.seed_list == (1337, 1, 2)
     assert _load("test", {"preprocessing": {"train_size": 100}})["preprocessing"] == {
         "train_size": 100, "test_size": 100, "seed": 0}
-    kedros = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), runtime_params=override,
-                               **{**CONFIG_LOADER_ARGS, "default_run_env": "test"})["parameters"]
-    assert kedros["candidate"]["training"]["learning_rate"] == 1000.0  # the trap, still in Kedro
+
+
+def test_a_roster_override_is_merged_key_by_key():
+    from bnstudy.roster import model_settings
+
+    params = _load("test")
+    entry = {"normalization": "batch", "training": {"momentum": 0.0},
+             "architecture": {"dense_features": [4, 4]}, "measurements": ["paper"]}
+    settings = model_settings(params, entry)
+    assert settings["training"] == {**params["training"], "momentum": 0.0}
+    assert settings["architecture"] == {**params["architecture"], "dense_features": [4, 4]}
+    assert settings["measurements"] == ["paper"]  # a list is replaced, not merged
+    assert settings["checkpoints"] == params["checkpoints"]
 
 
 def test_the_subset_limits_are_cifar10s():

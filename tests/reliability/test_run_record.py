@@ -115,7 +115,7 @@ def test_study_run_is_named_by_env_and_time_and_tagged_with_data_and_seeds():
     from bnstudy.reliability.hooks import study_tags
 
     params = {"data_ingestion": {"source": "image_folder"}, "reporting": {"study_name": None},
-              "candidate": {"training": {"seed": 1337, "seeds": [1337, 1, 2]}}}
+              "training": {"seed": 1337, "seeds": [1337, 1, 2]}}
     tags = study_tags({"env": "cpu"}, params)
     assert re.fullmatch(r"cpu-\d{8}-\d{6}", tags["mlflow.runName"]), tags
     assert {k: v for k, v in tags.items() if k != "mlflow.runName"} == {

@@ -187,7 +187,7 @@ def probe_set(train_config: TrainConfig, x_train: jax.Array, y_train: jax.Array)
     return x_train[rows], y_train[rows]
 
 
-def _probe_matvec(spec: Spec, state: TrainState, x_groups, y_groups):
+def probe_matvec(spec: Spec, state: TrainState, x_groups, y_groups):
     """v -> H v on the probe set; the probe loss (the same at every call) is appended to
     the returned list on each call."""
     batches = x_groups.shape[0] * x_groups.shape[1]
@@ -223,7 +223,7 @@ def measure_curvature(spec: Spec, config: TrainConfig, states: TrainState,
             results.append(dict.fromkeys(CURVATURE_FIELDS, float("nan")))
             continue
         state = seed_slice(states, index)
-        matvec, losses = _probe_matvec(spec, state, x_groups, y_groups)
+        matvec, losses = probe_matvec(spec, state, x_groups, y_groups)
         start_key = jax.random.fold_in(jax.random.wrap_key_data(state.data_key), step)
         start = _normal_like(start_key, state.params)
         top = power_iteration(matvec, start, rtol=config.curvature_rtol,

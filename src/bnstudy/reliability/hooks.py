@@ -21,6 +21,7 @@ from bnstudy.reliability.tracking import (
     probe_tracking_server,
     process_tags,
 )
+from bnstudy.roster import model_settings
 
 logger = logging.getLogger(__name__)
 
@@ -49,15 +50,21 @@ class PreflightHooks:
 
 
 def _configured_parameters(loader: Any) -> dict[str, Any] | None:
-    """The parameters without the run's ``--params`` (None if they cannot load so)."""
+    """The parameters without the run's ``--params`` (None if they cannot load so), each
+    model of the roster with the shared sections it may override (``models.<name>.training``)."""
     overrides = loader.runtime_params
     loader.runtime_params = {}
     try:
-        return loader["parameters"]
+        params = loader["parameters"]
     except Exception:  # noqa: BLE001 - e.g. a ${runtime_params:} without default
         return None
     finally:
         loader.runtime_params = overrides
+    models = params.get("models")
+    if isinstance(models, dict):
+        params["models"] = {name: model_settings(params, entry) if isinstance(entry, dict) else entry
+                            for name, entry in models.items()}
+    return params
 
 
 def _tracking_uri(loader: Any) -> str | None:
@@ -162,7 +169,7 @@ def study_tags(run_params: dict[str, Any], parameters: dict[str, Any]) -> dict[s
     env = run_params.get("env") or "local"
     reporting = parameters.get("reporting") or {}
     name = reporting.get("study_name") or f"{env}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    training = (parameters.get("candidate") or {}).get("training") or {}
+    training = parameters.get("training") or {}
     seeds = training.get("seeds") or [training.get("seed")]
     source = (parameters.get("data_ingestion") or {}).get("source")
     return {"mlflow.runName": str(name), "bnstudy.env": str(env), "bnstudy.data_source": str(source),

@@ -13,7 +13,9 @@ import warnings
 from kedro.pipeline import Node, Pipeline
 
 from bnstudy.pipelines.beyond_study import nodes
-from bnstudy.pipelines.training.pipeline import VARIANTS, namespaced
+from bnstudy.pipelines.training.pipeline import namespaced
+from bnstudy.reliability.errors import ParameterError
+from bnstudy.roster import pipeline_roster
 
 # This pipeline reads every model's namespaced outputs by their full names.
 warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
@@ -24,6 +26,13 @@ def _each(*datasets: str) -> list[str]:
 
 
 def create_pipeline(**kwargs) -> Pipeline:
+    roster = pipeline_roster()
+    if roster.compared_in("beyond_study") != nodes.MODELS:
+        raise ParameterError(
+            f"studies.beyond_study compares {list(roster.compared_in('beyond_study'))}, but its "
+            f"analysis and report are written for {list(nodes.MODELS)} (the noise question and "
+            "the Lp table name their models). Keep beyond_study's models as in "
+            "conf/base/parameters_roster.yml, or declare a study of your own.")
     analysis = [
         Node(func=nodes.check_models, inputs=_each("run_record"), outputs="beyond_models",
              name="check_beyond_models_node", tags=["analysis", "beyond"]),
@@ -63,4 +72,4 @@ def create_pipeline(**kwargs) -> Pipeline:
              outputs=["beyond_report_md", "beyond_report_html", "beyond_metrics"],
              name="write_beyond_report_node", tags=["reporting", "beyond"]),
     ]
-    return namespaced(VARIANTS) + Pipeline(analysis + reporting)
+    return namespaced(roster.trained_by("beyond_study")) + Pipeline(analysis + reporting)

@@ -16,6 +16,7 @@ from bnstudy.core import MeasurementConfig, ModelConfig, TrainConfig, TrainingRe
 from bnstudy.parameters import model_parameters
 from bnstudy.pipelines import json_ready
 from bnstudy.pipelines.training.mlflow_payload import model_run_payload
+from bnstudy.roster import model_settings
 
 logger = logging.getLogger(__name__)
 
@@ -37,40 +38,40 @@ def build_configs(
 def train_model(
     model_input_train: dict[str, np.ndarray],
     model_input_test: dict[str, np.ndarray],
-    normalization: str,
+    model: dict[str, Any],
     architecture: dict[str, Any],
     training: dict[str, Any],
     measurements: list,
-    checkpoints: dict[str, Any] | None = None,
+    checkpoints: dict[str, Any],
     live: Any = None,
 ) -> dict[str, Any]:
-    """Train one model in every seed of ``training.seeds`` (one stacked run) with every
-    measurement config on the same trajectory.
+    """Train one model of the roster in every seed of ``training.seeds`` (one stacked run)
+    with every measurement config on the same trajectory.
 
-    ``live`` (:class:`bnstudy.datasets.LiveModelRun`), the model's MLflow run while it trains,
-    logs the progress and keeps the clock that dates its metrics (``run_record["clock"]``).
+    ``model`` is the model's roster entry (``models.<name>``: its normalization and its
+    overrides), merged over the shared ``architecture``, ``training``, ``measurements`` and
+    ``checkpoints`` (:func:`bnstudy.roster.model_settings`). ``live``
+    (:class:`bnstudy.datasets.LiveModelRun`), the model's MLflow run while it trains, logs
+    the progress and keeps the clock that dates its metrics (``run_record["clock"]``).
 
     Returns the pipeline's outputs by name: ``initial_state`` / ``final_state``
     (``{"seed_<k>": {"params", "batch_stats"}}``), the traces (each with a ``seed``
     column), ``activation_histograms`` (``{"seed_<k>": ...}``) and ``run_record``.
     """
-    parameters = {"normalization": normalization, "architecture": architecture,
-                  "training": training, "measurements": measurements, "checkpoints": checkpoints}
+    shared = {"architecture": architecture, "training": training, "measurements": measurements,
+              "checkpoints": checkpoints}
+    parameters = model_settings(shared, model)
+    normalization = parameters["normalization"]
     model_config, train_config, measurement_configs = build_configs(
-        normalization, architecture, training, measurements)
-    checkpoints = checkpoints or {}
-    directory = checkpoints.get("directory")
+        normalization, parameters["architecture"], parameters["training"], parameters["measurements"])
+    directory = parameters["checkpoints"]["directory"]
     results = train_seeds(
-        model_config,
-        train_config,
-        measurement_configs,
-        model_input_train["images"],
-        model_input_train["labels"],
-        model_input_test["images"],
-        model_input_test["labels"],
+        model_config, train_config, measurement_configs,
+        model_input_train["images"], model_input_train["labels"],
+        model_input_test["images"], model_input_test["labels"],
         # One folder per model; inside it, one per configuration hash (core/checkpoint.py).
         checkpoint_dir=None if directory is None else f"{directory}/{normalization}",
-        checkpoint_every_s=float(checkpoints.get("every_s", 60)),
+        checkpoint_every_s=float(parameters["checkpoints"]["every_s"]),
         progress=live,
     )
     per_seed = {

@@ -1,18 +1,17 @@
-"""Wiring of the ``training`` pipeline: one template, two namespaces.
+"""Wiring of the ``training`` pipeline: one template, one namespace per model of the roster.
 
-``baseline`` and ``candidate`` run the same nodes on the same model input; their
-parameters are ``params:baseline.*`` and ``params:candidate.*`` and their datasets
-``baseline.*`` / ``candidate.*`` (catalog factory patterns ``{model}.*``). kedro-viz draws
-each namespace as one collapsible box.
+Every model runs the same nodes on the same model input. Its datasets are ``<model>.*``
+(catalog factory patterns ``{model}.*``); its parameters are the shared sections
+(``params:architecture``, ``params:training``, ...) and its roster entry
+``params:models.<model>``, whose overrides the node merges over them. kedro-viz draws each
+namespace as one collapsible box.
 """
 
 from kedro.pipeline import Node, Pipeline
 
 from bnstudy.pipelines.training.nodes import model_run_payload, train_model
+from bnstudy.roster import SHARED_SECTIONS, pipeline_roster
 
-MODELS = ("baseline", "candidate")
-VARIANTS = ("candidate_noisy", "candidate_l1", "candidate_l2", "candidate_linf")
-"""The models beyond the paper's pair (the ``beyond_study`` pipeline trains them)."""
 TRAINING_OUTPUTS = [
     "initial_state",
     "final_state",
@@ -38,11 +37,8 @@ def create_template() -> Pipeline:
                 inputs=[
                     "model_input_train",
                     "model_input_test",
-                    "params:normalization",
-                    "params:architecture",
-                    "params:training",
-                    "params:measurements",
-                    "params:checkpoints",
+                    "params:model",
+                    *(f"params:{section}" for section in SHARED_SECTIONS),
                     "mlflow_live",
                 ],
                 outputs={name: name for name in TRAINING_OUTPUTS},
@@ -70,17 +66,23 @@ def create_template() -> Pipeline:
     )
 
 
+SHARED_PARAMETERS = {f"params:{name}": f"params:{name}" for name in (*SHARED_SECTIONS, "mlflow")}
+"""The parameters every namespace reads as they are (not prefixed with the namespace)."""
+
+
 def namespaced(models: tuple[str, ...]) -> Pipeline:
     """The template once per model, each in its own namespace, on the shared model input."""
     template = create_template()
     return sum(
         (
-            Pipeline(template, namespace=model, inputs={"model_input_train", "model_input_test"})
+            Pipeline(template, namespace=model, inputs={"model_input_train", "model_input_test"},
+                     parameters={**SHARED_PARAMETERS, "params:model": f"params:models.{model}"})
             for model in models
         ),
         start=Pipeline([]),
     )
 
 
-def create_pipeline(**kwargs) -> Pipeline:
-    return namespaced(MODELS)
+def create_pipeline(study: str = "full_study", **kwargs) -> Pipeline:
+    """The models that ``study`` of the roster trains."""
+    return namespaced(pipeline_roster().trained_by(study))

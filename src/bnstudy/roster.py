@@ -1,0 +1,229 @@
+"""The roster: the models of the project and the studies that train and compare them.
+
+A study is configuration, not code (``conf/base/parameters_roster.yml``)::
+
+    models:                       # one entry per model: its normalization and any override
+      baseline: {normalization: none}
+      candidate: {normalization: batch, training: {learning_rate: 0.1}}
+    studies:
+      full_study:
+        models: [baseline, candidate]          # trained by this study's pipeline
+        comparisons: [{reference: baseline, treatment: candidate}]
+      beyond_study:
+        extends: full_study                    # reads full_study's models, trains its own
+        models: [candidate_noisy]
+        comparisons: [{reference: candidate, treatment: candidate_noisy}]
+
+A model's settings are the shared sections (``architecture``, ``training``, ``measurements``,
+``checkpoints``) with its overrides merged over them key by key
+(:func:`model_settings`), so no model repeats what every model shares.
+
+Kedro builds its pipelines before it loads the parameters, and the roster decides which
+pipelines exist. :func:`pipeline_roster` reads it through Kedro's public configuration API:
+the run's own config loader when a Kedro context exists (:class:`RosterHooks` hands it over in
+``after_context_created``, before ``KedroSession.run`` first reads the pipelines), otherwise an
+``OmegaConfigLoader`` over ``conf/`` with the project's settings (``kedro registry list``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import pydantic
+from kedro.framework.hooks import hook_impl
+from pydantic import BaseModel, ConfigDict, Strict
+
+from bnstudy.core.config import STRICT
+from bnstudy.reliability.errors import ParameterError
+
+SHARED_SECTIONS = ("architecture", "training", "measurements", "checkpoints")
+"""The settings every model shares; a roster entry overrides single keys of them."""
+NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+FIX = "Fix it in conf/<env>/parameters_roster.yml (or in --params)."
+Name = Annotated[str, Strict()]
+Names = Annotated[tuple[Name, ...], Strict(False)]  # a YAML list
+REGISTRY = "bnstudy.pipeline_registry"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(**STRICT, frozen=True)
+
+
+class RosterModel(_Strict):
+    """``models.<name>``: a model of the roster."""
+
+    normalization: Name
+    architecture: dict[str, Any] = {}
+    training: dict[str, Any] = {}
+    measurements: list[Any] | None = None
+    checkpoints: dict[str, Any] = {}
+
+    def overrides(self) -> dict[str, Any]:
+        """The shared sections this model changes, as given."""
+        given = self.model_dump(exclude={"normalization"}, exclude_none=True)
+        return {key: value for key, value in given.items() if value != {}}
+
+
+class Comparison(_Strict):
+    """One comparison of a study: ``treatment`` against ``reference``."""
+
+    reference: Name
+    treatment: Name
+
+
+class Study(_Strict):
+    """``studies.<name>``: the models a study trains and the comparisons it makes."""
+
+    models: Names
+    extends: Name | None = None
+    comparisons: Annotated[tuple[Comparison, ...], Strict(False)] = ()
+
+
+class Roster(_Strict):
+    """The ``models`` and ``studies`` parameters, checked against each other."""
+
+    models: dict[Name, RosterModel]
+    studies: dict[Name, Study]
+
+    def trained_by(self, study: str) -> tuple[str, ...]:
+        """The models the study's pipeline trains."""
+        return self.studies[study].models
+
+    def compared_in(self, study: str) -> tuple[str, ...]:
+        """Every model a study's analysis reads: those of the studies it extends, then its own."""
+        entry = self.studies[study]
+        inherited = self.compared_in(entry.extends) if entry.extends else ()
+        return inherited + tuple(m for m in entry.models if m not in inherited)
+
+    def normalization(self, model: str) -> str:
+        return self.models[model].normalization
+
+
+def roster_from_parameters(params: Mapping[str, Any]) -> Roster:
+    """The roster of a parameter tree (its ``models`` and ``studies``).
+
+    Raises:
+        ParameterError: naming the entry that is wrong and how to fix it.
+    """
+    for key in ("models", "studies"):
+        if not isinstance(params.get(key), Mapping) or not params[key]:
+            raise ParameterError(f"Parameter {key} = {params.get(key)!r}: expects a mapping of "
+                                 f"names to entries (conf/base/parameters_roster.yml). {FIX}")
+    for kind in ("models", "studies"):
+        for name in params[kind]:
+            if not isinstance(name, str) or not NAME.match(name):
+                raise ParameterError(
+                    f"Parameter {kind}.{name}: a name is lower-case letters, digits and '_', "
+                    f"starting with a letter (it becomes a Kedro namespace and a folder). {FIX}")
+    try:
+        roster = Roster.model_validate({"models": dict(params["models"]),
+                                        "studies": dict(params["studies"])})
+    except pydantic.ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        path = ".".join(str(part) for part in first["loc"])
+        raise ParameterError(f"Parameter {path} = {first.get('input')!r}: {first['msg']}. "
+                             f"{FIX}") from None
+    _check_references(roster)
+    return roster
+
+
+def _check_references(roster: Roster) -> None:
+    trained: dict[str, str] = {}
+    for name, study in roster.studies.items():
+        if study.extends is not None and study.extends not in roster.studies:
+            raise ParameterError(f"Parameter studies.{name}.extends = {study.extends!r}: no such "
+                                 f"study; the studies are {sorted(roster.studies)}. {FIX}")
+        chain = [name]
+        while roster.studies[chain[-1]].extends is not None:
+            chain.append(roster.studies[chain[-1]].extends)
+            if chain[-1] in chain[:-1]:
+                raise ParameterError(f"Parameter studies.{name}.extends: the studies extend each "
+                                     f"other in a circle ({' -> '.join(chain)}). {FIX}")
+        for model in study.models:
+            if model not in roster.models:
+                raise ParameterError(f"Parameter studies.{name}.models names {model!r}, which is "
+                                     f"not in models ({sorted(roster.models)}). {FIX}")
+            if model in trained:
+                raise ParameterError(
+                    f"Parameter studies.{name}.models: {model!r} is trained by study "
+                    f"{trained[model]!r} already; a study that compares with it names that "
+                    f"study in `extends` instead. {FIX}")
+            trained[model] = name
+        known = roster.compared_in(name)
+        for index, comparison in enumerate(study.comparisons):
+            for role in ("reference", "treatment"):
+                model = getattr(comparison, role)
+                if model not in known:
+                    raise ParameterError(
+                        f"Parameter studies.{name}.comparisons[{index}].{role} = {model!r}: the "
+                        f"study has the models {list(known)}. {FIX}")
+
+
+def model_settings(shared: Mapping[str, Any], entry: Mapping[str, Any]) -> dict[str, Any]:
+    """One model's parameters: its roster ``entry``'s ``normalization``, and the ``shared``
+    sections (:data:`SHARED_SECTIONS`) with the entry's overrides merged over them
+    (mappings key by key; lists and values replaced)."""
+    settings: dict[str, Any] = {"normalization": entry.get("normalization")}
+    for section in SHARED_SECTIONS:
+        settings[section] = merged(shared.get(section), entry.get(section))
+    return settings
+
+
+def merged(base: Any, override: Any) -> Any:
+    """``override`` over ``base``: mappings merged key by key, anything else replaced."""
+    if override is None:
+        return base
+    if isinstance(base, Mapping) and isinstance(override, Mapping):
+        return {**base, **{key: merged(base.get(key), value) for key, value in override.items()}}
+    return override
+
+
+# ------------------------------------------------------------ the roster the pipelines are built from
+
+_LOADED: dict[str, Any] = {}
+
+
+def use_parameters(params: Mapping[str, Any]) -> bool:
+    """Build the pipelines from this parameter tree's roster from now on (the run's own,
+    handed over by :class:`RosterHooks`). True when the roster differs from the one in use."""
+    roster = roster_from_parameters(params)
+    changed = _LOADED.get("roster") != roster
+    _LOADED["roster"] = roster
+    return changed
+
+
+def pipeline_roster() -> Roster:
+    """The roster of the run being set up, else that of ``conf/`` in the environment
+    ``KEDRO_ENV`` (Kedro's default environment when unset)."""
+    if "roster" not in _LOADED:
+        _LOADED["roster"] = roster_from_parameters(_configured_parameters())
+    return _LOADED["roster"]
+
+
+def _configured_parameters() -> dict[str, Any]:
+    from kedro.framework.project import settings
+
+    conf = Path.cwd() / settings.CONF_SOURCE
+    if not conf.is_dir():
+        raise ParameterError(f"No configuration folder at {conf}: run Kedro from the project's "
+                             "root (the folder with pyproject.toml and conf/).")
+    loader = settings.CONFIG_LOADER_CLASS(conf_source=str(conf), env=os.environ.get("KEDRO_ENV"),
+                                          **settings.CONFIG_LOADER_ARGS)
+    return loader["parameters"]
+
+
+class RosterHooks:
+    """Hands the run's parameters to the pipeline registry (see the module docstring)."""
+
+    @hook_impl(tryfirst=True)
+    def after_context_created(self, context: Any) -> None:
+        """Before ``KedroSession.run`` reads the pipelines: rebuild them when the run's
+        roster differs from the one they were built from."""
+        from kedro.framework.project import pipelines
+
+        if use_parameters(context.config_loader["parameters"]):
+            pipelines.configure(REGISTRY)
