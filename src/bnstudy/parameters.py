@@ -279,10 +279,11 @@ def _check_sizes(params: Mapping[str, Any], sections: Mapping[str, Section], ros
     that cannot work (a batch of 1000 of 320 images: "make curvature_probe_size a multiple of
     1000"). The order is the order of the fixes: the batch fits the subset, then the
     curvature probe set (whole batches, drawn from the subset), then the image shape. A value
-    of the wrong kind is left to the configs, which refuse it by name."""
+    of the wrong kind is left to the configs, which refuse it by name. The shared sections
+    come first (as :func:`validate_parameters` checks them), then each model."""
     train_size = sections["preprocessing"].train_size or CIFAR10_SIZES["train"]
-    for name in roster.models:
-        settings = model_settings(params, params["models"][name])
+    for name in ("", *roster.models):  # "": no roster entry, the shared sections as written
+        settings = model_settings(params, params["models"][name] if name else {})
         training, architecture = settings["training"], settings["architecture"]
         if isinstance(training, Mapping):
             _check_batches(params, name, training, train_size)
@@ -313,11 +314,12 @@ def _check_batches(params: Mapping[str, Any], name: str, training: Mapping[str, 
         return
     if batch > train_size:
         if not curvature:
-            fix = f"Lower it to at most {train_size}, or raise preprocessing.train_size to {batch}"
-        elif probe <= train_size:
+            fix = f"Lower it to at most {train_size}" + (
+                f", or raise preprocessing.train_size to {batch}"
+                if batch <= CIFAR10_SIZES["train"] else "")
+        elif probe <= train_size:  # a larger subset would still leave the probe set < 1 batch
             fix = (f"Lower it to a divisor of {probe_path} = {probe} (the curvature probe set is "
-                   f"whole batches), e.g. {probe}"
-                   + (f", or raise preprocessing.train_size to {batch}" if probe % batch == 0 else ""))
+                   f"whole batches), e.g. {probe}")
         else:
             fix = (f"Lower it to at most {train_size}, and {probe_path} = {probe} (also larger "
                    f"than the subset) to a multiple of it of at most {train_size}")
@@ -332,8 +334,10 @@ def _check_batches(params: Mapping[str, Any], name: str, training: Mapping[str, 
         raise ParameterError(
             f"Parameter {probe_path} = {probe} is larger than preprocessing.train_size = "
             f"{train_size}: the curvature probe set is drawn from the training subset. Set it "
-            f"to at most {largest} (a multiple of {batch_path} = {batch}), e.g. {largest}; or "
-            f"raise preprocessing.train_size{off}. {FIX}")
+            f"to a multiple of {batch_path} = {batch} of at most {train_size}, e.g. {largest}"
+            + (f"; or raise preprocessing.train_size to {probe}"
+               if probe % batch == 0 and probe <= CIFAR10_SIZES["train"] else "")
+            + f"{off}. {FIX}")
     below = max(batch, probe // batch * batch)
     above = -(-probe // batch) * batch
     raise ParameterError(
@@ -343,6 +347,12 @@ def _check_batches(params: Mapping[str, Any], name: str, training: Mapping[str, 
         + f"{off}. {FIX}")
 
 
+def _seeds_path(params: Mapping[str, Any], model: str) -> str:
+    """Where a model's seeds are set as written: its override of ``seeds`` or ``seed``, if any."""
+    paths = [parameter_path(params, model, "training", key) for key in ("seeds", "seed")]
+    return next((path for path in paths if path.startswith("models.")), paths[0])
+
+
 def _check_across(params: Mapping[str, Any], sections: Mapping[str, Section], roster: Roster,
                   models: Mapping[str, ModelParameters]) -> None:
     """Rules between parameters and sections that the nodes would otherwise enforce only when
@@ -350,17 +360,18 @@ def _check_across(params: Mapping[str, Any], sections: Mapping[str, Section], ro
     ingestion, reporting = sections["data_ingestion"], sections["reporting"]
     if ingestion.source == "download" and ingestion.md5 is None:
         raise ParameterError(
-            "Parameter data_ingestion.md5 = None with data_ingestion.source = 'download': a "
+            "Parameter data_ingestion.md5 = null with data_ingestion.source = 'download': a "
             "download is always verified. Give the archive's md5 as a quoted string of 32 hex "
             "digits (data_ingestion.md5 or BNSTUDY_CIFAR10_MD5; the official archive's is "
             f"{DataIngestion.model_fields['md5'].default}), or read a local copy "
             f"(data_ingestion.source: python_archive or image_folder, with data_ingestion.path). {FIX}")
     if ingestion.source != "download" and not ingestion.path:
         raise ParameterError(
-            f"Parameter data_ingestion.path = {ingestion.path!r} with data_ingestion.source = "
-            f"{ingestion.source!r}: a local source needs the archive or folder; set "
-            "data_ingestion.path (or BNSTUDY_CIFAR10_PATH), e.g. "
-            f"../shared/datasets/cifar10-jpeg.tar.gz with image_folder. {FIX}")
+            f"Parameter data_ingestion.path = "
+            f"{'null' if ingestion.path is None else repr(ingestion.path)} with "
+            f"data_ingestion.source = {ingestion.source!r}: a local source reads an archive or "
+            f"folder; set data_ingestion.path (or BNSTUDY_CIFAR10_PATH) to it, or use source "
+            f"download. {FIX}")
     for name, model in models.items():
         if model.model.num_classes != len(ingestion.classes):
             raise ParameterError(
@@ -379,7 +390,7 @@ def _check_across(params: Mapping[str, Any], sections: Mapping[str, Section], ro
             pair = (comparison.reference, comparison.treatment)
             seeds = {model: models[model].train.seed_list for model in pair}
             if seeds[pair[0]] != seeds[pair[1]]:
-                written = [parameter_path(params, m, "training", "seeds") for m in pair]
+                written = [_seeds_path(params, model) for model in pair]
                 raise ParameterError(
                     f"Parameters {written[0]} and {written[1]} give studies.{study}."
                     f"comparisons[{index}] the seeds {list(seeds[pair[0]])} for "

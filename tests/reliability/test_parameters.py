@@ -112,6 +112,45 @@ BAD_PARAMETERS = [
     ("shared batch larger than the subset", {"training": {"batch_size": 1000,
                                                           "curvature_probe_size": 1000}},
      r"Parameter training\.batch_size = 1000 is larger than preprocessing\.train_size = 320"),
+    # rules between sections that a node used to enforce (issue 20.10): refused before any
+    # node, named as written, the first fix suggested one that works (see FIXES below)
+    ("probe set larger than the subset", {"training": {"curvature_probe_size": 640}},
+     r"Parameter training\.curvature_probe_size = 640 is larger than preprocessing\.train_size "
+     r"= 320: the curvature probe set is drawn from the training subset\. Set it to a multiple "
+     r"of training\.batch_size = 32 of at most 320, e\.g\. 320; or raise preprocessing\.train_size "
+     r"to 640, or turn curvature off \(training\.curvature_every: null\)"),
+    ("a model's probe set larger than the subset",
+     {"models": {"baseline": {"training": {"curvature_probe_size": 640}}}},
+     r"Parameter models\.baseline\.training\.curvature_probe_size = 640 is larger than "
+     r"preprocessing\.train_size = 320: .* e\.g\. 320"),
+    ("probe set not whole batches", {"training": {"curvature_probe_size": 50}},
+     r"Parameter training\.curvature_probe_size = 50 is not a multiple of training\.batch_size "
+     r"= 32: the curvature probe set is whole batches\. Set it to 32 or 64"),
+    ("batch larger than the subset before the probe set", {"training": {"batch_size": 1000}},
+     r"Parameter training\.batch_size = 1000 is larger than preprocessing\.train_size = 320: not "
+     r"one batch fits\. Lower it to a divisor of training\.curvature_probe_size = 64 \(the "
+     r"curvature probe set is whole batches\), e\.g\. 64\."),
+    ("batch larger than the subset, curvature off",
+     {"training": {"batch_size": 1000, "curvature_every": None}},
+     r"Parameter training\.batch_size = 1000 is larger than preprocessing\.train_size = 320: not "
+     r"one batch fits\. Lower it to at most 320, or raise preprocessing\.train_size to 1000\."),
+    ("download without an md5", {"data_ingestion": {"source": "download", "md5": None}},
+     r"Parameter data_ingestion\.md5 = null with data_ingestion\.source = 'download': a download "
+     r"is always verified\. Give the archive's md5 .* or read a local copy"),
+    ("local source without a path", {"data_ingestion": {"source": "image_folder", "path": None}},
+     r"Parameter data_ingestion\.path = null with data_ingestion\.source = 'image_folder': .*"
+     r"set data_ingestion\.path"),
+    ("image size not CIFAR-10's", {"architecture": {"image_size": 64}},
+     r"Parameter architecture\.image_size = 64, but CIFAR-10's images are 32x32 .* set it to 32"),
+    ("image size not CIFAR-10's before the pools", {"models": {"candidate": {"architecture": {
+        "image_size": 30}}}},
+     r"Parameter models\.candidate\.architecture\.image_size = 30, but CIFAR-10's images are 32x32"),
+    ("phases without names", {"analysis": {"num_phases": 4}},
+     r"Parameter analysis\.num_phases = 4 \(int\): must be one of \[1, 2, 3\]"),
+    ("compared models with other seeds", {"models": {"baseline": {"training": {"seeds": [1, 2]}}}},
+     r"Parameters models\.baseline\.training\.seeds and training\.seeds give "
+     r"studies\.full_study\.comparisons\[0\] the seeds \[1, 2\] for 'baseline' and "
+     r"\[1337, 1, 2\] for 'candidate'"),
 ]
 # The roster's own rules (checked by validate_parameters; `--params` cannot add a model, so
 # these are not run through a session below).
@@ -152,6 +191,46 @@ def test_bad_parameters_fail_with_a_message_naming_them(test_params, name, overr
     assert "conf/<env>" in text and ("--params" in text or "BNSTUDY_CIFAR10_MD5" in text), \
         "the message says where to fix it"
     assert "\n" not in text and len(text) < 700, "one short message"
+
+
+# (a bad override, a regex whose group is the value the message suggests first, where that
+# value goes): the first fix suggested works, it does not lead only to the next error.
+FIXES = [
+    ({"training": {"curvature_probe_size": 640}}, r"e\.g\. (\d+)", ("training", "curvature_probe_size")),
+    ({"models": {"baseline": {"training": {"curvature_probe_size": 640}}}}, r"e\.g\. (\d+)",
+     ("models", "baseline", "training", "curvature_probe_size")),
+    ({"training": {"curvature_probe_size": 50}}, r"Set it to (\d+)", ("training", "curvature_probe_size")),
+    ({"training": {"curvature_probe_size": 50}}, r"Set it to \d+ or (\d+)",
+     ("training", "curvature_probe_size")),
+    ({"training": {"batch_size": 1000}}, r"e\.g\. (\d+)", ("training", "batch_size")),
+    ({"training": {"batch_size": 1000, "curvature_every": None}}, r"at most (\d+)",
+     ("training", "batch_size")),
+    ({"training": {"batch_size": 1000, "curvature_every": None}}, r"train_size to (\d+)",
+     ("preprocessing", "train_size")),
+    ({"training": {"curvature_probe_size": 640}}, r"train_size to (\d+)", ("preprocessing", "train_size")),
+    ({"architecture": {"image_size": 64}}, r"set it to (\d+)", ("architecture", "image_size")),
+]
+
+
+@pytest.mark.parametrize(("override", "suggestion", "where"), FIXES)
+def test_the_first_fix_a_message_suggests_works(test_params, override, suggestion, where):
+    import re
+
+    with pytest.raises(ParameterError) as raised:
+        validate_parameters(_merged(test_params, override))
+    value = int(re.search(suggestion, str(raised.value)).group(1))
+    fix: dict[str, Any] = {where[-1]: value}
+    for key in reversed(where[:-1]):
+        fix = {key: fix}
+    validate_parameters(_merged(_merged(test_params, override), fix))
+
+
+def test_the_probe_set_is_checked_only_when_curvature_is_on(test_params):
+    off = {"training": {"curvature_every": None}}
+    for probe in (50, 640):
+        models = validate_parameters(_merged(test_params, {"training": {
+            **off["training"], "curvature_probe_size": probe}}))
+        assert {m.train.curvature_probe_size for m in models.values()} == {probe}
 
 
 def test_a_runtime_override_of_one_model_leaves_the_other_alone():
@@ -235,3 +314,14 @@ def test_kedro_run_refuses_bad_parameters_before_any_node(project_copy: Path, mo
         run_session(project_copy, "full_study", params=override)
     assert started == []
     assert not any(path.is_file() for path in (project_copy / "data").rglob("*"))
+    assert _mlflow_runs(project_copy) == [], "refused before kedro-mlflow starts a run"
+
+
+def _mlflow_runs(project: Path) -> list[Any]:
+    """Every run (of any state, in any experiment) in the project's mlflow.db."""
+    import mlflow
+    from mlflow.entities import ViewType
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    return list(client.search_runs(experiments, run_view_type=ViewType.ALL)) if experiments else []
