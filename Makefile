@@ -5,7 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ENV ?= cpu
 PIPELINE ?= full_study
-# Extra parameters for `kedro run --params`, e.g. make study PARAMS="baseline.training.max_steps=50,candidate.training.max_steps=50"
+# Extra parameters for `kedro run --params`, e.g. make study PARAMS="training.max_steps=50" (every
+# model) or PARAMS="models.baseline.training.learning_rate=0.1" (one model of the roster)
 PARAMS ?=
 export KEDRO_DISABLE_TELEMETRY := 1
 export MPLBACKEND := Agg

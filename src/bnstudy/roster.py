@@ -38,7 +38,7 @@ from kedro.framework.hooks import hook_impl
 from pydantic import BaseModel, ConfigDict, Strict
 
 from bnstudy.core.config import STRICT
-from bnstudy.reliability.errors import ParameterError
+from bnstudy.errors import ParameterError
 
 SHARED_SECTIONS = ("architecture", "training", "measurements", "checkpoints")
 """The settings every model shares; a roster entry overrides single keys of them."""
@@ -155,6 +155,9 @@ def _check_references(roster: Roster) -> None:
             trained[model] = name
         known = roster.compared_in(name)
         for index, comparison in enumerate(study.comparisons):
+            if comparison.reference == comparison.treatment:
+                raise ParameterError(f"Parameter studies.{name}.comparisons[{index}] compares "
+                                     f"{comparison.reference!r} with itself. {FIX}")
             for role in ("reference", "treatment"):
                 model = getattr(comparison, role)
                 if model not in known:
@@ -205,14 +208,17 @@ def pipeline_roster() -> Roster:
 
 
 def _configured_parameters() -> dict[str, Any]:
-    from kedro.framework.project import settings
+    """The parameters of ``conf/`` in the working directory, loaded as ``settings.py`` says."""
+    from kedro.config import OmegaConfigLoader
 
-    conf = Path.cwd() / settings.CONF_SOURCE
+    from bnstudy.settings import CONFIG_LOADER_ARGS
+
+    conf = Path.cwd() / "conf"
     if not conf.is_dir():
         raise ParameterError(f"No configuration folder at {conf}: run Kedro from the project's "
                              "root (the folder with pyproject.toml and conf/).")
-    loader = settings.CONFIG_LOADER_CLASS(conf_source=str(conf), env=os.environ.get("KEDRO_ENV"),
-                                          **settings.CONFIG_LOADER_ARGS)
+    loader = OmegaConfigLoader(conf_source=str(conf), env=os.environ.get("KEDRO_ENV"),
+                               **CONFIG_LOADER_ARGS)
     return loader["parameters"]
 
 

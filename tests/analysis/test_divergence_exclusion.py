@@ -40,13 +40,23 @@ def _mark(traces: dict, model: str, seed: int, step: int | None) -> dict:
     return out
 
 
-def _node(traces: dict) -> dict:
-    t = traces
-    return nodes.compare_models(
-        t["training"]["baseline"], t["training"]["candidate"], t["evals"]["baseline"], t["evals"]["candidate"],
-        t["smoothness"]["baseline"], t["smoothness"]["candidate"], t["ics"]["baseline"], t["ics"]["candidate"],
-        t["histograms"]["baseline"], t["histograms"]["candidate"], t["init"]["baseline"], t["init"]["candidate"],
-        {"smoothing_fraction": 0.01})
+PAIR = [{"reference": "baseline", "treatment": "candidate"}]
+NODE_TRACES = {"training": "training_trace", "evals": "eval_trace", "smoothness": "smoothness_trace",
+               "ics": "ics_trace", "histograms": "activation_histograms", "init": "init_distance"}
+
+
+def _inputs(traces: dict, kinds=NODE_TRACES) -> dict:
+    """The node's keyword inputs ``<trace>:<model>``, as the pipeline passes them."""
+    return {f"{name}:{model}": value for kind, name in kinds.items()
+            for model, value in traces[kind].items()}
+
+
+def _node(traces: dict, comparisons=PAIR) -> dict:
+    """compare_models' outputs, the headline comparison's summary under its old name."""
+    out = nodes.compare_models({"smoothing_fraction": 0.01}, comparisons, **_inputs(traces))
+    study = out["model_comparisons_summary"]
+    return {**out, "study": study,
+            "model_comparisons_summary": study["comparisons"][study["headline"]]}
 
 
 def test_a_diverged_seed_is_left_out_of_both_models_exactly():
@@ -109,15 +119,43 @@ def _merge_marks(traces: dict, seed: int) -> dict:
 
 def test_analysis_nodes_leave_the_seed_out_and_return_an_empty_table_when_none_is_left():
     traces = _mark(_traces(SEEDS), "candidate", 2, 10)
-    table, summary = nodes.analyze_loss_landscape(traces["smoothness"]["baseline"],
-                                                  traces["smoothness"]["candidate"], {"num_phases": 3})
+    table, summary = nodes.analyze_loss_landscape({"num_phases": 3}, PAIR, **_inputs(
+        traces, {"smoothness": "smoothness_trace"}))
+    summary = summary["comparisons"]["candidate_vs_baseline"]
     assert summary["excluded_seeds"] == {"2": "candidate diverged at step 10"}
     assert 2 not in set(table["seed"]) if "seed" in table.columns else True
     assert "diverged" not in table.columns
     one = _mark(_traces([7]), "candidate", 7, 10)
-    table, summary = nodes.analyze_loss_landscape(one["smoothness"]["baseline"],
-                                                  one["smoothness"]["candidate"], {"num_phases": 3})
-    assert table.empty and summary["nothing_to_compare"]
+    table, summary = nodes.analyze_loss_landscape({"num_phases": 3}, PAIR, **_inputs(
+        one, {"smoothness": "smoothness_trace"}))
+    assert table.empty and summary["comparisons"]["candidate_vs_baseline"]["nothing_to_compare"]
+
+
+def test_every_comparison_leaves_out_only_the_seeds_of_its_own_pair():
+    """A third model of the roster, compared with the baseline: its diverged seed is left
+    out of its own comparison only, and each table keeps every model once under its name."""
+    traces = _traces(SEEDS)
+    for kind, pair in traces.items():  # "extra": the candidate's traces under another name
+        pair["extra"] = pair["candidate"]
+    marked = _mark(traces, "extra", 3, 50)
+    three = [*PAIR, {"reference": "baseline", "treatment": "extra"}]
+    out = _node(marked, three)
+    study = out["study"]
+    assert study["headline"] == "candidate_vs_baseline"
+    assert list(study["comparisons"]) == ["candidate_vs_baseline", "extra_vs_baseline"]
+    assert study["comparisons"]["candidate_vs_baseline"]["seeds"] == SEEDS
+    extra = study["comparisons"]["extra_vs_baseline"]
+    assert extra["seeds"] == [1, 2, 4, 5] and extra["excluded_seeds"] == {"3": "extra diverged at step 50"}
+    assert (extra["reference"], extra["treatment"]) == ("baseline", "extra")
+    # the pair functions worded the treatment by its name
+    assert any("extra" in m["overall"]["text"] for m in extra["measures"].values())
+    table, summary = nodes.analyze_loss_landscape({"num_phases": 3}, three, **_inputs(
+        marked, {"smoothness": "smoothness_trace"}))
+    assert set(table["model"]) == {"baseline", "candidate", "extra"}
+    assert not table.duplicated().any()
+    assert set(table.loc[table["model"] == "extra", "seed"]) == {1, 2, 4, 5}
+    assert set(table.loc[table["model"] == "baseline", "seed"]) == set(SEEDS)  # from its healthy pair
+    assert set(summary["comparisons"]) == {"candidate_vs_baseline", "extra_vs_baseline"}
 
 
 def test_helpers_read_the_seed_level_column():

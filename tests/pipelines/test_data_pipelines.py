@@ -10,7 +10,7 @@ import pytest
 
 from bnstudy.core.preprocessing import stratified_subset
 from bnstudy.data import cifar10
-from bnstudy.reliability.errors import ParameterError
+from bnstudy.errors import ParameterError
 from tests.conftest import REAL_CIFAR10_SOURCE, run_session, tar_folder, write_image_folder
 
 OFFICIAL_MEAN = (0.4914, 0.4822, 0.4465)
@@ -207,7 +207,8 @@ def test_subset_only_decodes_the_subset_preprocessing_keeps(project_copy, small_
     source = {"source": "image_folder", "path": str(tree)}
 
     run_data(project_copy, {"data_ingestion": {**source, "subset_only": True}, "preprocessing": sizes,
-                            "training": {"batch_size": 8}})  # a batch must fit in the 20 images
+                            # a batch and the curvature probe set must fit in the 20 images
+                            "training": {"batch_size": 8, "curvature_probe_size": 16}})
 
     provenance = load_latest(project_copy, PROVENANCE)
     assert (provenance["num_train"], provenance["num_test"]) == (20, 10)
@@ -220,7 +221,8 @@ def test_subset_only_decodes_the_subset_preprocessing_keeps(project_copy, small_
 
 
 def test_subset_larger_than_the_data_names_the_parameter_and_the_count(project_copy, python_archive):
-    too_many = {"preprocessing": {"train_size": 41, "test_size": None}}
+    too_many = {"preprocessing": {"train_size": 41, "test_size": None},
+                "training": {"curvature_probe_size": 32}}  # the probe set fits in the 41 images
     read_all = {"data_ingestion": archive_params(python_archive, subset_only=False)["data_ingestion"], **too_many}
     read_subset = {"data_ingestion": {**read_all["data_ingestion"], "subset_only": True}, **too_many}
 

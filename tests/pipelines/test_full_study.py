@@ -102,7 +102,10 @@ def _json(project: Path, relative: str) -> dict:
 
 def test_report_numbers_equal_those_of_the_comparisons_and_the_traces(study):
     markdown = latest(study, "data/08_reporting/report.md").read_text()
-    comparisons = _json(study, "data/08_reporting/summaries/model_comparisons.json")
+    every = _json(study, "data/08_reporting/summaries/model_comparisons.json")
+    assert every["headline"] == "candidate_vs_baseline" and list(every["comparisons"]) == [every["headline"]]
+    comparisons = every["comparisons"]["candidate_vs_baseline"]
+    assert (comparisons["reference"], comparisons["treatment"]) == ("baseline", "candidate")
     assert comparisons["seeds"] == [1, 2, 1337]
     for name, measure in comparisons["measures"].items():  # every conclusion, as the analysis worded it
         assert f"(`{name}`): {measure['overall']['text']}" in markdown
@@ -114,6 +117,7 @@ def test_report_numbers_equal_those_of_the_comparisons_and_the_traces(study):
         final = [pct(e[e.seed == seed].sort_values("step")["test_accuracy"].iloc[-1]) for e in evals.values()]
         assert f"| {seed} | {final[0]} | {final[1]} |" in markdown
     summary = json.loads(latest(study, "data/08_reporting/summaries/init_distance.json").read_text())
+    summary = summary["comparisons"]["candidate_vs_baseline"]  # a measure's summary: one per comparison
     init = pd.read_parquet(latest(study, "data/07_model_output/candidate/init_distance.parquet"))
     final = init[init.step == init.step.max()].groupby("layer")["abs"].mean()
     for layer, value in final.items():

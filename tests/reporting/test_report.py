@@ -160,9 +160,16 @@ def test_markdown_links_its_figures_with_captions_and_embeds_none(three_seeds):
 
 def test_write_report_node_returns_the_report_with_its_figures_and_an_html_page(three_seeds):
     i = three_seeds
+    headline = {**i["comparisons"], "reference": "baseline", "treatment": "candidate"}
+    further = {**i["comparisons"], "reference": "baseline", "treatment": "extra",
+               "note": "Left out of every statistic and figure (diverged): seed 2: extra diverged at step 9."}
+    study = {"headline": "candidate_vs_baseline",
+             "comparisons": {"candidate_vs_baseline": headline, "extra_vs_baseline": further}}
+    records = {"run_record:baseline": i["records"]["baseline"], "run_record:candidate": i["records"]["candidate"],
+               "run_record:extra": i["records"]["candidate"]}
     markdown, page, metrics = nodes.write_report(
-        i["records"]["baseline"], i["records"]["candidate"], i["params"], i["comparisons"], i["fidelity"],
-        i["provenance"], i["preprocessing"], *_figures().values())
+        i["params"], [], study, i["fidelity"], i["provenance"], i["preprocessing"], **records,
+        **{f"figure:{name}": value for name, value in _figures().items()})
 
     assert set(markdown["files"]) == {f"figures/{n}.{'gif' if n == 'activation_animation' else 'png'}"
                                       for n in nodes.FIGURE_NAMES}
@@ -170,6 +177,11 @@ def test_write_report_node_returns_the_report_with_its_figures_and_an_html_page(
     assert page.count("data:image/png;base64,") == len(nodes.FIGURE_NAMES) - 1
     assert "data:image/gif;base64," in page and "<figcaption>Figure 1." in page
     assert metrics["candidate.final_test_accuracy"] == {"value": 0.5, "step": 0}
+    # the further comparison: its own section, conclusions and table, after the headline's
+    further_section = markdown["text"].split("### extra against no BN (extra vs baseline)\n", 1)[1]
+    assert "seed 2: extra diverged at step 9" in further_section
+    assert "**Every measure, paired by seed**" in further_section
+    assert markdown["text"].index("## Further comparisons") > markdown["text"].index("## Fidelity")
     assert metrics["paper/loss_range.estimate"]["value"] == pytest.approx(
         i["comparisons"]["measures"]["paper/loss_range"]["overall"]["estimate"])
 

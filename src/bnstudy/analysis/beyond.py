@@ -1,8 +1,8 @@
 """Beyond the paper: noisy BatchNorm, the Lp normalizations and curvature against the
 stability thresholds of SGD with momentum (numpy/pandas/scipy only).
 
-* :func:`compare_variant` compares a variant with a reference model (no BN or BN) measure by
-  measure, exactly as the study compares BN with no BN (:func:`fidelity.compare_models`).
+* each variant is compared with no BN and with BN by the study's own analysis
+  (:func:`bnstudy.analysis.study.compare_study`, the comparisons of the roster's beyond_study);
 * :func:`noise_question` answers: does the noise raise the activation shift, and does BN's
   training advantage survive it?
 * :func:`curvature_analysis` summarizes the top Hessian eigenvalue and the batch sharpness of
@@ -17,50 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bnstudy.analysis import fidelity
 from bnstudy.analysis import statistics as st
-from bnstudy.analysis.divergence import exclude_diverged, exclusion_note, healthy_histograms
+from bnstudy.analysis.study import model_word
 from bnstudy.analysis.tables import BASELINE, CANDIDATE, seed_channel_shift
 
 VARIANTS = ("candidate_noisy", "candidate_l1", "candidate_l2", "candidate_linf")
-MODEL_WORDS = {BASELINE: "no BN", CANDIDATE: "BN", "candidate_noisy": "noisy BN",
-               "candidate_l1": "L1 normalization", "candidate_l2": "L2 normalization",
-               "candidate_linf": "L-infinity normalization"}
-"""How a sentence names each model."""
-
-KINDS = ("training", "evals", "smoothness", "ics", "init")
-"""The per-model traces a comparison reads (besides the activation histograms)."""
-
-
-def compare_variant(reference: str, variant: str, traces: Mapping[str, Mapping[str, Any]],
-                    histograms: Mapping[str, Any], smoothing_fraction: float) -> dict[str, Any]:
-    """Every measurement of ``variant`` against ``reference``, across the seeds healthy in both.
-
-    Args:
-        reference, variant: model names (keys of every mapping of ``traces``).
-        traces: ``{kind: {model: frame}}`` for the kinds of :data:`KINDS`.
-        histograms: ``{model: {"seed_<k>": activation histograms}}``.
-        smoothing_fraction: the training-curve smoothing of the study's analysis.
-
-    Returns:
-        The summary of :func:`fidelity.compare_models` with the variant in the candidate's
-        place: effects are variant / reference (or variant - reference), worded "lower for
-        <variant>"; ``excluded_seeds`` and ``note`` name seeds left out.
-    """
-    pairs = {kind: {BASELINE: traces[kind][reference], CANDIDATE: traces[kind][variant]}
-             for kind in KINDS}
-    kept, excluded = exclude_diverged(pairs)
-    shown = {BASELINE: healthy_histograms(histograms[reference], excluded),
-             CANDIDATE: healthy_histograms(histograms[variant], excluded)}
-    name = MODEL_WORDS[variant]
-    if kept["training"][BASELINE].empty:
-        return fidelity.nothing_to_compare(excluded, exclusion_note(excluded))
-    summary = fidelity.compare_models(
-        kept["training"], kept["evals"], kept["smoothness"], kept["ics"], shown, kept["init"],
-        smoothing_fraction=smoothing_fraction, words=(f"lower for {name}", f"higher for {name}"))
-    summary.update(reference=reference, variant=variant, excluded_seeds=excluded,
-                   note=exclusion_note(excluded))
-    return summary
 
 
 def check_same_setup(records: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -254,8 +215,8 @@ def curvature_analysis(curvature: Mapping[str, pd.DataFrame], learning_rate: flo
                 comparison = st.paired_comparison(late[seeds].to_numpy(), base[seeds].to_numpy(),
                                                   kind="ratio" if positive else "difference")
                 entry["vs_baseline"] = comparison.describe(
-                    lower_is=f"lower for {MODEL_WORDS.get(model, model)}",
-                    higher_is=f"higher for {MODEL_WORDS.get(model, model)}")
+                    lower_is=f"lower for {model_word(model)}",
+                    higher_is=f"higher for {model_word(model)}")
         summary["models"].setdefault(model, {})[metric] = entry
     summary["statements"] = threshold_statements(summary)
     return table, summary
@@ -288,7 +249,7 @@ def threshold_statements(summary: Mapping[str, Any]) -> list[str]:
                                  + ("and stays there" if reached["stays"] else
                                     f"but stays for only {reached['fraction_after']:.0%} of "
                                     "the later measurements"))
-            sentence = (f"{MODEL_WORDS.get(model, model)}: {name} {level} over the last third "
+            sentence = (f"{model_word(model)}: {name} {level} over the last third "
                         f"of training across {entry['n']} seeds"
                         + ("; " + "; ".join(parts) if parts else "") + ".")
             if "vs_baseline" in entry:
@@ -309,7 +270,7 @@ def lp_rows(comparisons: Mapping[str, Mapping[str, Any]], bn_vs_none: Mapping[st
                 f"{preset}/beta_smoothness")
     rows = []
     for model, summary in {CANDIDATE: bn_vs_none, **comparisons}.items():
-        row = {"model": model, "name": MODEL_WORDS[model]}
+        row = {"model": model, "name": model_word(model)}
         for measure in measures:
             view = _overall(summary, measure)
             row[measure] = "not measured" if view is None else view["text"]

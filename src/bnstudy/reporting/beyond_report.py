@@ -10,36 +10,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bnstudy.analysis.beyond import MODEL_WORDS, late_level
+from bnstudy.analysis.beyond import late_level
+from bnstudy.analysis.study import MODEL_WORDS
 from bnstudy.reporting import conclusions as words
+from bnstudy.reporting.conclusions import comparison_table
 from bnstudy.reporting.document import Report, Section, Table
 from bnstudy.reporting.plotting import BAND_METHOD
 from bnstudy.reporting.provenance import setup_table
 
 BEYOND_FIGURES = ("noisy_shift", "normalizations", "curvature")
 """The report's figures, in the order of the report node's positional inputs."""
-
-COMPARED = ("test_accuracy", "{preset}/loss_range", "{preset}/grad_diff_max",
-            "{preset}/beta_smoothness", "{preset}/ics_l2", "activation/delta_mu",
-            "init_distance")
-"""The measures each variant's comparison table lists."""
-
-
-def _preset(summary: Mapping[str, Any]) -> str:
-    presets = [name.split("/")[0] for name in summary.get("measures", {}) if name.endswith("/loss_range")]
-    return "paper" if "paper" in presets else (presets[0] if presets else "paper")
-
-
-def comparison_table(summary: Mapping[str, Any]) -> Table:
-    """measure | variant against its reference (estimate, interval, test)."""
-    preset = _preset(summary)
-    rows = []
-    for template in COMPARED:
-        measure = summary.get("measures", {}).get(template.format(preset=preset))
-        if measure is not None:
-            rows.append([measure["label"], measure["overall"]["text"]])
-    return Table(["measure", "comparison across seeds"], rows)
-
 
 def noise_section(comparisons: Mapping[str, Any]) -> Section:
     noise = comparisons["noise"]

@@ -184,3 +184,25 @@ def headline_metrics(summary: Mapping[str, Any], records: Mapping[str, Mapping[s
             values[f"{name}.{field}"] = measure["overall"].get(field)
     return {key: float(v) for key, v in values.items()
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+COMPARED = ("test_accuracy", "{preset}/loss_range", "{preset}/grad_diff_max",
+            "{preset}/beta_smoothness", "{preset}/ics_l2", "activation/delta_mu",
+            "init_distance")
+"""The measures a comparison's table lists (the headline's sections list every measure)."""
+
+
+def _preset(summary: Mapping[str, Any]) -> str:
+    presets = [name.split("/")[0] for name in summary.get("measures", {}) if name.endswith("/loss_range")]
+    return "paper" if "paper" in presets else (presets[0] if presets else "paper")
+
+
+def comparison_table(summary: Mapping[str, Any]) -> Table:
+    """measure | the treatment against its reference (estimate, interval, test)."""
+    preset = _preset(summary)
+    rows = []
+    for template in COMPARED:
+        measure = summary.get("measures", {}).get(template.format(preset=preset))
+        if measure is not None:
+            rows.append([measure["label"], measure["overall"]["text"]])
+    return Table(["measure", "comparison across seeds"], rows)

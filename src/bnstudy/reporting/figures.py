@@ -4,8 +4,8 @@ Pure plotting (no Kedro): each ``*_figure`` function takes a tidy table (columns
 seed, step, layer, preset, metric, value``) and returns a matplotlib ``Figure``;
 :func:`bnstudy.reporting.plotting.to_png` renders one to bytes. Curves over steps are the
 mean across seeds with a 95% t-interval band (:func:`bnstudy.reporting.plotting.seed_band`);
-per-layer values carry 95% t-interval error bars across seeds. Baseline = without BatchNorm,
-candidate = with BatchNorm, in the same colours everywhere. The activation histograms are
+per-layer values carry 95% t-interval error bars across seeds. Every model of the table is
+drawn, each in its own colour everywhere (:func:`bnstudy.reporting.plotting.model_color`). The activation histograms are
 in :mod:`bnstudy.reporting.histograms`.
 """
 
@@ -20,10 +20,11 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from bnstudy.reporting.plotting import (
-    MODEL_COLORS,
-    MODEL_LABELS,
     draw_seed_mean,
     metric_rows,
+    model_color,
+    model_label,
+    models_in,
     new_figure,
     omitted_panel,
     presets,
@@ -40,7 +41,7 @@ def training_curves_figure(table: pd.DataFrame) -> Figure:
               ("train_accuracy", "Training accuracy (batch, after the update)", False),
               ("test_accuracy", "Test accuracy (full test set)", False)]
     for ax, (metric, title, log) in zip(axes[0], panels, strict=True):
-        for model in MODEL_LABELS:
+        for model in models_in(table):
             style = {"marker": "o", "markersize": 3} if metric == "test_accuracy" else {"linewidth": 0.8}
             draw_seed_mean(ax, metric_rows(table, metric, model=model), model, log=log, **style)
         ax.set(title=title, xlabel="Step", ylabel=title.split(" (")[0])
@@ -58,11 +59,12 @@ def _range_figure(table: pd.DataFrame, low: str, high: str, compared: str, title
     figure, axes = new_figure(2, len(names), 7.5 * len(names), 7.6)
     for col, preset in enumerate(names):
         top, bottom = axes[0, col], axes[1, col]
-        for model, label in MODEL_LABELS.items():
+        for model in models_in(table):
+            label = model_label(model)
             lo = metric_rows(table, low, preset=preset, model=model).groupby("step")["value"].mean()
             hi = metric_rows(table, high, preset=preset, model=model).groupby("step")["value"].mean()
             lo, hi = lo.align(hi, join="inner")
-            top.fill_between(lo.index, lo.to_numpy(), hi.to_numpy(), color=MODEL_COLORS[model], alpha=0.5,
+            top.fill_between(lo.index, lo.to_numpy(), hi.to_numpy(), color=model_color(model), alpha=0.5,
                              linewidth=0, label=label)
             draw_seed_mean(bottom, metric_rows(table, compared, preset=preset, model=model), model, log=True)
         top.set(title=f"{title} ({preset} protocol)", xlabel="Step", ylabel=band_label)
@@ -92,7 +94,7 @@ def beta_smoothness_figure(table: pd.DataFrame) -> Figure:
     names = presets(table)
     figure, axes = new_figure(1, len(names), 7.5 * len(names), 4.2)
     for ax, preset in zip(axes[0], names, strict=True):
-        for model in MODEL_LABELS:
+        for model in models_in(table):
             draw_seed_mean(ax, metric_rows(table, "beta_smoothness", preset=preset, model=model), model, log=True)
         ax.set(title=f"Effective beta-smoothness ({preset} protocol)", xlabel="Step",
                ylabel="Effective beta-smoothness", yscale="log")
@@ -121,16 +123,18 @@ def zero_by_definition(records: Mapping[str, Mapping[str, Any]]) -> dict[str, se
 def _ics_panel(ax: Axes, table: pd.DataFrame, preset: str, metric: str, layer: str,
                zero: Mapping[str, set[tuple[str, str]]]) -> None:
     """One ICS panel: each model's seed-mean curve, or a note where it is zero by definition."""
-    skipped = [label for model, label in MODEL_LABELS.items() if (preset, layer) in zero.get(model, set())]
-    if len(skipped) == len(MODEL_LABELS):
+    models = models_in(table)
+    skipped = [model_label(m) for m in models if (preset, layer) in zero.get(m, set())]
+    if len(skipped) == len(models):
         omitted_panel(ax, f"{layer}, {preset}: ICS zero by definition\n(no layer precedes it): omitted")
         return
-    for model in MODEL_LABELS:
+    for model in models:
         if (preset, layer) not in zero.get(model, set()):
             draw_seed_mean(ax, metric_rows(table, metric, preset=preset, model=model, layer=layer), model,
                            log=metric == "ics_l2", linewidth=0.8)
     if skipped:
-        ax.text(0.02, 0.03, f"{skipped[0]}: zero by definition, not drawn", transform=ax.transAxes, fontsize=7)
+        ax.text(0.02, 0.03, f"{', '.join(skipped)}: zero by definition, not drawn", transform=ax.transAxes,
+                fontsize=7)
     name = "ICS L2 distance" if metric == "ics_l2" else "ICS cosine"
     ax.set(title=f"{layer}: {name} ({preset})", xlabel="Step", ylabel=name, yscale="log" if metric == "ics_l2"
            else "linear")
@@ -162,12 +166,14 @@ def gradient_ics_figure(table: pd.DataFrame, layers: Sequence[str],
 def _per_layer_errorbars(ax: Axes, values: pd.DataFrame, layers: Sequence[str]) -> None:
     """Per model and layer: mean across seeds with 95% t-interval error bars."""
     positions = {layer: i for i, layer in enumerate(layers)}
-    for offset, (model, label) in zip((-0.12, 0.12), MODEL_LABELS.items(), strict=True):
+    models = models_in(values)
+    offsets = np.linspace(-0.12, 0.12, len(models)) if len(models) > 1 else np.zeros(1)
+    for offset, model in zip(offsets, models, strict=False):
         rows = values[values["model"] == model]
         summary = [seed_summary(rows.loc[rows["layer"] == layer, "value"]) for layer in layers]
         means, halves = np.array(summary).T if summary else (np.array([]), np.array([]))
         ax.errorbar(np.arange(len(layers)) + offset, means, yerr=halves, fmt="o", capsize=3,
-                    color=MODEL_COLORS[model], label=label)
+                    color=model_color(model), label=model_label(model))
     ax.set_xticks(range(len(positions)), list(positions), rotation=45)
 
 

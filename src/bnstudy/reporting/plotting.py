@@ -25,12 +25,34 @@ from scipy import stats
 MODEL_LABELS = {"baseline": "Without BatchNorm", "candidate": "With BatchNorm"}
 MODEL_NAMES = {"baseline": "without BatchNorm", "candidate": "with BatchNorm"}  # in a sentence
 MODEL_COLORS = {"baseline": "#1f77b4", "candidate": "#d62728"}
-# The beyond-the-paper variants (their own figures; the study's figures show the pair above).
+# The other models of conf/base's roster (the beyond-the-paper variants).
 VARIANT_LABELS = {**MODEL_LABELS, "candidate_noisy": "Noisy BatchNorm",
                   "candidate_l1": "L1 normalization", "candidate_l2": "L2 normalization",
                   "candidate_linf": "L-infinity normalization"}
 VARIANT_COLORS = {**MODEL_COLORS, "candidate_noisy": "#ff7f0e", "candidate_l1": "#2ca02c",
                   "candidate_l2": "#9467bd", "candidate_linf": "#8c564b"}
+# Any other model of a roster: a colour of its own, the same in every figure and run.
+OTHER_COLORS = ("#17becf", "#bcbd22", "#e377c2", "#7f7f7f", "#393b79", "#637939", "#8c6d31",
+                "#843c39", "#7b4173", "#3182bd")
+
+
+def model_label(model: str) -> str:
+    """How a legend names a model: conf/base's models by what they are, others by name."""
+    return VARIANT_LABELS.get(model, model)
+
+
+def model_color(model: str) -> str:
+    """One fixed colour per model name (a stable hash for names outside conf/base's roster)."""
+    import zlib
+
+    return VARIANT_COLORS.get(model) or OTHER_COLORS[zlib.crc32(model.encode()) % len(OTHER_COLORS)]
+
+
+def models_in(table: pd.DataFrame) -> list[str]:
+    """The models of a tidy table: conf/base's in the roster's order, then the others as
+    they appear (so a study's reference and treatment keep their places and colours)."""
+    present = list(dict.fromkeys(table["model"])) if "model" in table.columns else []
+    return [m for m in VARIANT_LABELS if m in present] + [m for m in present if m not in VARIANT_LABELS]
 CONFIDENCE = 0.95
 # How the bands of every curve over steps are computed, for the captions.
 BAND_METHOD = ("Lines: mean across seeds; bands: the 95% Student-t interval of that mean at each step "
@@ -122,8 +144,8 @@ def draw_seed_mean(ax: Axes, rows: pd.DataFrame, model: str, *, log: bool = Fals
     band = seed_band(rows, log=log)
     if band.empty:
         return
-    color = VARIANT_COLORS[model]
-    ax.plot(band["step"], band["mean"], color=color, label=label or VARIANT_LABELS[model],
+    color = model_color(model)
+    ax.plot(band["step"], band["mean"], color=color, label=label or model_label(model),
             **{"linewidth": 1.0, **style})
     if band["low"].notna().any():
         ax.fill_between(band["step"], band["low"], band["high"], color=color, alpha=0.25, linewidth=0)

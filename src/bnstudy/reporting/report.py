@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bnstudy.analysis.fidelity import BLOG_OPTIMIZER, PAPER_OPTIMIZER, optimizer_label
+from bnstudy.analysis.study import model_word
 from bnstudy.reporting import conclusions as words
 from bnstudy.reporting.captions import figure_captions
 from bnstudy.reporting.document import Report, Section
@@ -88,24 +89,46 @@ def fidelity_section(fidelity: Mapping[str, Any], num_seeds: int,
         tables=[("Fidelity", words.fidelity_table(fidelity["rows"], words.run_optimizer(records), num_seeds))])
 
 
+def further_sections(further: Mapping[str, Mapping[str, Any]]) -> list[Section]:
+    """A section per further comparison of the study's roster: its conclusions and the
+    measures of :data:`conclusions.COMPARED`, each across seeds."""
+    if not further:
+        return []
+    sections = [Section("Further comparisons", paragraphs=[
+        "The study's other comparisons (studies.<study>.comparisons of the roster), each measured "
+        "as the headline comparison above: one statistic per seed, paired across the seeds healthy in "
+        "both models, the ratio (or difference) treatment / reference with its 95% t interval."])]
+    for summary in further.values():
+        reference, treatment = summary["reference"], summary["treatment"]
+        paragraphs = ([summary["note"]] if summary.get("note") else [])
+        sections.append(Section(
+            f"{model_word(treatment)} against {model_word(reference)} ({treatment} vs {reference})",
+            level=3, paragraphs=paragraphs, bullets=words.conclusion_bullets(summary),
+            tables=[("Every measure, paired by seed", words.comparison_table(summary))]))
+    return sections
+
+
 def build_report(comparisons: Mapping[str, Any], fidelity: Mapping[str, Any],
                  records: Mapping[str, Mapping[str, Any]], provenance: Mapping[str, Any],
-                 preprocessing: Mapping[str, Any], params: Mapping[str, Any]) -> Report:
+                 preprocessing: Mapping[str, Any], params: Mapping[str, Any],
+                 further: Mapping[str, Mapping[str, Any]] | None = None) -> Report:
     """The whole report.
 
     Args:
-        comparisons: ``model_comparisons_summary`` (``seeds``, ``measures``, ``stalled``).
+        comparisons: the headline comparison of ``model_comparisons_summary`` (``seeds``,
+            ``measures``, ``stalled``).
         fidelity: ``fidelity_summary`` (``rows``).
-        records: ``{"baseline": run_record, "candidate": run_record}``.
+        records: ``{"baseline": reference's run_record, "candidate": treatment's}``.
         provenance: ``cifar10_provenance``.
         preprocessing: the ``preprocessing`` parameters (subset sizes and seed).
         params: the ``reporting`` parameters (``title``, ``environment``).
+        further: the study's other comparisons by key (:func:`further_sections`).
     """
     # The run's order (its first seed is the one the histogram figures show), not sorted.
     seeds: Sequence[int] = records["candidate"].get("seeds") or comparisons.get("seeds", [])
     setup = Section("Setup (provenance)", tables=[
         ("Setup", setup_table(provenance, preprocessing, records, params.get("environment", "?")))])
     sections = [setup, fidelity_section(fidelity, len(seeds), records), *conclusions_section(comparisons, records),
-                *topic_sections(comparisons)]
+                *topic_sections(comparisons), *further_sections(further or {})]
     return Report(title=params["title"], caveats=words.seed_caveats(seeds, comparisons), sections=sections,
                   captions=figure_captions(list(seeds), zero_by_definition(records)))

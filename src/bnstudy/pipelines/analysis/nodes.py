@@ -1,43 +1,54 @@
-"""Thin Kedro adapters around :mod:`bnstudy.analysis.tables` (which holds the maths).
+"""Thin Kedro adapters around :mod:`bnstudy.analysis.tables` and :mod:`bnstudy.analysis.study`.
 
-Each node takes the baseline's and the candidate's traces as separate inputs (so kedro-viz
-shows where they come from) and returns a tidy table and a JSON-ready summary. A seed that
-diverged in either model is left out of both (:mod:`bnstudy.analysis.divergence`), and the
-summary says so under ``excluded_seeds``.
+Each node takes every model's traces of its study as keyword inputs ``<trace>:<model>`` (so
+kedro-viz shows where each comes from) and the study's ``comparisons``; it runs the
+measurement once per comparison and returns a tidy table of every model (under its roster
+name) and a JSON-ready summary per comparison. A seed that diverged in either model of a pair
+is left out of that pair (:mod:`bnstudy.analysis.divergence`), and the summary says so under
+``excluded_seeds``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pandas as pd
 
-from bnstudy.analysis import fidelity
+from bnstudy.analysis import fidelity, study
 from bnstudy.analysis import tables as analysis
 from bnstudy.analysis.divergence import exclude_diverged, exclusion_note, healthy_histograms
 from bnstudy.pipelines import json_ready
 
 Result = tuple[pd.DataFrame, dict[str, Any]]
+SEPARATOR = ":"
+"""Between a trace's name and the model's in a node's keyword inputs (``training_trace:baseline``)."""
 
 
-def _pair(baseline: Any, candidate: Any) -> dict[str, Any]:
-    return {analysis.BASELINE: baseline, analysis.CANDIDATE: candidate}
+def traces_by_kind(inputs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"<trace>:<model>": value}`` -> ``{trace: {model: value}}``, in input order."""
+    grouped: dict[str, dict[str, Any]] = {}
+    for key, value in inputs.items():
+        trace, _, model = key.partition(SEPARATOR)
+        grouped.setdefault(trace, {})[model] = value
+    return grouped
 
 
-def _analyzed(compute, *pairs: dict[str, Any]) -> Result:
-    """``compute(*pairs)`` on the traces without diverged seeds, the exclusions noted; with
-    no seed left, an empty table and a summary that says why."""
+def _analyzed(compute: Callable[..., Result], reference: str, treatment: str,
+              *pairs: dict[str, Any]) -> Result:
+    """``compute(*pairs)`` on the pair's traces without diverged seeds (``pairs``:
+    ``{model: trace}``, handed to ``compute`` by role), the exclusions noted; with no seed
+    left, an empty table and a summary that says why."""
     frames = {index: pair for index, pair in enumerate(pairs) if _is_trace(pair)}
     kept, excluded = exclude_diverged(frames)
     pairs = tuple(kept.get(index, _histograms(pair, excluded)) for index, pair in enumerate(pairs))
     note = exclusion_note(excluded)
     if excluded and all(frame.empty for pair in kept.values() for frame in pair.values()):
-        return pd.DataFrame(), json_ready({"excluded_seeds": excluded, "note": note,
-                                           "nothing_to_compare": True})
-    table, summary = compute(*pairs)
+        return pd.DataFrame(), {"excluded_seeds": excluded, "note": note, "nothing_to_compare": True}
+    table, summary = compute(*(study.as_roles(pair, reference, treatment) for pair in pairs))
     if excluded:
         summary = {**summary, "excluded_seeds": excluded, "note": note}
-    return table, json_ready(summary)
+    return table, summary
 
 
 def _is_trace(pair: dict[str, Any]) -> bool:
@@ -48,70 +59,68 @@ def _histograms(pair: dict[str, Any], excluded: dict[int, str]) -> dict[str, Any
     return {model: healthy_histograms(value, excluded) for model, value in pair.items()}
 
 
-def analyze_training_curves(baseline_training: pd.DataFrame, candidate_training: pd.DataFrame,
-                            baseline_eval: pd.DataFrame, candidate_eval: pd.DataFrame,
-                            params: dict[str, Any]) -> Result:
-    return _analyzed(
+def _each_comparison(compute: Callable[..., Result], comparisons: list, traces: Mapping[str, Any],
+                     *kinds: str) -> Result:
+    """``compute`` on each comparison's pair of the traces ``kinds`` (diverged seeds left out)."""
+    grouped = traces_by_kind(traces)
+    table, summary = study.per_comparison(lambda *pair: _analyzed(compute, *pair), comparisons,
+                                          *(grouped[kind] for kind in kinds))
+    return table, json_ready(summary)
+
+
+def analyze_training_curves(params: dict[str, Any], comparisons: list, **traces: pd.DataFrame) -> Result:
+    return _each_comparison(
         lambda training, evals: analysis.analyze_training_curves(
             training, evals, params["num_phases"], params["smoothing_fraction"]),
-        _pair(baseline_training, candidate_training), _pair(baseline_eval, candidate_eval))
+        comparisons, traces, "training_trace", "eval_trace")
 
 
-def analyze_gradient_ics(baseline: pd.DataFrame, candidate: pd.DataFrame, params: dict[str, Any]) -> Result:
-    return _analyzed(lambda traces: analysis.analyze_gradient_ics(traces, params["num_phases"]),
-                     _pair(baseline, candidate))
+def analyze_gradient_ics(params: dict[str, Any], comparisons: list, **traces: pd.DataFrame) -> Result:
+    return _each_comparison(lambda ics: analysis.analyze_gradient_ics(ics, params["num_phases"]),
+                            comparisons, traces, "ics_trace")
 
 
-def analyze_loss_landscape(baseline: pd.DataFrame, candidate: pd.DataFrame, params: dict[str, Any]) -> Result:
-    return _analyzed(lambda traces: analysis.analyze_loss_landscape(traces, params["num_phases"]),
-                     _pair(baseline, candidate))
+def analyze_loss_landscape(params: dict[str, Any], comparisons: list, **traces: pd.DataFrame) -> Result:
+    return _each_comparison(lambda smooth: analysis.analyze_loss_landscape(smooth, params["num_phases"]),
+                            comparisons, traces, "smoothness_trace")
 
 
-def analyze_gradient_predictiveness(baseline: pd.DataFrame, candidate: pd.DataFrame,
-                                    params: dict[str, Any]) -> Result:
-    return _analyzed(lambda traces: analysis.analyze_gradient_predictiveness(traces, params["num_phases"]),
-                     _pair(baseline, candidate))
+def analyze_gradient_predictiveness(params: dict[str, Any], comparisons: list,
+                                    **traces: pd.DataFrame) -> Result:
+    return _each_comparison(
+        lambda smooth: analysis.analyze_gradient_predictiveness(smooth, params["num_phases"]),
+        comparisons, traces, "smoothness_trace")
 
 
-def analyze_beta_smoothness(baseline: pd.DataFrame, candidate: pd.DataFrame, params: dict[str, Any]) -> Result:
-    return _analyzed(lambda traces: analysis.analyze_beta_smoothness(traces, params["num_phases"]),
-                     _pair(baseline, candidate))
+def analyze_beta_smoothness(params: dict[str, Any], comparisons: list, **traces: pd.DataFrame) -> Result:
+    return _each_comparison(lambda smooth: analysis.analyze_beta_smoothness(smooth, params["num_phases"]),
+                            comparisons, traces, "smoothness_trace")
 
 
-def analyze_activation_shift(baseline_stats: pd.DataFrame, candidate_stats: pd.DataFrame,
-                             baseline_histograms: dict[str, Any], candidate_histograms: dict[str, Any],
-                             params: dict[str, Any]) -> Result:
-    return _analyzed(
+def analyze_activation_shift(params: dict[str, Any], comparisons: list, **traces: Any) -> Result:
+    return _each_comparison(
         lambda stats, histograms: analysis.analyze_activation_shift(stats, histograms, params["num_phases"]),
-        _pair(baseline_stats, candidate_stats), _pair(baseline_histograms, candidate_histograms))
+        comparisons, traces, "activation_stats", "activation_histograms")
 
 
-def analyze_init_distance(baseline: pd.DataFrame, candidate: pd.DataFrame) -> Result:
-    return _analyzed(analysis.analyze_init_distance, _pair(baseline, candidate))
+def analyze_init_distance(params: dict[str, Any], comparisons: list, **traces: pd.DataFrame) -> Result:
+    del params  # the distance from initialization has no phases or smoothing
+    return _each_comparison(analysis.analyze_init_distance, comparisons, traces, "init_distance")
 
 
-def compare_models(baseline_training: pd.DataFrame, candidate_training: pd.DataFrame,
-                   baseline_eval: pd.DataFrame, candidate_eval: pd.DataFrame,
-                   baseline_smoothness: pd.DataFrame, candidate_smoothness: pd.DataFrame,
-                   baseline_ics: pd.DataFrame, candidate_ics: pd.DataFrame,
-                   baseline_histograms: dict[str, Any], candidate_histograms: dict[str, Any],
-                   baseline_init: pd.DataFrame, candidate_init: pd.DataFrame,
-                   params: dict[str, Any]) -> dict[str, Any]:
-    """Every measurement compared across seeds, and the Fidelity table (seeds that diverged in
-    either model left out, and named)."""
-    kept, excluded = exclude_diverged({
-        "training": _pair(baseline_training, candidate_training),
-        "evals": _pair(baseline_eval, candidate_eval),
-        "smoothness": _pair(baseline_smoothness, candidate_smoothness),
-        "ics": _pair(baseline_ics, candidate_ics),
-        "init": _pair(baseline_init, candidate_init)})
-    histograms = _histograms(_pair(baseline_histograms, candidate_histograms), excluded)
-    if kept["training"][analysis.BASELINE].empty:
-        summary = fidelity.nothing_to_compare(excluded, exclusion_note(excluded))
-    else:
-        summary = fidelity.compare_models(
-            kept["training"], kept["evals"], kept["smoothness"], kept["ics"], histograms,
-            kept["init"], smoothing_fraction=params["smoothing_fraction"])
-        summary["excluded_seeds"], summary["note"] = excluded, exclusion_note(excluded)
+COMPARED = {"training": "training_trace", "evals": "eval_trace", "smoothness": "smoothness_trace",
+            "ics": "ics_trace", "init": "init_distance"}
+"""The traces :func:`compare_models` reads per model (with ``activation_histograms``), by kind."""
+
+
+def compare_models(params: dict[str, Any], comparisons: list, **traces: Any) -> dict[str, Any]:
+    """Every comparison of the study, measure by measure across seeds (seeds that diverged in
+    either model of a pair left out, and named), and the Fidelity table of its headline
+    comparison (the first declared: the paper's claims are about that pair)."""
+    grouped = traces_by_kind(traces)
+    by_kind = {kind: grouped[name] for kind, name in COMPARED.items()}
+    summary = study.compare_study(comparisons, by_kind, grouped["activation_histograms"],
+                                  params["smoothing_fraction"])
+    rows = fidelity.fidelity_table(study.headline(summary))
     return {"model_comparisons_summary": json_ready(summary),
-            "fidelity_summary": json_ready({"rows": fidelity.fidelity_table(summary)})}
+            "fidelity_summary": json_ready({"comparison": summary["headline"], "rows": rows})}

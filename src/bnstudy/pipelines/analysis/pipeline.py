@@ -1,53 +1,55 @@
-"""Wiring of the ``analysis`` pipeline: one node per measurement."""
+"""Wiring of the ``analysis`` pipeline: one node per measurement, over every model of a study.
+
+Each node reads every model's traces of the study by their namespaced names
+(``baseline.training_trace``, ...: how Kedro addresses a namespace's outputs from outside it)
+as keyword inputs ``<trace>:<model>``, and the study's comparisons from the roster
+(``params:studies.<study>.comparisons``).
+"""
 
 import warnings
 
 from kedro.pipeline import Node, Pipeline
 
 from bnstudy.pipelines.analysis import nodes
+from bnstudy.roster import pipeline_roster
 
-# measurement name -> (node function, per-model input datasets, takes params)
+# measurement name -> (node function, its per-model traces)
 ANALYSES = {
-    "training_curves": (nodes.analyze_training_curves, ["training_trace", "eval_trace"], True),
-    "gradient_ics": (nodes.analyze_gradient_ics, ["ics_trace"], True),
-    "loss_landscape": (nodes.analyze_loss_landscape, ["smoothness_trace"], True),
-    "gradient_predictiveness": (nodes.analyze_gradient_predictiveness, ["smoothness_trace"], True),
-    "beta_smoothness": (nodes.analyze_beta_smoothness, ["smoothness_trace"], True),
-    "activation_shift": (nodes.analyze_activation_shift, ["activation_stats", "activation_histograms"], True),
-    "init_distance": (nodes.analyze_init_distance, ["init_distance"], False),
+    "training_curves": (nodes.analyze_training_curves, ["training_trace", "eval_trace"]),
+    "gradient_ics": (nodes.analyze_gradient_ics, ["ics_trace"]),
+    "loss_landscape": (nodes.analyze_loss_landscape, ["smoothness_trace"]),
+    "gradient_predictiveness": (nodes.analyze_gradient_predictiveness, ["smoothness_trace"]),
+    "beta_smoothness": (nodes.analyze_beta_smoothness, ["smoothness_trace"]),
+    "activation_shift": (nodes.analyze_activation_shift, ["activation_stats", "activation_histograms"]),
+    "init_distance": (nodes.analyze_init_distance, ["init_distance"]),
 }
+COMPARED_TRACES = [*nodes.COMPARED.values(), "activation_histograms"]
 
-# This pipeline reads both models' namespaced outputs (``baseline.*``, ``candidate.*``) by
-# their full names, which is how Kedro addresses a namespace's outputs from outside it.
 warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
 
 
-def create_pipeline(**kwargs) -> Pipeline:
-    built = []
-    for name, (func, per_model, takes_params) in ANALYSES.items():
-        inputs = [f"{model}.{dataset}" for dataset in per_model for model in ("baseline", "candidate")]
-        if takes_params:
-            inputs.append("params:analysis")
-        built.append(
-            Node(
-                func=func,
-                inputs=inputs,
-                outputs=[f"{name}_table", f"{name}_summary"],
-                name=f"analyze_{name}_node",
-                tags=["analysis"],
-            )
-        )
-    comparison_inputs = ["training_trace", "eval_trace", "smoothness_trace", "ics_trace",
-                         "activation_histograms", "init_distance"]
-    built.append(
-        Node(
-            func=nodes.compare_models,
-            inputs=[f"{model}.{dataset}" for dataset in comparison_inputs
-                    for model in ("baseline", "candidate")] + ["params:analysis"],
-            outputs={"model_comparisons_summary": "model_comparisons_summary",
-                     "fidelity_summary": "fidelity_summary"},
-            name="compare_models_node",
-            tags=["analysis"],
-        )
-    )
+def model_inputs(models: tuple[str, ...], traces: list[str]) -> dict[str, str]:
+    """``{"<trace>:<model>": "<model>.<trace>"}`` for every model and trace."""
+    return {f"{trace}{nodes.SEPARATOR}{model}": f"{model}.{trace}" for trace in traces for model in models}
+
+
+def study_inputs(study: str) -> dict[str, str]:
+    return {"params": "params:analysis", "comparisons": f"params:studies.{study}.comparisons"}
+
+
+def create_pipeline(study: str = "full_study", **kwargs) -> Pipeline:
+    """The analysis of ``study``: every model it compares (the roster's ``compared_in``)."""
+    models = pipeline_roster().compared_in(study)
+    built = [
+        Node(func=func, inputs={**study_inputs(study), **model_inputs(models, traces)},
+             outputs=[f"{name}_table", f"{name}_summary"], name=f"analyze_{name}_node",
+             tags=["analysis"])
+        for name, (func, traces) in ANALYSES.items()
+    ]
+    built.append(Node(
+        func=nodes.compare_models,
+        inputs={**study_inputs(study), **model_inputs(models, COMPARED_TRACES)},
+        outputs={"model_comparisons_summary": "model_comparisons_summary",
+                 "fidelity_summary": "fidelity_summary"},
+        name="compare_models_node", tags=["analysis"]))
     return Pipeline(built)

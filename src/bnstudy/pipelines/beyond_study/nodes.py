@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bnstudy.analysis import beyond
+from bnstudy.analysis import beyond, study
 from bnstudy.analysis.tables import BASELINE, CANDIDATE, moving_average
 from bnstudy.pipelines import json_ready
 from bnstudy.reporting import beyond_figures, document
@@ -34,27 +34,28 @@ def check_models(*records: dict[str, Any]) -> list[str]:
 
 
 def compare_variants(models: list[str], study_comparisons: dict[str, Any],
-                     params: dict[str, Any], *traces: Any) -> dict[str, Any]:
-    """Each variant against no BN and against BN, the noise question and the Lp table.
+                     params: dict[str, Any], comparisons: list, *traces: Any) -> dict[str, Any]:
+    """The roster's comparisons of beyond_study (each variant against no BN and against BN,
+    by the study's own analysis), the noise question and the Lp table.
 
-    ``models``: :func:`check_models`'s output (it runs first); ``traces``: for each model
-    of :data:`MODELS`, its :data:`COMPARED_TRACES`.
+    ``models``: :func:`check_models`'s output (it runs first); ``study_comparisons``: the
+    study's ``model_comparisons_summary``; ``traces``: for each model of :data:`MODELS`,
+    its :data:`COMPARED_TRACES`.
     """
     del models  # only orders this node after the check
     grouped = _by_model(traces, len(COMPARED_TRACES))
     kinds = {kind: {model: grouped[model][i] for model in MODELS}
-             for i, kind in enumerate(("training", "evals", "smoothness", "ics", "init"))}
+             for i, kind in enumerate(study.KINDS)}
     histograms = {model: grouped[model][5] for model in MODELS}
-    fraction = params["smoothing_fraction"]
-    vs_baseline = {variant: beyond.compare_variant(BASELINE, variant, kinds, histograms, fraction)
-                   for variant in beyond.VARIANTS}
-    vs_bn = {variant: beyond.compare_variant(CANDIDATE, variant, kinds, histograms, fraction)
-             for variant in beyond.VARIANTS}
-    noise = beyond.noise_question(study_comparisons, vs_baseline["candidate_noisy"],
+    compared = study.compare_study(comparisons, kinds, histograms,
+                                   params["smoothing_fraction"])["comparisons"]
+    vs_baseline = {v: compared[study.comparison_key(BASELINE, v)] for v in beyond.VARIANTS}
+    vs_bn = {v: compared[study.comparison_key(CANDIDATE, v)] for v in beyond.VARIANTS}
+    noise = beyond.noise_question(study.headline(study_comparisons), vs_baseline["candidate_noisy"],
                                   vs_bn["candidate_noisy"])
     lp = beyond.lp_rows({v: vs_baseline[v] for v in ("candidate_l1", "candidate_l2",
                                                      "candidate_linf")},
-                        study_comparisons, "paper")
+                        study.headline(study_comparisons), "paper")
     return json_ready({"vs_baseline": vs_baseline, "vs_bn": vs_bn, "noise": noise, "lp": lp})
 
 

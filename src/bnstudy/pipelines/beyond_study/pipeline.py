@@ -27,18 +27,18 @@ def _each(*datasets: str) -> list[str]:
 
 def create_pipeline(**kwargs) -> Pipeline:
     roster = pipeline_roster()
-    if roster.compared_in("beyond_study") != nodes.MODELS:
+    missing = [model for model in nodes.MODELS if model not in roster.compared_in("beyond_study")]
+    if missing:
         raise ParameterError(
-            f"studies.beyond_study compares {list(roster.compared_in('beyond_study'))}, but its "
-            f"analysis and report are written for {list(nodes.MODELS)} (the noise question and "
-            "the Lp table name their models). Keep beyond_study's models as in "
+            f"studies.beyond_study lacks {missing}: its questions (the noise question, the Lp "
+            f"table) read {list(nodes.MODELS)}. Keep beyond_study's models as in "
             "conf/base/parameters_roster.yml, or declare a study of your own.")
     analysis = [
         Node(func=nodes.check_models, inputs=_each("run_record"), outputs="beyond_models",
              name="check_beyond_models_node", tags=["analysis", "beyond"]),
         Node(func=nodes.compare_variants,
              inputs=["beyond_models", "model_comparisons_summary", "params:analysis",
-                     *_each(*nodes.COMPARED_TRACES)],
+                     "params:studies.beyond_study.comparisons", *_each(*nodes.COMPARED_TRACES)],
              outputs="variant_comparisons_summary", name="compare_variants_node",
              tags=["analysis", "beyond"]),
         Node(func=nodes.noisy_shift,

@@ -6,8 +6,11 @@ from typing import Any
 
 import pandas as pd
 
+from bnstudy.analysis import study
 from bnstudy.analysis.divergence import record_divergence
-from bnstudy.reporting import conclusions, document, figures, histograms, report
+from bnstudy.pipelines.analysis.nodes import traces_by_kind
+from bnstudy.reporting import conclusions, document, figures, report
+from bnstudy.reporting import histograms as histograms_module
 from bnstudy.reporting.plotting import note_figure, to_png
 
 # The report's figures, in the order of the report node's positional inputs.
@@ -38,9 +41,9 @@ def plot_training_curves(table: pd.DataFrame) -> bytes:
     return _drawn(figures.training_curves_figure, "Training curves", table)
 
 
-def plot_gradient_ics(table: pd.DataFrame, baseline_record: dict[str, Any], candidate_record: dict[str, Any],
-                      params: dict[str, Any]) -> bytes:
-    zero = figures.zero_by_definition({"baseline": baseline_record, "candidate": candidate_record})
+def plot_gradient_ics(table: pd.DataFrame, params: dict[str, Any], **records: dict[str, Any]) -> bytes:
+    """``records``: ``run_record:<model>`` of every model of the study."""
+    zero = figures.zero_by_definition(traces_by_kind(records)["run_record"])
     return _drawn(figures.gradient_ics_figure, "Gradient ICS", table, params["ics_layers"], zero)
 
 
@@ -72,43 +75,49 @@ def shown_seeds(baseline_record: dict[str, Any], candidate_record: dict[str, Any
     return [s for s in seeds if s not in bad] + [s for s in seeds if s in bad]
 
 
-def plot_activation_histograms(baseline: dict[str, Any], candidate: dict[str, Any], baseline_record: dict[str, Any],
-                               candidate_record: dict[str, Any], params: dict[str, Any]) -> bytes:
-    return to_png(histograms.activation_histograms_figure(
-        {"baseline": baseline, "candidate": candidate}, params["activation_layers"],
-        params["histogram_snapshots"], seeds=shown_seeds(baseline_record, candidate_record)))
+def _pair(inputs: dict[str, Any], trace: str, comparisons: list) -> dict[str, Any]:
+    """The headline comparison's ``{"baseline": reference's, "candidate": treatment's}`` of a
+    trace (the histogram figures draw that pair side by side)."""
+    reference, treatment = study.pairs(comparisons)[0]
+    return study.as_roles(traces_by_kind(inputs)[trace], reference, treatment)
 
 
-def plot_activation_final_snapshot(baseline_histograms: dict[str, Any], candidate_histograms: dict[str, Any],
-                                   baseline_stats: pd.DataFrame, candidate_stats: pd.DataFrame,
-                                   baseline_record: dict[str, Any], candidate_record: dict[str, Any],
-                                   params: dict[str, Any]) -> bytes:
-    return to_png(histograms.activation_final_snapshot_figure(
-        {"baseline": baseline_histograms, "candidate": candidate_histograms},
-        {"baseline": baseline_stats, "candidate": candidate_stats},
-        params["activation_layers"], seeds=shown_seeds(baseline_record, candidate_record)))
+def plot_activation_histograms(params: dict[str, Any], comparisons: list, **inputs: Any) -> bytes:
+    histograms, records = _pair(inputs, "activation_histograms", comparisons), _pair(inputs, "run_record", comparisons)
+    return to_png(histograms_module.activation_histograms_figure(
+        histograms, params["activation_layers"], params["histogram_snapshots"],
+        seeds=shown_seeds(records["baseline"], records["candidate"])))
 
 
-def animate_activations(baseline_histograms: dict[str, Any], candidate_histograms: dict[str, Any],
-                        baseline_stats: pd.DataFrame, candidate_stats: pd.DataFrame,
-                        baseline_record: dict[str, Any], candidate_record: dict[str, Any],
-                        params: dict[str, Any]) -> bytes:
-    return histograms.activation_animation_gif(
-        {"baseline": baseline_histograms, "candidate": candidate_histograms},
-        {"baseline": baseline_stats, "candidate": candidate_stats},
+def plot_activation_final_snapshot(params: dict[str, Any], comparisons: list, **inputs: Any) -> bytes:
+    records = _pair(inputs, "run_record", comparisons)
+    return to_png(histograms_module.activation_final_snapshot_figure(
+        _pair(inputs, "activation_histograms", comparisons), _pair(inputs, "activation_stats", comparisons),
+        params["activation_layers"], seeds=shown_seeds(records["baseline"], records["candidate"])))
+
+
+def animate_activations(params: dict[str, Any], comparisons: list, **inputs: Any) -> bytes:
+    records = _pair(inputs, "run_record", comparisons)
+    return histograms_module.activation_animation_gif(
+        _pair(inputs, "activation_histograms", comparisons), _pair(inputs, "activation_stats", comparisons),
         params["activation_layers"], fps=params["animation_fps"],
-        seeds=shown_seeds(baseline_record, candidate_record))
+        seeds=shown_seeds(records["baseline"], records["candidate"]))
 
 
-def write_report(baseline_record: dict[str, Any], candidate_record: dict[str, Any], params: dict[str, Any],
-                 model_comparisons: dict[str, Any], fidelity: dict[str, Any], provenance: dict[str, Any],
-                 preprocessing: dict[str, Any], *rendered: bytes
-                 ) -> tuple[dict[str, Any], str, dict[str, dict[str, float]]]:
+def write_report(params: dict[str, Any], comparisons: list, model_comparisons: dict[str, Any],
+                 fidelity: dict[str, Any], provenance: dict[str, Any], preprocessing: dict[str, Any],
+                 **inputs: Any) -> tuple[dict[str, Any], str, dict[str, dict[str, float]]]:
     """The report as Markdown (with its figures, to be saved next to it) and HTML, and the
-    study-level metrics for MLflow. ``rendered``: the figures in :data:`FIGURE_NAMES` order."""
-    records = {"baseline": baseline_record, "candidate": candidate_record}
-    built = report.build_report(model_comparisons, fidelity, records, provenance, preprocessing, params)
-    figure_bytes = dict(zip(FIGURE_NAMES, rendered, strict=True))
+    study-level metrics for MLflow. ``inputs``: ``run_record:<model>`` of every model of the
+    study and ``figure:<name>`` of every figure of :data:`FIGURE_NAMES`."""
+    del comparisons  # the summary names its headline and every comparison
+    grouped = traces_by_kind(inputs)
+    figure_bytes = {name: grouped["figure"][name] for name in FIGURE_NAMES}
+    summary = study.headline(model_comparisons)
+    records = study.as_roles(grouped["run_record"], summary["reference"], summary["treatment"])
+    further = {key: value for key, value in model_comparisons["comparisons"].items()
+               if key != model_comparisons["headline"]}
+    built = report.build_report(summary, fidelity, records, provenance, preprocessing, params, further)
     markdown = {"text": document.render_markdown(built, figure_bytes), "files": document.figure_files(figure_bytes)}
-    metrics = conclusions.headline_metrics(model_comparisons, records)
+    metrics = conclusions.headline_metrics(summary, records)
     return markdown, document.render_html(built, figure_bytes), {k: {"value": v, "step": 0} for k, v in metrics.items()}

@@ -1,51 +1,58 @@
-"""Wiring of the ``reporting`` pipeline: one node per figure, then the report."""
+"""Wiring of the ``reporting`` pipeline: one node per figure, then the report.
+
+The line figures draw every model of the study from the analysis's tidy tables; the
+activation-histogram figures draw the headline comparison's pair side by side. Per-model
+inputs are keyword inputs ``<dataset>:<model>`` (``run_record:baseline`` <- ``baseline.run_record``).
+"""
 
 import warnings
 
 from kedro.pipeline import Node, Pipeline
 
+from bnstudy.pipelines.analysis.pipeline import model_inputs
 from bnstudy.pipelines.reporting import nodes
+from bnstudy.roster import pipeline_roster
 
-MODELS = ("baseline", "candidate")
-
-# This pipeline reads both models' namespaced outputs (``baseline.*``, ``candidate.*``) by
-# their full names, which is how Kedro addresses a namespace's outputs from outside it.
 warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
 
-HISTOGRAMS = [f"{m}.activation_histograms" for m in MODELS]
-STATS = [f"{m}.activation_stats" for m in MODELS]
-# The run records name the run's seeds and which diverged (the histogram figures show the
-# first seed healthy in both models).
-RECORDS = [f"{m}.run_record" for m in MODELS]
+TABLE_FIGURES = {
+    "training_curves": nodes.plot_training_curves,
+    "loss_landscape": nodes.plot_loss_landscape,
+    "gradient_predictiveness": nodes.plot_gradient_predictiveness,
+    "beta_smoothness": nodes.plot_beta_smoothness,
+    "init_distance": nodes.plot_init_distance,
+    "activation_shift": nodes.plot_activation_shift,
+}
+"""Figures drawn from their measurement's ``<name>_table`` alone."""
+HISTOGRAM_FIGURES = {
+    "activation_histograms": (nodes.plot_activation_histograms, ["activation_histograms", "run_record"]),
+    "activation_final_snapshot": (nodes.plot_activation_final_snapshot,
+                                  ["activation_histograms", "activation_stats", "run_record"]),
+    "activation_animation": (nodes.animate_activations,
+                             ["activation_histograms", "activation_stats", "run_record"]),
+}
 
 
-def create_pipeline(**kwargs) -> Pipeline:
-    single = {
-        "training_curves": (nodes.plot_training_curves, ["training_curves_table"]),
-        "gradient_ics": (nodes.plot_gradient_ics,
-                         ["gradient_ics_table", *RECORDS, "params:reporting"]),
-        "loss_landscape": (nodes.plot_loss_landscape, ["loss_landscape_table"]),
-        "gradient_predictiveness": (nodes.plot_gradient_predictiveness, ["gradient_predictiveness_table"]),
-        "beta_smoothness": (nodes.plot_beta_smoothness, ["beta_smoothness_table"]),
-        "init_distance": (nodes.plot_init_distance, ["init_distance_table"]),
-        "activation_shift": (nodes.plot_activation_shift, ["activation_shift_table"]),
-        "activation_histograms": (nodes.plot_activation_histograms, [*HISTOGRAMS, *RECORDS, "params:reporting"]),
-        "activation_final_snapshot": (nodes.plot_activation_final_snapshot,
-                                      [*HISTOGRAMS, *STATS, *RECORDS, "params:reporting"]),
-        "activation_animation": (nodes.animate_activations, [*HISTOGRAMS, *STATS, *RECORDS, "params:reporting"]),
-    }
-    figure_nodes = [
-        Node(func=func, inputs=inputs, outputs=f"{name}_figure", name=f"plot_{name}_node", tags=["reporting"])
-        for name, (func, inputs) in single.items()
-    ]
-    report_node = Node(
+def create_pipeline(study: str = "full_study", **kwargs) -> Pipeline:
+    models = pipeline_roster().compared_in(study)
+    comparisons = f"params:studies.{study}.comparisons"
+    built = [Node(func=func, inputs=f"{name}_table", outputs=f"{name}_figure", name=f"plot_{name}_node",
+                  tags=["reporting"]) for name, func in TABLE_FIGURES.items()]
+    built.append(Node(func=nodes.plot_gradient_ics,
+                      inputs={"table": "gradient_ics_table", "params": "params:reporting",
+                              **model_inputs(models, ["run_record"])},
+                      outputs="gradient_ics_figure", name="plot_gradient_ics_node", tags=["reporting"]))
+    built += [Node(func=func, inputs={"params": "params:reporting", "comparisons": comparisons,
+                                      **model_inputs(models, datasets)},
+                   outputs=f"{name}_figure", name=f"plot_{name}_node", tags=["reporting"])
+              for name, (func, datasets) in HISTOGRAM_FIGURES.items()]
+    built.append(Node(
         func=nodes.write_report,
-        inputs=[f"{m}.run_record" for m in MODELS]
-        + ["params:reporting", "model_comparisons_summary", "fidelity_summary", "cifar10_provenance",
-           "params:preprocessing"]
-        + [f"{name}_figure" for name in nodes.FIGURE_NAMES],
+        inputs={"params": "params:reporting", "comparisons": comparisons,
+                "model_comparisons": "model_comparisons_summary", "fidelity": "fidelity_summary",
+                "provenance": "cifar10_provenance", "preprocessing": "params:preprocessing",
+                **model_inputs(models, ["run_record"]),
+                **{f"figure:{name}": f"{name}_figure" for name in nodes.FIGURE_NAMES}},
         outputs=["study_report_md", "study_report_html", "study_metrics"],
-        name="write_report_node",
-        tags=["reporting"],
-    )
-    return Pipeline([*figure_nodes, report_node])
+        name="write_report_node", tags=["reporting"]))
+    return Pipeline(built)

@@ -1,0 +1,126 @@
+"""One analysis for every comparison of a study (numpy/pandas/scipy only).
+
+A study of the roster declares its comparisons as (reference, treatment) pairs of models. Each
+pair is compared exactly as the paper's pair, BN against no BN: seeds that diverged in either
+model are left out, then every measurement is compared across the seeds that remain
+(:func:`bnstudy.analysis.fidelity.compare_models`). :func:`compare_pair` does that for any
+pair; :func:`per_comparison` runs a measurement's table-and-summary function once per pair
+and keeps each model's rows once, under the model's own name.
+
+The library's pair functions name their two models by role (``tables.BASELINE`` for the
+reference, ``tables.CANDIDATE`` for the treatment); here those roles become the roster's
+names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from bnstudy.analysis import fidelity
+from bnstudy.analysis.divergence import exclude_diverged, exclusion_note, healthy_histograms
+from bnstudy.analysis.tables import BASELINE, CANDIDATE
+
+KINDS = ("training", "evals", "smoothness", "ics", "init")
+"""The per-model traces a comparison reads (besides the activation histograms)."""
+MODEL_WORDS = {BASELINE: "no BN", CANDIDATE: "BN", "candidate_noisy": "noisy BN",
+               "candidate_l1": "L1 normalization", "candidate_l2": "L2 normalization",
+               "candidate_linf": "L-infinity normalization"}
+"""How a sentence names the models of conf/base's roster; any other model by its name."""
+
+
+def model_word(model: str) -> str:
+    return MODEL_WORDS.get(model, model)
+
+
+def comparison_key(reference: str, treatment: str) -> str:
+    """``<treatment>_vs_<reference>``: how summaries, metrics and the report name a pair."""
+    return f"{treatment}_vs_{reference}"
+
+
+def pairs(comparisons: Sequence[Mapping[str, str]]) -> list[tuple[str, str]]:
+    """``[(reference, treatment), ...]`` of a study's ``comparisons`` parameter."""
+    return [(c["reference"], c["treatment"]) for c in comparisons]
+
+
+def roles(reference: str, treatment: str) -> dict[str, str]:
+    """Role (the pair functions' key) -> model name."""
+    return {BASELINE: reference, CANDIDATE: treatment}
+
+
+def as_roles(pair: Mapping[str, Any], reference: str, treatment: str) -> dict[str, Any]:
+    """``{model: value}`` of a pair -> ``{role: value}``, as the pair functions take it."""
+    return {role: pair[model] for role, model in roles(reference, treatment).items()}
+
+
+def compare_pair(reference: str, treatment: str, traces: Mapping[str, Mapping[str, Any]],
+                 histograms: Mapping[str, Any], smoothing_fraction: float) -> dict[str, Any]:
+    """Every measurement of ``treatment`` against ``reference``, across the seeds healthy in both.
+
+    Args:
+        reference, treatment: model names (keys of every mapping of ``traces``).
+        traces: ``{kind: {model: frame}}`` for the kinds of :data:`KINDS`.
+        histograms: ``{model: {"seed_<k>": activation histograms}}``.
+        smoothing_fraction: the training-curve smoothing of the study's analysis.
+
+    Returns:
+        :func:`fidelity.compare_models`'s summary with the treatment in BN's place: effects
+        are treatment / reference (or treatment - reference), worded "lower for
+        <treatment>"; ``reference``, ``treatment``, ``excluded_seeds`` and ``note`` added.
+    """
+    named = {kind: {model: traces[kind][model] for model in (reference, treatment)} for kind in KINDS}
+    healthy, excluded = exclude_diverged(named)  # the reasons name the models
+    kept = {kind: as_roles(pair, reference, treatment) for kind, pair in healthy.items()}
+    shown = {BASELINE: healthy_histograms(histograms[reference], excluded),
+             CANDIDATE: healthy_histograms(histograms[treatment], excluded)}
+    if kept["training"][BASELINE].empty:
+        summary = fidelity.nothing_to_compare(excluded, exclusion_note(excluded))
+    else:
+        word = model_word(treatment)
+        summary = fidelity.compare_models(
+            kept["training"], kept["evals"], kept["smoothness"], kept["ics"], shown, kept["init"],
+            smoothing_fraction=smoothing_fraction, words=(f"lower for {word}", f"higher for {word}"))
+        summary.update(excluded_seeds=excluded, note=exclusion_note(excluded))
+    summary.update(reference=reference, treatment=treatment)
+    return summary
+
+
+def compare_study(comparisons: Sequence[Mapping[str, str]], traces: Mapping[str, Mapping[str, Any]],
+                  histograms: Mapping[str, Any], smoothing_fraction: float) -> dict[str, Any]:
+    """Every comparison of a study: ``{"headline": key, "comparisons": {key: summary}}``,
+    the headline being the first comparison declared (the one the Fidelity table reads)."""
+    compared = {comparison_key(ref, treat): compare_pair(ref, treat, traces, histograms,
+                                                         smoothing_fraction)
+                for ref, treat in pairs(comparisons)}
+    return {"headline": next(iter(compared)), "comparisons": compared}
+
+
+def headline(study_summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The headline comparison of :func:`compare_study`'s summary."""
+    return study_summary["comparisons"][study_summary["headline"]]
+
+
+def per_comparison(compute: Callable[..., tuple[pd.DataFrame, dict[str, Any]]],
+                   comparisons: Sequence[Mapping[str, str]],
+                   *per_model: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """``compute(reference, treatment, *pairs)`` once per comparison, ``pairs`` being the
+    pair's ``{model: trace}`` entries of each ``per_model`` mapping, and ``compute``
+    returning a table whose ``model`` column holds roles (:func:`as_roles`); the tables
+    concatenated with each model's rows kept once, under its name, and the summaries keyed
+    by :func:`comparison_key`."""
+    tables, summaries = [], {}
+    for reference, treatment in pairs(comparisons):
+        role = roles(reference, treatment)
+        table, summary = compute(reference, treatment, *({m: values[m] for m in (reference, treatment)}
+                                                         for values in per_model))
+        if "model" in getattr(table, "columns", ()):
+            table = table.assign(model=table["model"].map(role))
+        tables.append(table)
+        summaries[comparison_key(reference, treatment)] = {**summary, "reference": reference,
+                                                           "treatment": treatment}
+    filled = [t for t in tables if not t.empty]
+    table = (pd.concat(filled, ignore_index=True).drop_duplicates(ignore_index=True)
+             if filled else pd.DataFrame())
+    return table, {"comparisons": summaries}
