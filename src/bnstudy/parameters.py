@@ -35,7 +35,7 @@ from bnstudy.core.config import (
 )
 from bnstudy.core.models import layer_names
 from bnstudy.data.common import IMAGE_SHAPE, checked_md5
-from bnstudy.reliability.errors import ParameterError
+from bnstudy.errors import ParameterError
 from bnstudy.roster import SHARED_SECTIONS, Roster, model_settings, roster_from_parameters
 
 CIFAR10_SIZES = {"train": 50_000, "test": 10_000}

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bnstudy.reliability.errors import ProjectBusyError
+from bnstudy.errors import ProjectBusyError
 from bnstudy.reliability.lock import LOCK_PATH, project_lock
 from tests.reliability.cli_helpers import kedro_env, new_project, run_kedro
 

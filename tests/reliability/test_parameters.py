@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
+from bnstudy.errors import ParameterError
 from bnstudy.parameters import (
     CIFAR10_SIZES,
     DataIngestion,
     configuration_reference,
     validate_parameters,
 )
-from bnstudy.reliability.errors import ParameterError
 from tests.conftest import PROJECT_ROOT
 
 ZEROS = "0" * 32

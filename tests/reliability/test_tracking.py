@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from bnstudy.errors import TrackingServerUnreachable
 from bnstudy.reliability import tracking
-from bnstudy.reliability.errors import TrackingServerUnreachable
 from tests.reliability.cli_helpers import dead_pid, kedro_env, new_project, run_kedro
 
 

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from bnstudy.data import cifar10
+from bnstudy.errors import ParameterError
 from bnstudy.parameters import model_parameters
-from bnstudy.reliability.errors import ParameterError, is_user_error
+from bnstudy.reliability.errors import is_user_error
 from bnstudy.reliability.params import check_overrides_exist, split_params_keeping_strings
 from tests.reliability.cli_helpers import kedro_env, new_project, run_kedro
 

@@ -1,4 +1,4 @@
-"""User errors: mistakes a person can fix, shown as one message instead of a traceback.
+"""User errors (:mod:`bnstudy.errors`): shown as one message instead of a traceback.
 
 The command line (:mod:`bnstudy.cli`) prints a user error as ``Error: <message>`` plus the path
 of the log file that holds the full traceback; anything else (a bug) keeps its traceback.
@@ -12,6 +12,11 @@ from datetime import datetime
 from pathlib import Path
 
 import bnstudy
+from bnstudy.errors import ParameterError, UserError
+
+# ParameterError is re-exported for the modules that still import it from here (beyond_study's
+# pipeline, the roster tests); new code imports it from bnstudy.errors.
+__all__ = ["TRACEBACK_LOGGER", "ParameterError", "is_user_error", "write_traceback"]
 
 TRACEBACK_LOGGER = "bnstudy.traceback"
 """conf/logging.yml routes this logger to the info log file only (never to the terminal)."""
@@ -19,28 +24,12 @@ TRACEBACK_LOGGER = "bnstudy.traceback"
 _PACKAGE_DIR = Path(bnstudy.__file__).resolve().parent
 
 
-class UserError(ValueError):
-    """A setting, an input or the environment is wrong; the message says how to fix it."""
-
-
-class ParameterError(UserError):
-    """A parameter (YAML or ``--params``) has an unknown key or an invalid value."""
-
-
-class TrackingServerUnreachable(UserError):
-    """The MLflow tracking server named by the configuration does not answer."""
-
-
-class ProjectBusyError(UserError):
-    """Another ``kedro run`` holds this project's lock."""
-
-
 def is_user_error(error: BaseException) -> bool:
     """Whether ``error`` is a user's mistake (short message) rather than a bug (traceback).
 
-    User errors: this module's classes, the data layer's ``Cifar10Error`` (a ``ValueError``),
-    any ``ValueError`` raised by bnstudy's own code (the configs' validation), and Kedro's
-    missing-configuration and missing-dataset errors.
+    User errors: :class:`bnstudy.errors.UserError` and its kinds, the data layer's
+    ``Cifar10Error`` (a ``ValueError``), any ``ValueError`` raised by bnstudy's own code (the
+    configs' validation), and Kedro's missing-configuration and missing-dataset errors.
     """
     from kedro.config import MissingConfigException
     from kedro.io.core import DatasetNotFoundError

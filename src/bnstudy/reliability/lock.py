@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from bnstudy.reliability.errors import ProjectBusyError
+from bnstudy.errors import ProjectBusyError
 
 LOCK_PATH = Path("data") / ".bnstudy.lock"
 """Relative to the project root."""

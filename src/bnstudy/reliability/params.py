@@ -17,7 +17,7 @@ from typing import Any
 import click
 from omegaconf import OmegaConf
 
-from bnstudy.reliability.errors import ParameterError
+from bnstudy.errors import ParameterError
 
 STRING_KEY_SUFFIXES = ("md5",)
 """``--params`` keys whose last part ends so keep the text typed (YAML ``null`` is still None)."""

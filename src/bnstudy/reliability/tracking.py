@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bnstudy.reliability.errors import TrackingServerUnreachable
+from bnstudy.errors import TrackingServerUnreachable
 
 logger = logging.getLogger(__name__)
 
