@@ -7,5 +7,15 @@ from bnstudy.datasets.mlflow_model_run_dataset import (
     MlflowModelRunDataset,
 )
 from bnstudy.datasets.npz_dataset import NpzDataset
+from bnstudy.datasets.report_dataset import ReportDataset
 
-__all__ = ["BytesDataset", "HtmlDataset", "ImageDataset", "LiveModelRun", "MlflowLiveRunDataset", "MlflowModelRunDataset", "NpzDataset"]
+__all__ = [
+    "BytesDataset",
+    "HtmlDataset",
+    "ImageDataset",
+    "LiveModelRun",
+    "MlflowLiveRunDataset",
+    "MlflowModelRunDataset",
+    "NpzDataset",
+    "ReportDataset",
+]

@@ -1,7 +1,6 @@
 """``ReportDataset``: the Markdown report saved together with the figures it links.
 
-Lives beside the reporting pipeline because only this pipeline's report uses it. The
-report links its figures by relative paths (``figures/<name>.png``); a versioned dataset
+The report links its figures by relative paths (``figures/<name>.png``); a versioned dataset
 saves to ``<filepath>/<version>/<name>``, so the only links that stay right for every
 version are links into the report's own version folder. This dataset writes the figures
 there, next to the report:
@@ -23,7 +22,7 @@ from typing import Any
 from kedro.io.core import DatasetError, get_filepath_str
 from kedro_datasets._typing import HTMLPreview
 
-from bnstudy.datasets import BytesDataset
+from bnstudy.datasets.bytes_dataset import BytesDataset
 
 
 class ReportDataset(BytesDataset):
@@ -32,7 +31,7 @@ class ReportDataset(BytesDataset):
     its figures. Example catalog entry::
 
         study_report_md:
-          type: bnstudy.pipelines.reporting.datasets.ReportDataset
+          type: bnstudy.datasets.ReportDataset
           filepath: data/08_reporting/report.md
           versioned: true
           mlflow_artifact_path: report

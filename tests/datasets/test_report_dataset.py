@@ -8,7 +8,7 @@ import mlflow
 import pytest
 from kedro.io.core import DatasetError, Version
 
-from bnstudy.pipelines.reporting.datasets import ReportDataset
+from bnstudy.datasets import ReportDataset
 
 VERSION = "2026-01-02T03.04.05.678Z"
 MARKDOWN = "# Report\n\n![Figure 1](figures/a.png)\n\n![Figure 2](figures/b.gif)\n"
