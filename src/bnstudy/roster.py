@@ -211,7 +211,7 @@ def _configured_parameters() -> dict[str, Any]:
     """The parameters of ``conf/`` in the working directory, loaded as ``settings.py`` says."""
     from kedro.config import OmegaConfigLoader
 
-    from bnstudy.settings import CONFIG_LOADER_ARGS
+    from bnstudy.config_loader import CONFIG_LOADER_ARGS
 
     conf = Path.cwd() / "conf"
     if not conf.is_dir():

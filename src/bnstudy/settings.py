@@ -1,7 +1,6 @@
 """Project settings (https://docs.kedro.org/en/stable/configure/configuration_basics/)."""
 
-from omegaconf.resolvers import oc
-
+from bnstudy.config_loader import CONFIG_LOADER_ARGS
 from bnstudy.reliability.hooks import PreflightHooks, RunRecordHooks
 from bnstudy.roster import RosterHooks
 from bnstudy.viz_hooks import VizStatsHooks
@@ -16,19 +15,4 @@ from bnstudy.xla_hooks import XlaFlagsHooks
 # pipeline registry before Kedro reads the pipelines (roster.py).
 HOOKS = (XlaFlagsHooks(), PreflightHooks(), RosterHooks(), RunRecordHooks(), VizStatsHooks())
 
-CONFIG_LOADER_ARGS = {
-    "base_env": "base",
-    # `kedro run` without --env uses conf/local on top of conf/base (local is git-ignored,
-    # for a user's own overrides); the README's commands name an environment explicitly.
-    "default_run_env": "local",
-    # Kedro enables ${oc.env:...} only for credentials by default; parameters use it to take
-    # the data source from BNSTUDY_CIFAR10_SOURCE / BNSTUDY_CIFAR10_PATH.
-    "custom_resolvers": {"oc.env": oc.env},
-    # conf/cpu and conf/test override single keys of conf/base, not whole sections.
-    "merge_strategy": {
-        "parameters": "soft", "globals": "soft", "mlflow": "soft", "catalog": "soft",
-    },
-    "config_patterns": {
-        "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
-    },
-}
+__all__ = ["CONFIG_LOADER_ARGS", "HOOKS"]  # CONFIG_LOADER_ARGS: how conf/ is read (config_loader.py)

@@ -25,7 +25,7 @@ ZEROS = "0" * 32
 def _load(env: str, runtime_params: dict[str, Any] | None = None) -> dict[str, Any]:
     from kedro.config import OmegaConfigLoader
 
-    from bnstudy.settings import CONFIG_LOADER_ARGS
+    from bnstudy.config_loader import CONFIG_LOADER_ARGS
 
     loader = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), runtime_params=runtime_params,
                                  **{**CONFIG_LOADER_ARGS, "default_run_env": env})
