@@ -68,10 +68,15 @@ def download_archive(
                        path=destination.parent, downloader=downloader)
     except ValueError as error:  # pooch's hash mismatch; it has deleted the download
         got = _GOT_HASH.search(str(error))
+        # One download cannot tell a transfer broken on the way from a server whose file is
+        # another archive (a mirror): a retry would fail the same way for the latter.
         raise ChecksumError(
             f"Checksum mismatch for {url}: expected md5 {md5}, got "
-            f"{got.group(1) if got else 'another'}. The download is corrupt or truncated and was "
-            f"deleted; run again to retry, or use a local copy.\n{OFFLINE_HINT}"
+            f"{got.group(1) if got else 'another'}. The file the server sent does not match "
+            f"data_ingestion.md5 and was deleted: check that data_ingestion.url "
+            f"(BNSTUDY_CIFAR10_URL) serves the archive whose md5 data_ingestion.md5 "
+            f"(BNSTUDY_CIFAR10_MD5) gives. Only if both are right was the transfer corrupted, "
+            f"and a new run downloads it again. Or use a local copy.\n{OFFLINE_HINT}"
         ) from error
     except OSError as error:  # requests' errors are OSErrors too
         raise DownloadError(
