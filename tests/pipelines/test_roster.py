@@ -94,7 +94,7 @@ def test_a_roster_refuses_what_it_cannot_build():
     extended = {**base, "studies": {**base["studies"], "t": {"extends": "s", "models": ["c"]}},
                 "models": {**base["models"], "c": {"normalization": "l1"}}}
     assert roster_from_parameters(extended).compared_in("t") == ("a", "b", "c")
-    from bnstudy.reliability.errors import ParameterError
+    from bnstudy.errors import ParameterError
 
     bad = [
         ({"studies": {"s": {"models": ["a"]}, "t": {"models": ["a"]}}}, "trained by study 's' already"),

@@ -121,7 +121,7 @@ def test_study_run_is_named_by_env_and_time_and_tagged_with_data_and_seeds():
     assert {k: v for k, v in tags.items() if k != "mlflow.runName"} == {
         "bnstudy.env": "cpu", "bnstudy.data_source": "image_folder", "bnstudy.seeds": "1337,1,2"}
     params["reporting"]["study_name"] = "lr-sweep-0.1"
-    params["candidate"]["training"]["seeds"] = []
+    params["training"]["seeds"] = []
     tags = study_tags({"env": None}, params)
     assert tags["mlflow.runName"] == "lr-sweep-0.1"
     assert (tags["bnstudy.env"], tags["bnstudy.seeds"]) == ("local", "1337")

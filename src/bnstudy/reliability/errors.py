@@ -12,11 +12,9 @@ from datetime import datetime
 from pathlib import Path
 
 import bnstudy
-from bnstudy.errors import ParameterError, UserError
+from bnstudy.errors import UserError
 
-# ParameterError is re-exported for the modules that still import it from here (beyond_study's
-# pipeline, the roster tests); new code imports it from bnstudy.errors.
-__all__ = ["TRACEBACK_LOGGER", "ParameterError", "is_user_error", "write_traceback"]
+__all__ = ["TRACEBACK_LOGGER", "is_user_error", "write_traceback"]
 
 TRACEBACK_LOGGER = "bnstudy.traceback"
 """conf/logging.yml routes this logger to the info log file only (never to the terminal)."""
