@@ -12,9 +12,9 @@ import warnings
 
 from kedro.pipeline import Node, Pipeline
 
+from bnstudy.errors import ParameterError
 from bnstudy.pipelines.beyond_study import nodes
 from bnstudy.pipelines.training.pipeline import namespaced
-from bnstudy.errors import ParameterError
 from bnstudy.roster import pipeline_roster
 
 # This pipeline reads every model's namespaced outputs by their full names.
