@@ -104,6 +104,9 @@ def test_with_every_seed_diverged_nothing_is_compared_and_the_table_says_why():
     rows = out["fidelity_summary"]["rows"]
     assert len(rows) == 6 and all(r["agrees"] == "untested (every seed diverged)" for r in rows)
     assert all(r["this_run"].startswith("not measured: Left out") for r in rows)
+    # every measure named, none a template (the report printed "{preset}/ics_l2")
+    assert [r["measure"] for r in rows] == ["paper/ics_l2", "paper/loss_range", "paper/grad_diff_max",
+                                            "paper/beta_smoothness", "activation/delta_mu", "init_distance"]
 
 
 def _merge_marks(traces: dict, seed: int) -> dict:

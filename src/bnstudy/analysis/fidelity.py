@@ -186,8 +186,9 @@ def fidelity_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     measured (else the first protocol); ``protocol`` names it (the report adds the optimizer
     from the run records, :func:`optimizer_label`). A claim is "untested" with one seed,
     never a bare yes or no."""
-    if summary.get("nothing_to_compare"):
-        return [{"key": key, "claim": claim, "paper": paper, "blog": blog, "measure": template,
+    if summary.get("nothing_to_compare"):  # named as the paper's protocol would read them
+        return [{"key": key, "claim": claim, "paper": paper, "blog": blog,
+                 "measure": template.format(preset="paper"),
                  "protocol": "not measured", "this_run": "not measured: " + summary["note"],
                  "significant": False, "n_seeds": 0, "agrees": "untested (every seed diverged)"}
                 for key, claim, paper, blog, template, _, _ in CLAIMS]
