@@ -1,7 +1,8 @@
 """A roster entry in YAML alone (issue 20): a third model and a comparison that conf/base does not
 have, written into the test environment's ``parameters_roster.yml`` of a project copy, get their
 training namespace, traces, analysis rows, figure lines, report section and MLflow child run
-from one `kedro run`, with no code changed."""
+from one `kedro run`, with no code changed; and a study of its own (``lr_study``) gets its
+pipeline, analysis and report."""
 
 from __future__ import annotations
 
@@ -20,12 +21,20 @@ models:
   candidate_fast:
     normalization: batch
     training: {learning_rate: 0.07}
+  candidate_slow:
+    normalization: batch
+    training: {learning_rate: 0.01}
 studies:
   full_study:
     models: [baseline, candidate, candidate_fast]
     comparisons:
       - {reference: baseline, treatment: candidate}
       - {reference: candidate, treatment: candidate_fast}
+  lr_study:
+    extends: full_study
+    models: [candidate_slow]
+    comparisons:
+      - {reference: candidate, treatment: candidate_slow}
 """
 
 
@@ -38,7 +47,8 @@ def _latest(project: Path, relative: str) -> Path:
 def three_model_study(tmp_path_factory) -> Path:
     project = new_project(tmp_path_factory.mktemp("roster"))
     (project / "conf" / "test" / "parameters_roster.yml").write_text(ROSTER)
-    result = run_kedro(project, ["run", "--env", "test"], kedro_env(project), timeout_s=1500)
+    result = run_kedro(project, ["run", "--env", "test", "--pipelines", "full_study,lr_study"],
+                       kedro_env(project), timeout_s=1500)
     assert result.returncode == 0, result.terminal[-4000:]
     return project
 
@@ -55,7 +65,7 @@ def test_a_third_model_in_yaml_gets_every_output_of_the_study(three_model_study)
 
     # analysis rows of every model, under its roster name, and both comparisons
     for name in ("training_curves", "loss_landscape", "gradient_ics", "init_distance"):
-        table = pd.read_parquet(_latest(project, f"data/08_reporting/tables/{name}_table.parquet"))
+        table = pd.read_parquet(_latest(project, f"data/08_reporting/tables/{name}.parquet"))
         assert set(table["model"]) == {"baseline", "candidate", "candidate_fast"}, name
     study = json.loads(_latest(project, "data/08_reporting/summaries/model_comparisons.json").read_text())
     assert list(study["comparisons"]) == ["candidate_vs_baseline", "candidate_fast_vs_candidate"]
@@ -65,7 +75,7 @@ def test_a_third_model_in_yaml_gets_every_output_of_the_study(three_model_study)
     # its lines in the figures: the figure functions draw every model of the table
     from bnstudy.reporting import figures
 
-    table = pd.read_parquet(_latest(project, "data/08_reporting/tables/training_curves_table.parquet"))
+    table = pd.read_parquet(_latest(project, "data/08_reporting/tables/training_curves.parquet"))
     drawn = figures.training_curves_figure(table)
     labels = {line.get_label() for ax in drawn.axes for line in ax.get_lines()}
     assert {"Without BatchNorm", "With BatchNorm", "candidate_fast"} <= labels
@@ -81,9 +91,27 @@ def test_a_third_model_in_yaml_gets_every_output_of_the_study(three_model_study)
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("bnstudy").experiment_id])
     children = {r.info.run_name: r for r in runs if "mlflow.parentRunId" in r.data.tags}
-    assert set(children) == {"baseline", "candidate", "candidate_fast"}
+    assert set(children) == {"baseline", "candidate", "candidate_fast", "candidate_slow"}
     assert children["candidate_fast"].data.params["training.learning_rate"] == "0.07"
     assert children["candidate"].data.params["training.learning_rate"] == "0.035"
+
+
+@pytest.mark.slow
+def test_a_study_in_yaml_gets_its_own_analysis_and_report(three_model_study):
+    project = three_model_study
+    study = json.loads(_latest(project, "data/08_reporting/summaries/lr_study.model_comparisons.json").read_text())
+    assert study["headline"] == "candidate_slow_vs_candidate"
+    headline = study["comparisons"]["candidate_slow_vs_candidate"]
+    assert headline["seeds"] == [1, 2, 1337]
+    table = pd.read_parquet(_latest(project, "data/08_reporting/tables/lr_study.loss_landscape.parquet"))
+    assert set(table["model"]) == {"candidate", "candidate_slow"}
+    markdown = _latest(project, "data/08_reporting/lr_study/report.md").read_text()
+    assert "Each line: candidate_slow (candidate_slow) against BN (candidate)" in markdown
+    assert "no claim is read from it here" in markdown  # not BN against no BN: no Fidelity table
+    assert (_latest(project, "data/08_reporting/lr_study/report.md").parent / "figures" / "loss_landscape.png").is_file()
+    # the full study's report is its own, with its Fidelity table
+    full = _latest(project, "data/08_reporting/report.md").read_text()
+    assert "**Fidelity**" in full and "candidate_slow" not in full
 
 
 def test_a_roster_refuses_what_it_cannot_build():

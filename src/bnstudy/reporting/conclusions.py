@@ -156,8 +156,10 @@ def pct(value: Any) -> str:
     return f"{100 * float(value):.1f}%"
 
 
-def accuracy_table(records: Mapping[str, Mapping[str, Any]]) -> Table:
-    """Final test accuracy per seed for both models and their difference (BN - no BN)."""
+def accuracy_table(records: Mapping[str, Mapping[str, Any]],
+                   names: tuple[str, str] = ("no BN", "BN")) -> Table:
+    """Final test accuracy per seed for both models (``records`` by role: ``baseline`` = the
+    reference, ``candidate`` = the treatment, ``names`` their words) and their difference."""
     base, cand = records["baseline"].get("per_seed", {}), records["candidate"].get("per_seed", {})
     rows = []
     for seed in base:
@@ -165,7 +167,9 @@ def accuracy_table(records: Mapping[str, Mapping[str, Any]]) -> Table:
         c = cand.get(seed, {}).get("final_test_accuracy")
         diff = f"{100 * (c - b):+.1f} points" if c is not None and b is not None else "-"
         rows.append([str(seed), _accuracy(base[seed]), _accuracy(cand.get(seed, {})), diff])
-    return Table(["seed", "without BatchNorm", "with BatchNorm", "difference (BN - no BN)"], rows)
+    if names == ("no BN", "BN"):
+        return Table(["seed", "without BatchNorm", "with BatchNorm", "difference (BN - no BN)"], rows)
+    return Table(["seed", names[0], names[1], f"difference ({names[1]} - {names[0]})"], rows)
 
 
 def _accuracy(entry: Mapping[str, Any]) -> str:

@@ -60,25 +60,45 @@ def topic_sections(comparisons: Mapping[str, Any]) -> list[Section]:
     return sections
 
 
+def pair_names(comparisons: Mapping[str, Any]) -> tuple[str, str]:
+    """(reference, treatment) of a comparison summary; the paper's pair when it names none."""
+    return comparisons.get("reference", "baseline"), comparisons.get("treatment", "candidate")
+
+
 def conclusions_section(comparisons: Mapping[str, Any], records: Mapping[str, Mapping[str, Any]]) -> list[Section]:
     """Overall comparison per measurement, the stalled phase, final test accuracy per seed."""
     accuracy = comparisons["measures"].get("test_accuracy", {}).get("overall", {})
+    reference, treatment = pair_names(comparisons)
+    ref_word, treat_word = model_word(reference), model_word(treatment)
     return [
         Section("Conclusions", paragraphs=[
-            "Each line: BatchNorm (candidate) against no BatchNorm (baseline), one statistic per seed, paired "
-            "across seeds; the views of each measurement (matched loss, normalized, thirds of training) are in "
-            "its section below.", *words.stalled_paragraphs(comparisons["stalled"])],
+            f"Each line: {treat_word} ({treatment}) against {ref_word} ({reference}), one statistic per seed, "
+            "paired across seeds; the views of each measurement (matched loss, normalized, thirds of training) "
+            "are in its section below.", *words.stalled_paragraphs(comparisons["stalled"])],
             bullets=words.conclusion_bullets(comparisons)),
         Section("Final test accuracy per seed", level=3,
-                paragraphs=[f"Paired difference BN - no BN (fractions of the test set): "
+                paragraphs=[f"Paired difference {treat_word} - {ref_word} (fractions of the test set): "
                             f"{accuracy.get('text', 'not computed')}."],
-                tables=[("Final test accuracy", words.accuracy_table(records))]),
+                tables=[("Final test accuracy", words.accuracy_table(records, (ref_word, treat_word)))]),
     ]
+
+
+def is_bn_against_no_bn(records: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Whether the headline pair is the paper's: no normalization against BatchNorm."""
+    normalization = {role: record.get("model_config", {}).get("normalization")
+                     for role, record in records.items()}
+    return normalization == {"baseline": "none", "candidate": "batch"}
 
 
 def fidelity_section(fidelity: Mapping[str, Any], num_seeds: int,
                      records: Mapping[str, Mapping[str, Any]]) -> Section:
-    """The Fidelity table: each claim of the paper and the blog against this run."""
+    """The Fidelity table: each claim of the paper and the blog against this run (only when
+    the headline pair is BatchNorm against no normalization, the pair the claims are about)."""
+    if not is_bn_against_no_bn(records):
+        return Section("Fidelity", paragraphs=[
+            "The claims of Santurkar et al. (2018) and of the blog compare BatchNorm with no normalization; "
+            "this study's headline comparison is another pair, so no claim is read from it here (its "
+            "comparisons are in the sections below)."])
     return Section("Fidelity", paragraphs=[
         "Each claim of Santurkar et al. (2018) and of the blog reproducing it, against this run's comparison "
         "across seeds (the measure it is read from, the ratio or difference BN / no BN, its 95% t interval and "
