@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bnstudy.core.backend import use_cpu_flags
+from bnstudy.core.backend import use_compilation_cache, use_cpu_flags
 from bnstudy.data import cifar10
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +63,10 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("MPLBACKEND", "Agg")
 use_cpu_flags()  # XLA as every study runs it (bnstudy.core.backend), before JAX starts
+# One compilation cache for the whole test session: this process, its Kedro sessions in project
+# copies and its `kedro run` subprocesses all read JAX_COMPILATION_CACHE_DIR, set here to the
+# checkout's .jax_cache/ (BNSTUDY_JAX_CACHE=0 turns it off, e.g. to time cold compiles).
+use_compilation_cache(PROJECT_ROOT)
 
 
 def make_arrays(train_per_class: int = 4, test_per_class: int = 2, seed: int = 0) -> cifar10.Cifar10Arrays:
