@@ -11,7 +11,7 @@ from bnstudy.xla_hooks import XlaFlagsHooks
 # its process, and a last line naming the report and the MLflow run. kedro-mlflow's own hook
 # is registered by its plugin entry point. VizStatsHooks: the real size of each saved version
 # for kedro viz (viz_hooks.py). XlaFlagsHooks: bnstudy's CPU flags in XLA_FLAGS before JAX
-# starts (core/backend.py). RosterHooks: the run's roster (parameters_roster.yml) to the
+# starts, and JAX's persistent compilation cache in <project>/.jax_cache (core/backend.py). RosterHooks: the run's roster (parameters_roster.yml) to the
 # pipeline registry before Kedro reads the pipelines (roster.py).
 HOOKS = (XlaFlagsHooks(), PreflightHooks(), RosterHooks(), RunRecordHooks(), VizStatsHooks())
 
