@@ -42,7 +42,7 @@ from bnstudy.core.curvature import (  # noqa: E402
     probe_set,
 )
 from bnstudy.core.programs import call  # noqa: E402
-from bnstudy.core.state import seed_slice  # noqa: E402
+from bnstudy.core.state import run_slice  # noqa: E402
 
 
 def _median_seconds(run, repeats: int) -> tuple[float, float]:
@@ -68,7 +68,7 @@ def run(config_name: str, repeats: int, probe_size: int | None) -> dict:
         _, measured = _median_seconds(runner.chunk, repeats)
         spec, states, data = runner.spec, runner.states, runner.data
         probe = probe_set(train_config, data["x"], data["y"])
-        state = seed_slice(states, 0)
+        state = run_slice(states, 0)
         matvec, _ = probe_matvec(spec, state, *probe)
         hvp_first, hvp = _median_seconds(lambda: jax.block_until_ready(matvec(state.params)),
                                          repeats)

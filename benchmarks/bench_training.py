@@ -169,7 +169,7 @@ class CoreRunner:
         self.plan = MeasurementPlan.build(model_config, self.config, self.presets,
                                           total_steps, snapshots=False)
         self.spec = Spec.of(model_config, self.config)
-        self.states = init_states(model_of(model_config), self.config, self.config.seed_list)
+        self.states = init_states(model_of(model_config), self.config)
         per_epoch = self.config.steps_per_epoch(x.shape[0])
         dtype = np.dtype(model_config.param_dtype)
         self.data = {"x": jnp.asarray(np.asarray(x, dtype)), "y": jnp.asarray(y),

@@ -36,7 +36,7 @@ from bnstudy.core.backend import use_cpu_flags  # noqa: E402
 from bnstudy.core.config import MATMUL_PRECISIONS  # noqa: E402
 from bnstudy.core.executor import data_measured_step  # noqa: E402
 from bnstudy.core.programs import CompiledOps, call  # noqa: E402
-from bnstudy.core.state import seed_slice  # noqa: E402
+from bnstudy.core.state import run_slice  # noqa: E402
 from bnstudy.core.step import Spec, gradient_ics_by_layers, model_of  # noqa: E402
 from bnstudy.core.training import data_orders  # noqa: E402
 
@@ -56,11 +56,11 @@ def noise_floor(config_name: str, precision: str, steps: int) -> dict[str, float
     spec = Spec.of(model_config, train_config)
     ops = CompiledOps(spec)
     x, y = synthetic_data(model_config, num_train)
-    states = init_states(model_of(model_config), train_config, train_config.seed_list)
+    states = init_states(model_of(model_config), train_config)
     per_epoch = train_config.steps_per_epoch(num_train)
     order = data_orders(states, -(-steps // per_epoch), num_train,
                         per_epoch * train_config.batch_size)[0]
-    state, data = seed_slice(states, 0), (jnp.asarray(x), jnp.asarray(y), order)
+    state, data = run_slice(states, 0), (jnp.asarray(x), jnp.asarray(y), order)
     floors = {"conv0_train": 0.0, "repeat_max": 0.0, "fused_repeat": 0.0, "signal": 0.0}
     for _ in range(steps):
         new_state, _, grads, xb, yb = call("measured_step", data_measured_step, spec, state,

@@ -56,7 +56,8 @@ def _fake_result(seed: int, steps: int = 12, layers=("conv_0", "out")) -> Traini
     stats = {key: rng.random(2) for key in ("mean", "std", "min", "max", "frac_positive")}
     stats.update(quantiles=rng.random((2, 7)), hist_counts=np.ones((2, 200), np.int64))
     return TrainingResult(
-        seed=seed, layers=list(layers), leaf_paths=["conv_0/kernel"], steps=np.arange(steps),
+        seed=seed, learning_rate=0.035, layers=list(layers), leaf_paths=["conv_0/kernel"],
+        steps=np.arange(steps),
         train_loss=rng.random(steps), train_accuracy=rng.random(steps),
         eval_steps=np.array([0, steps]), test_loss=rng.random(2), test_accuracy=rng.random(2),
         measurements={"blog": preset, "paper": preset},

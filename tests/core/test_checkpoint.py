@@ -90,6 +90,36 @@ def test_resume_after_an_interruption_is_bitwise_identical(tiny_arrays, tmp_path
     assert_bitwise_equal(finished, expected)
 
 
+def test_a_learning_rate_sweep_resumes_bitwise_and_keys_its_checkpoints_by_its_rates(
+        tiny_arrays, tmp_path, caplog):
+    """2 seeds x 2 learning rates: interrupted after step 4, resumed from that checkpoint to
+    the uninterrupted sweep's every array; another list of rates has another configuration
+    hash and starts fresh."""
+    sweep = dataclasses.replace(CONFIG, learning_rates=(0.02, 0.05))
+
+    def swept(config, progress=None):
+        return train_seeds(TINY_MODEL_CONFIG, config, [], *tiny_arrays, progress,
+                           snapshots=False, checkpoint_dir=tmp_path, checkpoint_every_s=0)
+
+    expected = train_seeds(TINY_MODEL_CONFIG, sweep, [], *tiny_arrays, snapshots=False)
+    assert [(r.seed, r.learning_rate) for r in expected] == [(1, 0.02), (1, 0.05), (2, 0.02),
+                                                             (2, 0.05)]
+
+    def interrupt(done, total, metrics):
+        raise Interrupted(done)
+
+    with pytest.raises(Interrupted):
+        swept(sweep, interrupt)
+    calls = []
+    assert_bitwise_equal(swept(sweep, calls_into(calls)), expected)
+    assert calls == [8, 10]
+    other_rates, calls = dataclasses.replace(sweep, learning_rates=(0.02, 0.06)), []
+    with caplog.at_level(logging.WARNING, logger="bnstudy.core.checkpoint"):
+        swept(other_rates, calls_into(calls))
+    assert calls == [4, 8, 10] and "another configuration" in caplog.text
+    assert len(list(tmp_path.glob("config-*"))) == 2
+
+
 @pytest.mark.slow  # compiles the curvature programs of a checkpointed configuration
 def test_resume_with_curvature_is_bitwise_identical(tiny_arrays, tmp_path):
     """Curvature before steps 0, 4 and 8: interrupted after the checkpoint at step 4 (before

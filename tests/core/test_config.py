@@ -44,6 +44,13 @@ def test_from_dict_rejects_unknown_keys_naming_them_and_the_valid_ones(cls):
     (TrainConfig, {"steps_per_chunk": 300}, r"must divide eval_every .* set steps_per_chunk"),
     (TrainConfig, {"batch_size": 0}, r"batch_size must be a positive integer"),
     (TrainConfig, {"matmul_precision": "fast"}, r"matmul_precision must be one of"),
+    (TrainConfig, {"learning_rates": []}, r"learning_rates must list at least one .* use null"),
+    (TrainConfig, {"learning_rates": [0.1, 0.2, 0.1]}, r"learning_rates must be distinct, got "
+                                                       r"\[0.1, 0.2, 0.1\]"),
+    (TrainConfig, {"learning_rates": [0.1, 0]}, r"learning_rates must be positive finite .*"
+                                               r"not allowed: \[0.0\]"),
+    (TrainConfig, {"learning_rates": [0.1, float("inf")]}, r"must be positive finite"),
+    (TrainConfig, {"learning_rates": ["0.1"]}, r"learning_rates\[0\] expects int or float"),
     (MeasurementConfig, {"ics_mode": "test"}, r"ics_mode must be one of \['train', 'eval'\]"),
     (MeasurementConfig, {"probe_min": 5.0, "probe_max": 1.0}, r"is empty; make probe_max larger"),
 ])
@@ -67,3 +74,26 @@ def test_measurement_from_dict_can_start_from_a_preset():
     assert config == dataclasses.replace(PRESETS["blog"], measure_every=10)
     with pytest.raises(ValueError, match="unknown measurement preset 'blg'"):
         MeasurementConfig.from_dict({"preset": "blg"})
+
+
+def test_learning_rates_replace_the_learning_rate_and_pairs_are_seed_major():
+    single = TrainConfig(seeds=(1, 2))
+    assert single.learning_rates is None and single.learning_rate_list == (0.035,)
+    sweep = TrainConfig.from_dict({"seeds": [1, 2], "learning_rate": 0.5,
+                                   "learning_rates": [0.01, 1]})
+    assert sweep.learning_rate_list == (0.01, 1.0)  # learning_rate is not used
+    assert sweep.runs == ((1, 0.01), (1, 1.0), (2, 0.01), (2, 1.0))
+    assert TrainConfig.from_dict(sweep.to_dict()) == sweep
+    assert TrainConfig(seed=5).runs == ((5, 0.035),)
+
+
+def test_every_train_field_either_shapes_programs_or_only_the_run():
+    """A new TrainConfig field must be put on one side: in ProgramConfig (the compile key) or
+    in RUN_FIELDS (not part of any program)."""
+    from bnstudy.core.config import PROGRAM_FIELDS, RUN_FIELDS
+
+    fields = [field.name for field in dataclasses.fields(TrainConfig)]
+    assert sorted(PROGRAM_FIELDS + RUN_FIELDS) == sorted(fields)
+    assert not set(PROGRAM_FIELDS) & set(RUN_FIELDS)
+    program = TrainConfig(batch_size=16, nesterov=True).program
+    assert (program.batch_size, program.nesterov, program.matmul_precision) == (16, True, "highest")

@@ -13,6 +13,8 @@ from bnstudy.core.config import (
     TINY_TRAIN_CONFIG,
     MeasurementConfig,
     ModelConfig,
+    ProgramConfig,
+    Run,
     TrainConfig,
 )
 from bnstudy.core.measurements import (
@@ -44,8 +46,9 @@ from bnstudy.core.training import (
 
 __all__ = [
     "COMPILE_COUNTS", "PRESETS", "QUANTILE_LEVELS", "TINY_MODEL_CONFIG", "TINY_TRAIN_CONFIG",
-    "VGG", "Computation", "MeasurementConfig", "MeasurementPlan", "ModelConfig", "PureModel",
-    "Spec", "TrainConfig", "TrainState", "TrainingResult", "activation_statistics",
+    "VGG", "Computation", "MeasurementConfig", "MeasurementPlan", "ModelConfig",
+    "ProgramConfig", "PureModel", "Run", "Spec", "TrainConfig", "TrainState", "TrainingResult",
+    "activation_statistics",
     "batched_for_eval", "compare_gradients", "count_parameters", "cross_entropy",
     "distance_from_init", "epoch_permutations", "init_state", "init_states", "layer_names",
     "leaf_paths", "probe_gradient_direction", "train", "train_seeds", "train_step",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import numpy as np
 from pydantic import Field, Strict
@@ -152,10 +152,18 @@ class TrainConfig:
         "Seed of everything random: init key = fold_in(key(seed), 0), shuffling = "
         "fold_in(.., 1).")) = 1337
     seeds: described(Ints, (
-        "Seeds trained together on a leading seed axis of the state; [] trains `seed` alone. "
-        "Seed k of a multi-seed run equals the single-seed run with seed k.")) = ()
+        "Seeds trained together on the leading run axis of the state (each with every "
+        "learning rate); [] trains `seed` alone. Seed k of a multi-seed run equals the "
+        "single-seed run with seed k.")) = ()
     learning_rate: described(Annotated[Float, Field(gt=0)], (
-        "SGD learning rate eta (also the unit of the probe step sizes s).")) = 0.035
+        "SGD learning rate eta (also the unit of the probe step sizes s); not used when "
+        "`learning_rates` is set.")) = 0.035
+    learning_rates: described(Annotated[tuple[Float, ...], Strict(False)] | None, (
+        "A learning-rate sweep: every seed trains with each of these rates, seeds x rates as "
+        "one stacked run (the learning rate is a leaf of the training state, so one compiled "
+        "program serves them all); it replaces `learning_rate`. null: `learning_rate` "
+        "alone. Each (seed, rate) pair equals the single run with that seed and "
+        "rate.")) = None
     momentum: described(Annotated[Float, Field(ge=0, lt=1)], (
         "SGD momentum (optax.sgd trace, no dampening).")) = 0.9
     nesterov: described(Annotated[bool, Strict()], (
@@ -206,7 +214,7 @@ class TrainConfig:
         "Probe-set batches vmapped into one Hessian-vector-product program (memory against "
         "dispatches).")) = 8
     step_loop: described(Literal[STEP_LOOPS], (
-        "How steps of a chunk run: `scan` (one lax.scan program per chunk, seeds vmapped, "
+        "How steps of a chunk run: `scan` (one lax.scan program per chunk, runs vmapped, "
         "shardable over devices), `host` (small compiled programs dispatched from the host, "
         "results still fetched once per chunk) or `auto` (`host` on CPU, where XLA runs "
         "convolutions inside loops slowly, else `scan`).")) = "auto"
@@ -214,6 +222,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"TrainConfig.seeds must be distinct integers, got {self.seeds!r}")
+        if self.learning_rates is not None:
+            self._check_learning_rates(self.learning_rates)
         if not self.histogram_range[0] < self.histogram_range[1]:
             raise ValueError(
                 f"TrainConfig.histogram_range must be (low, high) with low < high, "
@@ -239,6 +249,19 @@ class TrainConfig:
                 f"whole batches; e.g. set it to "
                 f"{max(1, self.curvature_probe_size // self.batch_size) * self.batch_size}")
 
+    @staticmethod
+    def _check_learning_rates(rates: tuple[float, ...]) -> None:
+        if not rates:
+            raise ValueError("TrainConfig.learning_rates must list at least one learning rate, "
+                             "got []; use null to train with `learning_rate` alone")
+        if len(set(rates)) != len(rates):
+            raise ValueError(f"TrainConfig.learning_rates must be distinct, got {list(rates)}; "
+                             "remove the repeated rates")
+        bad = [rate for rate in rates if not (np.isfinite(rate) and rate > 0)]
+        if bad:
+            raise ValueError(f"TrainConfig.learning_rates must be positive finite numbers, got "
+                             f"{list(rates)} (not allowed: {bad})")
+
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
         """Build from a plain dict (YAML parameters); errors are :class:`ConfigError`."""
@@ -252,6 +275,26 @@ class TrainConfig:
     def seed_list(self) -> tuple[int, ...]:
         """The seeds of the run: ``seeds``, or ``(seed,)`` when it is empty."""
         return tuple(int(s) for s in self.seeds) or (self.seed,)
+
+    @property
+    def learning_rate_list(self) -> tuple[float, ...]:
+        """The learning rates of the run: ``learning_rates``, or ``(learning_rate,)`` when it
+        is null."""
+        if self.learning_rates is None:
+            return (float(self.learning_rate),)
+        return tuple(float(rate) for rate in self.learning_rates)
+
+    @property
+    def runs(self) -> tuple[Run, ...]:
+        """The (seed, learning rate) pairs of the run axis, seed-major: pair
+        ``i * len(learning_rate_list) + j`` is seed i with learning rate j."""
+        return tuple(Run(seed, rate) for seed in self.seed_list
+                     for rate in self.learning_rate_list)
+
+    @property
+    def program(self) -> ProgramConfig:
+        """What of this configuration the compiled programs read (:class:`ProgramConfig`)."""
+        return ProgramConfig(**{name: getattr(self, name) for name in PROGRAM_FIELDS})
 
     def resolved_step_loop(self, backend: str) -> str:
         """``step_loop`` with "auto" resolved for a JAX backend ("host" on CPU)."""
@@ -273,6 +316,45 @@ class TrainConfig:
         """Steps of the whole run: epochs * steps_per_epoch, capped by max_steps."""
         steps = self.epochs * self.steps_per_epoch(num_train)
         return steps if self.max_steps is None else min(steps, self.max_steps)
+
+
+class Run(NamedTuple):
+    """One run of the run axis: a seed and a learning rate."""
+
+    seed: int
+    learning_rate: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgramConfig:
+    """The part of a :class:`TrainConfig` that shapes the compiled programs: with the
+    :class:`ModelConfig`, the compile-cache key (:class:`bnstudy.core.step.Spec`).
+
+    Built by :attr:`TrainConfig.program` from the fields named in :data:`PROGRAM_FIELDS`,
+    never by resetting the others: a new TrainConfig field is not part of the key unless it
+    is added here, and a program cannot read a field that is not here. The learning rate and
+    the momentum are leaves of the training state, so one program serves every value.
+    """
+
+    batch_size: int  # the training batch of every step and measurement
+    nesterov: bool  # the optimizer's update rule (a static argument of optax.sgd)
+    histogram_bins: int  # the activation snapshot's histogram
+    histogram_range: tuple[float, float]
+    matmul_precision: str  # lowered into every program
+
+
+PROGRAM_FIELDS = tuple(field.name for field in dataclasses.fields(ProgramConfig))
+RUN_FIELDS = (
+    # values of the run (state leaves, or the host's loop and data order)
+    "seed", "seeds", "learning_rate", "learning_rates", "momentum",
+    # cadence and length: the plan and the host loop
+    "epochs", "max_steps", "eval_every", "snapshot_every", "steps_per_chunk", "step_loop",
+    "curvature_every", "curvature_rtol", "curvature_max_iters", "curvature_trace_samples",
+    # sizes of the inputs only, which the programs' signatures already key
+    "eval_batch_size", "curvature_probe_size", "curvature_group",
+)
+"""The TrainConfig fields that set only the values or the cadence of a run, not a program
+(every field is in exactly one of PROGRAM_FIELDS and RUN_FIELDS; a test checks it)."""
 
 
 @dataclass(frozen=True, config=STRICT)

@@ -32,7 +32,7 @@ import optax.tree_utils as otu
 
 from bnstudy.core.config import TrainConfig
 from bnstudy.core.programs import call
-from bnstudy.core.state import TrainState, seed_slice
+from bnstudy.core.state import TrainState, run_slice
 from bnstudy.core.step import Spec, batch_of, model_of
 
 PROBE_SET_KEY = 0x5EED
@@ -209,12 +209,12 @@ def probe_matvec(spec: Spec, state: TrainState, x_groups, y_groups):
 def measure_curvature(spec: Spec, config: TrainConfig, states: TrainState,
                       data: dict[str, Any], probe, step: int,
                       diverged_at: np.ndarray) -> list[dict[str, float]]:
-    """Curvature of every seed at W_step (before step ``step``): a dict per seed with
-    :data:`CURVATURE_FIELDS`; NaN for a seed that diverged before ``step``.
+    """Curvature of every run at W_step (before step ``step``): a dict per run with
+    :data:`CURVATURE_FIELDS`; NaN for a run that diverged before ``step``.
 
-    ``config`` is the run's own TrainConfig (the spec's has the curvature settings reset);
+    ``config`` is the run's own TrainConfig (the spec holds no curvature settings);
     ``probe`` is :func:`probe_set`'s output; ``data`` holds the training arrays and the
-    seeds' epoch orders (the batch sharpness uses the batch that step ``step`` trains on).
+    runs' epoch orders (the batch sharpness uses the batch that step ``step`` trains on).
     """
     x_groups, y_groups = probe
     results = []
@@ -222,7 +222,7 @@ def measure_curvature(spec: Spec, config: TrainConfig, states: TrainState,
         if 0 <= diverged_at[index] < step:
             results.append(dict.fromkeys(CURVATURE_FIELDS, float("nan")))
             continue
-        state = seed_slice(states, index)
+        state = run_slice(states, index)
         matvec, losses = probe_matvec(spec, state, x_groups, y_groups)
         start_key = jax.random.fold_in(jax.random.wrap_key_data(state.data_key), step)
         start = _normal_like(start_key, state.params)

@@ -4,13 +4,13 @@ with one device-to-host transfer per chunk.
 Two ways to run a chunk, the same numbers (tests compare them):
 
 * ``scan`` (accelerators): one compiled program per chunk, a ``lax.scan`` over its steps,
-  ``vmap``-ed over the seed axis (so it shards over devices); each measurement sits under a
-  ``lax.cond`` on the plan's due mask, which is shared by all seeds.
+  ``vmap``-ed over the run axis of (seed, learning rate) pairs (so it shards over devices);
+  each measurement sits under a ``lax.cond`` on the plan's due mask, which all runs share.
 * ``host`` (CPUs): XLA:CPU runs a convolution inside a ``while`` loop ~10x slower and a
   ``vmap`` over seeds ~3.8x slower than one seed after another (docs/performance.md), and
   it compiles a whole measured step in minutes. So the steps of a chunk are dispatched one
   by one, asynchronously, as small programs compiled once (:mod:`bnstudy.core.programs`);
-  seeds follow each other. Half the probe points go to a worker thread that the executor
+  runs follow each other. Half the probe points go to a worker thread that the executor
   owns and closes: compiled executables never trace, so any thread may run them.
 
 Both call the same measurement definitions (:mod:`bnstudy.core.step`).
@@ -28,7 +28,13 @@ import numpy as np
 
 from bnstudy.core.plan import Computation, MeasurementPlan
 from bnstudy.core.programs import CompiledOps, DirectOps, call, compiled
-from bnstudy.core.state import TrainState, num_seeds, seed_slice, stack_states
+from bnstudy.core.state import (
+    TrainState,
+    learning_rate_of,
+    num_runs,
+    run_slice,
+    stack_states,
+)
 from bnstudy.core.step import (
     Spec,
     batch_of,
@@ -62,7 +68,8 @@ def _measure(ops, spec: Spec, computation: Computation, state, new_state, grads,
                                       state.batch_stats, grads, x, y, train=computation.train)
     points = probe_points(computation, state, new_state, grads, x, y, x.dtype)
     evaluated = [ops["probe_point"](*args, **kwargs) for args, kwargs in points]
-    return probe_computation(ops, computation, evaluated, grads, x.dtype)
+    return probe_computation(ops, computation, evaluated, grads, learning_rate_of(state),
+                             x.dtype)
 
 
 def _filler(shapes):
@@ -77,7 +84,7 @@ def _numpy_filler(shapes):
 
 def mask_diverged(outputs: dict[str, Any], diverged_at: np.ndarray,
                   first: int) -> dict[str, Any]:
-    """Chunk outputs [S, n, ...] (numpy) with every value of a diverged seed's steps
+    """Chunk outputs [R, n, ...] (numpy) with every value of a diverged run's steps
     t >= diverged_at replaced: NaN (integer counts: 0, as on steps without a snapshot).
 
     Only ``train_loss`` at t = diverged_at keeps its value: it is the loss L(W_t) whose
@@ -102,7 +109,7 @@ def mask_diverged(outputs: dict[str, Any], diverged_at: np.ndarray,
 
 def scan_chunk(spec: Spec, state: TrainState, x_all, y_all, order, due, snap_due, active, *,
                computations: tuple[Computation, ...], snapshots: bool):
-    """One chunk as one program: a scan over steps (one seed; the executor vmaps it)."""
+    """One chunk as one program: a scan over steps (one run; the executor vmaps it)."""
     ops = DirectOps(spec)
 
     def measured(state, due_t, snap_t):
@@ -161,21 +168,22 @@ class Executor:
 
     def run_chunk(self, states: TrainState, data: dict[str, Any], first: int,
                   stop: int) -> tuple[TrainState, dict[str, Any]]:
-        """Steps first..stop-1 of every seed: (states, outputs numpy [S, stop - first, ...]),
-        the outputs of a diverged seed masked from its divergence on (:func:`mask_diverged`).
+        """Steps first..stop-1 of every run: (states, outputs numpy [R, stop - first, ...]),
+        the outputs of a diverged run masked from its divergence on (:func:`mask_diverged`).
 
-        ``data`` holds x [N, ...], y [N] and orders [S, E, N'] (each seed's data order).
+        ``data`` holds x [N, ...], y [N] and orders [R, E, N'] (each run's data order: its
+        seed's).
         """
         if self.loop == "scan":
             return self._scan(states, data, first, stop)
-        seeds = [self._host_seed(seed_slice(states, s), data, data["orders"][s], first, stop)
-                 for s in range(num_seeds(states))]
-        per_seed, diverged_at = jax.device_get(  # the one transfer
-            ([pieces for _, pieces in seeds], [state.diverged_at for state, _ in seeds]))
+        runs = [self._host_run(run_slice(states, r), data, data["orders"][r], first, stop)
+                for r in range(num_runs(states))]
+        per_run, diverged_at = jax.device_get(  # the one transfer
+            ([pieces for _, pieces in runs], [state.diverged_at for state, _ in runs]))
         outputs = [jax.tree.map(lambda *steps: np.stack(steps), *pieces)
-                   for pieces in per_seed]
+                   for pieces in per_run]
         stacked = jax.tree.map(lambda *values: np.stack(values), *outputs)
-        return (stack_states([state for state, _ in seeds]),
+        return (stack_states([state for state, _ in runs]),
                 mask_diverged(stacked, np.asarray(diverged_at), first))
 
     def _scan(self, states, data, first, stop):
@@ -195,7 +203,7 @@ class Executor:
         return states, mask_diverged(jax.tree.map(lambda a: a[:, : stop - first], outputs),
                                      np.asarray(diverged_at), first)
 
-    def _host_seed(self, state, data, order, first, stop):
+    def _host_run(self, state, data, order, first, stop):
         pieces = []
         due = self.plan.due_mask(np.arange(first, stop), self.spec.model_config)
         snap = self.plan.snapshot_mask(np.arange(first, stop))
@@ -237,8 +245,8 @@ class Executor:
             if computation.kind == "probe":
                 points = [evaluated[computation.name, i]
                           for i in range(len(computation.probe_s))]
-                outputs[computation.name] = probe_computation(self.ops, computation, points,
-                                                              grads, x.dtype)
+                outputs[computation.name] = probe_computation(
+                    self.ops, computation, points, grads, learning_rate_of(state), x.dtype)
         self._fill(outputs, x.dtype)
         if self.plan.snapshots:
             outputs["snapshot"] = (call("snapshot", snapshot, self.spec, state.params,
@@ -268,7 +276,7 @@ class Executor:
 
     def _snapshot_filler(self, state, data):
         if self._snapshot_shapes is None:
-            x = jax.ShapeDtypeStruct((self.spec.train_config.batch_size, *data["x"].shape[1:]),
+            x = jax.ShapeDtypeStruct((self.spec.program.batch_size, *data["x"].shape[1:]),
                                      data["x"].dtype)
             self._snapshot_shapes = jax.eval_shape(
                 functools.partial(snapshot, self.spec), state.params, state.batch_stats,

@@ -147,7 +147,9 @@ def probe_point(loss_and_grad: Callable[[Any], tuple[jax.Array, Any]], w_start: 
 def summarize_probes(loss: jax.Array, grad_diff: jax.Array, grads: Any, learning_rate: float,
                      s_values: jax.Array) -> ProbeResult:
     """:class:`ProbeResult` from the per-point losses and gradient changes [S]."""
-    step_norm = jnp.abs(s_values) * learning_rate * global_norm(grads)
+    # |s| * (||g|| * lr): the order XLA gave the product when lr was a folded constant (it
+    # moves a constant next to the other scalar), so a learning rate leaf rounds the same
+    step_norm = jnp.abs(s_values) * (global_norm(grads) * learning_rate)
     return ProbeResult(loss, grad_diff, step_norm, jnp.max(grad_diff / step_norm))
 
 

@@ -62,7 +62,7 @@ def lowered(fn: Callable, spec: Spec, args: tuple, *,
     """``jax.jit(fn)`` lowered for ``args`` under the spec's matmul precision, whoever
     calls it (a bare jit outside a precision context runs DEFAULT: TF32 on NVIDIA GPUs)."""
     bound = functools.partial(fn, spec, **dict(static))
-    with jax.default_matmul_precision(spec.train_config.matmul_precision):
+    with jax.default_matmul_precision(spec.program.matmul_precision):
         return jax.jit(bound, donate_argnums=donate).lower(*args)
 
 

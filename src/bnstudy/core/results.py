@@ -15,13 +15,15 @@ from bnstudy.core.plan import MeasurementPlan
 
 @dataclasses.dataclass
 class TrainingResult:
-    """Everything one training run of one seed records, as numpy arrays and plain values.
+    """Everything one run (a seed and a learning rate) records, as numpy arrays and plain
+    values.
 
     Shapes: T trained steps, E evaluations, L layers, M measured steps of a preset,
     S probe points of a preset, K activation snapshots, C_l channels of layer l.
 
     Attributes:
         seed: the seed of this run.
+        learning_rate: its learning rate (one of ``TrainConfig.learning_rate_list``).
         layers: layer names in forward order, [L].
         leaf_paths: trainable leaf names ("conv_3/kernel", "conv_3/bn_scale", ...).
         steps: [T] int, 0-based index t of each trained step.
@@ -41,8 +43,9 @@ class TrainingResult:
         init_distance: {"steps": [K + 1] (snapshot steps, then T), "abs" / "rel": {layer:
             [K + 1]}} (||W - W_0||_F of the kernel, and that over ||W_0||_F).
         initial_params, initial_batch_stats, final_params, final_batch_stats: nested dicts.
-        model_config, train_config: the configs as dicts; measurement_configs: list.
-        wall_time_s: seconds of the whole run (all seeds); compile_time_s: seconds of the
+        model_config, train_config: the configs as dicts (train_config that of the single
+            run this one equals: its seed and learning rate); measurement_configs: list.
+        wall_time_s: seconds of the whole stacked run (all runs); compile_time_s: seconds of the
             first chunk beyond the median chunk (an estimate of compilation).
         diverged_at: None for a healthy run; else the first step k whose loss, gradient or
             update was not finite. Training stopped there: final_params / final_batch_stats
@@ -55,6 +58,7 @@ class TrainingResult:
     """
 
     seed: int
+    learning_rate: float
     layers: list[str]
     leaf_paths: list[str]
     steps: np.ndarray
@@ -97,7 +101,7 @@ def undefined_ics_leaves(model_config: ModelConfig) -> set[str]:
 def collect_measurements(plan: MeasurementPlan, model_config: ModelConfig,
                          outputs: dict[str, Any], leaf_names: list[str],
                          learning_rate: float) -> dict[str, Any]:
-    """Each preset's rows of the per-step outputs [T, ...] (one seed). ``grad_norm`` is
+    """Each preset's rows of the per-step outputs [T, ...] (one run). ``grad_norm`` is
     recovered from the first probe point's step norm |s_0| * lr * ||g_t||."""
     collected = {}
     undefined = undefined_ics_leaves(model_config)
@@ -128,7 +132,7 @@ def collect_measurements(plan: MeasurementPlan, model_config: ModelConfig,
 
 def collect_snapshots(plan: MeasurementPlan, train_config, outputs: dict[str, Any],
                       layers: list[str], final_distance: dict[str, Any]):
-    """(activation_stats, init_distance) of one seed from its per-step outputs."""
+    """(activation_stats, init_distance) of one run from its per-step outputs."""
     rows = plan.snapshot_steps()
     snapshot = outputs["snapshot"]
     activation_stats = {

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bnstudy.core.config import ModelConfig, TrainConfig
+from bnstudy.core.config import ModelConfig, ProgramConfig, TrainConfig
 from bnstudy.core.measurements import (
     compare_gradients,
     distance_from_init,
@@ -35,30 +35,22 @@ from bnstudy.core.measurements import (
 )
 from bnstudy.core.models import PureModel
 from bnstudy.core.plan import Computation
-from bnstudy.core.state import TrainState, make_optimizer
-
-# Curvature settings that act on the host only (cadence, stopping rule): programs never
-# depend on them, so they are reset to their defaults in a Spec.
-CURVATURE_HOST_FIELDS = ("curvature_every", "curvature_rtol", "curvature_max_iters",
-                         "curvature_trace_samples")
+from bnstudy.core.state import TrainState, learning_rate_of, make_optimizer
 
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    """What shapes the compiled programs: the model and the training configuration (with
-    the run-only fields reset, so runs that differ in seed or length share programs)."""
+    """What shapes the compiled programs, and so their cache key (with the input shapes):
+    the model and the :class:`ProgramConfig` part of the training configuration. Runs that
+    differ only in seed, learning rate, momentum, length or cadence share programs."""
 
     model_config: ModelConfig
-    train_config: TrainConfig
+    program: ProgramConfig
 
     @classmethod
     def of(cls, model_config: ModelConfig, train_config: TrainConfig) -> Spec:
-        """The spec of a configuration; seed, length and cadences do not matter."""
-        return cls(model_config, dataclasses.replace(
-            train_config, seed=0, seeds=(), epochs=1, max_steps=None, step_loop="auto",
-            steps_per_chunk=1, eval_every=1, snapshot_every=1,
-            **{name: TrainConfig.__dataclass_fields__[name].default
-               for name in CURVATURE_HOST_FIELDS}))
+        """The spec of a configuration (:attr:`TrainConfig.program`)."""
+        return cls(model_config, train_config.program)
 
 
 @functools.lru_cache(maxsize=64)
@@ -70,7 +62,7 @@ def model_of(config: ModelConfig) -> PureModel:
 def batch_of(spec: Spec, x_all: jax.Array, y_all: jax.Array, order: jax.Array,
              step: jax.Array) -> tuple[jax.Array, jax.Array]:
     """The batch of step t: rows of epoch t // steps_per_epoch's order [E, N']."""
-    batch_size = spec.train_config.batch_size
+    batch_size = spec.program.batch_size
     steps_per_epoch = order.shape[1] // batch_size
     epoch, position = step // steps_per_epoch, step % steps_per_epoch
     indices = jax.lax.dynamic_slice_in_dim(order[epoch], position * batch_size, batch_size)
@@ -86,7 +78,8 @@ def update(spec: Spec, state: TrainState, x: jax.Array, y: jax.Array):
     model = model_of(spec.model_config)
     (loss, forward), grads = jax.value_and_grad(
         lambda p: model.loss(p, state.batch_stats, x, y, train=True), has_aux=True)(state.params)
-    updates, opt_state = make_optimizer(spec.train_config).update(
+    # the learning rate and the momentum come from the state (make_optimizer)
+    updates, opt_state = make_optimizer(spec.program.nesterov).update(
         grads, state.opt_state, state.params)
     stepped = state.replace(step=state.step + 1, params=optax.apply_updates(state.params,
                                                                             updates),
@@ -141,7 +134,7 @@ def train_step(spec: Spec, state: TrainState,
 
 def snapshot(spec: Spec, params, batch_stats, initial_params, x: jax.Array) -> dict[str, Any]:
     """Activation statistics of the train-mode forward pass at W_t and ||W_t - W_0||."""
-    config, model = spec.train_config, model_of(spec.model_config)
+    config, model = spec.program, model_of(spec.model_config)
     forward = model.apply(params, batch_stats, x, train=True)
     edges = histogram_edges(config.histogram_bins, config.histogram_range,
                             dtype=forward.logits.dtype)
@@ -173,17 +166,20 @@ def evaluate(spec: Spec, params, batch_stats, x_batches: jax.Array, y_batches: j
 # -- primitive operations of the measurements (each a pure function of arrays) ------------
 
 
-def op_probe_point(spec: Spec, w_start, batch_stats, grads, x, y, s, *, train: bool):
-    """(L(W(s)), ||grad L(W(s)) - g||) at W(s) = W_start - s * lr * g."""
+def op_probe_point(spec: Spec, w_start, batch_stats, grads, x, y, s, learning_rate, *,
+                   train: bool):
+    """(L(W(s)), ||grad L(W(s)) - g||) at W(s) = W_start - s * lr * g (lr: the run's
+    learning rate leaf)."""
     loss_and_grad = model_loss_and_grad(model_of(spec.model_config), batch_stats, x, y,
                                         train=train)
-    return probe_point(loss_and_grad, w_start, grads, spec.train_config.learning_rate, s)
+    return probe_point(loss_and_grad, w_start, grads, learning_rate, s)
 
 
-def op_probe_summary(spec: Spec, losses, grad_diffs, grads, s_values):
+def op_probe_summary(spec: Spec, losses, grad_diffs, grads, s_values, learning_rate):
     """The probe result of a computation from its points."""
-    return summarize_probes(jnp.stack(losses), jnp.stack(grad_diffs), grads,
-                            spec.train_config.learning_rate, s_values)._asdict()
+    del spec
+    return summarize_probes(jnp.stack(losses), jnp.stack(grad_diffs), grads, learning_rate,
+                            s_values)._asdict()
 
 
 def op_layer_forward(spec: Spec, params, batch_stats, x, *, index: int, train: bool):
@@ -267,15 +263,16 @@ def probe_points(computation: Computation, state: TrainState, new_state: TrainSt
                  grads, x, y, dtype) -> list[tuple]:
     """The arguments of each probe point of a computation: [(args, kwargs)]."""
     origin = state if computation.probe_start == "pre_step" else new_state
-    return [((origin.params, origin.batch_stats, grads, x, y, jnp.asarray(s, dtype)),
-             {"train": computation.train}) for s in computation.probe_s]
+    return [((origin.params, origin.batch_stats, grads, x, y, jnp.asarray(s, dtype),
+              learning_rate_of(state)), {"train": computation.train})
+            for s in computation.probe_s]
 
 
 def probe_computation(ops: Ops, computation: Computation, points: list, grads,
-                      dtype) -> dict[str, Any]:
+                      learning_rate, dtype) -> dict[str, Any]:
     """Summary of a probe computation from its evaluated points [(loss, grad_diff)]."""
     return ops["probe_summary"](tuple(p[0] for p in points), tuple(p[1] for p in points),
-                                grads, np.asarray(computation.probe_s, dtype))
+                                grads, np.asarray(computation.probe_s, dtype), learning_rate)
 
 
 @functools.lru_cache(maxsize=256)

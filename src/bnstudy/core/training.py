@@ -1,7 +1,9 @@
-"""The training driver: data to device, the plan, the executor, results per seed.
+"""The training driver: data to device, the plan, the executor, results per run.
 
-``train_seeds`` trains every seed of ``TrainConfig.seed_list`` on one stacked state (a
-leading seed axis, shardable over devices); ``train`` is its single-seed form.
+``train_seeds`` trains every run of ``TrainConfig.runs`` (each seed with each learning rate)
+on one stacked state (a leading run axis, shardable over devices); ``train`` is its
+single-run form. The host-side chunk loop here is the only place that reports progress (a
+progress bar on a terminal, a log line per chunk otherwise).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,9 +20,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
 from bnstudy.core.checkpoint import Checkpoint, RunCheckpoints, fingerprint
-from bnstudy.core.config import MeasurementConfig, ModelConfig, TrainConfig
+from bnstudy.core.config import MeasurementConfig, ModelConfig, Run, TrainConfig
 from bnstudy.core.curvature import CURVATURE_FIELDS, measure_curvature, probe_set
 from bnstudy.core.executor import Executor
 from bnstudy.core.measurements import distance_from_init
@@ -27,7 +31,7 @@ from bnstudy.core.models import leaf_paths
 from bnstudy.core.plan import MeasurementPlan
 from bnstudy.core.programs import call
 from bnstudy.core.results import TrainingResult, collect_measurements, collect_snapshots
-from bnstudy.core.state import TrainState, init_states, seed_keys, seed_slice
+from bnstudy.core.state import TrainState, init_states, run_slice, seed_keys
 from bnstudy.core.step import Spec, evaluate, model_of
 
 logger = logging.getLogger(__name__)
@@ -42,7 +46,8 @@ def epoch_permutations(key: jax.Array, epochs: int, num_examples: int) -> jax.Ar
 
 
 def data_orders(states: TrainState, epochs: int, num_examples: int, keep: int) -> jax.Array:
-    """[S, epochs, keep]: each seed's epoch orders from its data key, cut to whole batches."""
+    """[R, epochs, keep]: each run's epoch orders from its (seed's) data key, cut to whole
+    batches."""
     return jnp.stack([epoch_permutations(jax.random.wrap_key_data(key), epochs,
                                          num_examples)[:, :keep]
                       for key in states.data_key])
@@ -73,11 +78,11 @@ def check_inputs(model_config: ModelConfig, x_train, y_train, x_test, y_test) ->
                              f"got {list(y.shape)}")
 
 
-def evaluate_seeds(spec: Spec, states: TrainState, test_batches) -> list[tuple[float, float]]:
-    """(test loss, test accuracy) of every seed."""
+def evaluate_runs(spec: Spec, states: TrainState, test_batches) -> list[tuple[float, float]]:
+    """(test loss, test accuracy) of every run."""
     results = []
     for index in range(states.step.shape[0]):
-        state = seed_slice(states, index)
+        state = run_slice(states, index)
         loss, accuracy = call("evaluate", evaluate, spec, state.params, state.batch_stats,
                               *test_batches)
         results.append((float(loss), float(accuracy)))
@@ -87,13 +92,13 @@ def evaluate_seeds(spec: Spec, states: TrainState, test_batches) -> list[tuple[f
 class _Recorder:
     """Collects chunk outputs, evaluations and timings on the host; what a checkpoint keeps."""
 
-    def __init__(self, seeds: int):
+    def __init__(self, runs: int):
         self.chunks: list[dict[str, Any]] = []
         self.evaluations: list[tuple[int, list[tuple[float, float]]]] = []
         self.curvature: list[tuple[int, list[dict[str, float]]]] = []
         self.chunk_seconds: list[float] = []
-        self.seeds = seeds
-        self.diverged_at = np.full(seeds, -1)
+        self.runs = runs
+        self.diverged_at = np.full(runs, -1)
 
     def chunk(self, outputs, seconds: float) -> None:
         self.chunks.append(outputs)
@@ -103,7 +108,7 @@ class _Recorder:
         """Steps recorded so far."""
         return sum(chunk["train_loss"].shape[1] for chunk in self.chunks)
 
-    def seed_outputs(self, index: int) -> dict[str, Any]:
+    def run_outputs(self, index: int) -> dict[str, Any]:
         return jax.tree.map(lambda *parts: np.concatenate([p[index] for p in parts]),
                             *self.chunks)
 
@@ -112,39 +117,40 @@ class _Recorder:
             return 0.0
         return max(0.0, self.chunk_seconds[0] - float(np.median(self.chunk_seconds[1:])))
 
-    def note_divergence(self, diverged_at: np.ndarray, seeds: Sequence[int]) -> None:
-        """Log each seed whose state just diverged (``diverged_at`` [S], -1: healthy)."""
-        for seed, before, now in zip(seeds, self.diverged_at, diverged_at, strict=True):
+    def note_divergence(self, diverged_at: np.ndarray, runs: Sequence[Run]) -> None:
+        """Log each run whose state just diverged (``diverged_at`` [R], -1: healthy)."""
+        for run, before, now in zip(runs, self.diverged_at, diverged_at, strict=True):
             if before < 0 <= now:
-                logger.warning("seed %d diverged at step %d (non-finite loss, gradient or "
-                               "update): its weights stay those of step %d, its traces are "
-                               "NaN from there, the other seeds go on", seed, now, now)
+                logger.warning("seed %d (learning rate %r) diverged at step %d (non-finite "
+                               "loss, gradient or update): its weights stay those of step %d, "
+                               "its traces are NaN from there, the other runs go on",
+                               run.seed, run.learning_rate, now, now)
         self.diverged_at = np.asarray(diverged_at)
 
     def record(self) -> dict[str, Any]:
-        """What a checkpoint keeps: outputs [S, done, ...] and evaluations as arrays."""
+        """What a checkpoint keeps: outputs [R, done, ...] and evaluations as arrays."""
         return {"outputs": jax.tree.map(lambda *parts: np.concatenate(parts, axis=1),
                                         *self.chunks),
                 "eval_steps": np.array([done for done, _ in self.evaluations], np.int64),
-                "eval_values": np.array([seeds for _, seeds in self.evaluations], np.float64),
+                "eval_values": np.array([runs for _, runs in self.evaluations], np.float64),
                 "curvature_steps": np.array([step for step, _ in self.curvature], np.int64),
                 "curvature_values": np.array(
-                    [[[seed[f] for f in CURVATURE_FIELDS] for seed in seeds]
-                     for _, seeds in self.curvature], np.float64).reshape(
-                    len(self.curvature), self.seeds, len(CURVATURE_FIELDS))}
+                    [[[run[f] for f in CURVATURE_FIELDS] for run in runs]
+                     for _, runs in self.curvature], np.float64).reshape(
+                    len(self.curvature), self.runs, len(CURVATURE_FIELDS))}
 
     @classmethod
-    def restored(cls, seeds: int, checkpoint: Checkpoint) -> _Recorder:
+    def restored(cls, runs: int, checkpoint: Checkpoint) -> _Recorder:
         """The recorder of a run as it was when ``checkpoint`` was saved."""
-        recorder = cls(seeds)
+        recorder = cls(runs)
         record = checkpoint.record
         recorder.chunks = [record["outputs"]]
         recorder.evaluations = [(int(done), [(float(loss), float(accuracy))
                                              for loss, accuracy in values])
                                 for done, values in zip(record["eval_steps"],
                                                         record["eval_values"], strict=True)]
-        recorder.curvature = [(int(step), [dict(zip(CURVATURE_FIELDS, map(float, seed)))
-                                           for seed in values])
+        recorder.curvature = [(int(step), [dict(zip(CURVATURE_FIELDS, map(float, run)))
+                                           for run in values])
                               for step, values in zip(record["curvature_steps"],
                                                       record["curvature_values"], strict=True)]
         recorder.chunk_seconds = list(checkpoint.extra["chunk_seconds"])
@@ -157,34 +163,67 @@ def _mean_of_finite(values: np.ndarray) -> float:
     return float(np.mean(finite)) if finite.size else float("nan")
 
 
-def _report(recorder: _Recorder, done: int, total: int, normalization: str,
-            progress: Progress | None) -> None:
+def _chunk_metrics(recorder: _Recorder, done: int) -> dict[str, float]:
+    """The last chunk's train loss and accuracy and, after an evaluation, the test loss and
+    accuracy: means over the runs that have not diverged."""
     last = recorder.chunks[-1]
     metrics = {"train_loss": _mean_of_finite(last["train_loss"]),
                "train_accuracy": _mean_of_finite(last["train_accuracy"][:, -1])}
     if recorder.evaluations and recorder.evaluations[-1][0] == done:
-        seeds = np.array(recorder.evaluations[-1][1])
-        metrics.update(test_loss=_mean_of_finite(seeds[:, 0]),
-                       test_accuracy=_mean_of_finite(seeds[:, 1]))
+        runs = np.array(recorder.evaluations[-1][1])
+        metrics.update(test_loss=_mean_of_finite(runs[:, 0]),
+                       test_accuracy=_mean_of_finite(runs[:, 1]))
+    return metrics
+
+
+def _interactive() -> bool:
+    """Whether progress goes to a terminal (a bar) rather than to a log (a line per chunk)."""
+    return sys.stderr.isatty()
+
+
+def _report(recorder: _Recorder, done: int, total: int, label: str, bar: tqdm | None,
+            progress: Progress | None) -> None:
+    """After a chunk: the bar moves to ``done`` (steps/s and ETA are tqdm's), or, without a
+    terminal, one log line; then the ``progress`` callback."""
+    metrics = _chunk_metrics(recorder, done)
     diverged = int(np.sum(recorder.diverged_at >= 0))
-    logger.info("[normalization=%s, %d seed(s)%s] step %d/%d %s", normalization,
-                recorder.seeds, f", {diverged} diverged" if diverged else "", done, total,
-                ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    if bar is not None:
+        bar.set_postfix({**({"diverged": diverged} if diverged else {}),
+                         **{k: f"{v:.4f}" for k, v in metrics.items()}}, refresh=False)
+        bar.update(done - bar.n)
+    else:
+        logger.info("[%s%s] step %d/%d %s", label, f", {diverged} diverged" if diverged else "",
+                    done, total, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     if progress is not None:
         progress(done, total, metrics)
 
 
+def _progress_bar(label: str, done: int, total: int):
+    """A context holding the tqdm bar of one model's stacked run, or None off a terminal."""
+    if not _interactive():
+        return contextlib.nullcontext(None)
+    return tqdm(total=total, initial=done, desc=label, unit="step", dynamic_ncols=True,
+                file=sys.stderr)
+
+
+def _label(normalization: str, train_config: TrainConfig) -> str:
+    """``normalization=batch, 3 seeds`` (``x 2 learning rates`` with a sweep)."""
+    seeds, rates = len(train_config.seed_list), len(train_config.learning_rate_list)
+    label = f"normalization={normalization}, {seeds} seed{'s' * (seeds > 1)}"
+    return label + (f" x {rates} learning rates" if rates > 1 else "")
+
+
 def _evaluation(spec: Spec, states: TrainState, test_batches, done: int,
                 diverged_at: np.ndarray) -> list[tuple[float, float]]:
-    """Test (loss, accuracy) of every seed at ``done`` steps; NaN for a seed that diverged
+    """Test (loss, accuracy) of every run at ``done`` steps; NaN for a run that diverged
     before (its frozen weights are not the weights of step ``done``)."""
     return [(float("nan"), float("nan")) if 0 <= diverged < done else values
-            for values, diverged in zip(evaluate_seeds(spec, states, test_batches),
+            for values, diverged in zip(evaluate_runs(spec, states, test_batches),
                                         diverged_at, strict=True)]
 
 
 def _maybe_curvature(run: _Run, states: TrainState, recorder: _Recorder, step: int) -> None:
-    """Measure the curvature of every seed at W_step if it is due (before step ``step``)."""
+    """Measure the curvature of every run at W_step if it is due (before step ``step``)."""
     every = run.config.curvature_every
     if every is None or step % every or (recorder.curvature and
                                          recorder.curvature[-1][0] >= step):
@@ -207,8 +246,8 @@ class _Run:
     loop: str
     data: dict[str, Any]
     test_batches: tuple
-    seeds: tuple[int, ...]
-    config: TrainConfig | None = None  # the run's own (the spec's has run fields reset)
+    runs: tuple[Run, ...]
+    config: TrainConfig  # the run's own (cadences, curvature's stopping rule)
     probe: tuple = ()
 
 
@@ -219,13 +258,15 @@ def _run_chunks(run: _Run, states: TrainState, recorder: _Recorder, progress: Pr
     eval_at = set(run.plan.eval_steps())
     chunks = run.plan.chunks(recorder.done())
     last_save = time.monotonic()
-    with Executor(run.spec, run.plan, run.loop, concurrent_probes) as executor:
+    label = _label(run.spec.model_config.normalization, run.config)
+    with Executor(run.spec, run.plan, run.loop, concurrent_probes) as executor, \
+            _progress_bar(label, recorder.done(), run.plan.total_steps) as bar:
         for index, (first, stop) in enumerate(chunks):
             _maybe_curvature(run, states, recorder, first)
             chunk_started = time.perf_counter()
             states, outputs = executor.run_chunk(states, run.data, first, stop)
             recorder.chunk(outputs, time.perf_counter() - chunk_started)
-            recorder.note_divergence(np.asarray(jax.device_get(states.diverged_at)), run.seeds)
+            recorder.note_divergence(np.asarray(jax.device_get(states.diverged_at)), run.runs)
             if stop in eval_at:
                 recorder.evaluations.append((stop, _evaluation(
                     run.spec, states, run.test_batches, stop, recorder.diverged_at)))
@@ -234,16 +275,16 @@ def _run_chunks(run: _Run, states: TrainState, recorder: _Recorder, progress: Pr
                 checkpoints.save(stop, jax.device_get(states), recorder.record(),
                                  {"chunk_seconds": recorder.chunk_seconds})
                 last_save = time.monotonic()
-            _report(recorder, stop, run.plan.total_steps,
-                    run.spec.model_config.normalization, progress)
+            _report(recorder, stop, run.plan.total_steps, label, bar, progress)
     return states
 
 
-def _start(run: _Run, train_config: TrainConfig, states: TrainState,
-           arrays: dict[str, np.ndarray], shard: Callable[[Any], Any] | None,
+def _start(run: _Run, states: TrainState, arrays: dict[str, np.ndarray],
+           shard: Callable[[Any], Any] | None,
            checkpoints: RunCheckpoints | None) -> tuple[_Run, TrainState, _Recorder]:
     """(the run with its data on device, the states, the recorder): those of the newest
     usable checkpoint, or fresh ones with the evaluation at step 0."""
+    train_config = run.config
     restored = None if checkpoints is None else checkpoints.restore(jax.device_get(states))
     if restored is not None:
         states = jax.tree.map(jnp.asarray, restored.state)
@@ -263,19 +304,21 @@ def _start(run: _Run, train_config: TrainConfig, states: TrainState,
         run = dataclasses.replace(run, probe=probe_set(train_config, run.data["x"],
                                                        run.data["y"]))
     if restored is not None:
-        return run, states, _Recorder.restored(len(run.seeds), restored)
-    recorder = _Recorder(len(run.seeds))
-    recorder.evaluations.append((0, evaluate_seeds(run.spec, states, run.test_batches)))
+        return run, states, _Recorder.restored(len(run.runs), restored)
+    recorder = _Recorder(len(run.runs))
+    recorder.evaluations.append((0, evaluate_runs(run.spec, states, run.test_batches)))
     return run, states, recorder
 
 
 def _run_hash(spec: Spec, plan: MeasurementPlan, loop: str, arrays: dict[str, np.ndarray],
               train_config: TrainConfig) -> str:
-    """The configuration hash of a run: what must match for a checkpoint to be used."""
+    """The configuration hash of a run: what must match for a checkpoint to be used (the
+    whole TrainConfig, its seeds and learning rates included)."""
+    # format 2: the learning rate and the momentum are leaves of the optimizer state
     configs = {"model": spec.model_config.to_dict(), "train": train_config.to_dict(),
                "measurements": [preset.to_dict() for preset in plan.presets],
                "snapshots": plan.snapshots, "loop": loop,
-               "x64": bool(jax.config.jax_enable_x64), "format": "bnstudy.core.training/1"}
+               "x64": bool(jax.config.jax_enable_x64), "format": "bnstudy.core.training/2"}
     return fingerprint(configs, arrays)
 
 
@@ -287,18 +330,19 @@ def train_seeds(model_config: ModelConfig, train_config: TrainConfig,
                 shard: Callable[[Any], Any] | None = None,
                 checkpoint_dir: str | os.PathLike | None = None,
                 checkpoint_every_s: float = 60.0) -> list[TrainingResult]:
-    """Train every seed of ``train_config.seed_list`` together and measure them.
+    """Train every run of ``train_config.runs`` (each seed of ``seed_list`` with each
+    learning rate of ``learning_rate_list``) together and measure them.
 
     Args:
         model_config, train_config: the network and the run.
         measurement_configs: protocols for ICS and probes, all measured on one trajectory.
         x_train, x_test: float [N, H, W, C] normalized images; y_train, y_test: int [N].
         progress: called after every chunk as ``progress(done, total, metrics)`` (means over
-            the seeds that have not diverged).
+            the runs that have not diverged).
         snapshots: record activation statistics and distance from init.
         concurrent_probes: let the host loop use its worker thread.
         shard: optional function applied to the stacked state and the orders (e.g.
-            ``jax.device_put`` with a ``NamedSharding`` over the seed axis).
+            ``jax.device_put`` with a ``NamedSharding`` over the run axis).
         checkpoint_dir: where to keep checkpoints (:mod:`bnstudy.core.checkpoint`); a run
             with the same configuration and data resumes from the newest usable one and
             ends bit-for-bit as an uninterrupted run. None: no checkpoints.
@@ -306,7 +350,8 @@ def train_seeds(model_config: ModelConfig, train_config: TrainConfig,
             save (and always after the last chunk).
 
     Returns:
-        One :class:`TrainingResult` per seed, in seed order.
+        One :class:`TrainingResult` per run, in the order of ``train_config.runs``
+        (seed-major: every learning rate of the first seed, then of the next).
     """
     started = time.perf_counter()
     check_inputs(model_config, x_train, y_train, x_test, y_test)
@@ -315,15 +360,15 @@ def train_seeds(model_config: ModelConfig, train_config: TrainConfig,
     plan = MeasurementPlan.build(model_config, train_config, measurement_configs, total,
                                  snapshots=snapshots)
     loop = train_config.resolved_step_loop(jax.default_backend())
-    seeds = train_config.seed_list
-    states = init_states(model_of(model_config), train_config, seeds)
+    states = init_states(model_of(model_config), train_config, train_config.runs)
     initial = jax.device_get((states.params, states.batch_stats))
     arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
     checkpoints = None if checkpoint_dir is None else RunCheckpoints(
         checkpoint_dir, _run_hash(spec, plan, loop, arrays, train_config))
     with checkpoints or contextlib.nullcontext():
-        run, states, recorder = _start(_Run(spec, plan, loop, {}, (), seeds, train_config), train_config,
-                                       states, arrays, shard, checkpoints)
+        run, states, recorder = _start(
+            _Run(spec, plan, loop, {}, (), train_config.runs, train_config), states, arrays,
+            shard, checkpoints)
         states = _run_chunks(run, states, recorder, progress, concurrent_probes, checkpoints,
                              checkpoint_every_s)
     results = _results(spec, train_config, plan, states, initial, recorder)
@@ -338,37 +383,40 @@ def _results(spec: Spec, train_config: TrainConfig, plan: MeasurementPlan, state
     model_config = spec.model_config
     layers = model_of(model_config).layer_names
     final = jax.device_get((states.params, states.batch_stats))
+    # ||W_T - W_0|| of every run at once, as before the run axis (the saved traces hold these
+    # bits); its last bit may depend on the number of runs stacked
     distances = jax.device_get(jax.vmap(
         lambda p, p0: distance_from_init(p, p0, layers))(states.params, states.initial_params))
     diverged_at = np.asarray(jax.device_get(states.diverged_at))
     results = []
-    for index, seed in enumerate(train_config.seed_list):
+    for index, (seed, learning_rate) in enumerate(train_config.runs):
         pick = lambda tree, i=index: jax.tree.map(lambda leaf: np.asarray(leaf[i]), tree)  # noqa: E731
-        outputs = recorder.seed_outputs(index)
+        outputs = recorder.run_outputs(index)
         initial_params = pick(initial[0])
         diverged = int(diverged_at[index]) if diverged_at[index] >= 0 else None
         result = TrainingResult(
-            seed=seed, layers=list(layers), leaf_paths=leaf_paths(initial_params),
+            seed=seed, learning_rate=learning_rate, layers=list(layers),
+            leaf_paths=leaf_paths(initial_params),
             steps=np.arange(plan.total_steps), train_loss=outputs["train_loss"],
             train_accuracy=outputs["train_accuracy"],
             eval_steps=np.array([done for done, _ in recorder.evaluations]),
-            test_loss=np.array([seeds[index][0] for _, seeds in recorder.evaluations]),
-            test_accuracy=np.array([seeds[index][1] for _, seeds in recorder.evaluations]),
+            test_loss=np.array([runs[index][0] for _, runs in recorder.evaluations]),
+            test_accuracy=np.array([runs[index][1] for _, runs in recorder.evaluations]),
             measurements=collect_measurements(plan, model_config, outputs,
-                                              leaf_paths(initial_params),
-                                              train_config.learning_rate),
+                                              leaf_paths(initial_params), learning_rate),
             activation_stats={}, init_distance={}, initial_params=initial_params,
             initial_batch_stats=pick(initial[1]), final_params=pick(final[0]),
             final_batch_stats=pick(final[1]), model_config=model_config.to_dict(),
-            train_config={**train_config.to_dict(), "seed": seed, "seeds": [seed]},
+            train_config={**train_config.to_dict(), "seed": seed, "seeds": [seed],
+                          "learning_rate": learning_rate, "learning_rates": None},
             measurement_configs=[c.to_dict() for c in plan.presets], diverged_at=diverged)
         if recorder.curvature:
             result.curvature = {"steps": np.array([step for step, _ in recorder.curvature])}
-            result.curvature.update({field: np.array([seeds[index][field]
-                                                      for _, seeds in recorder.curvature])
+            result.curvature.update({field: np.array([runs[index][field]
+                                                      for _, runs in recorder.curvature])
                                      for field in CURVATURE_FIELDS})
         if plan.snapshots:
-            # a diverged seed has no W_T: its final distance is NaN, not that of W_diverged
+            # a diverged run has no W_T: its final distance is NaN, not that of W_diverged
             final_distance = jax.tree.map(lambda v: np.full_like(v, np.nan), pick(distances)) \
                 if diverged is not None else pick(distances)
             result.activation_stats, result.init_distance = collect_snapshots(
@@ -383,11 +431,13 @@ def train(model_config: ModelConfig, train_config: TrainConfig,
           progress: Progress | None = None, *, snapshots: bool = True,
           concurrent_probes: bool = True, checkpoint_dir: str | os.PathLike | None = None,
           checkpoint_every_s: float = 60.0) -> TrainingResult:
-    """Train one seed (``train_config.seed``) and measure it: :func:`train_seeds`'s single
-    result. With ``train_config.seeds`` set, use :func:`train_seeds`."""
-    if len(train_config.seed_list) != 1:
-        raise ValueError(f"train() runs one seed, but TrainConfig.seeds is "
-                         f"{list(train_config.seeds)}; call train_seeds() for several")
+    """Train one run (``train_config.seed`` with its one learning rate) and measure it:
+    :func:`train_seeds`'s single result. With several seeds or learning rates, use
+    :func:`train_seeds`."""
+    if len(train_config.runs) != 1:
+        raise ValueError(f"train() runs one seed with one learning rate, but TrainConfig.seeds "
+                         f"is {list(train_config.seeds)} and learning_rates "
+                         f"{train_config.learning_rates}; call train_seeds() for several")
     return train_seeds(model_config, train_config, measurement_configs, x_train, y_train,
                        x_test, y_test, progress, snapshots=snapshots,
                        concurrent_probes=concurrent_probes, checkpoint_dir=checkpoint_dir,
@@ -395,4 +445,4 @@ def train(model_config: ModelConfig, train_config: TrainConfig,
 
 
 __all__ = ["TrainingResult", "batched_for_eval", "check_inputs", "data_orders",
-           "epoch_permutations", "evaluate_seeds", "seed_keys", "train", "train_seeds"]
+           "epoch_permutations", "evaluate_runs", "seed_keys", "train", "train_seeds"]
