@@ -152,3 +152,65 @@ def test_curvature_trace_has_a_row_per_measurement_with_integer_iterations():
     assert np.isnan(diverged["lambda_max"].iloc[1])
     empty = nodes.curvature_trace(type("Result", (), {"curvature": {}})())
     assert empty.empty and empty.columns.tolist() == list(nodes.CURVATURE_COLUMNS)
+
+
+@pytest.fixture(scope="module")
+def sweep_outputs():
+    """Two seeds x two learning rates of the BN model (5 plain steps, one snapshot)."""
+    rng = np.random.default_rng(0)
+    train = {"images": rng.normal(size=(40, 8, 8, 3)).astype(np.float32), "labels": rng.integers(0, 10, 40).astype(np.int32)}
+    test = {"images": rng.normal(size=(12, 8, 8, 3)).astype(np.float32), "labels": rng.integers(0, 10, 12).astype(np.int32)}
+    training = {**TRAINING, "learning_rates": [0.01, 0.05], "snapshot_every": 5}
+    return nodes.train_model(train, test, {"normalization": "batch"}, ARCHITECTURE, training,
+                             [{"preset": "paper", "measure_every": 5}], CHECKPOINTS)
+
+
+def test_every_table_has_a_learning_rate_column_right_after_the_seed(outputs, sweep_outputs):
+    for name in nodes.TABLES:
+        assert outputs["batch"][name].columns[:2].tolist() == ["seed", "learning_rate"], name
+        assert sweep_outputs[name].columns[:2].tolist() == ["seed", "learning_rate"], name
+    assert set(outputs["batch"]["training_trace"]["learning_rate"]) == {0.035}
+    trace = sweep_outputs["training_trace"]
+    pairs = trace.groupby(["seed", "learning_rate"]).size()
+    assert pairs.to_dict() == {(3, 0.01): 5, (3, 0.05): 5, (7, 0.01): 5, (7, 0.05): 5}
+    loss = trace.set_index(["seed", "learning_rate", "step"])["train_loss"]
+    assert loss[3, 0.01, 0] == loss[3, 0.05, 0]  # same seed: same W_0, same first batch
+    assert loss[3, 0.01, 4] != loss[3, 0.05, 4]
+
+
+def test_a_sweeps_states_and_record_are_keyed_by_seed_and_learning_rate(sweep_outputs):
+    from bnstudy.datasets.npz_dataset import flatten_tree, unflatten_tree
+
+    out = sweep_outputs
+    for name in ("initial_state", "final_state", "activation_histograms"):
+        assert {seed: sorted(rates) for seed, rates in out[name].items()} == {
+            "seed_3": ["lr_0.01", "lr_0.05"], "seed_7": ["lr_0.01", "lr_0.05"]}, name
+    flat = flatten_tree(out["final_state"])  # .npz-safe keys, read back as they were
+    assert "seed_3/lr_0.05/params/out/kernel" in flat
+    np.testing.assert_array_equal(unflatten_tree(flat)["seed_3"]["lr_0.05"]["params"]["out"]["kernel"],
+                                  out["final_state"]["seed_3"]["lr_0.05"]["params"]["out"]["kernel"])
+    start = out["initial_state"]["seed_3"]
+    np.testing.assert_array_equal(start["lr_0.01"]["params"]["out"]["kernel"],
+                                  start["lr_0.05"]["params"]["out"]["kernel"])
+    record = out["run_record"]
+    assert record["seeds"] == [3, 7] and record["learning_rates"] == [0.01, 0.05]
+    assert record["train_config"]["learning_rates"] == [0.01, 0.05]
+    assert record["train_config"]["seeds"] == [3, 7]
+    assert set(record["per_seed"]) == {"3/lr_0.01", "3/lr_0.05", "7/lr_0.01", "7/lr_0.05"}
+    assert record["per_seed"]["7/lr_0.05"]["learning_rate"] == 0.05
+
+
+def test_a_single_learning_rate_keeps_the_seed_keys(outputs):
+    out = outputs["batch"]
+    assert set(out["final_state"]) == {"seed_3", "seed_7"} and "params" in out["final_state"]["seed_3"]
+    assert out["run_record"]["learning_rates"] == [0.035]
+    assert out["run_record"]["train_config"]["learning_rates"] is None
+    assert out["run_record"]["per_seed"]["3"]["learning_rate"] == 0.035
+
+
+def test_learning_rate_keys_are_distinct_and_file_safe():
+    keys = [nodes.learning_rate_key(rate) for rate in (0.035, 1e-05, 1e16, 0.1, 0.1 + 1e-18, 0.1 + 2e-17)]
+    assert keys[:3] == ["lr_0.035", "lr_1e-05", "lr_1e+16"]
+    assert keys[3] == keys[4] != keys[5]  # 0.1 + 1e-18 is the float 0.1; 0.1 + 2e-17 is not
+    assert len(set(keys)) == len(keys) - 1
+    assert all(set(key) <= set("lr_0123456789.e+-") for key in keys)

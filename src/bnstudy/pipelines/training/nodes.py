@@ -55,8 +55,10 @@ def train_model(
     the progress and keeps the clock that dates its metrics (``run_record["clock"]``).
 
     Returns the pipeline's outputs by name: ``initial_state`` / ``final_state``
-    (``{"seed_<k>": {"params", "batch_stats"}}``), the traces (each with a ``seed``
-    column), ``activation_histograms`` (``{"seed_<k>": ...}``) and ``run_record``.
+    (``{"seed_<k>": {"params", "batch_stats"}}``), the traces (each with ``seed`` and
+    ``learning_rate`` columns), ``activation_histograms`` (``{"seed_<k>": ...}``) and
+    ``run_record``. With a learning-rate sweep (``training.learning_rates``) the states and
+    histograms of a seed hold one entry per rate (:func:`by_run`: ``seed_<k>/lr_<x>``).
     """
     shared = {"architecture": architecture, "training": training, "measurements": measurements,
               "checkpoints": checkpoints}
@@ -74,17 +76,13 @@ def train_model(
         checkpoint_every_s=float(parameters["checkpoints"]["every_s"]),
         progress=live,
     )
-    per_seed = {
-        name: pd.concat([marked(table(r), r) for r in results], ignore_index=True)
-        for name, table in TABLES.items()
-    }
-    for name, frame in per_seed.items():
-        per_seed[name] = frame[["seed", *[c for c in frame.columns if c != "seed"]]]
+    traces = {name: pd.concat([marked(table(r), r) for r in results], ignore_index=True)
+              for name, table in TABLES.items()}
     return {
-        "initial_state": {f"seed_{r.seed}": model_state(r.initial_params, r.initial_batch_stats) for r in results},
-        "final_state": {f"seed_{r.seed}": model_state(r.final_params, r.final_batch_stats) for r in results},
-        **per_seed,
-        "activation_histograms": {f"seed_{r.seed}": activation_histograms(r) for r in results},
+        "initial_state": by_run(results, lambda r: model_state(r.initial_params, r.initial_batch_stats)),
+        "final_state": by_run(results, lambda r: model_state(r.final_params, r.final_batch_stats)),
+        **traces,
+        "activation_histograms": by_run(results, activation_histograms),
         "run_record": {
             **run_record(results),
             "num_train": int(len(model_input_train["labels"])),
@@ -98,12 +96,48 @@ def train_model(
 
 
 def marked(table: pd.DataFrame, result: TrainingResult) -> pd.DataFrame:
-    """A seed's trace with its ``seed`` and divergence columns: ``diverged`` is True from the
-    step the seed diverged at (its first non-finite loss or gradient) on, where the values are
-    NaN and mean nothing; ``diverged_at`` is that step on every row of the seed (-1: healthy)."""
+    """A run's trace with its ``seed`` and ``learning_rate`` columns first and its divergence
+    columns last: ``diverged`` is True from the step the run diverged at (its first
+    non-finite loss or gradient) on, where the values are NaN and mean nothing;
+    ``diverged_at`` is that step on every row of the run (-1: healthy)."""
     step = -1 if result.diverged_at is None else int(result.diverged_at)
     bad = np.zeros(len(table), bool) if step < 0 else table["step"].to_numpy() >= step
-    return table.assign(seed=result.seed, diverged=bad, diverged_at=step)
+    return pd.concat([pd.DataFrame({"seed": np.full(len(table), result.seed),
+                                    "learning_rate": np.full(len(table), float(result.learning_rate))}),
+                      table.reset_index(drop=True)], axis=1).assign(diverged=bad, diverged_at=step)
+
+
+def is_sweep(results: list[TrainingResult]) -> bool:
+    """Whether the runs have more than one learning rate."""
+    return len({r.learning_rate for r in results}) > 1
+
+
+def learning_rate_key(learning_rate: float) -> str:
+    """``lr_<x>`` with ``x`` the shortest decimal that reads back as the same float
+    (``lr_0.035``, ``lr_1e-05``): distinct rates never share a key, and the key is a valid
+    file and ``.npz`` name (digits, ``.``, ``e``, ``+``, ``-``)."""
+    return f"lr_{float(learning_rate)!r}"
+
+
+def run_name(result: TrainingResult, sweep: bool) -> str:
+    """``seed_<k>``, or ``seed_<k>/lr_<x>`` in a learning-rate sweep: a run's key in the
+    states, histograms, run record and MLflow (the path its arrays have in an ``.npz``)."""
+    seed = f"seed_{result.seed}"
+    return f"{seed}/{learning_rate_key(result.learning_rate)}" if sweep else seed
+
+
+def by_run(results: list[TrainingResult], value_of: Any) -> dict[str, Any]:
+    """``{"seed_<k>": value}``; with a learning-rate sweep ``{"seed_<k>": {"lr_<x>": value}}``
+    (nested, so the NpzDataset stores it under ``seed_<k>/lr_<x>/...`` and loads it back as
+    it was)."""
+    sweep, keyed = is_sweep(results), {}
+    for result in results:
+        seed = f"seed_{result.seed}"
+        if sweep:
+            keyed.setdefault(seed, {})[learning_rate_key(result.learning_rate)] = value_of(result)
+        else:
+            keyed[seed] = value_of(result)
+    return keyed
 
 
 def runtime_provenance() -> dict[str, Any]:
@@ -279,16 +313,26 @@ def curvature_trace(result: TrainingResult) -> pd.DataFrame:
 
 
 def run_record(results: list[TrainingResult]) -> dict[str, Any]:
-    """Resolved configs, seeds and timings, JSON-ready (the configs are those of the run;
-    ``seeds`` lists every seed, ``per_seed`` their final test numbers and ``diverged_at``: the
-    step a seed diverged at, None when healthy)."""
-    first = results[0]
+    """Resolved configs, seeds, learning rates and timings, JSON-ready.
+
+    The configs are those of the run (``train_config`` lists every seed and, in a sweep,
+    every learning rate); ``seeds`` and ``learning_rates`` list them once each; ``per_seed``
+    holds each run's final test numbers, its learning rate and ``diverged_at`` (the step it
+    diverged at, None when healthy), keyed by the seed (``"<k>"``), or in a learning-rate
+    sweep by ``"<k>/lr_<x>"`` (:func:`run_name` without ``seed_``). The headline final
+    numbers are means over every run.
+    """
+    first, sweep = results[0], is_sweep(results)
+    seeds = list(dict.fromkeys(r.seed for r in results))
+    rates = list(dict.fromkeys(r.learning_rate for r in results))
     return json_ready(
         {
             "model_config": first.model_config,
-            "train_config": {**first.train_config, "seeds": [r.seed for r in results]},
+            "train_config": {**first.train_config, "seeds": seeds,
+                             "learning_rates": rates if sweep else None},
             "measurement_configs": first.measurement_configs,
-            "seeds": [r.seed for r in results],
+            "seeds": seeds,
+            "learning_rates": rates,
             "layers": first.layers,
             "leaf_paths": first.leaf_paths,
             "num_steps": int(first.steps.size),
@@ -297,7 +341,8 @@ def run_record(results: list[TrainingResult]) -> dict[str, Any]:
             "final_test_accuracy": float(np.mean([r.test_accuracy[-1] for r in results])),
             "final_test_loss": float(np.mean([r.test_loss[-1] for r in results])),
             "per_seed": {
-                str(r.seed): {
+                run_name(r, sweep).removeprefix("seed_"): {
+                    "learning_rate": float(r.learning_rate),
                     "final_test_accuracy": float(r.test_accuracy[-1]),
                     "final_test_loss": float(r.test_loss[-1]),
                     "diverged_at": r.diverged_at,
@@ -324,4 +369,4 @@ TABLES = {
     "init_distance": init_distance_table,
     "curvature_trace": curvature_trace,
 }
-"""The per-seed tables of a training result, by output name."""
+"""The per-run tables of a training result, by output name."""
