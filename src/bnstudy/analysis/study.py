@@ -22,6 +22,7 @@ import pandas as pd
 from bnstudy.analysis import fidelity
 from bnstudy.analysis.divergence import exclude_diverged, exclusion_note, healthy_histograms
 from bnstudy.analysis.tables import BASELINE, CANDIDATE
+from bnstudy.runs import learning_rate_key
 
 KINDS = ("training", "evals", "smoothness", "ics", "init")
 """The per-model traces a comparison reads (besides the activation histograms)."""
@@ -87,14 +88,55 @@ def compare_pair(reference: str, treatment: str, traces: Mapping[str, Mapping[st
     return summary
 
 
+def learning_rates(*per_model: Mapping[str, Any]) -> list[float]:
+    """The learning rates of a study's traces (their ``learning_rate`` column), in order."""
+    found: dict[float, None] = {}
+    for values in per_model:
+        for value in values.values():
+            if isinstance(value, pd.DataFrame) and "learning_rate" in value.columns:
+                found.update(dict.fromkeys(float(x) for x in value["learning_rate"].unique()))
+    return list(found)
+
+
+def at_learning_rate(values: Mapping[str, Any], learning_rate: float) -> dict[str, Any]:
+    """``{model: trace}`` at one learning rate of a sweep: a table's rows at that rate, and a
+    model's ``{"seed_<k>": {"lr_<x>": histograms}}`` entries at it (``seed_<k>`` kept)."""
+    key = learning_rate_key(learning_rate)
+    picked = {}
+    for model, value in values.items():
+        if isinstance(value, pd.DataFrame):
+            picked[model] = value[value["learning_rate"] == learning_rate].reset_index(drop=True)
+        else:
+            picked[model] = {seed: runs[key] for seed, runs in value.items() if key in runs}
+    return picked
+
+
+def sweep_key(key: str, learning_rate: float) -> str:
+    """A comparison's key at one learning rate of a sweep: ``<key>@lr=<x>``."""
+    return f"{key}@lr={float(learning_rate)!r}"
+
+
 def compare_study(comparisons: Sequence[Mapping[str, str]], traces: Mapping[str, Mapping[str, Any]],
                   histograms: Mapping[str, Any], smoothing_fraction: float) -> dict[str, Any]:
     """Every comparison of a study: ``{"headline": key, "comparisons": {key: summary}}``,
-    the headline being the first comparison declared (the one the Fidelity table reads)."""
-    compared = {comparison_key(ref, treat): compare_pair(ref, treat, traces, histograms,
-                                                         smoothing_fraction)
-                for ref, treat in pairs(comparisons)}
-    return {"headline": next(iter(compared)), "comparisons": compared}
+    the headline being the first comparison declared (the one the Fidelity table reads).
+
+    In a learning-rate sweep (traces with several ``learning_rate`` values) each comparison
+    is made at each rate, paired by seed at that rate (:func:`sweep_key`; the headline at the
+    first rate), and each summary names its ``learning_rate``."""
+    rates = learning_rates(*traces.values())
+    if len(rates) <= 1:
+        compared = {comparison_key(ref, treat): compare_pair(ref, treat, traces, histograms,
+                                                             smoothing_fraction)
+                    for ref, treat in pairs(comparisons)}
+        return {"headline": next(iter(compared)), "comparisons": compared}
+    compared = {}
+    for ref, treat in pairs(comparisons):
+        for rate in rates:
+            picked = {kind: at_learning_rate(frames, rate) for kind, frames in traces.items()}
+            summary = compare_pair(ref, treat, picked, at_learning_rate(histograms, rate), smoothing_fraction)
+            compared[sweep_key(comparison_key(ref, treat), rate)] = {**summary, "learning_rate": rate}
+    return {"headline": next(iter(compared)), "comparisons": compared, "learning_rates": rates}
 
 
 def headline(study_summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -110,16 +152,22 @@ def per_comparison(compute: Callable[..., tuple[pd.DataFrame, dict[str, Any]]],
     returning a table whose ``model`` column holds roles (:func:`as_roles`); the tables
     concatenated with each model's rows kept once, under its name, and the summaries keyed
     by :func:`comparison_key`."""
+    rates = learning_rates(*per_model)
     tables, summaries = [], {}
     for reference, treatment in pairs(comparisons):
         role = roles(reference, treatment)
-        table, summary = compute(reference, treatment, *({m: values[m] for m in (reference, treatment)}
-                                                         for values in per_model))
-        if "model" in getattr(table, "columns", ()):
-            table = table.assign(model=table["model"].map(role))
-        tables.append(table)
-        summaries[comparison_key(reference, treatment)] = {**summary, "reference": reference,
-                                                           "treatment": treatment}
+        for rate in rates if len(rates) > 1 else [None]:  # a sweep: each rate on its own
+            chosen = per_model if rate is None else tuple(at_learning_rate(v, rate) for v in per_model)
+            table, summary = compute(reference, treatment, *({m: values[m] for m in (reference, treatment)}
+                                                             for values in chosen))
+            if "model" in getattr(table, "columns", ()):
+                table = table.assign(model=table["model"].map(role))
+            key = comparison_key(reference, treatment)
+            if rate is not None:
+                table, key = table.assign(learning_rate=rate), sweep_key(key, rate)
+                summary = {**summary, "learning_rate": rate}
+            tables.append(table)
+            summaries[key] = {**summary, "reference": reference, "treatment": treatment}
     filled = [t for t in tables if not t.empty]
     table = (pd.concat(filled, ignore_index=True).drop_duplicates(ignore_index=True)
              if filled else pd.DataFrame())

@@ -17,6 +17,7 @@ from bnstudy.parameters import model_parameters
 from bnstudy.pipelines import json_ready
 from bnstudy.pipelines.training.mlflow_payload import model_run_payload
 from bnstudy.roster import model_settings
+from bnstudy.runs import learning_rate_key
 
 logger = logging.getLogger(__name__)
 
@@ -110,13 +111,6 @@ def marked(table: pd.DataFrame, result: TrainingResult) -> pd.DataFrame:
 def is_sweep(results: list[TrainingResult]) -> bool:
     """Whether the runs have more than one learning rate."""
     return len({r.learning_rate for r in results}) > 1
-
-
-def learning_rate_key(learning_rate: float) -> str:
-    """``lr_<x>`` with ``x`` the shortest decimal that reads back as the same float
-    (``lr_0.035``, ``lr_1e-05``): distinct rates never share a key, and the key is a valid
-    file and ``.npz`` name (digits, ``.``, ``e``, ``+``, ``-``)."""
-    return f"lr_{float(learning_rate)!r}"
 
 
 def run_name(result: TrainingResult, sweep: bool) -> str:
