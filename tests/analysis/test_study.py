@@ -34,7 +34,7 @@ def test_a_sweep_is_compared_at_each_learning_rate_as_that_rate_alone():
     stacked = runs["stacked"]
     summary = study.compare_study(PAIR, {k: stacked[k] for k in KINDS}, stacked["histograms"], 0.01)
     assert list(summary["comparisons"]) == ["candidate_vs_baseline@lr=0.01", "candidate_vs_baseline@lr=0.1"]
-    assert summary["headline"] == "candidate_vs_baseline@lr=0.01" and summary["learning_rates"] == [0.01, 0.1]
+    assert summary["headline"] == "candidate_vs_baseline@lr=0.01"
     for rate in (0.01, 0.1):
         alone = runs["alone"][rate]
         expected = study.compare_study(PAIR, {k: alone[k] for k in KINDS}, alone["histograms"], 0.01)
@@ -64,3 +64,31 @@ def test_a_sweeps_tables_carry_the_learning_rate():
     assert all(s["rows"] == rows for s in summary["comparisons"].values())  # one rate, both models
     with pytest.raises(KeyError):
         study.at_learning_rate(stacked["histograms"], 0.5)["baseline"]["seed_1"]["steps"]
+
+
+def test_two_models_each_at_a_rate_of_their_own_are_not_a_sweep():
+    """A roster override (or a baseline trained at lr 1000 to diverge) gives each model one
+    rate of its own: the pair is compared as a whole, as a study without the column."""
+    alone = _traces(SEEDS)
+    marked = {kind: {"baseline": alone[kind]["baseline"].assign(learning_rate=1000.0),
+                     "candidate": alone[kind]["candidate"].assign(learning_rate=0.035)} for kind in KINDS}
+    assert study.sweep_rates("baseline", "candidate", *marked.values()) == []
+    summary = study.compare_study(PAIR, marked, alone["histograms"], 0.01)
+    plain = study.compare_study(PAIR, {k: alone[k] for k in KINDS}, alone["histograms"], 0.01)
+    assert list(summary["comparisons"]) == ["candidate_vs_baseline"]
+    got, expected = study.headline(summary)["measures"], study.headline(plain)["measures"]
+    assert got.keys() == expected.keys()
+    for name in expected:
+        assert got[name]["overall"]["estimate"] == pytest.approx(expected[name]["overall"]["estimate"], rel=1e-12)
+
+
+def test_a_swept_model_against_a_single_run_is_compared_at_each_of_its_rates():
+    runs = _sweep({0.01: 0.4, 0.1: 2.5})["stacked"]
+    single = {kind: {**frames, "baseline": frames["baseline"][frames["baseline"]["learning_rate"] == 0.01]
+                     .assign(learning_rate=0.02)} for kind, frames in ((k, runs[k]) for k in KINDS)}
+    assert study.sweep_rates("baseline", "candidate", *single.values()) == [0.01, 0.1]
+    histograms = {**runs["histograms"], "baseline": {s: v[learning_rate_key(0.01)]
+                                                     for s, v in runs["histograms"]["baseline"].items()}}
+    summary = study.compare_study(PAIR, single, histograms, 0.01)
+    assert list(summary["comparisons"]) == ["candidate_vs_baseline@lr=0.01", "candidate_vs_baseline@lr=0.1"]
+    assert all(s["seeds"] == SEEDS for s in summary["comparisons"].values())

@@ -88,26 +88,43 @@ def compare_pair(reference: str, treatment: str, traces: Mapping[str, Mapping[st
     return summary
 
 
-def learning_rates(*per_model: Mapping[str, Any]) -> list[float]:
-    """The learning rates of a study's traces (their ``learning_rate`` column), in order."""
+def model_rates(per_model: Sequence[Mapping[str, Any]], model: str) -> list[float]:
+    """A model's learning rates, in order (its traces' ``learning_rate`` column)."""
     found: dict[float, None] = {}
     for values in per_model:
-        for value in values.values():
-            if isinstance(value, pd.DataFrame) and "learning_rate" in value.columns:
-                found.update(dict.fromkeys(float(x) for x in value["learning_rate"].unique()))
+        value = values.get(model)
+        if isinstance(value, pd.DataFrame) and "learning_rate" in value.columns:
+            found.update(dict.fromkeys(float(x) for x in value["learning_rate"].unique()))
     return list(found)
 
 
+def sweep_rates(reference: str, treatment: str, *per_model: Mapping[str, Any]) -> list[float]:
+    """The learning rates a pair is compared at: none (compare as a whole) unless one of its
+    models swept several rates; then each rate both swept, or the sweeping model's rates
+    against the other's single run. Two models that each train at one rate of their own (a
+    roster override, a diverging baseline) are not a sweep."""
+    ref, treat = model_rates(per_model, reference), model_rates(per_model, treatment)
+    if len(ref) <= 1 and len(treat) <= 1:
+        return []
+    if len(ref) > 1 and len(treat) > 1:
+        return [rate for rate in ref if rate in treat]
+    return ref if len(ref) > 1 else treat
+
+
 def at_learning_rate(values: Mapping[str, Any], learning_rate: float) -> dict[str, Any]:
-    """``{model: trace}`` at one learning rate of a sweep: a table's rows at that rate, and a
-    model's ``{"seed_<k>": {"lr_<x>": histograms}}`` entries at it (``seed_<k>`` kept)."""
+    """``{model: trace}`` at one learning rate of a sweep: a swept model's table rows at that
+    rate and its ``{"seed_<k>": {"lr_<x>": histograms}}`` entries at it (``seed_<k>`` kept);
+    a model that trained at one rate as it is."""
     key = learning_rate_key(learning_rate)
     picked = {}
     for model, value in values.items():
         if isinstance(value, pd.DataFrame):
-            picked[model] = value[value["learning_rate"] == learning_rate].reset_index(drop=True)
+            swept = "learning_rate" in value.columns and value["learning_rate"].nunique() > 1
+            picked[model] = (value[value["learning_rate"] == learning_rate].reset_index(drop=True)
+                             if swept else value)
         else:
-            picked[model] = {seed: runs[key] for seed, runs in value.items() if key in runs}
+            swept = any(isinstance(runs, Mapping) and key in runs for runs in value.values())
+            picked[model] = {seed: runs[key] for seed, runs in value.items() if key in runs} if swept else value
     return picked
 
 
@@ -121,22 +138,20 @@ def compare_study(comparisons: Sequence[Mapping[str, str]], traces: Mapping[str,
     """Every comparison of a study: ``{"headline": key, "comparisons": {key: summary}}``,
     the headline being the first comparison declared (the one the Fidelity table reads).
 
-    In a learning-rate sweep (traces with several ``learning_rate`` values) each comparison
-    is made at each rate, paired by seed at that rate (:func:`sweep_key`; the headline at the
-    first rate), and each summary names its ``learning_rate``."""
-    rates = learning_rates(*traces.values())
-    if len(rates) <= 1:
-        compared = {comparison_key(ref, treat): compare_pair(ref, treat, traces, histograms,
-                                                             smoothing_fraction)
-                    for ref, treat in pairs(comparisons)}
-        return {"headline": next(iter(compared)), "comparisons": compared}
+    In a learning-rate sweep (:func:`sweep_rates`) a comparison is made at each rate, paired
+    by seed at that rate (:func:`sweep_key`; the headline at the first rate), and each
+    summary names its ``learning_rate``."""
     compared = {}
     for ref, treat in pairs(comparisons):
+        key = comparison_key(ref, treat)
+        rates = sweep_rates(ref, treat, *traces.values())
+        if not rates:
+            compared[key] = compare_pair(ref, treat, traces, histograms, smoothing_fraction)
         for rate in rates:
             picked = {kind: at_learning_rate(frames, rate) for kind, frames in traces.items()}
             summary = compare_pair(ref, treat, picked, at_learning_rate(histograms, rate), smoothing_fraction)
-            compared[sweep_key(comparison_key(ref, treat), rate)] = {**summary, "learning_rate": rate}
-    return {"headline": next(iter(compared)), "comparisons": compared, "learning_rates": rates}
+            compared[sweep_key(key, rate)] = {**summary, "learning_rate": rate}
+    return {"headline": next(iter(compared)), "comparisons": compared}
 
 
 def headline(study_summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -152,11 +167,10 @@ def per_comparison(compute: Callable[..., tuple[pd.DataFrame, dict[str, Any]]],
     returning a table whose ``model`` column holds roles (:func:`as_roles`); the tables
     concatenated with each model's rows kept once, under its name, and the summaries keyed
     by :func:`comparison_key`."""
-    rates = learning_rates(*per_model)
     tables, summaries = [], {}
     for reference, treatment in pairs(comparisons):
         role = roles(reference, treatment)
-        for rate in rates if len(rates) > 1 else [None]:  # a sweep: each rate on its own
+        for rate in sweep_rates(reference, treatment, *per_model) or [None]:  # a sweep: each rate
             chosen = per_model if rate is None else tuple(at_learning_rate(v, rate) for v in per_model)
             table, summary = compute(reference, treatment, *({m: values[m] for m in (reference, treatment)}
                                                              for values in chosen))
