@@ -102,26 +102,51 @@ def tiny_data():
     return x, rng.integers(0, 10, 48).astype(np.int32)
 
 
+def test_the_noise_off_is_exactly_the_identity():
+    """All noise ranges zero and sigma = 1: Algorithm 1 draws s exactly 1 and m exactly 0,
+    and s a + m is a, bit for bit (forward and gradient), in float32 and float64."""
+    off = _noisy_config(noise_mean_range=0.0, noise_std_range=(1.0, 1.0),
+                        noise_mean_jitter=0.0, noise_std_jitter=0.0)
+    for dtype in (jnp.float32, jnp.float64):
+        with jax.enable_x64(dtype == jnp.float64):
+            s, m = batch_noise(jax.random.key(3), 8, 5, off, dtype)
+            np.testing.assert_array_equal(s, np.ones((8, 5)))
+            np.testing.assert_array_equal(m, np.zeros((8, 5)))
+            a = jax.random.normal(jax.random.key(4), (8, 3, 3, 5), dtype)
+            np.testing.assert_array_equal(apply_batch_noise(a, s, m), a)
+            grad = jax.grad(lambda x: jnp.sum(jnp.sin(apply_batch_noise(x, s, m))))(a)
+            np.testing.assert_array_equal(grad, jnp.cos(a))
+
+
 @pytest.mark.slow  # three tiny trainings with every measurement program compiled
-def test_noisy_variant_with_the_noise_off_equals_the_bn_candidate_bitwise(tiny_data):
-    """All noise ranges zero and sigma = 1: s is exactly 1 and m exactly 0, so training is
-    bit-for-bit that of the BatchNorm candidate (losses, ICS, probes and weights)."""
+def test_noisy_variant_with_the_noise_off_trains_as_the_bn_candidate(tiny_data):
+    """With the noise off (exactly the identity, above) training is that of the BatchNorm
+    candidate: losses, ICS, probes and weights. The two models are two XLA programs (the noisy
+    one holds the noise ops and key), and since the learning rate is a state leaf XLA no
+    longer schedules their batch-statistics reductions identically: the runs agreed bitwise
+    before that change and now differ by at most a float32 rounding (one ulp in one loss of
+    24 on this machine), hence rtol 2e-6 rather than equality."""
     x, y = tiny_data
     off = _noisy_config(noise_mean_range=0.0, noise_std_range=(1.0, 1.0),
                         noise_mean_jitter=0.0, noise_std_jitter=0.0)
     train_config = dataclasses.replace(TINY_TRAIN_CONFIG, seeds=(1, 2))
     runs = [train_seeds(config, train_config, [PRESETS["paper"]], x, y, x[:16], y[:16])
             for config in (TINY_MODEL_CONFIG, off)]
+    close = {"rtol": 2e-6, "atol": 0}
     for clean, noisy in zip(*runs, strict=True):
-        np.testing.assert_array_equal(noisy.train_loss, clean.train_loss)
-        np.testing.assert_array_equal(noisy.measurements["paper"]["ics_l2"],
-                                      clean.measurements["paper"]["ics_l2"])
-        np.testing.assert_array_equal(noisy.measurements["paper"]["probe_loss"],
-                                      clean.measurements["paper"]["probe_loss"])
-        jax.tree.map(np.testing.assert_array_equal, noisy.final_params, clean.final_params)
-    # and with the noise on, the same start gives another trajectory
+        np.testing.assert_allclose(noisy.train_loss, clean.train_loss, **close)
+        # conv_0's train-mode ICS is zero by definition: what is recorded is rounding noise
+        # (< 1e-6), which differs between the two programs; the other layers agree to 1e-4
+        ics_noisy, ics_clean = (r.measurements["paper"]["ics_l2"] for r in (noisy, clean))
+        np.testing.assert_allclose(ics_noisy[:, 1:], ics_clean[:, 1:], rtol=1e-4)
+        assert np.max(ics_noisy[:, 0]) < 1e-5 and np.max(ics_clean[:, 0]) < 1e-5
+        np.testing.assert_allclose(noisy.measurements["paper"]["probe_loss"],
+                                   clean.measurements["paper"]["probe_loss"], **close)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-7),
+                     noisy.final_params, clean.final_params)
+    # and with the noise on, the same start gives another trajectory (far outside the tolerance)
     on = train_seeds(_noisy_config(), train_config, [PRESETS["paper"]], x, y, x[:16], y[:16])
-    assert not np.array_equal(on[0].train_loss[1:], runs[0][0].train_loss[1:])
+    assert np.max(np.abs(on[0].train_loss[1:] - runs[0][0].train_loss[1:])) > 1e-3
 
 
 @pytest.mark.parametrize("kind, statistic", [
