@@ -24,3 +24,20 @@ def tiny_data(dtype=np.float32, num_train: int = 40, num_test: int = 21, side: i
 @pytest.fixture(scope="session")
 def tiny_arrays():
     return tiny_data()
+
+
+def on_four_devices(script: str, timeout_s: float = 1200) -> str:
+    """Run ``script`` (Python source) in a fresh process with 4 virtual CPU devices (the
+    device count is fixed when JAX starts) and return its stdout; fail with its stderr."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=timeout_s, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout

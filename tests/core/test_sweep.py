@@ -6,11 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +26,7 @@ from bnstudy.core import (
 )
 from bnstudy.core.state import learning_rate_of
 from bnstudy.core.step import model_of, train_step
+from tests.core.conftest import on_four_devices
 
 from .test_divergence import _assert_diverged_early
 
@@ -220,10 +216,4 @@ print("SHARDED-SWEEP-EQUAL", len(sharded))
 def test_a_sweep_sharded_over_four_devices_equals_the_single_runs():
     """2 seeds x 2 learning rates (one diverging), one run per device: each pair equals its
     own unsharded single run (rtol 1e-5; a diverging pair diverges at the same step)."""
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-           "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(root)}
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(SHARDED_SWEEP)], cwd=root,
-                          env=env, capture_output=True, text=True, timeout=1200, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "SHARDED-SWEEP-EQUAL 4" in done.stdout
+    assert "SHARDED-SWEEP-EQUAL 4" in on_four_devices(SHARDED_SWEEP)

@@ -5,12 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import re
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -34,6 +29,7 @@ from bnstudy.core.executor import Executor, data_measured_step
 from bnstudy.core.programs import lowered
 from bnstudy.core.step import batch_of, model_of
 from bnstudy.core.training import epoch_permutations
+from tests.core.conftest import on_four_devices
 
 BOTH = [PRESETS["blog"], PRESETS["paper"]]
 
@@ -297,13 +293,7 @@ print("SHARDED-EQUAL", len(sharded))
 
 @pytest.mark.slow  # a subprocess with 4 virtual devices compiles the scan program twice
 def test_seeds_sharded_over_four_devices_equal_the_unsharded_run():
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-           "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(root)}
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(SHARDED_RUN)], cwd=root,
-                          env=env, capture_output=True, text=True, timeout=900, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "SHARDED-EQUAL 4" in done.stdout
+    assert "SHARDED-EQUAL 4" in on_four_devices(SHARDED_RUN, timeout_s=900)
 
 
 def test_cadence_measures_the_same_values_on_fewer_steps(measured, tiny_arrays):
