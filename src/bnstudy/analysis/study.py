@@ -143,15 +143,23 @@ def compare_study(comparisons: Sequence[Mapping[str, str]], traces: Mapping[str,
     summary names its ``learning_rate``."""
     compared = {}
     for ref, treat in pairs(comparisons):
-        key = comparison_key(ref, treat)
-        rates = sweep_rates(ref, treat, *traces.values())
-        if not rates:
-            compared[key] = compare_pair(ref, treat, traces, histograms, smoothing_fraction)
-        for rate in rates:
-            picked = {kind: at_learning_rate(frames, rate) for kind, frames in traces.items()}
-            summary = compare_pair(ref, treat, picked, at_learning_rate(histograms, rate), smoothing_fraction)
-            compared[sweep_key(key, rate)] = {**summary, "learning_rate": rate}
+        for key, rate, (*frames, shown) in pair_slices(ref, treat, *traces.values(), histograms):
+            summary = compare_pair(ref, treat, dict(zip(traces, frames, strict=True)), shown,
+                                   smoothing_fraction)
+            compared[key] = summary if rate is None else {**summary, "learning_rate": rate}
     return {"headline": next(iter(compared)), "comparisons": compared}
+
+
+def pair_slices(reference: str, treatment: str, *per_model: Mapping[str, Any]):
+    """``(key, learning_rate, per_model)`` for each slice a pair is compared in: the whole
+    traces (``learning_rate`` None, key :func:`comparison_key`), or in a sweep
+    (:func:`sweep_rates`) each rate, with every mapping at that rate and key :func:`sweep_key`."""
+    key = comparison_key(reference, treatment)
+    rates = sweep_rates(reference, treatment, *per_model)
+    if not rates:
+        yield key, None, per_model
+    for rate in rates:
+        yield sweep_key(key, rate), rate, tuple(at_learning_rate(values, rate) for values in per_model)
 
 
 def headline(study_summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -170,16 +178,13 @@ def per_comparison(compute: Callable[..., tuple[pd.DataFrame, dict[str, Any]]],
     tables, summaries = [], {}
     for reference, treatment in pairs(comparisons):
         role = roles(reference, treatment)
-        for rate in sweep_rates(reference, treatment, *per_model) or [None]:  # a sweep: each rate
-            chosen = per_model if rate is None else tuple(at_learning_rate(v, rate) for v in per_model)
+        for key, rate, chosen in pair_slices(reference, treatment, *per_model):
             table, summary = compute(reference, treatment, *({m: values[m] for m in (reference, treatment)}
                                                              for values in chosen))
             if "model" in getattr(table, "columns", ()):
                 table = table.assign(model=table["model"].map(role))
-            key = comparison_key(reference, treatment)
             if rate is not None:
-                table, key = table.assign(learning_rate=rate), sweep_key(key, rate)
-                summary = {**summary, "learning_rate": rate}
+                table, summary = table.assign(learning_rate=rate), {**summary, "learning_rate": rate}
             tables.append(table)
             summaries[key] = {**summary, "reference": reference, "treatment": treatment}
     filled = [t for t in tables if not t.empty]
