@@ -168,7 +168,7 @@ def test_write_report_node_returns_the_report_with_its_figures_and_an_html_page(
     records = {"run_record:baseline": i["records"]["baseline"], "run_record:candidate": i["records"]["candidate"],
                "run_record:extra": i["records"]["candidate"]}
     markdown, page, metrics = nodes.write_report(
-        i["params"], [], study, i["fidelity"], i["provenance"], i["preprocessing"], **records,
+        i["params"], study, i["fidelity"], i["provenance"], i["preprocessing"], **records,
         **{f"figure:{name}": value for name, value in _figures().items()})
 
     assert set(markdown["files"]) == {f"figures/{n}.{'gif' if n == 'activation_animation' else 'png'}"

@@ -104,13 +104,12 @@ def animate_activations(params: dict[str, Any], comparisons: list, **inputs: Any
         seeds=shown_seeds(records["baseline"], records["candidate"]))
 
 
-def write_report(params: dict[str, Any], comparisons: list, model_comparisons: dict[str, Any],
+def write_report(params: dict[str, Any], model_comparisons: dict[str, Any],
                  fidelity: dict[str, Any], provenance: dict[str, Any], preprocessing: dict[str, Any],
                  **inputs: Any) -> tuple[dict[str, Any], str, dict[str, dict[str, float]]]:
     """The report as Markdown (with its figures, to be saved next to it) and HTML, and the
     study-level metrics for MLflow. ``inputs``: ``run_record:<model>`` of every model of the
     study and ``figure:<name>`` of every figure of :data:`FIGURE_NAMES`."""
-    del comparisons  # the summary names its headline and every comparison
     grouped = traces_by_kind(inputs)
     figure_bytes = {name: grouped["figure"][name] for name in FIGURE_NAMES}
     summary = study.headline(model_comparisons)

@@ -48,8 +48,7 @@ def create_pipeline(study: str = "full_study", **kwargs) -> Pipeline:
               for name, (func, datasets) in HISTOGRAM_FIGURES.items()]
     built.append(Node(
         func=nodes.write_report,
-        inputs={"params": "params:reporting", "comparisons": comparisons,
-                "model_comparisons": "model_comparisons_summary", "fidelity": "fidelity_summary",
+        inputs={"params": "params:reporting", "model_comparisons": "model_comparisons_summary", "fidelity": "fidelity_summary",
                 "provenance": "cifar10_provenance", "preprocessing": "params:preprocessing",
                 **model_inputs(models, ["run_record"]),
                 **{f"figure:{name}": f"{name}_figure" for name in nodes.FIGURE_NAMES}},
