@@ -31,7 +31,7 @@ from bnstudy.core.validation import (  # re-exported: bnstudy.parameters uses th
     described,
 )
 
-NORMALIZATIONS = ("none", "batch", "batch_noisy", "l1", "l2", "linf")
+NORMALIZATIONS = ("none", "batch", "batch_noisy", "noisy", "l1", "l2", "linf")
 MEASUREMENT_MODES = ("train", "eval")
 PROBE_STARTS = ("pre_step", "post_step")
 MATMUL_PRECISIONS = ("default", "high", "highest", "bfloat16", "tensorfloat32", "float32")
@@ -51,6 +51,8 @@ class ModelConfig:
         "`none` builds the baseline, `batch` adds BatchNorm after every conv (before the "
         "ReLU), `batch_noisy` adds BatchNorm followed by the random per-step shift and scale "
         "of Santurkar et al.'s Algorithm 1 (in training mode only; see the `noise_*` fields), "
+        "`noisy` is no normalization with Algorithm 1's noise after every conv, before the "
+        "ReLU, in training mode only (the paper's control: the noise without BN), "
         "`l1`, `l2`, `linf` replace BatchNorm by mean-centred normalization by the "
         "per-channel average L1 norm, root-mean-square (L2) or largest absolute value "
         "(L-infinity) over the batch (the paper's section 3.3).")) = "batch"
@@ -72,16 +74,16 @@ class ModelConfig:
         "Added to the variance inside BatchNorm (to the norm in the `l1`/`l2`/`linf` "
         "normalizations).")) = 1e-5
     noise_mean_range: described(Annotated[Float, Field(ge=0)], (
-        "`batch_noisy`: each step, each channel of each BN layer draws mu ~ U(-r, r) with "
-        "this r.")) = 0.5
+        "`batch_noisy`, `noisy`: each step, each channel of each conv draws mu ~ U(-r, r) "
+        "with this r.")) = 0.5
     noise_std_range: described(Annotated[tuple[Float, Float], Strict(False)], (
-        "`batch_noisy`: each step, each channel draws sigma ~ U(low, high).")) = (1.0, 1.25)
+        "`batch_noisy`, `noisy`: each step and channel draws sigma ~ U(low, high).")) = (1.0, 1.25)
     noise_mean_jitter: described(Annotated[Float, Field(ge=0)], (
-        "`batch_noisy`: each example and channel draws m ~ U(mu - j, mu + j) with this "
-        "j.")) = 0.1
+        "`batch_noisy`, `noisy`: each example and channel draws m ~ U(mu - j, mu + j) with "
+        "this j.")) = 0.1
     noise_std_jitter: described(Annotated[Float, Field(ge=0)], (
-        "`batch_noisy`: each example and channel draws s ~ N(sigma, j^2) with this j; the "
-        "BN output a becomes s * a + m.")) = 0.1
+        "`batch_noisy`, `noisy`: each example and channel draws s ~ N(sigma, j^2) with this "
+        "j; the BN output (`noisy`: the conv output) a becomes s * a + m.")) = 0.1
     image_size: described(PositiveInt, "Height and width of the (square) input images.") = 32
     in_channels: described(PositiveInt, "Channels of the input images.") = 3
     param_dtype: described(Literal[PARAM_DTYPES], (

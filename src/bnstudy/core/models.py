@@ -19,6 +19,7 @@ from flax import nnx
 from bnstudy.core.config import ModelConfig
 from bnstudy.core.normalization import (
     NOISE_KEY_TAG,
+    NOISY_NORMALIZATIONS,
     apply_batch_noise,
     apply_normalization,
     batch_noise,
@@ -29,8 +30,8 @@ Params = dict[str, Any]
 """Nested dict of arrays: ``params[layer][...][leaf]`` (trainable parameters)."""
 BatchStats = dict[str, Any]
 """Nested dict of arrays: ``stats[conv_i]['bn']['mean' | 'var']`` (``'mean' | 'norm'`` for the
-Lp normalizations), plus ``stats['noise_key']`` ([2] uint32) for ``batch_noisy``; empty
-without normalization."""
+Lp normalizations), plus ``stats['noise_key']`` ([2] uint32) for ``batch_noisy`` and
+``noisy`` (the key alone for ``noisy``); empty for ``none``."""
 
 _KERNEL_INIT = nnx.initializers.glorot_normal()
 
@@ -94,7 +95,7 @@ class ConvBlock(nnx.Module):
         # ``bn`` is the normalization layer, whichever it is (so its leaves are named
         # conv_i/bn_scale, conv_i/bn_bias for every variant).
         self.bn = normalization_layer(config, out_features, dtype, rngs)
-        self.noisy = config.normalization == "batch_noisy"
+        self.noisy = config.normalization in NOISY_NORMALIZATIONS
         self.noise_config = config
 
     def linear(self, x: jax.Array) -> jax.Array:
@@ -103,11 +104,10 @@ class ConvBlock(nnx.Module):
 
     def normalize(self, z: jax.Array, *, train: bool, noise_key: jax.Array | None = None
                   ) -> jax.Array:
-        """The configured normalization of the convolution's output (identity for none);
-        ``batch_noisy`` in training mode then applies the noise drawn from ``noise_key``."""
-        if self.bn is None:
-            return z
-        out = apply_normalization(self.bn, z, train=train)
+        """The configured normalization of the convolution's output (identity without a
+        layer); the noisy kinds in training mode then apply the noise drawn from
+        ``noise_key``: ``batch_noisy`` to BatchNorm's output, ``noisy`` to the conv's."""
+        out = z if self.bn is None else apply_normalization(self.bn, z, train=train)
         if train and self.noisy:
             s, m = batch_noise(noise_key, z.shape[0], z.shape[-1], self.noise_config, z.dtype)
             out = apply_batch_noise(out, s, m)
@@ -131,7 +131,7 @@ class VGG(nnx.Module):
             rngs = nnx.Rngs(params=jax.random.fold_in(key, index))
             setattr(self, f"conv_{index}", ConvBlock(in_features, width, config, rngs))
             in_features = width
-        if config.normalization == "batch_noisy":
+        if config.normalization in NOISY_NORMALIZATIONS:
             # The key of the current step's noise, carried with the running statistics: a
             # training-mode forward pass from layer 0 uses it and leaves the next step's.
             self.noise_key = nnx.BatchStat(
@@ -280,7 +280,7 @@ def count_parameters(config: ModelConfig) -> dict[str, int]:
     abstract = nnx.eval_shape(lambda: VGG(config, key=jax.random.key(0)))
     _, params, stats = nnx.split(abstract, nnx.Param, nnx.BatchStat)
     trainable = sum(leaf.size for leaf in jax.tree.leaves(params))
-    # The noise key of ``batch_noisy`` is not a statistic: only floating leaves count.
+    # The noise key of the noisy kinds is not a statistic: only floating leaves count.
     running = sum(leaf.size for leaf in jax.tree.leaves(stats)
                   if jnp.issubdtype(leaf.dtype, jnp.inexact))
     return {"trainable": int(trainable), "batch_stats": int(running),

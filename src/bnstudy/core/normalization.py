@@ -2,7 +2,8 @@
 
 - BatchNorm in training mode with a hand-written backward pass (:func:`batch_norm_train`);
 - the mean-centred Lp normalizations of Santurkar et al. (2018), section 3.3 (:class:`LpNorm`);
-- the per-step noise of their Algorithm 1 ("noisy BatchNorm", :func:`batch_noise`).
+- the per-step noise of their Algorithm 1 (:func:`batch_noise`), after BatchNorm
+  (``batch_noisy``, "noisy BatchNorm") or after the bare conv (``noisy``, the paper's control).
 """
 
 from __future__ import annotations
@@ -18,13 +19,21 @@ from bnstudy.core.config import ModelConfig
 LP_NORMALIZATIONS = ("l1", "l2", "linf")
 """The mean-centred Lp normalizations of Santurkar et al. (2018), section 3.3."""
 
+NOISY_NORMALIZATIONS = ("batch_noisy", "noisy")
+"""The kinds that apply Algorithm 1's noise in training mode: after BatchNorm (``batch_noisy``)
+or straight after the conv (``noisy``), with the same draws from the same keys."""
+
+WITHOUT_LAYER = ("none", "noisy")
+"""The kinds with no normalization layer after the conv: its bias reaches the ReLU."""
+
 NOISE_KEY_TAG = 1 << 20
-"""``fold_in`` tag of the noise key of ``batch_noisy`` (layers use the tags 0..L-1)."""
+"""``fold_in`` tag of the noise key of the noisy kinds (layers use the tags 0..L-1)."""
 
 
 def normalization_layer(config: ModelConfig, features: int, dtype, rngs: nnx.Rngs):
-    """The normalization after a conv; add new variants here (and to NORMALIZATIONS)."""
-    if config.normalization == "none":
+    """The normalization after a conv, None for :data:`WITHOUT_LAYER`; add new variants here
+    (and to NORMALIZATIONS)."""
+    if config.normalization in WITHOUT_LAYER:
         return None
     if config.normalization in ("batch", "batch_noisy"):
         layer = nnx.BatchNorm(

@@ -35,7 +35,8 @@ class Computation:
 
 
 def _ics_train(config: MeasurementConfig, model_config: ModelConfig) -> bool:
-    # Without BN, train and eval mode are the same function: compute it once.
+    # Only for `none` are train and eval mode the same function: compute it once. `noisy`
+    # (no BN) draws Algorithm 1's noise in train mode only, so its modes differ as BN's do.
     return model_config.normalization == "none" or config.ics_mode == "train"
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from bnstudy.core.config import ModelConfig
 from bnstudy.core.measurements import QUANTILE_LEVELS, histogram_edges
+from bnstudy.core.normalization import WITHOUT_LAYER
 from bnstudy.core.plan import MeasurementPlan
 
 
@@ -91,9 +92,12 @@ def _extremes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def undefined_ics_leaves(model_config: ModelConfig) -> set[str]:
     """Leaves whose per-leaf ICS is undefined and is dropped: the bias of a conv followed
-    by BatchNorm. BN subtracts the batch mean, so that bias has no effect on the loss; its
-    gradient is float rounding noise (not exactly 0), and a cosine of noise is meaningless."""
-    if model_config.normalization == "none":
+    by BatchNorm (or a mean-centred Lp normalization). BN subtracts the batch mean, so that
+    bias has no effect on the loss; its gradient is float rounding noise (not exactly 0), and
+    a cosine of noise is meaningless. Without a layer (``none``, and ``noisy``, whose
+    ``s a + m`` scales and shifts the conv's output but subtracts no batch mean) the bias acts
+    on the loss and its ICS is defined."""
+    if model_config.normalization in WITHOUT_LAYER:
         return set()
     return {f"conv_{i}/bias" for i in range(len(model_config.conv_features))}
 

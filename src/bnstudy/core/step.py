@@ -234,6 +234,7 @@ def gradient_ics_by_layers(ops: Ops, spec: Spec, params_t, params_t1, batch_stat
     """
     config = spec.model_config
     layers = model_of(config).layer_names
+    # Train mode where it changes a layer: a conv's BN statistics or noise (`noisy` included).
     modes = [train and config.normalization != "none" and i < len(config.conv_features)
              for i in range(len(layers))]
     last = len(layers) - 1
