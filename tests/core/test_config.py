@@ -37,7 +37,7 @@ def test_from_dict_rejects_unknown_keys_naming_them_and_the_valid_ones(cls):
 
 
 @pytest.mark.parametrize(("cls", "values", "message"), [
-    (ModelConfig, {"normalization": "layer"}, r"normalization must be one of \['none', 'batch', 'batch_noisy', 'l1', 'l2', 'linf'\]"),
+    (ModelConfig, {"normalization": "layer"}, r"normalization must be one of \['none', 'batch', 'batch_noisy', 'noisy', 'l1', 'l2', 'linf'\]"),
     (ModelConfig, {"pool_after": (0, 11)}, r"pool_after must hold distinct conv indices"),
     (ModelConfig, {"image_size": 24}, r"not divisible by 2\*\*5"),
     (ModelConfig, {"width_multiplier": 0}, r"width_multiplier must be > 0"),

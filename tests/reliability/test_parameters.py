@@ -85,7 +85,7 @@ BAD_PARAMETERS = [
     ("pool beyond the last conv", {"models": {"baseline": {"architecture": {"pool_after": [1, 4]}}}},
      r"pool_after must hold distinct conv indices in \[0, 3\].*got \[1, 4\]"),
     ("unknown normalization", {"models": {"candidate": {"normalization": "layer"}}},
-     r"models\.candidate\.normalization = 'layer' \(str\): must be one of \['none', 'batch', 'batch_noisy', 'l1', 'l2', 'linf'\]"),
+     r"models\.candidate\.normalization = 'layer' \(str\): must be one of \['none', 'batch', 'batch_noisy', 'noisy', 'l1', 'l2', 'linf'\]"),
     ("classes and outputs differ", {"models": {"baseline": {"architecture": {"num_classes": 5}}}},
      r"models\.baseline\.architecture\.num_classes = 5, but data_ingestion\.classes lists 10"),
     ("train subset larger than the data", {"preprocessing": {"train_size": 60_000}},
