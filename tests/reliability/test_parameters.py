@@ -178,10 +178,12 @@ def test_the_shipped_environments_are_valid():
         models = validate_parameters(_load(env))
         assert {name: m.model.normalization for name, m in models.items()} == {
             "baseline": "none", "candidate": "batch", "candidate_noisy": "batch_noisy",
-            "candidate_l1": "l1", "candidate_l2": "l2", "candidate_linf": "linf"}
-        # the variants share everything but the normalization with the candidate
-        for name in ("candidate_noisy", "candidate_l1", "candidate_l2", "candidate_linf"):
-            assert models[name].train == models["candidate"].train
+            "candidate_l1": "l1", "candidate_l2": "l2", "candidate_linf": "linf",
+            "baseline_noisy": "noisy"}
+        # the variants share everything but the normalization with the pair
+        for name in ("candidate_noisy", "candidate_l1", "candidate_l2", "candidate_linf",
+                     "baseline_noisy"):
+            assert models[name].train == models["candidate"].train == models["baseline"].train
             assert models[name].measurements == models["candidate"].measurements
     assert validate_parameters(_load("cpu"))["baseline"].train.seed_list == (1337, 1, 2)
 

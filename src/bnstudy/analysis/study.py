@@ -28,7 +28,8 @@ KINDS = ("training", "evals", "smoothness", "ics", "init")
 """The per-model traces a comparison reads (besides the activation histograms)."""
 MODEL_WORDS = {BASELINE: "no BN", CANDIDATE: "BN", "candidate_noisy": "noisy BN",
                "candidate_l1": "L1 normalization", "candidate_l2": "L2 normalization",
-               "candidate_linf": "L-infinity normalization"}
+               "candidate_linf": "L-infinity normalization",
+               "baseline_noisy": "Algorithm 1's noise without BN"}
 """How a sentence names the models of conf/base's roster; any other model by its name."""
 
 

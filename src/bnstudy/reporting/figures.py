@@ -105,8 +105,11 @@ def beta_smoothness_figure(table: pd.DataFrame) -> Figure:
 def zero_by_definition(records: Mapping[str, Mapping[str, Any]]) -> dict[str, set[tuple[str, str]]]:
     """Per model, the ``(preset, layer)`` ICS values that are zero by definition: the first
     layer's, where nothing but the preceding layers' update could change its gradient (and
-    none precede it). That holds in every protocol without BatchNorm, and with BatchNorm in
-    the protocols that measure ICS in train mode; what a run records there is float rounding.
+    none precede it). That holds in every protocol of ``none`` (its train and eval modes are
+    one function), and for every other kind in the protocols that measure ICS in train mode:
+    the step's own batch statistics and noise. In eval mode BN's running statistics, or the
+    absence of ``noisy``'s training-mode noise, change the first layer's gradient too. What a
+    run records where it is zero is float rounding.
 
     Args:
         records: ``{model: run_record}`` (``layers``, ``measurement_configs``, ``model_config``).
@@ -114,9 +117,9 @@ def zero_by_definition(records: Mapping[str, Mapping[str, Any]]) -> dict[str, se
     zero = {}
     for model, record in records.items():
         layers = record.get("layers") or []
-        normalized = record.get("model_config", {}).get("normalization", "none") != "none"
+        modes_differ = record.get("model_config", {}).get("normalization", "none") != "none"
         zero[model] = {(m["name"], layers[0]) for m in record.get("measurement_configs", [])
-                       if layers and (not normalized or m.get("ics_mode") == "train")}
+                       if layers and (not modes_differ or m.get("ics_mode") == "train")}
     return zero
 
 
