@@ -120,6 +120,31 @@ def test_fidelity_table_rows_and_verdicts():
     assert rows["init"]["protocol"] == "final conv kernels (no protocol)"
 
 
+def test_fidelity_rows_carry_raw_and_holm_adjusted_p_and_the_detectable_effect():
+    """The six claims are one family: each row's p_holm is Holm's adjustment of the six raw p
+    (recomputed here by hand from the rows' own raw p), and detectable is the effect a
+    paired t-test on these seeds finds with power 0.8."""
+    rows = fidelity.fidelity_table(_compare([1, 2, 3, 4, 5]))
+    raw = np.array([row["p_value"] for row in rows])
+    order = np.argsort(raw)
+    by_hand = np.empty(6)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (6 - rank) * raw[index]))
+        by_hand[index] = running
+    np.testing.assert_allclose([row["p_holm"] for row in rows], by_hand, rtol=1e-12)
+    for row in rows:
+        assert row["p_holm"] >= row["p_value"]
+        assert row["significant_holm"] == (row["p_holm"] < 0.05)
+        assert row["significant_holm"] <= row["significant"]  # adjusting never adds a claim
+        null = 1.0 if row["kind"] == "ratio" else 0.0
+        assert row["detectable"] >= null
+    # one seed: nothing is tested, nothing adjusted, nothing detectable
+    single = fidelity.fidelity_table(_compare([7]))
+    assert all(np.isnan(row["p_holm"]) and not row["significant_holm"]
+               and np.isnan(row["detectable"]) for row in single)
+
+
 def test_without_the_paper_protocol_the_claims_are_read_in_the_first_one():
     t = _traces([1, 2, 3])
     for frames in (t["smoothness"], t["ics"]):

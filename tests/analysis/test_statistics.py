@@ -250,3 +250,50 @@ def test_normalized_by_gradient_norm():
     result = st.normalized_by_gradient_norm([2.0, 2.0, 2.0, 2.0, 2.0],
                                             [4.0, 0.0, -1.0, np.inf, np.nan])
     assert result[0] == 0.5 and np.isnan(result[1:]).all()
+
+
+# ----------------------------------------------------------------------------- families of tests
+
+
+def test_holm_adjusted_equals_the_hand_computed_example():
+    """p = (0.01, 0.04, 0.03, 0.005), m = 4. Sorted: 0.005 * 4 = 0.02, 0.01 * 3 = 0.03,
+    0.03 * 2 = 0.06, 0.04 * 1 = 0.04 raised to the running maximum 0.06."""
+    np.testing.assert_allclose(st.holm_adjusted([0.01, 0.04, 0.03, 0.005]),
+                               [0.03, 0.06, 0.06, 0.02], rtol=1e-12)
+    # an untested claim (NaN) is not part of the family: m = 2 here
+    adjusted = st.holm_adjusted([0.01, np.nan, 0.04])
+    np.testing.assert_allclose(adjusted[[0, 2]], [0.02, 0.04], rtol=1e-12)
+    assert np.isnan(adjusted[1])
+    # capped at 1, and never below the raw p
+    np.testing.assert_array_equal(st.holm_adjusted([0.6, 0.7]), [1.0, 1.0])
+
+
+def test_holm_controls_the_family_wise_error_where_raw_p_does_not():
+    """Five true nulls (uniform p) in 20,000 families: some raw p < 0.05 in about
+    1 - 0.95^5 = 23% of them; some Holm-adjusted p < 0.05 in at most 5% (+ 3 MC errors)."""
+    p = np.random.default_rng(1).uniform(size=(20_000, 5))
+    raw = np.mean((p < 0.05).any(axis=1))
+    holm = np.mean([(st.holm_adjusted(row) < 0.05).any() for row in p])
+    assert abs(raw - (1 - 0.95 ** 5)) < 0.01
+    assert holm <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 20_000)
+
+
+@pytest.mark.parametrize("n", [3, 5])
+def test_detectable_effect_has_the_stated_power_by_simulation(n):
+    """A paired t-test on n seeds whose log ratios are N(log r, sd^2), r the detectable ratio
+    for that sd, rejects in 80% of 40,000 simulated studies (to 4 Monte-Carlo errors)."""
+    effects = np.array([0.1, -0.05, 0.2, 0.0, 0.12])[:n]
+    ratio = st.detectable_effect(effects, kind="ratio")
+    sd = effects.std(ddof=1)
+    rng = np.random.default_rng(2)
+    simulated = rng.normal(np.log(ratio), sd, size=(40_000, n))
+    p = sps.ttest_1samp(simulated, 0.0, axis=1).pvalue
+    assert abs(np.mean(p < 0.05) - 0.8) < 4 * np.sqrt(0.8 * 0.2 / 40_000)
+    # the difference form is the same delta, unexponentiated
+    assert math.isclose(st.detectable_effect(effects, kind="difference"), np.log(ratio),
+                        rel_tol=1e-9)
+
+
+def test_detectable_effect_degenerate_cases():
+    assert np.isnan(st.detectable_effect([0.3]))
+    assert st.detectable_effect([0.2, 0.2, 0.2]) == 1.0  # sd 0: any effect is detected

@@ -180,7 +180,11 @@ def optimizer_label(learning_rate: float, momentum: float, nesterov: bool = Fals
 
 
 def fidelity_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Rows: claim | paper | blog | protocol | this run (value, CI, significant?) | agrees?
+    """Rows: claim | paper | blog | protocol | this run (value, CI, significant?) | agrees?,
+    with the raw p (``p_value``), Holm's adjusted p over the six claims (``p_holm``,
+    ``significant_holm``) and the smallest effect the seeds could detect (``detectable``: a
+    ratio above 1 or a difference, :func:`bnstudy.analysis.statistics.detectable_effect`;
+    ``kind`` says which).
 
     The probe and ICS claims are read in the paper's measurement protocol when it was
     measured (else the first protocol); ``protocol`` names it (the report adds the optimizer
@@ -190,7 +194,9 @@ def fidelity_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
         return [{"key": key, "claim": claim, "paper": paper, "blog": blog,
                  "measure": template.format(preset="paper"),
                  "protocol": "not measured", "this_run": "not measured: " + summary["note"],
-                 "significant": False, "n_seeds": 0, "agrees": "untested (every seed diverged)"}
+                 "significant": False, "n_seeds": 0, "agrees": "untested (every seed diverged)",
+                 "p_value": math.nan, "p_holm": math.nan, "significant_holm": False,
+                 "detectable": math.nan, "kind": None}
                 for key, claim, paper, blog, template, _, _ in CLAIMS]
     rows = []
     presets = [name.split("/")[0] for name in summary["measures"] if name.endswith("/ics_l2")]
@@ -201,7 +207,21 @@ def fidelity_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
         rows.append({"key": key, "claim": claim, "paper": paper, "blog": blog,
                      "measure": measure, "protocol": read_in.format(preset=preset),
                      "this_run": view["text"], "significant": view["significant"],
-                     "n_seeds": view["n"], "agrees": _agrees(view, expect)})
+                     "n_seeds": view["n"], "agrees": _agrees(view, expect),
+                     "p_value": view["p_value"], "kind": view["kind"],
+                     "detectable": st.detectable_effect(view["per_seed"], kind=view["kind"])})
+    return _with_holm(rows)
+
+
+def _with_holm(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row with ``p_holm``, its p adjusted over the table's family of claims
+    (:func:`bnstudy.analysis.statistics.holm_adjusted`, claims without a test left out), and
+    ``significant_holm``. The table tests six claims at once: with raw p < 0.05 each, some
+    claim of six true nulls would pass in about a quarter of studies."""
+    adjusted = st.holm_adjusted([row["p_value"] for row in rows])
+    for row, p_holm in zip(rows, adjusted, strict=True):
+        row["p_holm"] = float(p_holm)
+        row["significant_holm"] = bool(row["n_seeds"] >= 2 and p_holm < 0.05)
     return rows
 
 
