@@ -355,3 +355,34 @@ def analyze_init_distance(init_distances: Mapping[str, pd.DataFrame]) -> tuple[p
         "fraction_layers_candidate_closer": float(np.mean(closer)) if closer else float("nan"),
     }
     return concat_tidy(tables), summary
+
+
+def gradient_difference_curves(probe_traces: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """The data of the paper's Fig 11: how far the gradient moves as the weights move along it.
+
+    Each probe point of ``probe_trace`` (columns ``seed, learning_rate, preset, step, s,
+    grad_diff, step_norm``) holds the gradient difference ||grad L(W(s)) - g_t|| at the
+    distance ``step_norm`` = |s| * lr * ||g_t|| from the probe's start. Per (model, learning
+    rate, preset, measured step, s) this averages both over the seeds, so each curve is one
+    (model, measured step) and its x values are s * lr * (the seeds' mean ||g_t||).
+
+    Returns:
+        Columns ``model, learning_rate, preset, step, s, distance, grad_diff, seeds``, sorted
+        by model, rate, preset, step and distance; empty (same columns) when nothing was probed.
+    """
+    columns = ["model", "learning_rate", "preset", "step", "s", "distance", "grad_diff", "seeds"]
+    frames = []
+    for model, trace in probe_traces.items():
+        if trace.empty:
+            continue
+        keys = ["learning_rate", "preset", "step", "s"]
+        finite = trace[np.isfinite(trace["grad_diff"]) & np.isfinite(trace["step_norm"])]
+        grouped = finite.groupby(keys, sort=True).agg(
+            distance=("step_norm", "mean"), grad_diff=("grad_diff", "mean"),
+            seeds=("seed", "nunique")).reset_index()
+        frames.append(grouped.assign(model=model))
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    table = pd.concat(frames, ignore_index=True)[columns]
+    return table.sort_values(["model", "learning_rate", "preset", "step", "distance"],
+                             kind="stable", ignore_index=True)

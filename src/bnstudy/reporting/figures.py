@@ -16,7 +16,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from bnstudy.reporting.plotting import (
@@ -26,6 +29,7 @@ from bnstudy.reporting.plotting import (
     model_label,
     models_in,
     new_figure,
+    note_figure,
     omitted_panel,
     presets,
     seed_summary,
@@ -210,4 +214,35 @@ def activation_shift_figure(table: pd.DataFrame) -> Figure:
         ax.set(title=f"{name} between snapshots (mean over channels)", xlabel="Layer",
                ylabel=f"Median {name} over snapshots", yscale="log")
     axes[0, 0].legend()
+    return figure
+
+
+@styled
+def gradient_difference_figure(table: pd.DataFrame) -> Figure:
+    """The paper's Fig 11: ||grad L(W - s lr g) - g|| against the distance s lr ||g||, one line
+    per (model, measured step), coloured by the step (``table``:
+    :func:`bnstudy.analysis.tables.gradient_difference_curves`). One panel per model (columns)
+    and per protocol and learning rate (rows); a colour bar gives the step."""
+    if table.empty:
+        return note_figure("Gradient difference against distance (Fig 11)",
+                           "No probe was measured (measurements off), so nothing to draw.")
+    models = models_in(table)
+    rows = list(table.groupby(["preset", "learning_rate"], sort=True).groups)
+    figure, axes = new_figure(len(rows), len(models), 5.2 * len(models), 3.8 * len(rows))
+    steps = table["step"].to_numpy()
+    norm = Normalize(vmin=float(steps.min()), vmax=float(max(steps.max(), steps.min() + 1)))
+    cmap = colormaps["viridis"]
+    for i, (preset, rate) in enumerate(rows):
+        for j, model in enumerate(models):
+            ax = axes[i, j]
+            part = table[(table.preset == preset) & (table.learning_rate == rate)
+                         & (table.model == model)]
+            for step, curve in part.groupby("step", sort=True):
+                ax.plot(curve["distance"], curve["grad_diff"], color=cmap(norm(step)),
+                        lw=0.8, alpha=0.8)
+            ax.set_title(f"{model_label(model)}: {preset} protocol, lr {rate:g}", fontsize=10)
+            ax.set_xlabel("distance moved along the gradient, s lr ||g||")
+            ax.set_ylabel("||grad L(W - s lr g) - g||")
+    figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes.ravel().tolist(),
+                    label="training step")
     return figure
