@@ -16,6 +16,7 @@ from typing import Any
 from bnstudy.analysis.fidelity import optimizer_label
 from bnstudy.reporting.document import Table
 from bnstudy.reporting.plotting import MODEL_NAMES
+from bnstudy.runs import learning_rate_key
 
 VIEWS = (
     ("overall", "all compared steps (per seed: the median)"),
@@ -179,13 +180,39 @@ def _accuracy(entry: Mapping[str, Any]) -> str:
     return pct(entry.get("final_test_accuracy"))
 
 
+METRIC_FIELDS = ("estimate", "low", "high", "p_value")
+"""What the study's MLflow run gets of a measure's overall comparison."""
+
+
 def headline_metrics(summary: Mapping[str, Any], records: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
-    """Numbers for the study's MLflow run: each model's seed-mean final test accuracy, and per
-    measurement the overall estimate, interval and p-value (missing values left out)."""
+    """Numbers for the study's MLflow run: each model's seed-mean final test accuracy
+    (``records`` by model name), and per measurement the overall estimate, interval and
+    p-value (missing values left out)."""
     values: dict[str, Any] = {f"{m}.final_test_accuracy": r.get("final_test_accuracy") for m, r in records.items()}
     for name, measure in summary["measures"].items():
-        for field in ("estimate", "low", "high", "p_value"):
+        for field in METRIC_FIELDS:
             values[f"{name}.{field}"] = measure["overall"].get(field)
+    return _finite(values)
+
+
+def further_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
+    """A further comparison's numbers for the study's MLflow run: the overall estimate,
+    interval and p-value of each measure of :data:`COMPARED` (its table's), as
+    ``<treatment>_vs_<reference>[/lr_<x>]/<measure>.<field>`` (MLflow names allow no ``@``)."""
+    prefix = f"{summary['treatment']}_vs_{summary['reference']}"
+    if summary.get("learning_rate") is not None:
+        prefix += f"/{learning_rate_key(summary['learning_rate'])}"
+    preset = main_preset(summary)
+    values: dict[str, Any] = {}
+    for template in COMPARED:
+        name = template.format(preset=preset)
+        measure = summary.get("measures", {}).get(name)
+        for field in METRIC_FIELDS if measure is not None else ():
+            values[f"{prefix}/{name}.{field}"] = measure["overall"].get(field)
+    return _finite(values)
+
+
+def _finite(values: Mapping[str, Any]) -> dict[str, float]:
     return {key: float(v) for key, v in values.items()
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
 
@@ -196,14 +223,15 @@ COMPARED = ("test_accuracy", "{preset}/loss_range", "{preset}/grad_diff_max",
 """The measures a comparison's table lists (the headline's sections list every measure)."""
 
 
-def _preset(summary: Mapping[str, Any]) -> str:
+def main_preset(summary: Mapping[str, Any]) -> str:
+    """The protocol a comparison's table reads: ``paper`` when measured, else the first."""
     presets = [name.split("/")[0] for name in summary.get("measures", {}) if name.endswith("/loss_range")]
     return "paper" if "paper" in presets else (presets[0] if presets else "paper")
 
 
 def comparison_table(summary: Mapping[str, Any]) -> Table:
     """measure | the treatment against its reference (estimate, interval, test)."""
-    preset = _preset(summary)
+    preset = main_preset(summary)
     rows = []
     for template in COMPARED:
         measure = summary.get("measures", {}).get(template.format(preset=preset))

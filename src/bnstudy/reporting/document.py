@@ -5,6 +5,11 @@
   in the report's own version folder. No image is embedded.
 * HTML embeds each figure as a data URI, so the page stands alone.
 
+A study's own questions (``beyond_study``'s noise question, say) add to the general report
+through :class:`ReportPart`: sections, the figures they show and those figures' captions, and
+the MLflow metrics they give. The report node takes them as inputs (``part:<name>``,
+``pipelines/reporting``); no question builds a report of its own.
+
 Table cells are escaped for either format (a ``|`` inside a Markdown cell would end it).
 """
 
@@ -41,6 +46,23 @@ class Report:
     caveats: list[str]
     sections: list[Section]
     captions: dict[str, str]  # figure name -> caption
+
+
+@dataclass
+class ReportPart:
+    """What one question of a study adds to the study's report.
+
+    Attributes:
+        sections: in order, after the report's Fidelity section.
+        figures: ``{name: PNG or GIF bytes}`` of the figures its sections name.
+        captions: ``{name: caption}`` of those figures.
+        metrics: ``{name: value}`` for the study's MLflow run (``<study>.<name>``).
+    """
+
+    sections: list[Section]
+    figures: dict[str, bytes] = field(default_factory=dict)
+    captions: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 def figure_file(name: str, payload: bytes) -> str:

@@ -1,8 +1,8 @@
 """The report's Setup: where the data came from and how the study was run, as a table.
 
-Read from the ingestion's ``cifar10_provenance``, the ``preprocessing`` parameters, both
-models' run records (configs, seeds, versions, device, wall time) and the ``reporting``
-parameters (the configuration environment).
+Read from the ingestion's ``cifar10_provenance``, the ``preprocessing`` parameters, the run
+records of every model of the study (configs, seeds, versions, device, wall time; the shared
+settings from the first) and the ``reporting`` parameters (the configuration environment).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _subset(size: Any, used: Any, split: str, seed: Any) -> str:
 
 def data_rows(provenance: Record, preprocessing: Record, records: Mapping[str, Record]) -> list[list[str]]:
     """Source, checksum, kind of copy and the subset sizes that training used."""
-    record = records["candidate"]
+    record = next(iter(records.values()))
     checksum = provenance.get("checksum", "-")
     if provenance.get("md5"):
         checksum += f" (md5 {provenance['md5']})"
@@ -66,15 +66,16 @@ def _strides(measurements: Sequence[Record]) -> str:
 
 
 def model_rows(records: Mapping[str, Record]) -> list[list[str]]:
-    """Network widths after the width multiplier, optimization, steps, seeds, protocols."""
-    record = records["candidate"]
+    """Network widths after the width multiplier, optimization, steps, seeds, protocols (the
+    first model's; each model's normalization)."""
+    record = next(iter(records.values()))
     model = ModelConfig.from_dict(record["model_config"])
     train = record["train_config"]
     multiplier = f" (x {model.width_multiplier:g} of {list(model.conv_features)})" if model.width_multiplier != 1 else ""
     return [
         ["conv widths (after the width multiplier)", f"{list(model.conv_widths)}{multiplier}"],
         ["dense widths (after the width multiplier)", f"{list(model.dense_widths)} then {model.num_classes} outputs"],
-        ["normalization", "candidate: BatchNorm after every conv; baseline: none"],
+        ["normalization", "; ".join(f"{name}: {r['model_config']['normalization']}" for name, r in records.items())],
         ["steps", f"{record.get('num_steps', '?'):,} of SGD (lr {train.get('learning_rate')}, momentum "
                   f"{train.get('momentum')}, batch {train.get('batch_size')}, {train.get('epochs')} epochs)"],
         ["seeds", ", ".join(str(s) for s in record.get("seeds", [train.get("seed")]))],

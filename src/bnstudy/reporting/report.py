@@ -1,4 +1,6 @@
-"""The study's report: Setup (provenance), Fidelity, seed-aware conclusions and the figures.
+"""The study's report: Setup (provenance), Fidelity, the sections of the study's own questions
+(:class:`~bnstudy.reporting.document.ReportPart`), seed-aware conclusions, the figures and a
+section per further comparison.
 
 Pure Python (no Kedro). :func:`build_report` assembles a :class:`~bnstudy.reporting.document.Report`
 from the analysis's ``model_comparisons_summary`` and ``fidelity_summary``, the run records,
@@ -17,7 +19,7 @@ from bnstudy.analysis.fidelity import BLOG_OPTIMIZER, PAPER_OPTIMIZER, optimizer
 from bnstudy.analysis.study import model_word
 from bnstudy.reporting import conclusions as words
 from bnstudy.reporting.captions import figure_captions
-from bnstudy.reporting.document import Report, Section
+from bnstudy.reporting.document import Report, ReportPart, Section
 from bnstudy.reporting.figures import zero_by_definition
 from bnstudy.reporting.provenance import setup_table
 
@@ -131,7 +133,9 @@ def further_sections(further: Mapping[str, Mapping[str, Any]]) -> list[Section]:
 def build_report(comparisons: Mapping[str, Any], fidelity: Mapping[str, Any],
                  records: Mapping[str, Mapping[str, Any]], provenance: Mapping[str, Any],
                  preprocessing: Mapping[str, Any], params: Mapping[str, Any],
-                 further: Mapping[str, Mapping[str, Any]] | None = None) -> Report:
+                 further: Mapping[str, Mapping[str, Any]] | None = None,
+                 parts: Sequence[ReportPart] = (),
+                 study_records: Mapping[str, Mapping[str, Any]] | None = None) -> Report:
     """The whole report.
 
     Args:
@@ -143,12 +147,21 @@ def build_report(comparisons: Mapping[str, Any], fidelity: Mapping[str, Any],
         preprocessing: the ``preprocessing`` parameters (subset sizes and seed).
         params: the ``reporting`` parameters (``title``, ``environment``).
         further: the study's other comparisons by key (:func:`further_sections`).
+        parts: what the study's own questions add (their sections follow the Fidelity
+            section; their captions join the figures').
+        study_records: ``{model: run_record}`` of every model of the study, for the Setup
+            (``records`` when not given).
     """
     # The run's order (its first seed is the one the histogram figures show), not sorted.
     seeds: Sequence[int] = records["candidate"].get("seeds") or comparisons.get("seeds", [])
     setup = Section("Setup (provenance)", tables=[
-        ("Setup", setup_table(provenance, preprocessing, records, params.get("environment", "?")))])
-    sections = [setup, fidelity_section(fidelity, len(seeds), records), *conclusions_section(comparisons, records),
-                *topic_sections(comparisons), *further_sections(further or {})]
+        ("Setup", setup_table(provenance, preprocessing, study_records or records, params.get("environment", "?")))])
+    questions = [section for part in parts for section in part.sections]
+    sections = [setup, fidelity_section(fidelity, len(seeds), records), *questions,
+                *conclusions_section(comparisons, records), *topic_sections(comparisons),
+                *further_sections(further or {})]
+    captions = figure_captions(list(seeds), zero_by_definition(records))
+    for part in parts:
+        captions.update(part.captions)
     return Report(title=params["title"], caveats=words.seed_caveats(seeds, comparisons), sections=sections,
-                  captions=figure_captions(list(seeds), zero_by_definition(records)))
+                  captions=captions)

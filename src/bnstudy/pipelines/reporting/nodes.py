@@ -11,6 +11,7 @@ from bnstudy.analysis.divergence import record_divergence
 from bnstudy.pipelines.analysis.nodes import traces_by_kind
 from bnstudy.reporting import conclusions, document, figures, report
 from bnstudy.reporting import histograms as histograms_module
+from bnstudy.reporting.document import ReportPart
 from bnstudy.reporting.plotting import note_figure, to_png
 
 # The report's figures, in the order of the report node's positional inputs.
@@ -109,14 +110,25 @@ def write_report(params: dict[str, Any], model_comparisons: dict[str, Any],
                  **inputs: Any) -> tuple[dict[str, Any], str, dict[str, dict[str, float]]]:
     """The report as Markdown (with its figures, to be saved next to it) and HTML, and the
     study-level metrics for MLflow. ``inputs``: ``run_record:<model>`` of every model of the
-    study and ``figure:<name>`` of every figure of :data:`FIGURE_NAMES`."""
+    study, ``figure:<name>`` of every figure of :data:`FIGURE_NAMES`, and ``part:<question>``
+    for each question of the study's own (a :class:`~bnstudy.reporting.document.ReportPart`:
+    its sections, figures, captions and metrics join the report's)."""
     grouped = traces_by_kind(inputs)
+    parts: list[ReportPart] = list(grouped.get("part", {}).values())  # a study may ask none
     figure_bytes = {name: grouped["figure"][name] for name in FIGURE_NAMES}
+    for part in parts:
+        figure_bytes.update(part.figures)
     summary = study.headline(model_comparisons)
-    records = study.as_roles(grouped["run_record"], summary["reference"], summary["treatment"])
+    names = (summary["reference"], summary["treatment"])
+    records = study.as_roles(grouped["run_record"], *names)
     further = {key: value for key, value in model_comparisons["comparisons"].items()
                if key != model_comparisons["headline"]}
-    built = report.build_report(summary, fidelity, records, provenance, preprocessing, params, further)
+    built = report.build_report(summary, fidelity, records, provenance, preprocessing, params, further,
+                                parts, study_records=grouped["run_record"])
     markdown = {"text": document.render_markdown(built, figure_bytes), "files": document.figure_files(figure_bytes)}
-    metrics = conclusions.headline_metrics(summary, records)
+    metrics = conclusions.headline_metrics(summary, {name: grouped["run_record"][name] for name in names})
+    for comparison in further.values():
+        metrics.update(conclusions.further_metrics(comparison))
+    for part in parts:
+        metrics.update(part.metrics)
     return markdown, document.render_html(built, figure_bytes), {k: {"value": v, "step": 0} for k, v in metrics.items()}

@@ -3,9 +3,12 @@
 The line figures draw every model of the study from the analysis's tidy tables; the
 activation-histogram figures draw the headline comparison's pair side by side. Per-model
 inputs are keyword inputs ``<dataset>:<model>`` (``run_record:baseline`` <- ``baseline.run_record``).
+A study's own questions add to the report as ``part:<question>`` inputs (``<question>_report_part``,
+a :class:`~bnstudy.reporting.document.ReportPart`), so the report is always this one.
 """
 
 import warnings
+from collections.abc import Sequence
 
 from kedro.pipeline import Node, Pipeline
 
@@ -33,7 +36,10 @@ HISTOGRAM_FIGURES = {
 }
 
 
-def create_pipeline(study: str = "full_study", **kwargs) -> Pipeline:
+def create_pipeline(study: str = "full_study", parts: Sequence[str] = (), **kwargs) -> Pipeline:
+    """The figures and the report of ``study``; ``parts``: the questions of the study's own
+    whose :class:`~bnstudy.reporting.document.ReportPart` (the dataset ``<question>_report_part``)
+    the report adds (``pipelines/beyond_study``)."""
     models = pipeline_roster().compared_in(study)
     comparisons = f"params:studies.{study}.comparisons"
     built = [Node(func=func, inputs=f"{name}_table", outputs=f"{name}_figure", name=f"plot_{name}_node",
@@ -51,7 +57,8 @@ def create_pipeline(study: str = "full_study", **kwargs) -> Pipeline:
         inputs={"params": "params:reporting", "model_comparisons": "model_comparisons_summary", "fidelity": "fidelity_summary",
                 "provenance": "cifar10_provenance", "preprocessing": "params:preprocessing",
                 **model_inputs(models, ["run_record"]),
-                **{f"figure:{name}": f"{name}_figure" for name in nodes.FIGURE_NAMES}},
+                **{f"figure:{name}": f"{name}_figure" for name in nodes.FIGURE_NAMES},
+                **{f"part:{name}": f"{name}_report_part" for name in parts}},
         outputs=["study_report_md", "study_report_html", "study_metrics"],
         name="write_report_node", tags=["reporting"]))
     return Pipeline(built)
