@@ -7,7 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bnstudy.core import TINY_MODEL_CONFIG, ModelConfig, PureModel, count_parameters, layer_names
+from bnstudy.core import (
+    TINY_MODEL_CONFIG,
+    ModelConfig,
+    PureModel,
+    count_parameters,
+    layer_names,
+    leaf_paths,
+)
 
 
 def test_paper_sizes_are_exact():
@@ -17,6 +24,19 @@ def test_paper_sizes_are_exact():
     assert baseline["trainable"] == 9_464_522
     assert candidate["total"] == 9_476_298  # BN running mean and variance included
     assert baseline["total"] == baseline["trainable"]
+
+
+def test_noisy_has_the_baselines_parameters_and_a_noise_key_that_is_no_statistic():
+    """``noisy`` (Algorithm 1's noise without BN) keeps every conv bias and adds no layer: the
+    paper network's sizes are the baseline's, leaf for leaf; its only state is the noise key."""
+    noisy, baseline = (ModelConfig(normalization=kind) for kind in ("noisy", "none"))
+    assert count_parameters(noisy) == count_parameters(baseline)
+    tiny = dataclasses.replace(TINY_MODEL_CONFIG, normalization="noisy")
+    params, stats = PureModel(tiny).init(jax.random.key(0))
+    plain = PureModel(dataclasses.replace(tiny, normalization="none")).init(jax.random.key(0))[0]
+    assert leaf_paths(params) == leaf_paths(plain)
+    assert "conv_0/bias" in leaf_paths(params) and "conv_0/bn_bias" not in leaf_paths(params)
+    assert set(stats) == {"noise_key"} and stats["noise_key"].dtype == jnp.uint32
 
 
 def test_paper_layer_names():

@@ -1,5 +1,6 @@
 """The normalization variants beyond BatchNorm: noisy BatchNorm (Santurkar et al.,
-Algorithm 1) and the mean-centred Lp normalizations (their section 3.3)."""
+Algorithm 1), the same noise without BN (``noisy``, the paper's control) and the mean-centred
+Lp normalizations (their section 3.3)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,32 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+from flax import nnx
 from scipy import stats
 
-from bnstudy.core import PRESETS, TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, PureModel, train_seeds
+from bnstudy.core import (
+    PRESETS,
+    TINY_MODEL_CONFIG,
+    TINY_TRAIN_CONFIG,
+    MeasurementPlan,
+    PureModel,
+    Spec,
+    train_seeds,
+    train_step,
+)
 from bnstudy.core.config import ConfigError, ModelConfig
-from bnstudy.core.normalization import LpNorm, apply_batch_noise, batch_noise, lp_statistics
+from bnstudy.core.normalization import (
+    NOISE_KEY_TAG,
+    LpNorm,
+    apply_batch_noise,
+    batch_noise,
+    lp_statistics,
+)
+from bnstudy.core.results import undefined_ics_leaves
+from bnstudy.core.state import init_state
+from bnstudy.core.step import model_of
 
 # KS tests at this level fail a correct implementation once in 10,000 runs per test.
 KS_P_MIN = 1e-4
@@ -93,6 +114,151 @@ def test_noisy_model_is_batchnorm_then_the_noise_of_the_step_key():
     noisy_eval = noisy.apply(params, noisy_stats, x, train=False)
     np.testing.assert_array_equal(noisy_eval.logits, clean_eval)
     np.testing.assert_array_equal(noisy_eval.batch_stats["noise_key"], noisy_stats["noise_key"])
+
+
+# -- noisy: Algorithm 1's noise without BN (the paper's control) ------------------------------
+
+NOISY = dataclasses.replace(TINY_MODEL_CONFIG, normalization="noisy")
+PLAIN = dataclasses.replace(TINY_MODEL_CONFIG, normalization="none")
+
+
+def _reference_forward(params, step_key, x, config):
+    """The plain network written out op by op: 3x3 SAME conv plus bias; then, unless
+    ``step_key`` is None, ``s a + m`` with (s, m) = batch_noise(fold_in(step_key, conv index))
+    broadcast by hand; ReLU; nnx's 2x2 max-pool; flatten; the dense layers.
+
+    Returns:
+        logits [B, classes], {conv_i: pre-activation [B, H, W, C]}.
+    """
+    h, pre = x, {}
+    for index in range(len(config.conv_features)):
+        conv = params[f"conv_{index}"]["conv"]
+        a = jax.lax.conv_general_dilated(h, conv["kernel"], (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC")) + conv["bias"]
+        if step_key is not None:
+            s, m = batch_noise(jax.random.fold_in(step_key, index), a.shape[0], a.shape[-1],
+                               config, a.dtype)
+            a = a * s[:, None, None, :] + m[:, None, None, :]
+        pre[f"conv_{index}"], h = a, jax.nn.relu(a)
+        if index in config.pool_after:
+            h = nnx.max_pool(h, (2, 2), strides=(2, 2))
+    h = h.reshape(h.shape[0], -1)
+    for name in [f"fc{j + 1}" for j in range(len(config.dense_features))]:
+        h = jax.nn.relu(h @ params[name]["kernel"] + params[name]["bias"])
+    return h @ params["out"]["kernel"] + params["out"]["bias"], pre
+
+
+def test_noisy_model_is_the_plain_network_with_algorithm_1_noise_after_every_conv():
+    """``noisy`` has the parameters of ``none`` (one key) and batch_noisy's noise key; in train
+    mode each conv's output a becomes s a + m, (s, m) drawn from fold_in(step key, conv) as
+    batch_noisy draws them, and the pass leaves the next step's key; eval mode is ``none``'s
+    network bit for bit and leaves the key as it is."""
+    key = jax.random.key(5)
+    noisy, plain = PureModel(NOISY), PureModel(PLAIN)
+    params, noisy_stats = noisy.init(key)
+    plain_params, plain_stats = plain.init(key)
+    jax.tree.map(np.testing.assert_array_equal, params, plain_params)
+    assert plain_stats == {} and set(noisy_stats) == {"noise_key"}
+    np.testing.assert_array_equal(noisy_stats["noise_key"],
+                                  PureModel(_noisy_config()).init(key)[1]["noise_key"])
+    x = jax.random.normal(jax.random.key(6), (8, 8, 8, 3))
+    step_key = jax.random.wrap_key_data(noisy_stats["noise_key"])
+    forward = jax.jit(noisy.apply, static_argnames="train")(params, noisy_stats, x, train=True)
+    want_logits, want_pre = _reference_forward(params, step_key, x, NOISY)
+    for layer, want in want_pre.items():
+        np.testing.assert_allclose(forward.pre_activations[layer], want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(forward.logits, want_logits, rtol=1e-5, atol=1e-5)
+    clean_logits, _ = _reference_forward(params, None, x, NOISY)
+    assert np.max(np.abs(forward.logits - clean_logits)) > 1e-2  # the noise is there
+    np.testing.assert_array_equal(forward.batch_stats["noise_key"], jax.random.key_data(
+        jax.random.fold_in(step_key, NOISE_KEY_TAG)))
+    noisy_eval = jax.jit(noisy.apply, static_argnames="train")(params, noisy_stats, x,
+                                                              train=False)
+    plain_eval = jax.jit(plain.apply, static_argnames="train")(params, plain_stats, x,
+                                                              train=False)
+    np.testing.assert_array_equal(noisy_eval.logits, plain_eval.logits)
+    np.testing.assert_array_equal(noisy_eval.batch_stats["noise_key"], noisy_stats["noise_key"])
+
+
+def test_conv_biases_have_a_defined_ics_exactly_without_a_normalization_layer():
+    """Without a layer (``none``, ``noisy``) the conv bias moves the loss and its ICS is kept;
+    after BN (noisy or not) or an Lp normalization the batch mean removes it: its gradient is
+    rounding noise and its ICS is dropped."""
+    biases = {f"conv_{i}/bias" for i in range(len(TINY_MODEL_CONFIG.conv_features))}
+    x = jax.random.normal(jax.random.key(7), (8, 8, 8, 3))
+    y = jnp.arange(8) % 10
+    for kind, defined in [("none", True), ("noisy", True), ("batch", False),
+                          ("batch_noisy", False), ("l1", False), ("l2", False), ("linf", False)]:
+        config = dataclasses.replace(TINY_MODEL_CONFIG, normalization=kind)
+        assert undefined_ics_leaves(config) == (set() if defined else biases), kind
+        if kind in ("noisy", "batch_noisy"):
+            model = PureModel(config)
+            params, batch_stats = model.init(jax.random.key(8))
+            grads = jax.jit(jax.grad(lambda p, s=batch_stats, m=model: m.loss(
+                p, s, x, y, train=True)[0]))(params)
+            bias_grad = np.linalg.norm(grads["conv_0"]["conv"]["bias"])
+            assert (bias_grad > 1e-3) if defined else (bias_grad < 1e-5), (kind, bias_grad)
+
+
+def test_noisy_measures_train_and_eval_mode_apart_as_batchnorm_does():
+    """For ``none`` the two modes are one function, computed once; ``noisy``'s eval mode has
+    no noise, so the blog (eval) and paper (train) protocols need their own ICS and probes."""
+    presets = [PRESETS["paper"], PRESETS["blog"]]
+
+    def modes(kind):
+        config = dataclasses.replace(TINY_MODEL_CONFIG, normalization=kind)
+        plan = MeasurementPlan.build(config, TINY_TRAIN_CONFIG, presets, 12)
+        return sorted((c.kind, c.train) for c in plan.computations)
+
+    assert modes("none") == [("ics", True), ("probe", True), ("probe", True)]
+    assert modes("noisy") == modes("batch") == [("ics", False), ("ics", True),
+                                                ("probe", False), ("probe", True)]
+
+
+def test_noisy_trains_on_the_noise_of_each_step_key_and_leaves_the_next():
+    """Three steps on one batch: each step's train loss is the reference network's loss at
+    W_t under the noise of the state's key, the key then advances by fold_in(key, tag), and
+    the weights (conv biases included) move."""
+    spec = Spec.of(NOISY, TINY_TRAIN_CONFIG)
+    x = jax.random.normal(jax.random.key(9), (8, 8, 8, 3))
+    y = jnp.arange(8) % 10
+    step = jax.jit(lambda state: train_step(spec, state, (x, y)))
+    state = init_state(model_of(NOISY), TINY_TRAIN_CONFIG, 0)
+    losses = []
+    for _ in range(3):
+        key_t = jax.random.wrap_key_data(state.batch_stats["noise_key"])
+        logits, _ = _reference_forward(state.params, key_t, x, NOISY)
+        new_state, metrics = step(state)
+        losses.append(float(metrics["train_loss"]))
+        np.testing.assert_allclose(
+            metrics["train_loss"],
+            optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), rtol=1e-5)
+        np.testing.assert_array_equal(new_state.batch_stats["noise_key"], jax.random.key_data(
+            jax.random.fold_in(key_t, NOISE_KEY_TAG)))
+        assert not np.array_equal(new_state.params["conv_0"]["conv"]["bias"],
+                                  state.params["conv_0"]["conv"]["bias"])
+        state = new_state
+    assert int(state.step) == 3 and int(state.diverged_at) == -1
+    assert np.all(np.isfinite(losses))
+
+
+@pytest.mark.slow  # compiles the noisy model's measurement programs (about a minute on two cores)
+def test_noisy_first_layer_ics_is_zero_in_train_mode_only(tiny_data):
+    """A measured run of ``noisy``: the paper protocol's (train-mode) ICS of conv_0 is zero by
+    definition, G' seeing the step's own noise, while the blog protocol's (eval-mode, no noise)
+    is not; the conv biases keep their per-leaf ICS; the final key is the initial one
+    advanced once per step."""
+    x, y = tiny_data
+    (run,) = train_seeds(NOISY, TINY_TRAIN_CONFIG, [PRESETS["paper"], PRESETS["blog"]], x, y,
+                         x[:16], y[:16])
+    paper, blog = run.measurements["paper"], run.measurements["blog"]
+    assert np.all(np.isfinite(run.train_loss)) and run.diverged_at is None
+    assert np.max(paper["ics_l2"][:, 0]) < 1e-6 and np.min(blog["ics_l2"][:, 0]) > 1e-2
+    assert {"conv_0/bias", "conv_2/bias"} <= set(paper["ics_l2_leaf"]) & set(blog["ics_l2_leaf"])
+    key = jax.random.wrap_key_data(run.initial_batch_stats["noise_key"])
+    for _ in run.steps:
+        key = jax.random.fold_in(key, NOISE_KEY_TAG)
+    np.testing.assert_array_equal(run.final_batch_stats["noise_key"], jax.random.key_data(key))
 
 
 @pytest.fixture(scope="module")
