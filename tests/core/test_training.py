@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import threading
 
 import jax
 import numpy as np
@@ -25,7 +26,7 @@ from bnstudy.core import (
     train_seeds,
     train_step,
 )
-from bnstudy.core.executor import Executor, data_measured_step
+from bnstudy.core.executor import ICS_POINTS, split_points
 from bnstudy.core.programs import lowered
 from bnstudy.core.step import batch_of, model_of
 from bnstudy.core.training import epoch_permutations
@@ -155,30 +156,44 @@ def test_baseline_shares_the_ics_of_both_modes(tiny_arrays):
                                   result.measurements["paper"]["ics_l2"])
 
 
+def _probe_threads() -> list[str]:
+    """The names of the live worker threads of executors (``bnstudy-probes_<n>``)."""
+    return [t.name for t in threading.enumerate() if t.name.startswith("bnstudy-probes")]
+
+
 def test_probes_on_the_worker_thread_give_identical_results(measured, tiny_arrays):
-    """Half the probe points run on the executor's own worker thread (compiled executables
-    never trace, so no JAX setting has to be copied): bit-for-bit the single-thread values,
-    also in float64, and the thread is closed when the executor closes."""
+    """About half the probe points run on the executor's own worker thread (compiled
+    executables never trace, so no JAX setting has to be copied): bit-for-bit the values of
+    one thread. The thread lives while the run does, and the executor closes it."""
+    seen = []
     alone = train(TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, BOTH, *tiny_arrays,
-                  concurrent_probes=False)
+                  concurrent_probes=False, progress=lambda *_: seen.append(_probe_threads()))
+    assert seen == [[], [], []]  # 3 chunks, no worker
     jax.tree.map(np.testing.assert_array_equal, alone.measurements, measured.measurements)
     np.testing.assert_array_equal(alone.train_loss, measured.train_loss)
-    spec = Spec.of(TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG)
+    seen.clear()
+    threaded = train(TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, BOTH, *tiny_arrays,
+                     progress=lambda *_: seen.append(_probe_threads()))
+    assert [len(names) for names in seen] == [1, 1, 1]  # one worker, through the whole run
+    assert _probe_threads() == []  # closed with the executor
+    jax.tree.map(np.testing.assert_array_equal, threaded.measurements, measured.measurements)
+
+
+def test_the_worker_takes_about_half_of_a_steps_work():
+    """The worker takes the first points of a step, about half of its work: the main thread
+    keeps the rest and every ICS computation, which weighs ICS_POINTS points."""
     plan = MeasurementPlan.build(TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, BOTH, 10)
-    executor = Executor(spec, plan, "host")
-    with executor:
-        assert executor._worker is not None
-        state = init_state(model_of(TINY_MODEL_CONFIG), TINY_TRAIN_CONFIG, 0)
-        x, y = jax.numpy.asarray(tiny_arrays[0][:8]), jax.numpy.asarray(tiny_arrays[1][:8])
-        new_state, _, grads, _, _ = jax.jit(
-            lambda s: data_measured_step(spec, s, x, y, jax.numpy.arange(8)[None]))(state)
-        probes = [c for c in plan.computations if c.kind == "probe"]
-        on_worker, on_main = executor._split(list(plan.computations), state, new_state,
-                                             grads, x, y)
-    # 13 paper + 10 blog points, 2 ICS modes (3 points each): the worker takes 14 points.
-    assert sum(len(c.probe_s) for c in probes) == 23
-    assert len(on_worker) == (23 + 6) // 2 and len(on_main) == 23 - 14
-    assert executor._worker is None  # closed with the executor
+    points = sum(len(c.probe_s) for c in plan.computations if c.kind == "probe")
+    ics = sum(c.kind == "ics" for c in plan.computations)
+    assert (points, ics) == (23, 2)  # 13 paper + 10 blog points, the 2 ICS modes
+    on_worker, on_main = split_points(list(range(points)), ics)
+    assert on_worker == list(range(14)) and on_main == list(range(14, 23))  # 14 | 9 + 2 * 3
+    for count in range(12):
+        for modes in range(3):
+            on_worker, on_main = split_points(list(range(count)), modes)
+            assert on_worker + on_main == list(range(count))
+            main_work = len(on_main) + ICS_POINTS * modes
+            assert abs(len(on_worker) - main_work) <= 1 or len(on_worker) == count < main_work
 
 
 # Two probe points keep the scan program (every measurement inlined) quick to compile.

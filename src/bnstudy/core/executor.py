@@ -10,16 +10,21 @@ Two ways to run a chunk, the same numbers (tests compare them):
   ``vmap`` over seeds ~3.8x slower than one seed after another (docs/performance.md), and
   it compiles a whole measured step in minutes. So the steps of a chunk are dispatched one
   by one, asynchronously, as small programs compiled once (:mod:`bnstudy.core.programs`);
-  runs follow each other. Half the probe points go to a worker thread that the executor
-  owns and closes: compiled executables never trace, so any thread may run them.
+  runs follow each other. About half the probe points go to a worker thread that the
+  executor owns and closes: compiled executables never trace, so any thread may run them.
 
-Both call the same measurement definitions (:mod:`bnstudy.core.step`).
+One orchestration of a measured step, :func:`measure_step`, serves both. It is given the
+ops table (:class:`DirectOps` inside the scan's trace, :class:`CompiledOps` on the host), a
+guard that runs each computation (under ``lax.cond`` on the due mask, or called, the host
+passing only the due ones) and a dispatcher of probe points (:func:`inline_points`, or
+:class:`ThreadedPoints` handing about half to the worker).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import functools
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -36,6 +41,7 @@ from bnstudy.core.state import (
     stack_states,
 )
 from bnstudy.core.step import (
+    Ops,
     Spec,
     batch_of,
     computation_shapes,
@@ -47,6 +53,20 @@ from bnstudy.core.step import (
     train_step,
     update,
 )
+
+Guard = Callable[[str, Callable[[], Any]], Any]
+"""``guard(name, compute)``: the output of the computation ``name`` ("snapshot" for the
+snapshot) of a step, ``compute()`` when it runs."""
+
+Dispatch = Callable[[Sequence[Computation], Callable[[Computation], list], int],
+                    Mapping[str, Callable[[], list]]]
+"""``dispatch(probes, points_of, ics)``: for the probe computations of a step, the arguments
+of a computation's points (``points_of(c)``, :func:`bnstudy.core.step.probe_points`) and the
+number of ICS computations this thread runs meanwhile, a thunk per computation name that
+returns its evaluated points [(loss, grad_diff)]."""
+
+ICS_POINTS = 3
+"""What one ICS computation weighs, in probe points, when a step's work is split."""
 
 
 def data_train_step(spec: Spec, state: TrainState, x_all, y_all, order):
@@ -61,15 +81,85 @@ def data_measured_step(spec: Spec, state: TrainState, x_all, y_all, order):
     return new_state, step_metrics(spec, new_state, loss, x, y), grads, x, y
 
 
-def _measure(ops, spec: Spec, computation: Computation, state, new_state, grads, x, y):
-    """One computation of a step (its probe points evaluated one after another)."""
-    if computation.kind == "ics":
-        return gradient_ics_by_layers(ops, spec, state.params, new_state.params,
-                                      state.batch_stats, grads, x, y, train=computation.train)
-    points = probe_points(computation, state, new_state, grads, x, y, x.dtype)
-    evaluated = [ops["probe_point"](*args, **kwargs) for args, kwargs in points]
-    return probe_computation(ops, computation, evaluated, grads, learning_rate_of(state),
-                             x.dtype)
+def measure_step(ops: Ops, spec: Spec, computations: Sequence[Computation], snapshots: bool,
+                 state: TrainState, new_state: TrainState, grads, x, y, *, guard: Guard,
+                 dispatch: Dispatch) -> dict[str, Any]:
+    """The measurements of one step t: every computation of ``computations`` (ICS and probes,
+    from W_t, W_{t+1}, g_t and the batch x_t, y_t) and, with ``snapshots``, the snapshot of
+    W_t; {name: output}.
+
+    The probe points of every probe computation go to ``dispatch`` first, all at once (a
+    worker thread starts on its share), then each ICS runs, then each probe summary from its
+    points, then the snapshot; ``guard`` runs each of them.
+    """
+    probes = [c for c in computations if c.kind == "probe"]
+    ics = [c for c in computations if c.kind == "ics"]
+    points = dispatch(probes, lambda c: probe_points(c, state, new_state, grads, x, y,
+                                                     x.dtype), len(ics))
+    outputs = {c.name: guard(c.name, functools.partial(
+        gradient_ics_by_layers, ops, spec, state.params, new_state.params, state.batch_stats,
+        grads, x, y, train=c.train)) for c in ics}
+    for c in probes:
+        outputs[c.name] = guard(c.name, lambda c=c: probe_computation(
+            ops, c, points[c.name](), grads, learning_rate_of(state), x.dtype))
+    if snapshots:
+        outputs["snapshot"] = guard("snapshot", functools.partial(
+            ops["snapshot"], state.params, state.batch_stats, state.initial_params, x))
+    return outputs
+
+
+def inline_points(ops: Ops, probes: Sequence[Computation],
+                  points_of: Callable[[Computation], list],
+                  ics: int) -> dict[str, Callable[[], list]]:
+    """A :data:`Dispatch` that evaluates each computation's points where they are asked for
+    (inside its ``lax.cond`` branch on the scan loop), one after another."""
+    del ics  # nothing runs beside this thread
+    return {c.name: functools.partial(_evaluate, ops, points_of, c) for c in probes}
+
+
+def _evaluate(ops: Ops, points_of: Callable[[Computation], list], computation) -> list:
+    return [ops["probe_point"](*args, **kwargs) for args, kwargs in points_of(computation)]
+
+
+def split_points(points: Sequence, ics: int) -> tuple[list, list]:
+    """(the worker's, the main thread's) of a step's probe points: the worker takes the first
+    ones, about half the step's work, an ICS computation (which stays on the main thread)
+    weighing :data:`ICS_POINTS` points."""
+    share = min(len(points), (len(points) + ICS_POINTS * ics) // 2)
+    return list(points[:share]), list(points[share:])
+
+
+class ThreadedPoints:
+    """A :data:`Dispatch` for the host loop: the points of the largest computations first,
+    :func:`split_points`'s first share to ``worker`` (none without one), the rest dispatched
+    from this thread at once. Programs are compiled here, so the worker never traces."""
+
+    def __init__(self, ops: CompiledOps, worker: concurrent.futures.Executor | None):
+        self.ops, self.worker = ops, worker
+
+    def __call__(self, probes: Sequence[Computation], points_of: Callable[[Computation], list],
+                 ics: int) -> dict[str, Callable[[], list]]:
+        keyed = [((c.name, i), args, kwargs)
+                 for c in sorted(probes, key=lambda c: -len(c.probe_s))
+                 for i, (args, kwargs) in enumerate(points_of(c))]
+        on_worker, on_main = (split_points(keyed, ics) if self.worker is not None
+                              else ([], keyed))
+        job = None
+        if on_worker:
+            executables = [(self.ops.resolve("probe_point", *args, **kwargs), args)
+                           for _, args, kwargs in on_worker]
+            job = self.worker.submit(lambda: [exe(*args) for exe, args in executables])
+        evaluated = {key: self.ops["probe_point"](*args, **kwargs)
+                     for key, args, kwargs in on_main}
+
+        @functools.cache
+        def every_point() -> dict:
+            if job is not None:
+                evaluated.update(zip((key for key, _, _ in on_worker), job.result()))
+            return evaluated
+
+        return {c.name: (lambda c=c: [every_point()[c.name, i]
+                                      for i in range(len(c.probe_s))]) for c in probes}
 
 
 def _filler(shapes):
@@ -109,23 +199,20 @@ def mask_diverged(outputs: dict[str, Any], diverged_at: np.ndarray,
 
 def scan_chunk(spec: Spec, state: TrainState, x_all, y_all, order, due, snap_due, active, *,
                computations: tuple[Computation, ...], snapshots: bool):
-    """One chunk as one program: a scan over steps (one run; the executor vmaps it)."""
+    """One chunk as one program: a scan over steps (one run; the executor vmaps it), every
+    computation of :func:`measure_step` under a ``lax.cond`` on its due flag."""
     ops = DirectOps(spec)
 
     def measured(state, due_t, snap_t):
         new_state, metrics, grads, x, y = data_measured_step(spec, state, x_all, y_all, order)
-        outputs = dict(metrics)
-        for i, computation in enumerate(computations):
-            compute = functools.partial(_measure, ops, spec, computation, state, new_state,
-                                        grads, x, y)
-            outputs[computation.name] = jax.lax.cond(
-                due_t[i], compute, lambda c=compute: _filler(jax.eval_shape(c)))
-        if snapshots:
-            take = functools.partial(snapshot, spec, state.params, state.batch_stats,
-                                     state.initial_params, x)
-            outputs["snapshot"] = jax.lax.cond(snap_t, take,
-                                               lambda: _filler(jax.eval_shape(take)))
-        return new_state, outputs
+        flags = {"snapshot": snap_t, **{c.name: due_t[i] for i, c in enumerate(computations)}}
+
+        def guard(name, compute):
+            return jax.lax.cond(flags[name], compute, lambda: _filler(jax.eval_shape(compute)))
+
+        return new_state, {**metrics, **measure_step(
+            ops, spec, computations, snapshots, state, new_state, grads, x, y, guard=guard,
+            dispatch=functools.partial(inline_points, ops))}
 
     def body(state, inputs):
         due_t, snap_t, active_t = inputs
@@ -136,6 +223,12 @@ def scan_chunk(spec: Spec, state: TrainState, x_all, y_all, order, due, snap_due
     return jax.lax.scan(body, state, (due, snap_due, active))
 
 
+def _run_now(name: str, compute: Callable[[], Any]) -> Any:
+    """The host loop's :data:`Guard`: it passes only what is due."""
+    del name
+    return compute()
+
+
 class Executor:
     """Runs chunks of a plan on a stacked state; a context manager that owns its thread.
 
@@ -144,7 +237,8 @@ class Executor:
         plan: what is measured when.
         loop: "scan" or "host" (see the module docstring).
         concurrent_probes: the host loop dispatches about half the probe points from a
-            worker thread (identical results; x1.15 on 2 CPU cores).
+            worker thread, named ``bnstudy-probes`` (identical results; x1.15 on 2 CPU
+            cores). It exists while the executor is open.
     """
 
     def __init__(self, spec: Spec, plan: MeasurementPlan, loop: str,
@@ -153,18 +247,20 @@ class Executor:
         self.ops = CompiledOps(spec)
         self.concurrent_probes = concurrent_probes and loop == "host"
         self._worker: concurrent.futures.ThreadPoolExecutor | None = None
+        self._points = ThreadedPoints(self.ops, None)
         self._snapshot_shapes = None
 
     def __enter__(self) -> Executor:
         if self.concurrent_probes:
             self._worker = concurrent.futures.ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="bnstudy-probes")
+            self._points = ThreadedPoints(self.ops, self._worker)
         return self
 
     def __exit__(self, *exc_info) -> None:
         if self._worker is not None:
             self._worker.shutdown(wait=True)
-            self._worker = None
+            self._worker, self._points = None, ThreadedPoints(self.ops, None)
 
     def run_chunk(self, states: TrainState, data: dict[str, Any], first: int,
                   stop: int) -> tuple[TrainState, dict[str, Any]]:
@@ -204,81 +300,46 @@ class Executor:
                                      np.asarray(diverged_at), first)
 
     def _host_run(self, state, data, order, first, stop):
+        """One run's steps first..stop-1: a measured step where anything is due (only the
+        due computations run), else the plain step; NaN where nothing was computed."""
         pieces = []
         due = self.plan.due_mask(np.arange(first, stop), self.spec.model_config)
         snap = self.plan.snapshot_mask(np.arange(first, stop))
         for offset in range(stop - first):
-            if due[offset].any() or snap[offset]:
-                state, outputs = self._host_measured(state, data, order, due[offset],
-                                                     bool(snap[offset]))
+            computations = [c for c, is_due in zip(self.plan.computations, due[offset])
+                            if is_due]
+            if computations or snap[offset]:
+                new_state, metrics, grads, x, y = call(
+                    "measured_step", data_measured_step, self.spec, state, data["x"],
+                    data["y"], order)
+                outputs = {**metrics, **measure_step(
+                    self.ops, self.spec, computations, bool(snap[offset]), state, new_state,
+                    grads, x, y, guard=_run_now, dispatch=self._points)}
+                state = new_state
             else:
                 state, outputs = call("train_step", data_train_step, self.spec, state,
                                       data["x"], data["y"], order, donate=(0,))
-                outputs = dict(outputs)
-                self._fill(outputs, data["x"].dtype)
-                if self.plan.snapshots:
-                    outputs["snapshot"] = self._snapshot_filler(state, data)
-            pieces.append(outputs)
+            pieces.append(self._filled(dict(outputs), state, data))
         return state, pieces
 
-    def _host_measured(self, state, data, order, due, snap: bool):
-        new_state, metrics, grads, x, y = call("measured_step", data_measured_step,
-                                               self.spec, state, data["x"], data["y"], order)
-        outputs = dict(metrics)
-        computations = [c for c, is_due in zip(self.plan.computations, due) if is_due]
-        worker_points, main_points = self._split(computations, state, new_state, grads, x, y)
-        job = None
-        if worker_points:
-            executables = [(self.ops.resolve("probe_point", *a, **k), a)
-                           for _, a, k in worker_points]  # compiled here, run there
-            job = self._worker.submit(lambda: [exe(*a) for exe, a in executables])
-        evaluated = {(c.name, i): self.ops["probe_point"](*a, **k)
-                     for (c, i), a, k in main_points}
-        for computation in computations:
-            if computation.kind == "ics":
-                outputs[computation.name] = _measure(self.ops, self.spec, computation, state,
-                                                     new_state, grads, x, y)
-        if job is not None:
-            evaluated.update(zip(((c.name, i) for (c, i), _, _ in worker_points),
-                                 job.result()))
-        for computation in computations:
-            if computation.kind == "probe":
-                points = [evaluated[computation.name, i]
-                          for i in range(len(computation.probe_s))]
-                outputs[computation.name] = probe_computation(
-                    self.ops, computation, points, grads, learning_rate_of(state), x.dtype)
-        self._fill(outputs, x.dtype)
-        if self.plan.snapshots:
-            outputs["snapshot"] = (call("snapshot", snapshot, self.spec, state.params,
-                                        state.batch_stats, state.initial_params, x)
-                                   if snap else self._snapshot_filler(state, data))
-        return new_state, outputs
-
-    def _split(self, computations, state, new_state, grads, x, y):
-        """Probe points [((computation, index), args, kwargs)] for the worker and the main
-        thread: the worker takes about half the step's work (an ICS counts as 3 points)."""
-        points = [((c, i), a, k) for c in sorted(computations, key=lambda c: -len(c.probe_s))
-                  if c.kind == "probe"
-                  for i, (a, k) in enumerate(probe_points(c, state, new_state, grads, x, y,
-                                                          x.dtype))]
-        if self._worker is None:
-            return [], points
-        ics = sum(c.kind == "ics" for c in computations)
-        share = min(len(points), (len(points) + 3 * ics) // 2)
-        return points[:share], points[share:]
-
-    def _fill(self, outputs, dtype) -> None:
+    def _filled(self, outputs: dict[str, Any], state, data) -> dict[str, Any]:
+        """``outputs`` with a NaN placeholder for every computation (and the snapshot) that
+        did not run."""
+        dtype = data["x"].dtype
         for computation in self.plan.computations:
             if computation.name not in outputs:
-                shapes = computation_shapes(self.spec, computation)
-                outputs[computation.name] = {k: np.full(s, np.nan, dtype)
-                                             for k, s in shapes.items()}
+                outputs[computation.name] = {
+                    key: np.full(shape, np.nan, dtype)
+                    for key, shape in computation_shapes(self.spec, computation).items()}
+        if self.plan.snapshots and "snapshot" not in outputs:
+            outputs["snapshot"] = _numpy_filler(self._snapshot_shape(state, data))
+        return outputs
 
-    def _snapshot_filler(self, state, data):
+    def _snapshot_shape(self, state, data):
         if self._snapshot_shapes is None:
             x = jax.ShapeDtypeStruct((self.spec.program.batch_size, *data["x"].shape[1:]),
                                      data["x"].dtype)
             self._snapshot_shapes = jax.eval_shape(
                 functools.partial(snapshot, self.spec), state.params, state.batch_stats,
                 state.initial_params, x)
-        return _numpy_filler(self._snapshot_shapes)
+        return self._snapshot_shapes

@@ -218,9 +218,10 @@ OPS: dict[str, Callable] = {
     "probe_point": op_probe_point, "probe_summary": op_probe_summary,
     "layer_forward": op_layer_forward, "layer_input_cotangent": op_layer_input_cotangent,
     "layer_param_gradient": op_layer_param_gradient, "loss_cotangent": op_loss_cotangent,
-    "ics_compare": op_ics_compare,
+    "ics_compare": op_ics_compare, "snapshot": snapshot,
 }
-"""The primitive operations, by name; an executor binds each to a callable."""
+"""The primitive operations, by name; an executor binds each to a callable (the snapshot is
+one program of its own: a forward pass and the statistics of every layer)."""
 
 Ops = Mapping[str, Callable]
 
