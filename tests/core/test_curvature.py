@@ -12,7 +12,14 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from bnstudy.analysis import beyond
-from bnstudy.core import PRESETS, TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, PureModel, train_seeds
+from bnstudy.core import (
+    PRESETS,
+    TINY_MODEL_CONFIG,
+    TINY_TRAIN_CONFIG,
+    MeasurementPlan,
+    PureModel,
+    train_seeds,
+)
 from bnstudy.core.config import ConfigError, TrainConfig
 from bnstudy.core.curvature import (
     CURVATURE_FIELDS,
@@ -196,16 +203,33 @@ def test_stability_thresholds_at_the_blog_optimizer():
 
 
 def test_curvature_settings_are_validated():
+    tiny = TINY_TRAIN_CONFIG.to_dict()  # every TrainConfig key has a value (none has a default)
     with pytest.raises(ConfigError, match="curvature_every .* multiple of steps_per_chunk"):
-        TrainConfig.from_dict({"steps_per_chunk": 10, "eval_every": 20, "curvature_every": 15})
+        TrainConfig.from_dict({**tiny, "steps_per_chunk": 10, "eval_every": 20,
+                               "curvature_every": 15})
     with pytest.raises(ConfigError, match="curvature_probe_size .* multiple of batch_size"):
-        TrainConfig.from_dict({"batch_size": 100, "curvature_probe_size": 4096,
+        TrainConfig.from_dict({**tiny, "batch_size": 100, "curvature_probe_size": 4096,
                                "steps_per_chunk": 10, "eval_every": 10, "curvature_every": 10})
     # with curvature off the probe set does not matter
-    TrainConfig.from_dict({"batch_size": 100, "curvature_probe_size": 4096})
+    TrainConfig.from_dict({**tiny, "batch_size": 100, "curvature_probe_size": 4096})
     with pytest.raises(ValueError, match="larger than the training set"):
         probe_set(dataclasses.replace(TINY_TRAIN_CONFIG, curvature_probe_size=64),
                   jnp.zeros((40, 8, 8, 3)), jnp.zeros(40, jnp.int32))
+
+
+def test_the_plan_says_which_chunks_the_curvature_is_measured_before():
+    """Curvature every 8 steps with chunks of 4 over 18 steps: before the chunks that start
+    at 0, 8 and 16 (the end of a chunk, so a resumed run measures the same steps)."""
+    config = dataclasses.replace(TINY_TRAIN_CONFIG, curvature_every=8, curvature_probe_size=32)
+    assert config.steps_per_chunk == 4
+    plan = MeasurementPlan.build(TINY_MODEL_CONFIG, config, [], 18)
+    assert plan.chunks() == [(0, 4, True), (4, 8, False), (8, 12, True), (12, 16, False),
+                             (16, 18, True)]
+    assert plan.chunks(8) == plan.chunks()[2:]
+    np.testing.assert_array_equal(plan.curvature_steps(), [0, 8, 16])
+    off = MeasurementPlan.build(TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, [], 18)
+    assert [c.curvature for c in off.chunks()] == [False] * 5
+    assert off.curvature_steps().size == 0
 
 
 @pytest.mark.slow  # a tiny training with curvature, twice

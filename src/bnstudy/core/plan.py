@@ -1,14 +1,17 @@
 """The measurement plan: the one place that decides what is measured at which step.
 
 Built once from the configuration and the run length. The executor asks it what is due at
-a step; the result collection asks it which steps carry each preset's measurements. Nothing
-else reads ``measure_every``, ``snapshot_every`` or ``eval_every``.
+a step; the driver asks it for the chunks, which chunk the curvature is measured before and
+when the test set is evaluated; the result collection asks it which steps carry each
+preset's measurements. Nothing else reads ``measure_every``, ``snapshot_every``,
+``eval_every`` or ``curvature_every``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -44,6 +47,19 @@ def _probe_train(config: MeasurementConfig, model_config: ModelConfig) -> bool:
     return model_config.normalization == "none" or config.probe_mode == "train"
 
 
+class Chunk(NamedTuple):
+    """Steps first..stop-1, run as one program (scan) or one transfer (host).
+
+    Attributes:
+        first, stop: the chunk's steps.
+        curvature: whether the curvature is measured at W_first, before the chunk.
+    """
+
+    first: int
+    stop: int
+    curvature: bool
+
+
 @dataclasses.dataclass(frozen=True)
 class MeasurementPlan:
     """What runs at which step of one run.
@@ -54,6 +70,8 @@ class MeasurementPlan:
         total_steps: T, steps of the run.
         snapshot_every, eval_every, steps_per_chunk: cadences (from the TrainConfig).
         snapshots: whether activation snapshots are recorded at all.
+        curvature_every: the curvature's cadence, a multiple of steps_per_chunk (the
+            TrainConfig checks it), so each curvature step starts a chunk; None: never.
     """
 
     computations: tuple[Computation, ...]
@@ -63,6 +81,7 @@ class MeasurementPlan:
     eval_every: int
     steps_per_chunk: int
     snapshots: bool = True
+    curvature_every: int | None = None
 
     @classmethod
     def build(cls, model_config: ModelConfig, train_config: TrainConfig,
@@ -82,7 +101,7 @@ class MeasurementPlan:
                          for i, (start, train, s_values) in enumerate(probes)]
         return cls(tuple(computations), tuple(presets), total_steps,
                    train_config.snapshot_every, train_config.eval_every,
-                   train_config.steps_per_chunk, snapshots)
+                   train_config.steps_per_chunk, snapshots, train_config.curvature_every)
 
     def ics_of(self, preset: MeasurementConfig, model_config: ModelConfig) -> Computation:
         """The ICS computation a preset reads."""
@@ -128,10 +147,19 @@ class MeasurementPlan:
         steps = list(range(0, self.total_steps, self.eval_every))
         return [*steps, self.total_steps] if steps[-1] != self.total_steps else steps
 
-    def chunks(self, start: int = 0) -> list[tuple[int, int]]:
-        """[(first step, stop)] of the chunks from ``start``: one host transfer each."""
+    def chunks(self, start: int = 0) -> list[Chunk]:
+        """The chunks from ``start`` (0 or the end of a chunk): one host transfer each,
+        and whether the curvature is measured before each."""
         bounds = list(range(start, self.total_steps, self.steps_per_chunk))
-        return [(first, min(first + self.steps_per_chunk, self.total_steps)) for first in bounds]
+        return [Chunk(first, min(first + self.steps_per_chunk, self.total_steps),
+                      self.curvature_every is not None and first % self.curvature_every == 0)
+                for first in bounds]
+
+    def curvature_steps(self) -> np.ndarray:
+        """[C] the steps t whose W_t the curvature is measured at (empty without curvature)."""
+        if self.curvature_every is None:
+            return np.zeros(0, int)
+        return np.arange(0, self.total_steps, self.curvature_every)
 
     def is_measured(self) -> bool:
         """Whether anything is measured (otherwise every step is a plain step)."""

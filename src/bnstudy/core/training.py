@@ -2,8 +2,10 @@
 
 ``train_seeds`` trains every run of ``TrainConfig.runs`` (each seed with each learning rate)
 on one stacked state (a leading run axis, shardable over devices); ``train`` is its
-single-run form. The host-side chunk loop here is the only place that reports progress (a
-progress bar on a terminal, a log line per chunk otherwise).
+single-run form. The chunk loop here runs the plan's chunks on the executor, measures the
+curvature before the chunks the plan names, evaluates the test set, saves checkpoints and
+records everything in a :class:`~bnstudy.core.recorder.Recorder`; it is the only place
+that reports progress (a progress bar on a terminal, a log line per chunk otherwise).
 """
 
 from __future__ import annotations
@@ -22,15 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from bnstudy.core.checkpoint import Checkpoint, RunCheckpoints, fingerprint
+from bnstudy.core.checkpoint import RunCheckpoints, fingerprint
 from bnstudy.core.config import MeasurementConfig, ModelConfig, Run, TrainConfig
-from bnstudy.core.curvature import CURVATURE_FIELDS, measure_curvature, probe_set
+from bnstudy.core.curvature import measure_curvature, probe_set
 from bnstudy.core.executor import Executor
-from bnstudy.core.measurements import distance_from_init
-from bnstudy.core.models import leaf_paths
 from bnstudy.core.plan import MeasurementPlan
 from bnstudy.core.programs import call
-from bnstudy.core.results import TrainingResult, collect_measurements, collect_snapshots
+from bnstudy.core.recorder import Recorder, training_results
+from bnstudy.core.results import TrainingResult
 from bnstudy.core.state import TrainState, init_states, run_slice, seed_keys
 from bnstudy.core.step import Spec, evaluate, model_of
 
@@ -89,103 +90,16 @@ def evaluate_runs(spec: Spec, states: TrainState, test_batches) -> list[tuple[fl
     return results
 
 
-class _Recorder:
-    """Collects chunk outputs, evaluations and timings on the host; what a checkpoint keeps."""
-
-    def __init__(self, runs: int):
-        self.chunks: list[dict[str, Any]] = []
-        self.evaluations: list[tuple[int, list[tuple[float, float]]]] = []
-        self.curvature: list[tuple[int, list[dict[str, float]]]] = []
-        self.chunk_seconds: list[float] = []
-        self.runs = runs
-        self.diverged_at = np.full(runs, -1)
-
-    def chunk(self, outputs, seconds: float) -> None:
-        self.chunks.append(outputs)
-        self.chunk_seconds.append(seconds)
-
-    def done(self) -> int:
-        """Steps recorded so far."""
-        return sum(chunk["train_loss"].shape[1] for chunk in self.chunks)
-
-    def run_outputs(self, index: int) -> dict[str, Any]:
-        return jax.tree.map(lambda *parts: np.concatenate([p[index] for p in parts]),
-                            *self.chunks)
-
-    def compile_time(self) -> float:
-        if len(self.chunk_seconds) < 2:
-            return 0.0
-        return max(0.0, self.chunk_seconds[0] - float(np.median(self.chunk_seconds[1:])))
-
-    def note_divergence(self, diverged_at: np.ndarray, runs: Sequence[Run]) -> None:
-        """Log each run whose state just diverged (``diverged_at`` [R], -1: healthy)."""
-        for run, before, now in zip(runs, self.diverged_at, diverged_at, strict=True):
-            if before < 0 <= now:
-                logger.warning("seed %d (learning rate %r) diverged at step %d (non-finite "
-                               "loss, gradient or update): its weights stay those of step %d, "
-                               "its traces are NaN from there, the other runs go on",
-                               run.seed, run.learning_rate, now, now)
-        self.diverged_at = np.asarray(diverged_at)
-
-    def record(self) -> dict[str, Any]:
-        """What a checkpoint keeps: outputs [R, done, ...] and evaluations as arrays."""
-        return {"outputs": jax.tree.map(lambda *parts: np.concatenate(parts, axis=1),
-                                        *self.chunks),
-                "eval_steps": np.array([done for done, _ in self.evaluations], np.int64),
-                "eval_values": np.array([runs for _, runs in self.evaluations], np.float64),
-                "curvature_steps": np.array([step for step, _ in self.curvature], np.int64),
-                "curvature_values": np.array(
-                    [[[run[f] for f in CURVATURE_FIELDS] for run in runs]
-                     for _, runs in self.curvature], np.float64).reshape(
-                    len(self.curvature), self.runs, len(CURVATURE_FIELDS))}
-
-    @classmethod
-    def restored(cls, runs: int, checkpoint: Checkpoint) -> _Recorder:
-        """The recorder of a run as it was when ``checkpoint`` was saved."""
-        recorder = cls(runs)
-        record = checkpoint.record
-        recorder.chunks = [record["outputs"]]
-        recorder.evaluations = [(int(done), [(float(loss), float(accuracy))
-                                             for loss, accuracy in values])
-                                for done, values in zip(record["eval_steps"],
-                                                        record["eval_values"], strict=True)]
-        recorder.curvature = [(int(step), [dict(zip(CURVATURE_FIELDS, map(float, run)))
-                                           for run in values])
-                              for step, values in zip(record["curvature_steps"],
-                                                      record["curvature_values"], strict=True)]
-        recorder.chunk_seconds = list(checkpoint.extra["chunk_seconds"])
-        recorder.diverged_at = np.asarray(checkpoint.state.diverged_at)
-        return recorder
-
-
-def _mean_of_finite(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(np.mean(finite)) if finite.size else float("nan")
-
-
-def _chunk_metrics(recorder: _Recorder, done: int) -> dict[str, float]:
-    """The last chunk's train loss and accuracy and, after an evaluation, the test loss and
-    accuracy: means over the runs that have not diverged."""
-    last = recorder.chunks[-1]
-    metrics = {"train_loss": _mean_of_finite(last["train_loss"]),
-               "train_accuracy": _mean_of_finite(last["train_accuracy"][:, -1])}
-    if recorder.evaluations and recorder.evaluations[-1][0] == done:
-        runs = np.array(recorder.evaluations[-1][1])
-        metrics.update(test_loss=_mean_of_finite(runs[:, 0]),
-                       test_accuracy=_mean_of_finite(runs[:, 1]))
-    return metrics
-
-
 def _interactive() -> bool:
     """Whether progress goes to a terminal (a bar) rather than to a log (a line per chunk)."""
     return sys.stderr.isatty()
 
 
-def _report(recorder: _Recorder, done: int, total: int, label: str, bar: tqdm | None,
+def _report(recorder: Recorder, done: int, total: int, label: str, bar: tqdm | None,
             progress: Progress | None) -> None:
     """After a chunk: the bar moves to ``done`` (steps/s and ETA are tqdm's), or, without a
     terminal, one log line; then the ``progress`` callback."""
-    metrics = _chunk_metrics(recorder, done)
+    metrics = recorder.latest_metrics(done)
     diverged = int(np.sum(recorder.diverged_at >= 0))
     if bar is not None:
         bar.set_postfix({**({"diverged": diverged} if diverged else {}),
@@ -222,21 +136,6 @@ def _evaluation(spec: Spec, states: TrainState, test_batches, done: int,
                                         diverged_at, strict=True)]
 
 
-def _maybe_curvature(run: _Run, states: TrainState, recorder: _Recorder, step: int) -> None:
-    """Measure the curvature of every run at W_step if it is due (before step ``step``)."""
-    every = run.config.curvature_every
-    if every is None or step % every or (recorder.curvature and
-                                         recorder.curvature[-1][0] >= step):
-        return
-    started = time.perf_counter()
-    recorder.curvature.append((step, measure_curvature(run.spec, run.config, states, run.data,
-                                                       run.probe, step, recorder.diverged_at)))
-    logger.info("curvature at step %d in %.1f s: lambda_max %s, batch sharpness %s", step,
-                time.perf_counter() - started,
-                ", ".join(f"{c['lambda_max']:.4g}" for c in recorder.curvature[-1][1]),
-                ", ".join(f"{c['batch_sharpness']:.4g}" for c in recorder.curvature[-1][1]))
-
-
 @dataclasses.dataclass(frozen=True)
 class _Run:
     """What the chunk loop needs besides the state."""
@@ -247,22 +146,35 @@ class _Run:
     data: dict[str, Any]
     test_batches: tuple
     runs: tuple[Run, ...]
-    config: TrainConfig  # the run's own (cadences, curvature's stopping rule)
+    config: TrainConfig  # the run's own (its sizes, curvature's stopping rule)
     probe: tuple = ()
 
 
-def _run_chunks(run: _Run, states: TrainState, recorder: _Recorder, progress: Progress | None,
+def _curvature(run: _Run, states: TrainState, recorder: Recorder, step: int) -> None:
+    """Measure the curvature of every run at W_step (before step ``step``) and record it."""
+    started = time.perf_counter()
+    recorder.curvature.append((step, measure_curvature(run.spec, run.config, states, run.data,
+                                                       run.probe, step, recorder.diverged_at)))
+    logger.info("curvature at step %d in %.1f s: lambda_max %s, batch sharpness %s", step,
+                time.perf_counter() - started,
+                ", ".join(f"{c['lambda_max']:.4g}" for c in recorder.curvature[-1][1]),
+                ", ".join(f"{c['batch_sharpness']:.4g}" for c in recorder.curvature[-1][1]))
+
+
+def _run_chunks(run: _Run, states: TrainState, recorder: Recorder, progress: Progress | None,
                 concurrent_probes: bool, checkpoints: RunCheckpoints | None,
                 checkpoint_every_s: float) -> TrainState:
-    """The remaining chunks of the plan; a checkpoint after a chunk when due and at the end."""
+    """The remaining chunks of the plan, each after the curvature where the plan says so; a
+    checkpoint after a chunk when due and at the end."""
     eval_at = set(run.plan.eval_steps())
     chunks = run.plan.chunks(recorder.done())
     last_save = time.monotonic()
     label = _label(run.spec.model_config.normalization, run.config)
     with Executor(run.spec, run.plan, run.loop, concurrent_probes) as executor, \
             _progress_bar(label, recorder.done(), run.plan.total_steps) as bar:
-        for index, (first, stop) in enumerate(chunks):
-            _maybe_curvature(run, states, recorder, first)
+        for index, (first, stop, curvature) in enumerate(chunks):
+            if curvature:
+                _curvature(run, states, recorder, first)
             chunk_started = time.perf_counter()
             states, outputs = executor.run_chunk(states, run.data, first, stop)
             recorder.chunk(outputs, time.perf_counter() - chunk_started)
@@ -281,7 +193,7 @@ def _run_chunks(run: _Run, states: TrainState, recorder: _Recorder, progress: Pr
 
 def _start(run: _Run, states: TrainState, arrays: dict[str, np.ndarray],
            shard: Callable[[Any], Any] | None,
-           checkpoints: RunCheckpoints | None) -> tuple[_Run, TrainState, _Recorder]:
+           checkpoints: RunCheckpoints | None) -> tuple[_Run, TrainState, Recorder]:
     """(the run with its data on device, the states, the recorder): those of the newest
     usable checkpoint, or fresh ones with the evaluation at step 0."""
     train_config = run.config
@@ -300,12 +212,12 @@ def _start(run: _Run, states: TrainState, arrays: dict[str, np.ndarray],
                    "y": jnp.asarray(np.asarray(arrays["y_train"], np.int32)), "orders": orders},
         test_batches=batched_for_eval(arrays["x_test"], arrays["y_test"],
                                       train_config.eval_batch_size, dtype))
-    if train_config.curvature_every is not None:
+    if run.plan.curvature_steps().size:
         run = dataclasses.replace(run, probe=probe_set(train_config, run.data["x"],
                                                        run.data["y"]))
     if restored is not None:
-        return run, states, _Recorder.restored(len(run.runs), restored)
-    recorder = _Recorder(len(run.runs))
+        return run, states, Recorder.restored(len(run.runs), restored)
+    recorder = Recorder(len(run.runs))
     recorder.evaluations.append((0, evaluate_runs(run.spec, states, run.test_batches)))
     return run, states, recorder
 
@@ -371,57 +283,10 @@ def train_seeds(model_config: ModelConfig, train_config: TrainConfig,
             shard, checkpoints)
         states = _run_chunks(run, states, recorder, progress, concurrent_probes, checkpoints,
                              checkpoint_every_s)
-    results = _results(spec, train_config, plan, states, initial, recorder)
+    results = training_results(spec, train_config, plan, states, initial, recorder)
     for result in results:
         result.wall_time_s = time.perf_counter() - started
         result.compile_time_s = recorder.compile_time()
-    return results
-
-
-def _results(spec: Spec, train_config: TrainConfig, plan: MeasurementPlan, states: TrainState,
-             initial, recorder: _Recorder) -> list[TrainingResult]:
-    model_config = spec.model_config
-    layers = model_of(model_config).layer_names
-    final = jax.device_get((states.params, states.batch_stats))
-    # ||W_T - W_0|| of every run at once, as before the run axis (the saved traces hold these
-    # bits); its last bit may depend on the number of runs stacked
-    distances = jax.device_get(jax.vmap(
-        lambda p, p0: distance_from_init(p, p0, layers))(states.params, states.initial_params))
-    diverged_at = np.asarray(jax.device_get(states.diverged_at))
-    results = []
-    for index, (seed, learning_rate) in enumerate(train_config.runs):
-        pick = lambda tree, i=index: jax.tree.map(lambda leaf: np.asarray(leaf[i]), tree)  # noqa: E731
-        outputs = recorder.run_outputs(index)
-        initial_params = pick(initial[0])
-        diverged = int(diverged_at[index]) if diverged_at[index] >= 0 else None
-        result = TrainingResult(
-            seed=seed, learning_rate=learning_rate, layers=list(layers),
-            leaf_paths=leaf_paths(initial_params),
-            steps=np.arange(plan.total_steps), train_loss=outputs["train_loss"],
-            train_accuracy=outputs["train_accuracy"],
-            eval_steps=np.array([done for done, _ in recorder.evaluations]),
-            test_loss=np.array([runs[index][0] for _, runs in recorder.evaluations]),
-            test_accuracy=np.array([runs[index][1] for _, runs in recorder.evaluations]),
-            measurements=collect_measurements(plan, model_config, outputs,
-                                              leaf_paths(initial_params), learning_rate),
-            activation_stats={}, init_distance={}, initial_params=initial_params,
-            initial_batch_stats=pick(initial[1]), final_params=pick(final[0]),
-            final_batch_stats=pick(final[1]), model_config=model_config.to_dict(),
-            train_config={**train_config.to_dict(), "seed": seed, "seeds": [seed],
-                          "learning_rate": learning_rate, "learning_rates": None},
-            measurement_configs=[c.to_dict() for c in plan.presets], diverged_at=diverged)
-        if recorder.curvature:
-            result.curvature = {"steps": np.array([step for step, _ in recorder.curvature])}
-            result.curvature.update({field: np.array([runs[index][field]
-                                                      for _, runs in recorder.curvature])
-                                     for field in CURVATURE_FIELDS})
-        if plan.snapshots:
-            # a diverged run has no W_T: its final distance is NaN, not that of W_diverged
-            final_distance = jax.tree.map(lambda v: np.full_like(v, np.nan), pick(distances)) \
-                if diverged is not None else pick(distances)
-            result.activation_stats, result.init_distance = collect_snapshots(
-                plan, train_config, outputs, list(layers), final_distance)
-        results.append(result)
     return results
 
 
