@@ -1,4 +1,9 @@
 """Project settings (https://docs.kedro.org/en/stable/configure/configuration_basics/)."""
+# ruff: noqa: E402 (the warning filters go in before the imports that load MLflow)
+
+from bnstudy.third_party_warnings import hide_known_deprecations
+
+hide_known_deprecations()  # third_party_warnings.py
 
 from bnstudy.config_loader import CONFIG_LOADER_ARGS
 from bnstudy.reliability.hooks import PreflightHooks, RunRecordHooks
