@@ -183,7 +183,20 @@ def test_views_that_disagree_are_named():
               "phases": {"early": {"n": 3, "direction": "higher"}}}
     text = cmp.disagreement(result)
     assert "overall: lower" in text and "early third: higher" in text
-    assert "matched loss: no significant difference" in text
+    assert "matched loss" not in text and "1 other view(s) not significant" in text
     same = {"overall": {"n": 3, "direction": "lower"}, "matched_loss": {"n": 3, "direction": "lower"},
             "phases": {}}
     assert cmp.disagreement(same) == ""
+
+
+def test_a_view_without_a_significant_difference_is_no_disagreement():
+    """Issue 24: "views disagree" only where two views reach different significant verdicts;
+    lower overall with the other views undecided points one way."""
+    result = {"overall": {"n": 3, "direction": "lower"},
+              "matched_loss": {"n": 3, "direction": "none"},
+              "phases": {"early": {"n": 3, "direction": "none"},
+                         "late": {"n": 3, "direction": "lower"}}}
+    assert cmp.disagreement(result) == ""
+    # one seed has no verdict at all, whatever its direction field says
+    result["phases"]["early"] = {"n": 1, "direction": "higher"}
+    assert cmp.disagreement(result) == ""

@@ -153,17 +153,21 @@ def compare_measure(long: pd.DataFrame, curves, stalled: pd.DataFrame, total_ste
 
 
 def disagreement(result: Mapping[str, Any]) -> str:
-    """A sentence naming the views whose significant directions differ ("" if none)."""
+    """A sentence naming the views whose significant verdicts differ, "" unless two views
+    are significant in opposite directions. A view without a significant difference does not
+    contradict a significant one (it lacks the power to decide), so it is only counted."""
     views = {"overall": result["overall"], "matched loss": result["matched_loss"]}
     if "normalized" in result:
         views["normalized by ||g||"] = result["normalized"]
     views.update({f"{phase} third": view for phase, view in result["phases"].items()})
-    directions = {name: view["direction"] for name, view in views.items() if view["n"] >= 2}
+    directions = {name: view["direction"] for name, view in views.items()
+                  if view["n"] >= 2 and view["direction"] != "none"}
     if len(set(directions.values())) <= 1:
         return ""
-    parts = [f"{name}: {direction if direction != 'none' else 'no significant difference'}"
-             for name, direction in directions.items()]
-    return "the views disagree (" + "; ".join(parts) + ")"
+    parts = [f"{name}: {direction}" for name, direction in directions.items()]
+    undecided = sum(view["n"] >= 2 and view["direction"] == "none" for view in views.values())
+    rest = f"; {undecided} other view(s) not significant" if undecided else ""
+    return "significant views disagree (" + "; ".join(parts) + rest + ")"
 
 
 def final_values(frames: Mapping[str, pd.DataFrame], column: str, *,
