@@ -12,14 +12,19 @@ core's config dataclasses, are also the single source of docs/configuration.md
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 import sys
 import types
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict
+from pydantic_core import PydanticUndefined
 
 from bnstudy.analysis.tables import PHASE_NAMES
 from bnstudy.core.config import (
@@ -44,8 +49,9 @@ SOURCES = ("download", "python_archive", "image_folder")
 Str = Annotated[str, Strict()]
 Names = Annotated[tuple[Str, ...], Strict(False)]
 FIX = "Fix it in conf/<env>/ (globals.yml or parameters_*.yml) or in --params."
-MODEL_KEYS = frozenset({"normalization", "architecture", "training", "measurements"})
-"""What :func:`model_parameters` reads of a model (with ``checkpoints``)."""
+MODEL_KEYS = frozenset({"normalization", "architecture", "training", "measurements",
+                        "checkpoints"})
+"""What :func:`model_parameters` reads of a model."""
 
 
 class Section(BaseModel):
@@ -59,19 +65,17 @@ class DataIngestion(Section):
 
     source: described(Literal[SOURCES], (
         "`download` (the official archive, md5-checked), `python_archive` (a local copy at "
-        "`path`) or `image_folder` (train/<class>/*, test/<class>/* at `path`).")) = "download"
-    path: described(Str | None, "The local archive or folder of `python_archive` and `image_folder`.") = None
-    url: described(Str, "Where `download` fetches the archive (env BNSTUDY_CIFAR10_URL).") = (
-        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz")
+        "`path`) or `image_folder` (train/<class>/*, test/<class>/* at `path`)."))
+    path: described(Str | None, "The local archive or folder of `python_archive` and `image_folder`.")
+    url: described(Str, "Where `download` fetches the archive (env BNSTUDY_CIFAR10_URL).")
     md5: described(Any, (
         "The archive's md5 as a quoted string of 32 hex digits (env BNSTUDY_CIFAR10_MD5); "
-        "null reads a local python_archive unchecked.")) = "c58f30108f718f92721af3b95e74349a"
-    download_dir: described(Str, "Where downloads are cached.") = "data/01_raw"
-    timeout_s: described(Annotated[Float, Field(gt=0)], "Network timeout of the download.") = 60
-    classes: described(Names, "Class folders / label names in label order.") = (
-        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+        "null reads a local python_archive unchecked."))
+    download_dir: described(Str, "Where downloads are cached.")
+    timeout_s: described(Annotated[Float, Field(gt=0)], "Network timeout of the download.")
+    classes: described(Names, "Class folders / label names in label order.")
     subset_only: described(Annotated[bool, Strict()], (
-        "Keep (and decode) only the subset that `preprocessing` selects.")) = False
+        "Keep (and decode) only the subset that `preprocessing` selects."))
 
     @pydantic.field_validator("md5", mode="plain")
     @classmethod
@@ -83,18 +87,18 @@ class Preprocessing(Section):
     """``preprocessing``: the class-stratified subsets and their seed."""
 
     train_size: described(Annotated[PositiveInt, Field(le=CIFAR10_SIZES["train"])] | None, (
-        "Training images kept (a class-stratified subset); null keeps all 50,000.")) = None
+        "Training images kept (a class-stratified subset); null keeps all 50,000."))
     test_size: described(Annotated[PositiveInt, Field(le=CIFAR10_SIZES["test"])] | None, (
-        "Test images kept; null keeps all 10,000.")) = None
-    seed: described(Annotated[int, Strict()], "Picks the subsets.") = 0
+        "Test images kept; null keeps all 10,000."))
+    seed: described(Annotated[int, Strict()], "Picks the subsets.")
 
 
 class Analysis(Section):
     """``analysis``: how the traces are compared (parameters_analysis.yml)."""
 
-    num_phases: described(PositiveInt, "Phases of training compared separately (thirds).") = 3
+    num_phases: described(PositiveInt, "Phases of training compared separately (thirds).")
     smoothing_fraction: described(Annotated[Float, Field(gt=0, le=0.5)], (
-        "Moving-average window of the training-loss curves, as a fraction of the steps.")) = 0.02
+        "Moving-average window of the training-loss curves, as a fraction of the steps."))
 
     @pydantic.field_validator("num_phases")
     @classmethod
@@ -113,57 +117,70 @@ class Beyond(Section):
     """``beyond``: the beyond-the-paper study (parameters_beyond.yml)."""
 
     near_threshold: described(Annotated[Float, Field(gt=0, lt=1)], (
-        "A curvature is 'at' a stability threshold when within this fraction of it.")) = 0.1
+        "A curvature is 'at' a stability threshold when within this fraction of it."))
 
 
 class Reporting(Section):
     """``reporting``: the report and its figures (parameters_reporting.yml)."""
 
-    environment: described(Str, "The configuration environment, named in the report's Setup.") = "base"
+    environment: described(Str, "The configuration environment, named in the report's Setup.")
     study_name: described(Str | None, (
-        "The study's MLflow run name; null: `<env>-<YYYYmmdd-HHMMSS>` of the run.")) = None
-    title: described(Str, "The report's title.") = (
-        "How does batch normalization help optimization? A bnstudy report")
-    ics_layers: described(Names, "Layers drawn in the gradient-ICS figure.") = (
-        "conv_0", "conv_3", "conv_5", "conv_7", "conv_9")
-    activation_layers: described(Names, "Layers drawn in the activation figures.") = tuple(
-        f"conv_{i}" for i in range(10)) + ("fc1", "fc2")
-    histogram_snapshots: described(PositiveInt, "Columns of the small-multiples figure.") = 6
-    animation_fps: described(PositiveInt, "Frames per second of the activation animation.") = 4
+        "The study's MLflow run name; null: `<env>-<YYYYmmdd-HHMMSS>` of the run."))
+    title: described(Str, "The report's title.")
+    ics_layers: described(Names, "Layers drawn in the gradient-ICS figure.")
+    activation_layers: described(Names, "Layers drawn in the activation figures.")
+    histogram_snapshots: described(PositiveInt, "Columns of the small-multiples figure.")
+    animation_fps: described(PositiveInt, "Frames per second of the activation animation.")
 
 
 class Mlflow(Section):
     """``mlflow``: what each model's MLflow run receives."""
 
-    metric_stride: described(PositiveInt, "Each model's MLflow run gets every n-th step's metrics.") = 10
+    metric_stride: described(PositiveInt, "Each model's MLflow run gets every n-th step's metrics.")
 
 
 class Checkpoints(Section):
     """``checkpoints``: resumable training (docs/reliability.md)."""
 
     directory: described(Str | None, (
-        "Checkpoint folder, per model and configuration hash; null turns checkpoints off.")) = (
-        "data/06_models/checkpoints")
+        "Checkpoint folder, per model and configuration hash; null turns checkpoints off."))
     every_s: described(Annotated[Float, Field(ge=0)], (
-        "At most one save per this many seconds of wall time (and after the last chunk).")) = 60
+        "At most one save per this many seconds of wall time (and after the last chunk)."))
 
 
 SECTIONS: dict[str, type[Section]] = {
     "data_ingestion": DataIngestion, "preprocessing": Preprocessing, "analysis": Analysis,
     "reporting": Reporting, "beyond": Beyond, "mlflow": Mlflow,
 }
-MODEL_SECTIONS: dict[str, type[Section]] = {"checkpoints": Checkpoints}
-"""Shared sections a roster entry may override that are checked as a whole."""
 ROSTER_SECTIONS = frozenset({"models", "studies"})
+CODE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "architecture": {field.name: field.default for field in dataclasses.fields(ModelConfig)
+                     if field.name != "normalization"},  # a model's: its roster entry, always
+    "training": {field.name: field.default for field in dataclasses.fields(TrainConfig)},
+}
+"""The shared sections whose defaults are in the code (the core's configs: docs/configuration.md,
+"Where each value is written"): conf/ states only the keys a study sets otherwise."""
+
+
+def with_code_defaults(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """``tree`` (the parameters, or one model's settings) with every parameter it does not
+    state at its code default (:data:`CODE_DEFAULTS`): what the run uses, complete, for the
+    run record and for the check that ``--params`` names a known key."""
+    filled = dict(tree)
+    for section, defaults in CODE_DEFAULTS.items():
+        if isinstance(tree.get(section), Mapping):
+            filled[section] = {**defaults, **tree[section]}
+    return filled
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelParameters:
-    """One model's parameters, as the core's configs."""
+    """One model's parameters, as the core's configs and its checkpoint settings."""
 
     model: ModelConfig
     train: TrainConfig
     measurements: tuple[MeasurementConfig, ...]
+    checkpoints: Checkpoints
 
 
 def validate_parameters(params: Mapping[str, Any]) -> dict[str, ModelParameters]:
@@ -182,7 +199,7 @@ def validate_parameters(params: Mapping[str, Any]) -> dict[str, ModelParameters]
             raise ParameterError(
                 f"Unknown parameter section '{name}': expected one of {sorted(known)}. A model "
                 f"is an entry of `models` (parameters_roster.yml). {FIX}")
-    sections = {name: _section(name, cls, params.get(name, {})) for name, cls in SECTIONS.items()}
+    sections = {name: _section(name, cls, params.get(name)) for name, cls in SECTIONS.items()}
     roster = roster_from_parameters(params)
     _check_sizes(params, sections, roster)
     first = next(iter(roster.models))
@@ -193,18 +210,34 @@ def validate_parameters(params: Mapping[str, Any]) -> dict[str, ModelParameters]
     return models
 
 
+_BUILT: dict[str, ModelParameters] = {}
+"""The configs :func:`model_parameters` has built, by the settings they were built from."""
+
+
+def model_configs(settings: Mapping[str, Any]) -> ModelParameters:
+    """The typed configs of one model's settings (:func:`bnstudy.roster.model_settings`), for
+    the training node: those :func:`validate_parameters` built from the same settings before
+    the first node, looked up and not checked again. Only a call without that check in this
+    process (a notebook or a test calling the node directly) builds, and so checks, them here,
+    once; errors then name the shared sections (``training.batch_size``)."""
+    return _BUILT.get(_settings_key(settings)) or model_parameters("", settings)
+
+
+def _settings_key(settings: Mapping[str, Any]) -> str:
+    # JSON tells 1 from 1.0 and from true, as the strict configs do; tuples read as lists
+    return json.dumps(settings, sort_keys=True, default=repr)
+
+
 def model_parameters(name: str, values: Mapping[str, Any]) -> ModelParameters:
     """One model's parameters (``normalization``, ``architecture``, ``training``,
     ``measurements``, ``checkpoints``) as configs; errors name ``<name>.<key>`` (the shared
-    sections' own names when ``name`` is empty)."""
+    sections' own names when ``name`` is empty). What it builds, :func:`model_configs` finds."""
     prefix = f"{name}." if name else ""
-    unknown = set(values) - MODEL_KEYS - set(MODEL_SECTIONS)
+    unknown = set(values) - MODEL_KEYS
     if unknown:
         raise ParameterError(f"Unknown parameter(s) {sorted(prefix + k for k in unknown)}; "
-                             f"a model has {sorted(MODEL_KEYS | set(MODEL_SECTIONS))}. {FIX}")
-    for key, cls in MODEL_SECTIONS.items():
-        if key in values:
-            _section(f"{prefix}{key}", cls, values[key])
+                             f"a model has {sorted(MODEL_KEYS)}. {FIX}")
+    checkpoints = _section(f"{prefix}checkpoints", Checkpoints, values.get("checkpoints"))
     architecture = values["architecture"]
     model = _config(ModelConfig, f"{prefix}architecture",
                     {**architecture, "normalization": values["normalization"]}
@@ -223,7 +256,9 @@ def model_parameters(name: str, values: Mapping[str, Any]) -> ModelParameters:
     if len(set(names)) != len(names):
         raise ParameterError(f"Parameter {prefix}measurements: the protocols need distinct names, "
                              f"got {names}. Give each a different `name`. {FIX}")
-    return ModelParameters(model, train, configs)
+    built = ModelParameters(model, train, configs, checkpoints)
+    _BUILT[_settings_key(values)] = built
+    return built
 
 
 def _config(cls: type, where: str, values: Any, renamed: Mapping[str, str] | None = None):
@@ -238,6 +273,9 @@ def _config(cls: type, where: str, values: Any, renamed: Mapping[str, str] | Non
 
 
 def _section(where: str, cls: type[Section], values: Any) -> Section:
+    if values is None:
+        raise ParameterError(f"Parameter section {where} is missing: it has {sorted(cls.model_fields)}, "
+                             f"none with a default (conf/base states them; docs/configuration.md). {FIX}")
     if not isinstance(values, Mapping):
         raise ParameterError(f"Parameter {where} = {values!r}: expects a mapping of "
                              f"{sorted(cls.model_fields)}. {FIX}")
@@ -249,6 +287,9 @@ def _section(where: str, cls: type[Section], values: Any) -> Section:
         if first["type"] == "extra_forbidden":
             raise ParameterError(f"Unknown parameter {path}; {where} has "
                                  f"{sorted(cls.model_fields)}. {FIX}") from None
+        if first["type"] == "missing":
+            raise ParameterError(f"Parameter {path} is missing: it has no default (conf/base "
+                                 f"states it; docs/configuration.md). {FIX}") from None
         if first["type"] == "value_error":  # our own validators word the whole message
             raise ParameterError(str(first["ctx"]["error"])) from None
         value = first.get("input")
@@ -283,13 +324,13 @@ def _check_sizes(params: Mapping[str, Any], sections: Mapping[str, Section], ros
     come first (as :func:`validate_parameters` checks them), then each model."""
     train_size = sections["preprocessing"].train_size or CIFAR10_SIZES["train"]
     for name in ("", *roster.models):  # "": no roster entry, the shared sections as written
-        settings = model_settings(params, params["models"][name] if name else {})
+        settings = with_code_defaults(model_settings(params, params["models"][name] if name else {}))
         training, architecture = settings["training"], settings["architecture"]
         if isinstance(training, Mapping):
             _check_batches(params, name, training, train_size)
         if isinstance(architecture, Mapping):
             for key, expected in (("image_size", IMAGE_SHAPE[0]), ("in_channels", IMAGE_SHAPE[2])):
-                value = architecture.get(key, expected)
+                value = architecture[key]
                 if _count(value) is not None and value != expected:
                     raise ParameterError(
                         f"Parameter {parameter_path(params, name, 'architecture', key)} = {value}, "
@@ -362,8 +403,8 @@ def _check_across(params: Mapping[str, Any], sections: Mapping[str, Section], ro
         raise ParameterError(
             "Parameter data_ingestion.md5 = null with data_ingestion.source = 'download': a "
             "download is always verified. Give the archive's md5 as a quoted string of 32 hex "
-            "digits (data_ingestion.md5 or BNSTUDY_CIFAR10_MD5; the official archive's is "
-            f"{DataIngestion.model_fields['md5'].default}), or read a local copy "
+            "digits (data_ingestion.md5 or BNSTUDY_CIFAR10_MD5; conf/base/"
+            "parameters_data_ingestion.yml gives the official archive's), or read a local copy "
             f"(data_ingestion.source: python_archive or image_folder, with data_ingestion.path). {FIX}")
     if ingestion.source != "download" and not ingestion.path:
         raise ParameterError(
@@ -402,43 +443,114 @@ def _check_across(params: Mapping[str, Any], sections: Mapping[str, Section], ro
 # ------------------------------------------------------------------ configuration reference
 
 
-def configuration_reference() -> str:
-    """docs/configuration.md: every parameter with its type, default and meaning, generated
-    from the models above and the core's configs."""
-    parts = [
-        "# Configuration reference\n",
-        "Generated from the pydantic models (`bnstudy.parameters`, `bnstudy.core.config`) by "
-        "`python -m bnstudy.parameters > docs/configuration.md`; a test keeps it current. "
-        "Every parameter is checked before any node runs: unknown keys and wrong types are "
-        "refused with the parameter's name, its value and what is allowed.\n",
-        "The models are the roster (conf/base/parameters_roster.yml): `models.<name>` gives a "
-        "model's `normalization` and any override of the shared `architecture`, `training`, "
-        "`measurements` and `checkpoints` (parameters_training.yml, whose values are in "
-        "conf/base/globals.yml), merged key by key; `studies.<name>` lists the `models` a "
-        "study trains, the study it `extends` (whose models it reads) and its `comparisons` "
-        "(`reference`, `treatment`). `--params training.learning_rate=0.1` changes every "
-        "model, `--params models.baseline.training.learning_rate=0.1` the baseline only.\n",
-    ]
+BASE_CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
+"""The project's conf/base (the study as shipped), which the reference documents."""
+
+
+def base_parameters(conf: Path = BASE_CONF) -> dict[str, tuple[Any, str]]:
+    """conf/base's parameter sections as written, each with the file that states it:
+    ``{section: (value, file)}``. ``${globals:<key>}`` is looked up in globals.yml (and the
+    file is then globals.yml); ``${oc.env:...}`` stays as written (the variable and the value
+    without it), since the reference documents conf/base, not this machine's environment."""
+    stated = yaml.safe_load((conf / "globals.yml").read_text())
+    sections: dict[str, tuple[Any, str]] = {}
+    for path in sorted(conf.glob("parameters*.yml")):
+        for name, value in (yaml.safe_load(path.read_text()) or {}).items():
+            match = GLOBAL.fullmatch(value) if isinstance(value, str) else None
+            sections[name] = ((stated[match[1]], "globals.yml") if match
+                              else (_globals_looked_up(value, stated), path.name))
+    return sections
+
+
+GLOBAL = re.compile(r"\$\{globals:([\w.]+)\}")
+
+
+def _globals_looked_up(value: Any, stated: Mapping[str, Any]) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _globals_looked_up(item, stated) for key, item in value.items()}
+    match = GLOBAL.fullmatch(value) if isinstance(value, str) else None
+    return stated[match[1]] if match else value
+
+
+REFERENCE_INTRO = (
+    "# Configuration reference\n",
+    "Generated from the pydantic models (`bnstudy.parameters`, `bnstudy.core.config`) and "
+    "conf/base by `python -m bnstudy.parameters > docs/configuration.md`; a test keeps it "
+    "current. Every parameter is checked before any node runs: unknown keys, missing keys and "
+    "wrong types are refused with the parameter's name, its value and what is allowed.\n",
+    "The models are the roster (conf/base/parameters_roster.yml): `models.<name>` gives a "
+    "model's `normalization` and any override of the shared `architecture`, `training`, "
+    "`measurements` and `checkpoints` (parameters_training.yml, whose values are in "
+    "conf/base/globals.yml), merged key by key; `studies.<name>` lists the `models` a "
+    "study trains, the study it `extends` (whose models it reads) and its `comparisons` "
+    "(`reference`, `treatment`). `--params training.learning_rate=0.1` changes every "
+    "model, `--params models.baseline.training.learning_rate=0.1` the baseline only.\n",
+    "## Where each value is written\n\n"
+    "Each value is written once, in the YAML or in the code, never restated in the other (a "
+    "test compares the code's defaults with conf/base). **The core's configs hold their "
+    "defaults in the code**: `bnstudy.core.ModelConfig` (the paper's network and the noise of "
+    "its Algorithm 1), `TrainConfig` (the paper-scale run with the blog's optimizer) and a "
+    "`MeasurementConfig`'s `measure_every` (every step; the protocols themselves are the named "
+    "`PRESETS`). The core is a library that runs without Kedro or YAML (notebooks, benchmarks, "
+    "its own tests build `TrainConfig.from_dict({...})` from a few keys), so its defaults "
+    "belong to it; conf/base/globals.yml states only what the study sets otherwise (curvature "
+    "on, the two protocols), and never a key at its default. **Every other section is stated "
+    "in the YAML alone**: `data_ingestion`, `preprocessing`, `analysis`, `reporting`, `beyond`, "
+    "`mlflow` and `checkpoints` are read only by the pipelines, their models in "
+    "`bnstudy.parameters` have no defaults, and a key missing from the YAML is an error, never "
+    "a silent fallback. Environments (conf/cpu, conf/test), roster entries and `--params` "
+    "override single keys of either, a core default included (`--params "
+    "training.learning_rate=0.1`); each model's MLflow run, and the study's, log every value "
+    "the run uses, the code's defaults included. The *value* column below is conf/base's where "
+    "*written in* names a conf/base file, else the code's default.\n",
+)
+
+
+def configuration_reference(conf: Path = BASE_CONF) -> str:
+    """docs/configuration.md: every parameter with its type, value (conf/base's, or the
+    code's default) and meaning, generated from the models above, the core's configs and
+    conf/base."""
+    base = base_parameters(conf)
+    parts = list(REFERENCE_INTRO)
     tables = [
         ("data_ingestion", DataIngestion), ("preprocessing", Preprocessing),
         ("analysis", Analysis), ("reporting", Reporting), ("beyond", Beyond),
-        ("architecture (+ models.<name>.normalization)", ModelConfig),
-        ("training", TrainConfig), ("measurements[i]", MeasurementConfig),
-        ("mlflow", Mlflow), ("checkpoints", Checkpoints),
+        ("architecture", ModelConfig), ("training", TrainConfig),
+        ("measurements", MeasurementConfig), ("mlflow", Mlflow), ("checkpoints", Checkpoints),
     ]
-    for title, cls in tables:
+    for section, cls in tables:
+        stated, where = base.get(section, ({}, None))
+        title = {"architecture": "architecture (+ models.<name>.normalization)",
+                 "measurements": "measurements[i]"}.get(section, section)
         parts.append(f"## `{title}`\n\n{_first_line(cls.__doc__)}\n\n"
-                     "| parameter | type | default | meaning |\n|---|---|---|---|")
+                     "| parameter | type | value | written in | meaning |\n|---|---|---|---|---|")
         for name, info in _fields(cls):
-            default = info.default
-            shown = list(default) if isinstance(default, tuple) else default
+            value, written = _value_and_place(cls, name, info, stated, where)
             meaning = (info.description or "").replace("|", "\\|")
             parts.append(f"| `{name}` | {_type_name(info.annotation, info.metadata)} | "
-                         f"`{_yaml(shown)}` | {meaning} |")
+                         f"{value} | {written} | {meaning} |")
         parts.append("")
     parts.append("Measurement presets: " + ", ".join(
         f"`{name}` = {preset.to_dict()}" for name, preset in sorted(PRESETS.items())) + ".\n")
     return "\n".join(parts)
+
+
+def _value_and_place(cls: type, name: str, info: Any, stated: Any, where: str | None
+                     ) -> tuple[str, str]:
+    """A parameter's value and where it is written, for the reference table."""
+    if cls is ModelConfig and name == "normalization":
+        return "each model's", "parameters_roster.yml (`models.<name>`)"
+    default = info.default
+    has_default = default is not PydanticUndefined and default is not dataclasses.MISSING
+    shown = f"`{_yaml(list(default) if isinstance(default, tuple) else default)}`"
+    if isinstance(stated, Mapping) and name in stated:
+        over = f" (over the code's {shown})" if has_default else ""
+        return f"`{_yaml(stated[name])}`", f"conf/base/{where}{over}"
+    if has_default:
+        return shown, f"code (`{cls.__name__}`)"
+    if cls is MeasurementConfig:
+        return "the preset's", "code (`PRESETS`)"
+    return "**not stated**", "nowhere"  # the test of the reference fails on this
 
 
 def _fields(cls: type) -> list[tuple[str, Any]]:

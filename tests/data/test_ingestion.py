@@ -8,25 +8,26 @@ import pytest
 from bnstudy.data import cifar10, ingestion
 from bnstudy.parameters import DataIngestion, Preprocessing
 
-ALL = Preprocessing()  # train_size, test_size null: every image
+ALL = Preprocessing(train_size=None, test_size=None, seed=0)  # every image
+OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"  # conf/base's data_ingestion.md5
 OTHER_MD5 = "0123456789abcdef0123456789abcdef"
+# conf/base's data_ingestion without its local source (the models have no defaults)
+BASE = {"url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "md5": OFFICIAL_MD5,
+        "download_dir": "data/01_raw", "timeout_s": 60,
+        "classes": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                    "ship", "truck"), "subset_only": False}
 
 
 def local(path, **fields) -> DataIngestion:
-    return DataIngestion(source="python_archive", path=str(path), **fields)
+    return DataIngestion(**{**BASE, "source": "python_archive", "path": str(path), **fields})
 
 
-def test_the_official_md5_is_the_parameters_default():
-    assert ingestion.official_md5() == DataIngestion().md5
-    assert len(ingestion.official_md5()) == 32
-
-
-def test_a_local_archive_not_matching_the_official_md5_says_it_is_the_official_one(python_archive):
+def test_a_local_archive_not_matching_the_official_md5_says_what_to_fix(python_archive):
     with pytest.raises(cifar10.ChecksumError) as error:
-        ingestion.ingest(local(python_archive), ALL)  # md5: the default, the official archive's
+        ingestion.ingest(local(python_archive), ALL)  # md5: conf/base's, the official archive's
 
     message = str(error.value)
-    assert f"expected {ingestion.official_md5()} (the official cifar-10-python.tar.gz's)" in message
+    assert f"expected {OFFICIAL_MD5} (data_ingestion.md5)" in message
     assert cifar10.file_md5(python_archive) in message and "corrupt or truncated" in message
 
 
@@ -45,8 +46,9 @@ def test_a_server_with_another_archive_is_told_to_check_url_and_md5_not_to_retry
 ):
     server, served = http_server
     (served / "mirror.tar.gz").write_bytes(python_archive.read_bytes())  # not the md5's file
-    config = DataIngestion(source="download", url=server.url("mirror.tar.gz"), md5=OTHER_MD5,
-                           download_dir=str(tmp_path / "raw"), timeout_s=5)
+    config = DataIngestion(**{**BASE, "source": "download", "path": None,
+                              "url": server.url("mirror.tar.gz"), "md5": OTHER_MD5,
+                              "download_dir": str(tmp_path / "raw"), "timeout_s": 5})
 
     for _ in range(2):  # a second run fails the same way: retrying is no fix
         with pytest.raises(cifar10.ChecksumError) as error:
@@ -65,6 +67,7 @@ def test_a_subset_reads_the_configs_attributes(python_archive):
 
     assert provenance["subset"] == {"train_size": 20, "test_size": 10, "seed": 4}
     assert (provenance["num_train"], provenance["num_test"]) == (20, 10)
-    assert ingestion.subset_settings(config, Preprocessing(train_size=None, test_size=None)) is None
-    assert ingestion.subset_settings(local(python_archive, subset_only=False), Preprocessing(train_size=20)) is None
+    assert ingestion.subset_settings(config, ALL) is None
+    assert ingestion.subset_settings(local(python_archive, subset_only=False),
+                                     Preprocessing(train_size=20, test_size=None, seed=0)) is None
     assert sorted(raw_cache) == sorted(f"{provenance['raw_cache_key']}/{split}" for split in ("train", "test"))

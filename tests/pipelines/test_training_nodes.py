@@ -124,8 +124,24 @@ def test_bad_stride_is_rejected(outputs):
 
 
 def test_duplicate_measurement_names_are_rejected():
+    from bnstudy.parameters import model_configs
+
     with pytest.raises(ValueError, match="distinct names"):
-        nodes.build_configs("none", ARCHITECTURE, TRAINING, ["blog", "blog"])
+        model_configs({"normalization": "none", "architecture": ARCHITECTURE, "training": TRAINING,
+                       "measurements": ["blog", "blog"], "checkpoints": CHECKPOINTS})
+
+
+def test_the_node_uses_the_configs_the_preflight_built():
+    """Validation happens once: the configs of settings validated before are found, not built
+    again (the same object), and settings not seen before are built and kept."""
+    from bnstudy.parameters import model_configs, model_parameters
+
+    settings = {"normalization": "batch", "architecture": ARCHITECTURE,
+                "training": {**TRAINING, "seeds": [11]}, "measurements": ["paper"],
+                "checkpoints": CHECKPOINTS}
+    checked = model_parameters("models.candidate", settings)  # as validate_parameters does
+    assert model_configs(dict(settings)) is checked
+    assert model_configs({**settings, "training": {**TRAINING, "seeds": [12]}}) is not checked
 
 
 def test_curvature_trace_has_a_row_per_measurement_with_integer_iterations():

@@ -271,9 +271,10 @@ def test_the_subset_limits_are_cifar10s():
     assert CIFAR10_SIZES == {"train": 50_000, "test": 10_000}
 
 
-def test_md5_given_as_text_is_kept_and_null_is_allowed():
-    assert DataIngestion(md5=ZEROS.upper()).md5 == ZEROS
-    assert DataIngestion(md5=None).md5 is None
+def test_md5_given_as_text_is_kept_and_null_is_allowed(test_params):
+    ingestion = test_params["data_ingestion"]
+    assert DataIngestion(**{**ingestion, "md5": ZEROS.upper()}).md5 == ZEROS
+    assert DataIngestion(**{**ingestion, "md5": None}).md5 is None
 
 
 def test_configuration_reference_is_current_and_lists_every_parameter():
@@ -286,17 +287,50 @@ def test_configuration_reference_is_current_and_lists_every_parameter():
         assert f"| `{name}` |" in reference
 
 
-def test_the_base_configuration_states_the_models_defaults():
-    """conf/base and the models agree, so the reference's defaults are what a run uses."""
-    from bnstudy.parameters import SECTIONS
+def _code_defaults(cls: type) -> dict[str, Any]:
+    """A config class's fields that have a default in the code, with it."""
+    import dataclasses
 
-    base = _load("local")
-    for name, cls in SECTIONS.items():
-        declared = {key: list(v) if isinstance(v, tuple) else v
-                    for key, v in cls().model_dump().items()}
-        configured = {key: value for key, value in base[name].items()
-                      if key not in ("source", "path", "url", "md5")}  # set from the environment
-        assert configured == {k: declared[k] for k in configured}, name
+    from pydantic_core import PydanticUndefined
+
+    fields = cls.__pydantic_fields__ if hasattr(cls, "__pydantic_fields__") else cls.model_fields
+    return {name: info.default for name, info in fields.items()
+            if info.default not in (PydanticUndefined, dataclasses.MISSING)}
+
+
+def test_every_value_is_written_once():
+    """docs/configuration.md, "Where each value is written": a section only the pipelines
+    read has no default in the code and conf/base states every key of it; a core config holds
+    its defaults and conf/base states only keys it sets otherwise (never one at its default).
+    The roster's normalization is each model's own (RosterModel requires it)."""
+    from bnstudy.core import MeasurementConfig, ModelConfig, TrainConfig
+    from bnstudy.parameters import SECTIONS, Checkpoints, Mlflow, base_parameters
+
+    base = {name: value for name, (value, _) in base_parameters().items()}
+    for name, cls in {**SECTIONS, "mlflow": Mlflow, "checkpoints": Checkpoints}.items():
+        assert _code_defaults(cls) == {}, f"{name}: a default in the code and in conf/base"
+        assert set(base[name]) == set(cls.model_fields), f"conf/base states every {name} key"
+    for name, cls in (("architecture", ModelConfig), ("training", TrainConfig)):
+        defaults = _code_defaults(cls)
+        assert set(defaults) == set(cls.__pydantic_fields__), f"{cls.__name__}: every field defaulted"
+        restated = {key: value for key, value in base[name].items()
+                    if defaults[key] == (tuple(value) if isinstance(value, list) else value)}
+        assert restated == {}, f"conf/base restates the code's {name} defaults {restated}"
+    assert base["architecture"] == {}  # the paper's network: ModelConfig's defaults
+    measure_defaults = _code_defaults(MeasurementConfig)
+    for item in base["measurements"]:
+        restated = {key for key, value in item.items() if measure_defaults.get(key) == value}
+        assert restated == set(), f"conf/base's measurements restate {restated}"
+
+
+def test_the_reference_says_where_each_value_is_written():
+    reference = configuration_reference()
+    assert "**not stated**" not in reference  # a parameter neither conf/base nor the code sets
+    assert ("| `learning_rate` | float (> 0) | `0.035` | code (`TrainConfig`) |" in reference)
+    assert ("| `curvature_every` | int or null | `1000` | conf/base/globals.yml (over the "
+            "code's `null`) |") in reference
+    assert "| `metric_stride` | int (>= 1) | `10` | conf/base/globals.yml |" in reference
+    assert "| `md5` | str or null | `${oc.env:BNSTUDY_CIFAR10_MD5," in reference
 
 
 @pytest.mark.slow

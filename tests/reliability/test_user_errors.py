@@ -170,6 +170,7 @@ def test_model_parameters_are_validated_with_their_full_name():
         "architecture": {"conv_features": [4], "pool_after": [0], "dense_features": [4]},
         "training": {"learning_rate": 0.1, "epochs": True},
         "measurements": ["blog"],
+        "checkpoints": {"directory": None, "every_s": 60},
     }
     with pytest.raises(ParameterError, match=r"candidate\.training\.epochs = True \(bool\)"):
         model_parameters("candidate", model)
@@ -186,7 +187,7 @@ def _raise(error: BaseException):
 def test_user_errors_are_told_apart_from_bugs():
     with pytest.raises(ValueError) as from_bnstudy:
         model_parameters("m", {"normalization": "x", "architecture": {}, "training": {},
-                               "measurements": []})
+                               "measurements": [], "checkpoints": {"directory": None, "every_s": 60}})
     with pytest.raises(ValueError) as from_numpy:
         np.zeros(3).reshape(2, 2)
     with pytest.raises(KeyError) as key_error:
@@ -196,3 +197,28 @@ def test_user_errors_are_told_apart_from_bugs():
     assert is_user_error(cifar10.Cifar10Error("bad archive"))
     assert not is_user_error(from_numpy.value)  # a ValueError, but not one of ours: a bug
     assert not is_user_error(key_error.value)
+
+
+def test_params_may_set_a_key_conf_leaves_at_the_codes_default(monkeypatch):
+    """conf/base writes no ``training.learning_rate`` (TrainConfig's default is the only copy),
+    yet ``--params training.learning_rate=0.1`` names a known parameter; a typo still fails."""
+    from types import SimpleNamespace
+
+    from kedro.config import OmegaConfigLoader
+
+    from bnstudy.config_loader import CONFIG_LOADER_ARGS
+    from bnstudy.reliability.hooks import PreflightHooks
+    from tests.conftest import PROJECT_ROOT
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # no server to probe
+
+    def context(runtime_params):
+        loader = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), runtime_params=runtime_params,
+                                   **{**CONFIG_LOADER_ARGS, "default_run_env": "test"})
+        return SimpleNamespace(config_loader=loader)
+
+    PreflightHooks().after_context_created(context({
+        "training": {"learning_rate": 0.1}, "architecture": {"noise_mean_range": 0.3},
+        "models": {"baseline": {"training": {"momentum": 0.0}}}}))
+    with pytest.raises(ParameterError, match=r"training\.lerning_rate.*Did you mean training\.learning_rate"):
+        PreflightHooks().after_context_created(context({"training": {"lerning_rate": 0.1}}))

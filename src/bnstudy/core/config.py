@@ -1,6 +1,8 @@
 """Configuration of the bnstudy core: three frozen pydantic dataclasses.
 
-Every default of the study lives here, once, with its description; the configuration
+Every default of the core lives here, once, with its description: the study's YAML
+(conf/base/globals.yml) states only what it sets otherwise, never a key at its default
+(docs/configuration.md, "Where each value is written"; a test checks it). The configuration
 reference (docs/configuration.md) is generated from these classes. Types are strict (text is
 never read as a number, ``True`` is not an integer) and unknown keys are refused, so a typo
 never silently falls back to a default. YAML parameters reach the core through the

@@ -103,13 +103,6 @@ def subset_settings(config: DataIngestion, preprocessing: Preprocessing) -> dict
     return {**sizes, "seed": preprocessing.seed}
 
 
-def official_md5() -> str:
-    """The official ``cifar-10-python.tar.gz``'s md5: the default of ``data_ingestion.md5``."""
-    from bnstudy.parameters import DataIngestion
-
-    return DataIngestion.model_fields["md5"].default
-
-
 def _split_record(arrays: cifar10.Cifar10Arrays, split: str) -> dict[str, np.ndarray]:
     images = arrays.train_images if split == "train" else arrays.test_images
     record = {"images": images, "labels": arrays.labels(split)}
@@ -178,9 +171,9 @@ def _existing_path(raw: str) -> Path:
 
 
 def _verify_local_archive(path: Path, md5: str | None) -> None:
-    """A local archive must have the md5 ``data_ingestion.md5`` gives, by default the official
-    archive's (``md5`` null: a deliberately different archive in the same format, read
-    unchecked)."""
+    """A local archive must have the md5 ``data_ingestion.md5`` gives (conf/base's, the only
+    copy, is the official archive's; ``md5`` null: a deliberately different archive in the
+    same format, read unchecked)."""
     if md5 is None:
         return
     if path.is_dir():
@@ -193,15 +186,10 @@ def _verify_local_archive(path: Path, md5: str | None) -> None:
     if actual == md5:
         return
     cifar10.reject_image_folder(path)  # the other kind of source: say so, not "corrupt"
-    if md5 == official_md5():
-        raise cifar10.ChecksumError(
-            f"{path}: md5 is {actual}, expected {md5} (the official cifar-10-python.tar.gz's). "
-            "The copy is corrupt or truncated; download it again, or set data_ingestion.md5 to "
-            "null if this is deliberately a different archive in the same format."
-        )
     raise cifar10.ChecksumError(
-        f"{path}: md5 is {actual}, expected {md5} (data_ingestion.md5). The file is not the "
-        "one that md5 describes: check data_ingestion.path and "
-        "data_ingestion.md5 (BNSTUDY_CIFAR10_PATH / BNSTUDY_CIFAR10_MD5), or set "
-        "data_ingestion.md5 to null to read this archive unchecked."
+        f"{path}: md5 is {actual}, expected {md5} (data_ingestion.md5). The copy is corrupt or "
+        "truncated, or not the archive that md5 describes: download it again, check "
+        "data_ingestion.path and data_ingestion.md5 (BNSTUDY_CIFAR10_PATH / "
+        "BNSTUDY_CIFAR10_MD5), or set data_ingestion.md5 to null to read this archive unchecked "
+        "(a deliberately different archive in the same format)."
     )

@@ -14,7 +14,7 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from bnstudy.parameters import validate_parameters
+from bnstudy.parameters import CODE_DEFAULTS, validate_parameters, with_code_defaults
 from bnstudy.reliability.params import check_overrides_exist
 from bnstudy.reliability.tracking import (
     mark_stale_runs_killed,
@@ -50,8 +50,10 @@ class PreflightHooks:
 
 
 def _configured_parameters(loader: Any) -> dict[str, Any] | None:
-    """The parameters without the run's ``--params`` (None if they cannot load so), each
-    model of the roster with the shared sections it may override (``models.<name>.training``)."""
+    """The parameters without the run's ``--params`` (None if they cannot load so), with the
+    keys conf/ leaves at the code's defaults (``training.learning_rate``: known, though not
+    written), each model of the roster with the shared sections it may override
+    (``models.<name>.training``)."""
     overrides = loader.runtime_params
     loader.runtime_params = {}
     try:
@@ -60,6 +62,7 @@ def _configured_parameters(loader: Any) -> dict[str, Any] | None:
         return None
     finally:
         loader.runtime_params = overrides
+    params = with_code_defaults(params)
     models = params.get("models")
     if isinstance(models, dict):
         params["models"] = {name: model_settings(params, entry) if isinstance(entry, dict) else entry
@@ -132,7 +135,11 @@ class RunRecordHooks:
         active = mlflow.active_run()
         if active is not None:
             self.run_id, self.experiment_id = active.info.run_id, active.info.experiment_id
-            mlflow.set_tags({**process_tags(), **study_tags(run_params, _parameters(catalog))})
+            parameters = _parameters(catalog)
+            mlflow.set_tags({**process_tags(),
+                             **(study_tags(run_params, parameters) if parameters else {})})
+            if parameters:
+                mlflow.log_params(unwritten_defaults(parameters))
             mlflow.MlflowClient().set_experiment_tag(active.info.experiment_id, *EXPERIMENT_KIND)
 
     @hook_impl(trylast=True)
@@ -167,13 +174,22 @@ def study_tags(run_params: dict[str, Any], parameters: dict[str, Any]) -> dict[s
     from datetime import datetime
 
     env = run_params.get("env") or "local"
-    reporting = parameters.get("reporting") or {}
-    name = reporting.get("study_name") or f"{env}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    training = parameters.get("training") or {}
-    seeds = training.get("seeds") or [training.get("seed")]
-    source = (parameters.get("data_ingestion") or {}).get("source")
+    name = parameters["reporting"]["study_name"] or f"{env}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    training = with_code_defaults(parameters)["training"]
+    seeds = training["seeds"] or [training["seed"]]
+    source = parameters["data_ingestion"]["source"]
     return {"mlflow.runName": str(name), "bnstudy.env": str(env), "bnstudy.data_source": str(source),
             "bnstudy.seeds": ",".join(str(seed) for seed in seeds)}
+
+
+def unwritten_defaults(parameters: dict[str, Any]) -> dict[str, Any]:
+    """The shared parameters conf/ leaves at the code's defaults, as the study run's params
+    (``training.learning_rate``): kedro-mlflow logs the node inputs as written, so without
+    these the run would not say which learning rate it used. The keys conf/ states are left to
+    kedro-mlflow (a key logged twice must keep its value)."""
+    return {f"{section}.{key}": list(value) if isinstance(value, tuple) else value
+            for section, defaults in CODE_DEFAULTS.items()
+            for key, value in defaults.items() if key not in (parameters.get(section) or {})}
 
 
 def _parameters(catalog: Any) -> dict[str, Any]:

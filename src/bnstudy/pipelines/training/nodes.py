@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bnstudy.core import MeasurementConfig, ModelConfig, TrainConfig, TrainingResult, train_seeds
-from bnstudy.parameters import model_parameters
+from bnstudy.core import TrainingResult, train_seeds
+from bnstudy.parameters import model_configs, with_code_defaults
 from bnstudy.pipelines import json_ready
 from bnstudy.pipelines.training.mlflow_payload import model_run_payload
 from bnstudy.roster import model_settings
@@ -21,19 +21,9 @@ from bnstudy.runs import learning_rate_key
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_configs", "model_run_payload", "run_record", "train_model"]
+__all__ = ["model_run_payload", "run_record", "train_model"]
 
 QUANTILE_COLUMNS = ("q01", "q05", "q25", "q50", "q75", "q95", "q99")
-
-
-def build_configs(
-    normalization: str, architecture: dict[str, Any], training: dict[str, Any], measurements: list
-) -> tuple[ModelConfig, TrainConfig, list[MeasurementConfig]]:
-    """Parameters (plain dicts from YAML) -> validated core configs (bnstudy.parameters)."""
-    configs = model_parameters("<model>", {
-        "normalization": normalization, "architecture": architecture, "training": training,
-        "measurements": measurements})
-    return configs.model, configs.train, list(configs.measurements)
 
 
 def train_model(
@@ -63,18 +53,16 @@ def train_model(
     """
     shared = {"architecture": architecture, "training": training, "measurements": measurements,
               "checkpoints": checkpoints}
-    parameters = model_settings(shared, model)
-    normalization = parameters["normalization"]
-    model_config, train_config, measurement_configs = build_configs(
-        normalization, parameters["architecture"], parameters["training"], parameters["measurements"])
-    directory = parameters["checkpoints"]["directory"]
+    settings = model_settings(shared, model)
+    configs = model_configs(settings)  # built and checked by the preflight: looked up here
+    directory = configs.checkpoints.directory
     results = train_seeds(
-        model_config, train_config, measurement_configs,
+        configs.model, configs.train, list(configs.measurements),
         model_input_train["images"], model_input_train["labels"],
         model_input_test["images"], model_input_test["labels"],
-        # One folder per model; inside it, one per configuration hash (core/checkpoint.py).
-        checkpoint_dir=None if directory is None else f"{directory}/{normalization}",
-        checkpoint_every_s=float(parameters["checkpoints"]["every_s"]),
+        # One folder per normalization; inside it, one per configuration hash.
+        checkpoint_dir=None if directory is None else f"{directory}/{configs.model.normalization}",
+        checkpoint_every_s=float(configs.checkpoints.every_s),
         progress=live,
     )
     traces = {name: pd.concat([marked(table(r), r) for r in results], ignore_index=True)
@@ -89,8 +77,9 @@ def train_model(
             "num_train": int(len(model_input_train["labels"])),
             "num_test": int(len(model_input_test["labels"])),
             "runtime": runtime_provenance(),
-            # the model's parameters as given (the MLflow run's params), and when each chunk ended
-            "parameters": json_ready(parameters),
+            # the model's parameters, the code's defaults included (the MLflow run's params),
+            # and when each chunk ended
+            "parameters": json_ready(with_code_defaults(settings)),
             "clock": None if live is None else live.clock(),
         },
     }
