@@ -150,7 +150,7 @@ def test_describe_formats_numbers():
 def test_single_seed_and_nan_pairs():
     single = st.paired_comparison([0.95, np.nan], [1.0, 2.0])
     assert single.n == 1 and single.estimate == pytest.approx(0.95)
-    assert single.describe() == "ratio 0.95 from a single seed: no interval, not testable"
+    assert single.describe() == "ratio 0.950 from a single seed: no interval, not testable"
     assert not single.significant and math.isnan(single.p_value)
 
     candidate = np.array([1.0, np.nan, 2.5, 3.0, 0.5])
@@ -297,3 +297,14 @@ def test_detectable_effect_has_the_stated_power_by_simulation(n):
 def test_detectable_effect_degenerate_cases():
     assert np.isnan(st.detectable_effect([0.3]))
     assert st.detectable_effect([0.2, 0.2, 0.2]) == 1.0  # sd 0: any effect is detected
+
+
+def test_one_number_format_for_an_estimate_and_its_interval():
+    """Issue 24: "0.07 [0.00489, 0.135]" mixed formats; every number now has 3 significant
+    digits, trailing zeros kept."""
+    assert [st.three_digits(v) for v in (0.07, 0.00489, 0.135, 1.0, 135.0, 12.0, -0.5)] == [
+        "0.0700", "0.00489", "0.135", "1.00", "135", "12.0", "-0.500"]
+    comparison = st.paired_comparison([0.07, 0.07 * 1.01, 0.07 * 0.99], [1.0, 1.0, 1.0])
+    head = comparison.describe().split(",")[0]
+    estimate, low = head.split(" ")[1], head.split("[")[1]
+    assert all(len(number.lstrip("0.").replace(".", "")) == 3 for number in (estimate, low))

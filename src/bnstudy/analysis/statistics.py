@@ -120,6 +120,15 @@ def bootstrap_interval(values: ArrayLike, confidence: float = 0.95, n_resamples:
 # ----------------------------------------------------------------------------- paired
 
 
+def three_digits(value: float) -> str:
+    """``value`` with 3 significant digits, trailing zeros kept (``0.0700``, ``0.00489``,
+    ``1.00``, ``135``), so that an estimate and its interval read in one format."""
+    if not np.isfinite(value):
+        return str(value)
+    text = f"{value:#.3g}"
+    return text[:-1] if text.endswith(".") else text
+
+
 def _format_p(p_value: float) -> str:
     """``p = x`` with 2 significant digits, or ``p < 0.001``."""
     return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.2g}"
@@ -173,8 +182,10 @@ class PairedComparison:
         if self.n == 0:
             return f"{self.kind}: no seed measured both models, not testable"
         if self.n == 1:
-            return f"{self.kind} {self.estimate:.3g} from a single seed: no interval, not testable"
-        head = f"{self.kind} {self.estimate:.3g} [{self.low:.3g}, {self.high:.3g}]"
+            return (f"{self.kind} {three_digits(self.estimate)} from a single seed: no interval, "
+                    "not testable")
+        head = (f"{self.kind} {three_digits(self.estimate)} "
+                f"[{three_digits(self.low)}, {three_digits(self.high)}]")
         if not self.significant:
             return (f"{head}: no significant difference across {self.n} seeds "
                     f"({_format_p(self.p_value)})")
