@@ -72,41 +72,37 @@ def call(name: str, fn: Callable, spec: Spec, *args, donate: tuple[int, ...] = (
                     donate=donate)(*args)
 
 
-class CompiledOps(collections.abc.Mapping):
-    """:data:`bnstudy.core.step.OPS` bound to compiled programs of one spec.
-
-    ``ops[name](*args, **static)`` compiles on first use and dispatches asynchronously;
-    :meth:`resolve` returns the executable without running it (for another thread).
-    """
+class _BoundOps(collections.abc.Mapping):
+    """:data:`bnstudy.core.step.OPS` bound to one spec, by name."""
 
     def __init__(self, spec: Spec):
         self.spec = spec
-
-    def __getitem__(self, name: str) -> Callable:
-        return functools.partial(call, name, OPS[name], self.spec)
 
     def __iter__(self):
         return iter(OPS)
 
     def __len__(self) -> int:
         return len(OPS)
+
+
+class CompiledOps(_BoundOps):
+    """:data:`bnstudy.core.step.OPS` bound to compiled programs of one spec (the host loop).
+
+    ``ops[name](*args, **static)`` compiles on first use and dispatches asynchronously;
+    :meth:`resolve` returns the executable without running it (for another thread).
+    """
+
+    def __getitem__(self, name: str) -> Callable:
+        return functools.partial(call, name, OPS[name], self.spec)
 
     def resolve(self, name: str, *args, **static):
         """The executable of op ``name`` for these arguments (compiled here if new)."""
         return compiled(name, OPS[name], self.spec, args, static=tuple(sorted(static.items())))
 
 
-class DirectOps(collections.abc.Mapping):
-    """:data:`bnstudy.core.step.OPS` as plain functions of one spec (inside a trace)."""
-
-    def __init__(self, spec: Spec):
-        self.spec = spec
+class DirectOps(_BoundOps):
+    """:data:`bnstudy.core.step.OPS` as plain functions of one spec (inside a trace: the scan
+    loop)."""
 
     def __getitem__(self, name: str) -> Callable:
         return functools.partial(OPS[name], self.spec)
-
-    def __iter__(self):
-        return iter(OPS)
-
-    def __len__(self) -> int:
-        return len(OPS)
