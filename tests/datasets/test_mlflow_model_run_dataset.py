@@ -82,7 +82,7 @@ def test_live_run_is_opened_at_load_logs_progress_and_is_ended_by_the_payload(tr
     import time
 
     from bnstudy.datasets import MlflowLiveRunDataset
-    from bnstudy.pipelines.training.mlflow_payload import dated
+    from bnstudy.tracking import dated
 
     with mlflow.start_run() as parent:
         live = MlflowLiveRunDataset(run_name="baseline").load()
@@ -110,7 +110,7 @@ def test_live_run_is_opened_at_load_logs_progress_and_is_ended_by_the_payload(tr
 
 
 def test_dated_maps_steps_to_the_end_of_their_chunk():
-    from bnstudy.pipelines.training.mlflow_payload import dated
+    from bnstudy.tracking import dated
 
     clock = {"steps": [0, 3, 6], "unix_ms": [100, 200, 300]}
     # trained steps 0..2 end with the chunk that reaches 3 done; step 3..5 with the next

@@ -1,12 +1,16 @@
-"""Training-node adapters: TrainingResult -> tables and the MLflow payload, on a tiny run."""
+"""The training node on a tiny run: its outputs (bnstudy.analysis.traces) and the MLflow payload
+made from them (bnstudy.tracking)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from bnstudy.analysis import traces
 from bnstudy.pipelines.training import nodes
 from bnstudy.pipelines.training.pipeline import TRAINING_OUTPUTS
+from bnstudy.runs import learning_rate_key
+from bnstudy.tracking import model_run_payload
 
 ARCHITECTURE = {"conv_features": [4, 8, 8], "pool_after": [0, 2], "dense_features": [8, 8], "image_size": 8}
 TRAINING = {"batch_size": 8, "epochs": 1, "eval_every": 5, "eval_batch_size": 16, "snapshot_every": 2,
@@ -31,7 +35,7 @@ def outputs():
 def test_outputs_are_named_and_every_table_has_a_seed_column(outputs):
     out = outputs["batch"]
     assert set(out) == set(TRAINING_OUTPUTS)
-    for name in nodes.TABLES:
+    for name in traces.TABLES:
         assert out[name].columns[0] == "seed", name
         if name != "curvature_trace":  # empty here: curvature_every is null
             assert sorted(out[name]["seed"].unique()) == [3, 7], name
@@ -43,7 +47,7 @@ def test_outputs_are_named_and_every_table_has_a_seed_column(outputs):
 
 
 def test_tables_have_one_row_per_step_layer_and_probe_point(outputs):
-    out = {name: frame[frame.seed == 3] if name in nodes.TABLES else frame
+    out = {name: frame[frame.seed == 3] if name in traces.TABLES else frame
            for name, frame in outputs["batch"].items()}
     layers = out["run_record"]["layers"]
     assert layers == ["conv_0", "conv_1", "conv_2", "fc1", "fc2", "out"]
@@ -93,7 +97,7 @@ def test_baseline_state_has_no_batch_stats_and_shared_weights_start_equal(output
 
 def test_mlflow_payloads_of_both_models_have_the_same_keys(outputs):
     payloads = {
-        name: nodes.model_run_payload(out["training_trace"], out["eval_trace"], out["smoothness_trace"],
+        name: model_run_payload(out["training_trace"], out["eval_trace"], out["smoothness_trace"],
                                       out["ics_trace"], out["initial_state"], out["final_state"],
                                       out["run_record"], {"metric_stride": 2})
         for name, out in outputs.items()
@@ -119,7 +123,7 @@ def test_mlflow_payloads_of_both_models_have_the_same_keys(outputs):
 def test_bad_stride_is_rejected(outputs):
     out = outputs["none"]
     with pytest.raises(ValueError, match="metric_stride must be a positive integer"):
-        nodes.model_run_payload(out["training_trace"], out["eval_trace"], out["smoothness_trace"], out["ics_trace"],
+        model_run_payload(out["training_trace"], out["eval_trace"], out["smoothness_trace"], out["ics_trace"],
                                 out["initial_state"], out["final_state"], out["run_record"], {"metric_stride": 0})
 
 
@@ -152,8 +156,8 @@ def test_curvature_trace_has_a_row_per_measurement_with_integer_iterations():
     values = {field: np.array([1.5, 2.5]) for field in CURVATURE_FIELDS}
     values.update(power_iterations=np.array([12.0, 7.0]), converged=np.array([1.0, 0.0]))
     result = type("Result", (), {"curvature": {"steps": np.array([0, 10]), **values}})()
-    table = nodes.curvature_trace(result)
-    assert table.columns.tolist() == list(nodes.CURVATURE_COLUMNS)
+    table = traces.curvature_trace(result)
+    assert table.columns.tolist() == list(traces.CURVATURE_COLUMNS)
     assert table["step"].tolist() == [0, 10] and table["power_iterations"].tolist() == [12, 7]
     assert table["power_iterations"].dtype == "Int64"
     assert table["converged"].tolist() == [True, False]
@@ -161,13 +165,13 @@ def test_curvature_trace_has_a_row_per_measurement_with_integer_iterations():
     # divergence study once failed here casting NaN to int64, and NaN cast to bool is True)
     values.update(lambda_max=np.array([1.5, np.nan]), power_iterations=np.array([12.0, np.nan]),
                   converged=np.array([1.0, np.nan]))
-    diverged = nodes.curvature_trace(type("Result", (), {"curvature": {"steps": np.array([0, 10]),
-                                                                         **values}})())
+    diverged = traces.curvature_trace(type("Result", (), {"curvature": {"steps": np.array([0, 10]),
+                                                                          **values}})())
     assert diverged["power_iterations"].iloc[0] == 12 and diverged["power_iterations"].isna().tolist() == [False, True]
     assert diverged["converged"].iloc[0] and diverged["converged"].isna().tolist() == [False, True]
     assert np.isnan(diverged["lambda_max"].iloc[1])
-    empty = nodes.curvature_trace(type("Result", (), {"curvature": {}})())
-    assert empty.empty and empty.columns.tolist() == list(nodes.CURVATURE_COLUMNS)
+    empty = traces.curvature_trace(type("Result", (), {"curvature": {}})())
+    assert empty.empty and empty.columns.tolist() == list(traces.CURVATURE_COLUMNS)
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +186,7 @@ def sweep_outputs():
 
 
 def test_every_table_has_a_learning_rate_column_right_after_the_seed(outputs, sweep_outputs):
-    for name in nodes.TABLES:
+    for name in traces.TABLES:
         assert outputs["batch"][name].columns[:2].tolist() == ["seed", "learning_rate"], name
         assert sweep_outputs[name].columns[:2].tolist() == ["seed", "learning_rate"], name
     assert set(outputs["batch"]["training_trace"]["learning_rate"]) == {0.035}
@@ -225,8 +229,55 @@ def test_a_single_learning_rate_keeps_the_seed_keys(outputs):
 
 
 def test_learning_rate_keys_are_distinct_and_file_safe():
-    keys = [nodes.learning_rate_key(rate) for rate in (0.035, 1e-05, 1e16, 0.1, 0.1 + 1e-18, 0.1 + 2e-17)]
+    keys = [learning_rate_key(rate) for rate in (0.035, 1e-05, 1e16, 0.1, 0.1 + 1e-18, 0.1 + 2e-17)]
     assert keys[:3] == ["lr_0.035", "lr_1e-05", "lr_1e+16"]
     assert keys[3] == keys[4] != keys[5]  # 0.1 + 1e-18 is the float 0.1; 0.1 + 2e-17 is not
     assert len(set(keys)) == len(keys) - 1
     assert all(set(key) <= set("lr_0123456789.e+-") for key in keys)
+
+
+def test_a_sweeps_mlflow_histories_are_per_seed_and_learning_rate(sweep_outputs):
+    """Each (seed, learning rate) pair has its own history under seed_<k>/lr_<x>/, equal to
+    its rows of the trace; the headline is the mean over the four runs."""
+    out = sweep_outputs
+    payload = model_run_payload(out["training_trace"], out["eval_trace"], out["smoothness_trace"],
+                                out["ics_trace"], out["initial_state"], out["final_state"],
+                                out["run_record"], {"metric_stride": 1})
+    history = payload["metric_history"]
+    runs = {f"seed_{seed}/lr_{rate!r}" for seed in (3, 7) for rate in (0.01, 0.05)}
+    assert {key.rsplit("/", 1)[0] for key in history if key.startswith("seed_")} == runs
+    trace = out["training_trace"]
+    own = trace[(trace.seed == 7) & (trace.learning_rate == 0.05)]
+    np.testing.assert_array_equal(history["seed_7/lr_0.05/train_loss"]["values"], own["train_loss"])
+    np.testing.assert_allclose(history["train_loss"]["values"],
+                               trace.groupby("step")["train_loss"].mean(), rtol=1e-6)
+    assert {"seed_3/lr_0.01/final_test_accuracy", "seed_7/lr_0.05/final_test_accuracy"} <= \
+        payload["metrics"].keys()
+    assert payload["params"]["training.learning_rates"] == [0.01, 0.05]
+
+
+def test_a_diverged_pair_of_a_sweep_leaves_its_seeds_other_rate_in_the_means(sweep_outputs):
+    """One (seed, learning rate) pair diverged at step 2: only that run leaves the means and
+    its own history stops there; the same seed at the other rate stays in."""
+    from bnstudy.tracking import diverged_runs, healthy_runs
+
+    out = {name: frame.copy() if hasattr(frame, "copy") else frame
+           for name, frame in sweep_outputs.items()}
+    for name in ("training_trace", "eval_trace", "smoothness_trace", "ics_trace"):
+        frame = out[name]
+        pair = (frame.seed == 3) & (frame.learning_rate == 0.05)
+        frame.loc[pair, "diverged_at"] = 2
+    frame = out["training_trace"]
+    broken = (frame.seed == 3) & (frame.learning_rate == 0.05) & (frame.step >= 2)
+    frame.loc[broken, "train_loss"] = np.nan
+    assert diverged_runs(frame) == {(3, 0.05): 2}
+    kept = healthy_runs(frame, diverged_runs(frame))
+    assert sorted(set(zip(kept.seed, kept.learning_rate))) == [(3, 0.01), (7, 0.01), (7, 0.05)]
+    payload = model_run_payload(out["training_trace"], out["eval_trace"], out["smoothness_trace"],
+                                out["ics_trace"], out["initial_state"], out["final_state"],
+                                out["run_record"], {"metric_stride": 1})
+    assert payload["metric_history"]["seed_3/lr_0.05/train_loss"]["steps"].tolist() == [0, 1]
+    assert payload["metric_history"]["seed_3/lr_0.01/train_loss"]["steps"].tolist() == list(range(5))
+    np.testing.assert_allclose(payload["metric_history"]["train_loss"]["values"],
+                               kept.groupby("step")["train_loss"].mean(), rtol=1e-6)
+    assert payload["metrics"]["run/num_diverged_seeds"] == 1.0

@@ -9,8 +9,9 @@ namespace as one collapsible box.
 
 from kedro.pipeline import Node, Pipeline
 
-from bnstudy.pipelines.training.nodes import model_run_payload, train_model
+from bnstudy.pipelines.training.nodes import train_model
 from bnstudy.roster import SHARED_SECTIONS, pipeline_roster
+from bnstudy.tracking import model_run_payload
 
 TRAINING_OUTPUTS = [
     "initial_state",

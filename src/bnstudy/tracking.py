@@ -1,6 +1,11 @@
-"""The MLflow payload of one model's run: params, metric histories, final scalars, tags.
+"""What a model's MLflow run receives: params, metric histories, final scalars, tags, artifacts.
 
-Read by :class:`bnstudy.datasets.mlflow_model_run_dataset.MlflowModelRunDataset`.
+:func:`model_run_payload` makes the payload from the model's traces and run record
+(bnstudy.analysis.traces); :class:`bnstudy.datasets.mlflow_model_run_dataset.MlflowModelRunDataset`
+logs it. A run is one (seed, learning rate) pair: a diverged run is left out of the means and
+its own history stops at its divergence, whatever the other runs of its seed did. The MLflow
+bookkeeping that survives failures (a reachability probe, process tags, runs marked KILLED) is
+:mod:`bnstudy.reliability.tracking`.
 """
 
 from __future__ import annotations
@@ -12,21 +17,24 @@ import numpy as np
 import pandas as pd
 
 from bnstudy.analysis.beyond import CURVATURE_METRICS
-from bnstudy.analysis.divergence import diverged_at, healthy, record_divergence
+from bnstudy.analysis.divergence import record_divergence
+from bnstudy.analysis.traces import run_key
 from bnstudy.datasets.npz_dataset import flatten_tree, npz_bytes
+
+RUN = ["seed", "learning_rate"]
+"""The columns that name a run in every trace."""
+HEADLINE = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+"""Metric histories without a prefix: MLflow's first chart section. Every other key has a
+prefix (``blog/``, ``paper/``, ``seed_<k>/``, ``run/``, ``progress/``: docs/tracking.md)."""
 
 
 def divergence_status(run_record: dict[str, Any]) -> str:
-    """``healthy``, or ``diverged: seed 1 at step 3, seed 2 at step 5`` (run record's seeds)."""
+    """``healthy``, or ``diverged: seed 1 at step 3, seed 2 at step 5`` (the run record's keys:
+    ``seed 1/lr_0.1`` in a learning-rate sweep)."""
     bad = record_divergence(run_record)
     if not bad:
         return "healthy"
     return "diverged: " + ", ".join(f"seed {seed} at step {step}" for seed, step in bad.items())
-
-
-HEADLINE = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
-"""Metric histories without a prefix: MLflow's first chart section. Every other key has a
-prefix (``blog/``, ``paper/``, ``seed_<k>/``, ``run/``, ``progress/``: docs/tracking.md)."""
 
 
 def model_run_payload(
@@ -40,55 +48,66 @@ def model_run_payload(
     mlflow: dict[str, Any],
     curvature_trace: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """The model's MLflow run: the same parameter and metric keys for both models.
+    """The model's MLflow run: the same parameter and metric keys for every model.
 
-    Params: the model's parameters as the study's run logs them, without the model's
-    namespace (the parent's ``baseline.training.learning_rate`` is the child's
-    ``training.learning_rate``). Metric histories (every ``metric_stride``-th step, each
-    value dated by the wall-clock time its chunk ended, ``run_record["clock"]``): the
+    Params: the model's parameters as its run record has them, the code's defaults included
+    and without the model's namespace (the parent's ``baseline.training.learning_rate`` is the
+    child's ``training.learning_rate``). Metric histories (every ``metric_stride``-th step,
+    each value dated by the wall-clock time its chunk ended, ``run_record["clock"]``): the
     headline ``train_loss``, ``train_accuracy``, ``test_loss``, ``test_accuracy`` (means over
-    the healthy seeds), per preset ``<preset>/loss_range``, ``<preset>/grad_pred_max``,
+    the healthy runs), per preset ``<preset>/loss_range``, ``<preset>/grad_pred_max``,
     ``<preset>/beta_smoothness``, ``<preset>/ics_l2/<layer>``, ``<preset>/ics_cosine/<layer>``,
     with curvature ``curvature/lambda_max``, ``curvature/batch_sharpness`` and
     ``curvature/hessian_trace`` (every measurement; the trace when it was estimated), and per
-    seed ``seed_<k>/train_loss``, ``seed_<k>/test_accuracy``. Final scalars:
-    ``final_*`` (headline), ``seed_<k>/final_test_accuracy``, ``run/*``. Artifacts:
-    ``initial_state.npz``, ``final_state.npz``, ``run_record.json``.
+    run ``seed_<k>/train_loss``, ``seed_<k>/test_accuracy`` (``seed_<k>/lr_<x>/...`` in a
+    learning-rate sweep, :func:`bnstudy.analysis.traces.run_key`). Final scalars: ``final_*`` (headline),
+    ``seed_<k>/final_test_accuracy``, ``run/*``. Artifacts: ``initial_state.npz``,
+    ``final_state.npz``, ``run_record.json``.
     """
     stride = int(mlflow["metric_stride"])
     if stride < 1:
         raise ValueError(f"mlflow.metric_stride must be a positive integer, got {stride}")
     params = _flatten({**run_record["parameters"], "mlflow": mlflow})
-    # Means over the healthy seeds only; each seed's own history up to its divergence.
-    bad = diverged_at(training_trace)
-    kept = [healthy(frame, bad) for frame in (training_trace, eval_trace, smoothness_trace, ics_trace)]
+    # Means over the healthy runs only; each run's own history up to its divergence.
+    bad = diverged_runs(training_trace)
+    kept = [healthy_runs(frame, bad) for frame in (training_trace, eval_trace, smoothness_trace, ics_trace)]
     history = _metric_history(*kept, stride)
-    history.update(_seed_histories(training_trace, eval_trace, stride))
+    history.update(_run_histories(training_trace, eval_trace, stride,
+                                  sweep=len(run_record["learning_rates"]) > 1))
     if curvature_trace is not None and not curvature_trace.empty:
-        curvature = healthy(curvature_trace, bad)
-        for column in CURVATURE_METRICS:
-            mean = curvature.groupby("step", sort=True)[column].mean().dropna()
-            if mean.empty:  # the trace when training.curvature_trace_samples is 0
-                continue
-            history[f"curvature/{column}"] = {"steps": mean.index.to_numpy(),
-                                              "values": mean.to_numpy()}
-    clock = run_record.get("clock")
+        history.update(_curvature_history(healthy_runs(curvature_trace, bad)))
+    clock = run_record["clock"]
     if clock:
         evaluated = {"test_loss", "test_accuracy"}
         for key, series in history.items():
             series["timestamps"] = dated(
                 series["steps"], clock, evaluation=key in evaluated or
                 key.endswith("/test_accuracy") or key.startswith("curvature/"))
-    metrics = _final_metrics(kept[0], kept[1], run_record, len(bad))
     return {
         "params": params,
-        "metrics": metrics,
+        "metrics": _final_metrics(kept[0], kept[1], run_record, len(bad)),
         "metric_history": history,
         "artifacts": {"initial_state.npz": npz_bytes(flatten_tree(initial_state)),
                       "final_state.npz": npz_bytes(flatten_tree(final_state)),
                       "run_record.json": json.dumps(run_record, indent=2).encode()},
         "tags": _tags(run_record),
     }
+
+
+def diverged_runs(frame: pd.DataFrame) -> dict[tuple[int, float], int]:
+    """``{(seed, learning_rate): step it diverged at}`` of a trace (every row of a run carries
+    its ``diverged_at``, -1 while healthy)."""
+    if frame.empty:
+        return {}
+    steps = frame.groupby(RUN)["diverged_at"].first()
+    return {(int(seed), float(rate)): int(step) for (seed, rate), step in steps.items() if step >= 0}
+
+
+def healthy_runs(frame: pd.DataFrame, bad: dict[tuple[int, float], int]) -> pd.DataFrame:
+    """``frame`` without the rows of the ``bad`` runs and without its divergence columns."""
+    runs = pd.MultiIndex.from_frame(frame[RUN].astype({"seed": "int64", "learning_rate": "float64"}))
+    kept = frame[~runs.isin(list(bad))] if bad else frame
+    return kept.drop(columns=["diverged", "diverged_at"], errors="ignore").reset_index(drop=True)
 
 
 def dated(steps: np.ndarray, clock: dict[str, list[int]], evaluation: bool = False) -> np.ndarray:
@@ -102,7 +121,7 @@ def dated(steps: np.ndarray, clock: dict[str, list[int]], evaluation: bool = Fal
 
 def _final_metrics(training: pd.DataFrame, evals: pd.DataFrame, run_record: dict[str, Any],
                    num_diverged: int) -> dict[str, float]:
-    """Final scalars over the healthy seeds' traces; values that do not exist (every seed
+    """Final scalars over the healthy runs' traces; values that do not exist (every run
     diverged) are left out, since MLflow charts no NaN."""
     last_eval = evals[evals["step"] == evals["step"].max()] if not evals.empty else evals
     last = training[training["step"] == training["step"].max()] if not training.empty else training
@@ -112,7 +131,7 @@ def _final_metrics(training: pd.DataFrame, evals: pd.DataFrame, run_record: dict
         "final_train_loss": last["train_loss"].mean(),
         "final_train_accuracy": last["train_accuracy"].mean(),
         "run/num_seeds": len(run_record["seeds"]),
-        "run/num_diverged_seeds": num_diverged,
+        "run/num_diverged_seeds": num_diverged,  # diverged runs: (seed, learning rate) pairs
         **{f"seed_{seed}/final_test_accuracy": v["final_test_accuracy"] for seed, v in run_record["per_seed"].items()},
         "run/num_steps": run_record["num_steps"],
         "run/wall_time_s": run_record["wall_time_s"],
@@ -131,8 +150,8 @@ def _tags(run_record: dict[str, Any]) -> dict[str, str]:
 
 def _metric_history(training_trace: pd.DataFrame, eval_trace: pd.DataFrame, smoothness_trace: pd.DataFrame,
                     ics_trace: pd.DataFrame, stride: int) -> dict[str, dict[str, np.ndarray]]:
-    """Metric histories: the mean over seeds at each (strided) step (the seeds given, i.e.
-    the healthy ones; each seed's own history is :func:`_seed_histories`)."""
+    """Metric histories: the mean over runs at each (strided) step (the runs given, i.e.
+    the healthy ones; each run's own history is :func:`_run_histories`)."""
     history: dict[str, dict[str, np.ndarray]] = {}
 
     def add(key: str, frame: pd.DataFrame, column: str, strided: bool = True) -> None:
@@ -159,17 +178,28 @@ def _metric_history(training_trace: pd.DataFrame, eval_trace: pd.DataFrame, smoo
     return history
 
 
-def _seed_histories(training_trace: pd.DataFrame, eval_trace: pd.DataFrame, stride: int
-                    ) -> dict[str, dict[str, np.ndarray]]:
-    """Each seed's ``seed_<k>/train_loss`` (every ``stride``-th step) and
-    ``seed_<k>/test_accuracy``, up to its divergence (no NaN)."""
+def _curvature_history(curvature: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
+    """``curvature/<metric>``: the mean over the healthy runs at every measurement (none for
+    the trace when ``training.curvature_trace_samples`` is 0)."""
+    history = {}
+    for column in CURVATURE_METRICS:
+        mean = curvature.groupby("step", sort=True)[column].mean().dropna()
+        if not mean.empty:
+            history[f"curvature/{column}"] = {"steps": mean.index.to_numpy(), "values": mean.to_numpy()}
+    return history
+
+
+def _run_histories(training_trace: pd.DataFrame, eval_trace: pd.DataFrame, stride: int,
+                   sweep: bool) -> dict[str, dict[str, np.ndarray]]:
+    """Each run's ``<run_key>/train_loss`` (every ``stride``-th step) and
+    ``<run_key>/test_accuracy``, up to its divergence (no NaN)."""
     history = {}
     for name, frame, column, every in (("train_loss", training_trace, "train_loss", stride),
                                        ("test_accuracy", eval_trace, "test_accuracy", 1)):
         rows = frame[(frame["step"] % every == 0) & np.isfinite(frame[column])]
-        for seed, part in rows.groupby("seed"):
-            history[f"seed_{seed}/{name}"] = {"steps": part["step"].to_numpy(),
-                                              "values": part[column].to_numpy()}
+        for (seed, rate), part in rows.groupby(RUN):
+            history[f"{run_key(int(seed), float(rate), sweep)}/{name}"] = {
+                "steps": part["step"].to_numpy(), "values": part[column].to_numpy()}
     return history
 
 
