@@ -1,5 +1,6 @@
 """Checkpoints: a resumed run ends bit-for-bit as an uninterrupted one; checkpoints of
-another configuration or with damaged files are never used."""
+another configuration or with damaged files are never used. What a checkpoint holds is the
+core's (bnstudy.core.checkpoint, no file I/O); the files are bnstudy.reliability.checkpoints'."""
 
 from __future__ import annotations
 
@@ -19,7 +20,15 @@ import numpy as np
 import pytest
 
 from bnstudy.core import PRESETS, TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, train_seeds
-from bnstudy.core.checkpoint import CheckpointError, RunCheckpoints, _packed, _unpacked, fingerprint
+from bnstudy.core.checkpoint import (
+    CheckpointError,
+    _packed,
+    _unpacked,
+    fingerprint,
+    packed_checkpoint,
+    unpacked_checkpoint,
+)
+from bnstudy.reliability.checkpoints import RunCheckpoints
 
 # 10 steps in chunks of 4: checkpoints after steps 4, 8 and 10 (checkpoint_every_s=0)
 CONFIG = dataclasses.replace(TINY_TRAIN_CONFIG, seeds=(1, 2))
@@ -114,7 +123,7 @@ def test_a_learning_rate_sweep_resumes_bitwise_and_keys_its_checkpoints_by_its_r
     assert_bitwise_equal(swept(sweep, calls_into(calls)), expected)
     assert calls == [8, 10]
     other_rates, calls = dataclasses.replace(sweep, learning_rates=(0.02, 0.06)), []
-    with caplog.at_level(logging.WARNING, logger="bnstudy.core.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="bnstudy.reliability.checkpoints"):
         swept(other_rates, calls_into(calls))
     assert calls == [4, 8, 10] and "another configuration" in caplog.text
     assert len(list(tmp_path.glob("config-*"))) == 2
@@ -190,7 +199,7 @@ def test_checkpoints_of_another_configuration_are_never_used(tiny_arrays, tmp_pa
     relabeled = (x, np.roll(y, 1), xt, yt)
     run(relabeled, tmp_path)  # finished: its last checkpoint is after step 10
     calls = []
-    with caplog.at_level(logging.WARNING, logger="bnstudy.core.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="bnstudy.reliability.checkpoints"):
         fresh = run(tiny_arrays, tmp_path, progress=calls_into(calls))
     assert calls == [4, 8, 10]
     assert "another configuration" in caplog.text and "Starting fresh" in caplog.text
@@ -207,7 +216,7 @@ def test_a_truncated_latest_checkpoint_falls_back_to_the_previous(tiny_arrays, t
         if path.is_file() and path.stat().st_size > 8:
             path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     calls = []
-    with caplog.at_level(logging.WARNING, logger="bnstudy.core.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="bnstudy.reliability.checkpoints"):
         resumed = run(tiny_arrays, tmp_path, progress=calls_into(calls))
     assert calls == [10]  # from the checkpoint after step 8
     assert "not usable" in caplog.text and str(directory / "10") in caplog.text
@@ -255,3 +264,34 @@ def test_packing_round_trips_every_dtype_and_shape_exactly():
         _unpacked(np.concatenate([packed, np.zeros(1, np.uint8)]), specs)
     with pytest.raises(CheckpointError, match="needs bytes"):
         _unpacked(packed[:-1], specs)
+
+
+def test_a_packed_checkpoint_unpacks_only_for_its_configuration_and_state():
+    """The pure part: arrays and JSON in, the same state and record out; another hash, a state
+    of another shape or one flipped byte is refused."""
+    import json
+
+    state = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "step": np.array(3)}
+    record = {"chunks": {"loss": np.linspace(0, 1, 5)}}
+    arrays, meta = packed_checkpoint(4, state, record, {"chunk_seconds": [0.5]}, "a" * 64)
+    meta = json.loads(json.dumps(meta))  # what a store keeps is plain JSON
+    restored = unpacked_checkpoint(arrays, meta, state, "a" * 64)
+    assert restored.done == 4 and restored.extra == {"chunk_seconds": [0.5]}
+    jax.tree.map(np.testing.assert_array_equal, restored.state, state)
+    jax.tree.map(np.testing.assert_array_equal, restored.record, record)
+    with pytest.raises(CheckpointError, match="configuration hash"):
+        unpacked_checkpoint(arrays, meta, state, "b" * 64)
+    with pytest.raises(CheckpointError, match="state leaf"):
+        unpacked_checkpoint(arrays, meta, {**state, "w": np.zeros((3, 2), np.float32)}, "a" * 64)
+    flipped = {**arrays, "state": arrays["state"].copy()}
+    flipped["state"][0] ^= 1
+    with pytest.raises(CheckpointError, match="checksum"):
+        unpacked_checkpoint(flipped, meta, state, "a" * 64)
+
+
+def test_the_core_does_no_file_io_for_checkpoints():
+    """bnstudy.core imports no orbax: the checkpoint files are written outside the core."""
+    import subprocess
+
+    code = "import sys, bnstudy.core; assert not any(m.startswith('orbax') for m in sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})

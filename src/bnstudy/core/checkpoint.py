@@ -1,16 +1,17 @@
-"""Checkpoints of a training run, written atomically with orbax: the only file I/O of the core.
+"""Checkpoints of a training run, the pure part: what a checkpoint holds, as arrays and JSON.
 
 A checkpoint holds the stacked :class:`~bnstudy.core.state.TrainState` (its flat list of
 leaves, restored into the structure of a freshly initialized state), a *record* (a nested
 dict of numpy arrays: what the run recorded so far), a few JSON values, the hash of the
-configuration that wrote it and a SHA-256 of every array. It is used only by a run with the
-same configuration hash and only when its arrays hash to the stored checksum; otherwise the
-next older one is tried (the newest ``keep`` are kept).
+configuration that wrote it (:func:`fingerprint`) and a SHA-256 of every array.
+:func:`packed_checkpoint` turns them into two byte arrays and a JSON document;
+:func:`unpacked_checkpoint` checks such a document against the configuration and the state
+and turns it back, refusing (:class:`CheckpointError`) what does not fit.
 
-Layout: ``<checkpoint_dir>/config-<hash[:16]>/<completed steps>/`` (orbax writes a step to a
-temporary directory and renames it when complete, so a killed save leaves no step behind).
-Checkpoints of another configuration live in their own ``config-*`` directory and are never
-read.
+No file I/O here. The training loop saves and restores through a :class:`Checkpointer`,
+opened for the run's configuration hash by a :data:`CheckpointStore`;
+:mod:`bnstudy.reliability.checkpoints` is the one that writes files (orbax, atomically, the
+newest two kept, damaged ones set aside).
 """
 
 from __future__ import annotations
@@ -18,19 +19,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 import os
-import time
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import traverse_util
-
-logger = logging.getLogger(__name__)
 
 FORMAT = 2
 """Version of the checkpoint contents; a checkpoint of another version is not used
@@ -113,99 +108,85 @@ class Checkpoint:
     extra: dict[str, Any]
 
 
-class RunCheckpoints:
-    """The checkpoints of one run configuration; a context manager (closes orbax).
+def packed_checkpoint(done: int, state: Any, record: Mapping[str, Any], extra: Mapping[str, Any],
+                      config_hash: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """A checkpoint after ``done`` completed steps as ``(arrays, meta)``: ``arrays`` the state's
+    and the record's leaves packed into one uint8 array each (``"state"``, ``"record"``; an
+    empty one left out), ``meta`` the JSON document that says how to unpack them, with the
+    format, the configuration hash, ``extra`` and the SHA-256 of every leaf."""
+    state_leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(state)]
+    flat = traverse_util.flatten_dict(dict(record))
+    paths = sorted(flat)
+    record_leaves = [np.asarray(flat[path]) for path in paths]
+    meta = {"format": FORMAT, "config_hash": config_hash, "done": int(done),
+            "state": _specs(state_leaves), "record_paths": [list(p) for p in paths],
+            "record": _specs(record_leaves), "extra": dict(extra),
+            "checksum": _checksum(state_leaves + record_leaves)}
+    arrays = {"state": _packed(state_leaves), "record": _packed(record_leaves)}
+    return {name: array for name, array in arrays.items() if array.size}, meta
 
-    Args:
-        directory: the checkpoint directory given to the run (created if missing).
-        config_hash: :func:`fingerprint` of the run.
-        keep: how many of the newest checkpoints to keep (one to fall back on).
+
+def unpacked_checkpoint(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any],
+                        state_template: Any, config_hash: str) -> Checkpoint:
+    """The :class:`Checkpoint` that :func:`packed_checkpoint` packed, with its state in the
+    structure of ``state_template``.
+
+    Raises:
+        CheckpointError: another format or configuration hash, leaves that do not fit the
+            template, packed arrays of the wrong length, or a failed checksum.
     """
+    if meta.get("format") != FORMAT or meta.get("config_hash") != config_hash:
+        raise CheckpointError(f"format {meta.get('format')} and configuration hash "
+                              f"{meta.get('config_hash')}, expected {FORMAT} and {config_hash}")
+    template_leaves, treedef = jax.tree.flatten(state_template)
+    if len(meta["state"]) != len(template_leaves):
+        raise CheckpointError(f"{len(meta['state'])} state leaves, this run's state has "
+                              f"{len(template_leaves)}")
+    empty = np.zeros(0, np.uint8)
+    state_leaves = _unpacked(arrays.get("state", empty), meta["state"])
+    for leaf, template in zip(state_leaves, template_leaves, strict=True):
+        if leaf.shape != np.shape(template) or leaf.dtype != template.dtype:
+            raise CheckpointError(f"a state leaf is {leaf.shape} {leaf.dtype}, this "
+                                  f"run's is {np.shape(template)} {template.dtype}")
+    record_leaves = _unpacked(arrays.get("record", empty), meta["record"])
+    if _checksum(state_leaves + record_leaves) != meta["checksum"]:
+        raise CheckpointError("the arrays do not match the stored SHA-256 checksum")
+    record = traverse_util.unflatten_dict(
+        {tuple(path): leaf for path, leaf in zip(meta["record_paths"], record_leaves, strict=True)})
+    return Checkpoint(int(meta["done"]), jax.tree.unflatten(treedef, state_leaves), record,
+                      meta["extra"])
 
-    def __init__(self, directory: str | os.PathLike, config_hash: str, keep: int = 2):
-        root = Path(directory).absolute()
-        self.config_hash = config_hash
-        self.directory = root / f"config-{config_hash[:16]}"
-        others = sorted(p.name for p in root.glob("config-*") if p != self.directory)
-        if others and not self.directory.exists():
-            logger.warning("%s holds checkpoints of another configuration (%s); they are not "
-                           "used: this run's configuration hash is %s (model, training or "
-                           "measurement configs, or the data, differ). Starting fresh.",
-                           root, ", ".join(others), config_hash[:16])
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                               enable_async_checkpointing=False,
-                                               cleanup_tmp_directories=True)
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
 
-    def __enter__(self) -> RunCheckpoints:
-        return self
+class Checkpointer(Protocol):
+    """The checkpoints of one run configuration, as the training loop uses them; a context
+    manager (closed when the run ends)."""
 
-    def __exit__(self, *exc_info) -> None:
-        self._manager.close()
-
-    def save(self, done: int, state, record: Mapping[str, Any],
+    def save(self, done: int, state: Any, record: Mapping[str, Any],
              extra: Mapping[str, Any]) -> None:
-        """Save (atomically) the state and record after ``done`` completed steps."""
-        if done in self._manager.all_steps():
-            return  # a deterministic run has nothing new to say about this step
-        state_leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(state)]
-        flat = traverse_util.flatten_dict(dict(record))
-        paths = sorted(flat)
-        record_leaves = [np.asarray(flat[path]) for path in paths]
-        meta = {"format": FORMAT, "config_hash": self.config_hash, "done": int(done),
-                "state": _specs(state_leaves), "record_paths": [list(p) for p in paths],
-                "record": _specs(record_leaves), "extra": dict(extra),
-                "checksum": _checksum(state_leaves + record_leaves)}
-        arrays = {"state": _packed(state_leaves), "record": _packed(record_leaves)}
-        self._manager.save(done, force=True, args=ocp.args.Composite(
-            arrays=ocp.args.StandardSave({k: v for k, v in arrays.items() if v.size}),
-            meta=ocp.args.JsonSave(meta)))
-        logger.info("checkpoint after step %d saved in %s", done, self.directory)
+        """Keep the state (host arrays) and the record after ``done`` completed steps."""
 
-    def restore(self, state_template) -> Checkpoint | None:
-        """The newest usable checkpoint, or None (the run starts fresh).
+    def restore(self, state_template: Any) -> Checkpoint | None:
+        """The newest usable checkpoint of this configuration, or None (start fresh)."""
 
-        A checkpoint that cannot be read, fails its checksum, or does not fit this run is
-        logged and set aside as ``unusable-<step>-<time>`` (kept for inspection, out of
-        orbax's way: a later save of its step would collide with it), and the next older
-        one is tried.
-        """
-        for step in sorted(self._manager.all_steps(), reverse=True):
-            try:
-                return self._load(step, state_template)
-            except Exception as error:  # orbax and tensorstore raise many kinds on bad files
-                aside = self.directory / f"unusable-{step}-{time.strftime('%Y%m%dT%H%M%S')}"
-                (self.directory / str(step)).rename(aside)
-                self._manager.reload()
-                logger.warning("checkpoint %s is not usable (%s: %s); moved to %s, trying the "
-                               "previous one", self.directory / str(step),
-                               type(error).__name__, error, aside.name)
-        return None
+    def __enter__(self) -> Checkpointer: ...
 
-    def _load(self, step: int, state_template) -> Checkpoint:
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            arrays=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
-        meta, arrays = restored["meta"], restored["arrays"] or {}
-        if meta.get("format") != FORMAT or meta.get("config_hash") != self.config_hash:
-            raise CheckpointError(f"format {meta.get('format')} and configuration hash "
-                                  f"{meta.get('config_hash')}, expected {FORMAT} and "
-                                  f"{self.config_hash}")
-        template_leaves, treedef = jax.tree.flatten(state_template)
-        if len(meta["state"]) != len(template_leaves):
-            raise CheckpointError(f"{len(meta['state'])} state leaves, this run's state has "
-                                  f"{len(template_leaves)}")
-        empty = np.zeros(0, np.uint8)
-        state_leaves = _unpacked(arrays.get("state", empty), meta["state"])
-        for leaf, template in zip(state_leaves, template_leaves, strict=True):
-            if leaf.shape != np.shape(template) or leaf.dtype != template.dtype:
-                raise CheckpointError(f"a state leaf is {leaf.shape} {leaf.dtype}, this "
-                                      f"run's is {np.shape(template)} {template.dtype}")
-        record_leaves = _unpacked(arrays.get("record", empty), meta["record"])
-        if _checksum(state_leaves + record_leaves) != meta["checksum"]:
-            raise CheckpointError("the arrays do not match the stored SHA-256 checksum")
-        record = traverse_util.unflatten_dict(
-            {tuple(path): leaf for path, leaf in zip(meta["record_paths"], record_leaves,
-                                                     strict=True)})
-        logger.info("resuming from the checkpoint after step %d in %s", step, self.directory)
-        return Checkpoint(int(meta["done"]), jax.tree.unflatten(treedef, state_leaves),
-                          record, meta["extra"])
+    def __exit__(self, *exc_info: Any) -> None: ...
+
+
+CheckpointStore = Callable[[str], Checkpointer]
+"""Opens the :class:`Checkpointer` of a run configuration, given its :func:`fingerprint`
+(e.g. :func:`bnstudy.reliability.checkpoints.checkpoint_store` of a directory)."""
+
+
+def RunCheckpoints(directory: str | os.PathLike, config_hash: str) -> Checkpointer:  # noqa: N802
+    """The checkpoints of ``config_hash`` in ``directory``, written by
+    :mod:`bnstudy.reliability.checkpoints`.
+
+    Transitional: core/training.py opens its checkpoints by directory with this name until
+    ``train_seeds`` takes a :data:`CheckpointStore` (the caller's, with the file I/O) in
+    place of ``checkpoint_dir``; then this function goes. The import is at call time, so the
+    core never imports that module (nor orbax) otherwise.
+    """
+    from bnstudy.reliability.checkpoints import checkpoint_store
+
+    return checkpoint_store(directory)(config_hash)
