@@ -11,7 +11,7 @@ PARAMS ?=
 export KEDRO_DISABLE_TELEMETRY := 1
 export MPLBACKEND := Agg
 
-.PHONY: install study beyond test test-slow lint docs notebook clean-venv
+.PHONY: install study beyond paper-optimizer test test-slow lint docs notebook clean-venv
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ study: install
 # --pipelines beyond_study` adds the variants alone).
 beyond: install
 	$(BIN)/kedro run --env $(ENV) --pipelines full_study,beyond_study$(if $(PARAMS), --params '$(PARAMS)')
+
+# The pair with the paper's optimizer (plain SGD, lr 0.1; full_study trains it with the blog's):
+# `make study` with PIPELINE=paper_optimizer_study (its own data, training, analysis and report).
+paper-optimizer: PIPELINE = paper_optimizer_study
+paper-optimizer: study
 
 # The fast suite (a few minutes); `make test-slow` runs the end-to-end sessions, subprocess
 # runs and whole-program compilations that it leaves out. CI (.ci/run) runs both.

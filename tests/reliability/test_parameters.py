@@ -179,7 +179,7 @@ def test_the_shipped_environments_are_valid():
         assert {name: m.model.normalization for name, m in models.items()} == {
             "baseline": "none", "candidate": "batch", "candidate_noisy": "batch_noisy",
             "candidate_l1": "l1", "candidate_l2": "l2", "candidate_linf": "linf",
-            "baseline_noisy": "noisy"}
+            "baseline_noisy": "noisy", "baseline_sgd": "none", "candidate_sgd": "batch"}
         # the variants share everything but the normalization with the pair
         for name in ("candidate_noisy", "candidate_l1", "candidate_l2", "candidate_linf",
                      "baseline_noisy"):
