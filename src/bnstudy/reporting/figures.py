@@ -23,6 +23,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from bnstudy.reporting.plotting import (
+    draw_range_band,
     draw_seed_mean,
     metric_rows,
     model_color,
@@ -33,6 +34,7 @@ from bnstudy.reporting.plotting import (
     omitted_panel,
     presets,
     seed_summary,
+    shared_legend,
     styled,
 )
 
@@ -47,11 +49,12 @@ def training_curves_figure(table: pd.DataFrame) -> Figure:
     for ax, (metric, title, log) in zip(axes[0], panels, strict=True):
         for model in models_in(table):
             style = {"marker": "o", "markersize": 3} if metric == "test_accuracy" else {"linewidth": 0.8}
-            draw_seed_mean(ax, metric_rows(table, metric, model=model), model, log=log, **style)
+            draw_seed_mean(ax, metric_rows(table, metric, model=model), model, log=log,
+                           bounds=None if log else (0.0, 1.0), **style)
         ax.set(title=title, xlabel="Step", ylabel=title.split(" (")[0])
         if log:
             ax.set_yscale("log")
-    axes[0, 2].legend()
+    shared_legend(figure, axes)
     return figure
 
 
@@ -64,17 +67,15 @@ def _range_figure(table: pd.DataFrame, low: str, high: str, compared: str, title
     for col, preset in enumerate(names):
         top, bottom = axes[0, col], axes[1, col]
         for model in models_in(table):
-            label = model_label(model)
             lo = metric_rows(table, low, preset=preset, model=model).groupby("step")["value"].mean()
             hi = metric_rows(table, high, preset=preset, model=model).groupby("step")["value"].mean()
             lo, hi = lo.align(hi, join="inner")
-            top.fill_between(lo.index, lo.to_numpy(), hi.to_numpy(), color=model_color(model), alpha=0.5,
-                             linewidth=0, label=label)
+            draw_range_band(top, lo.index, lo.to_numpy(), hi.to_numpy(), model)
             draw_seed_mean(bottom, metric_rows(table, compared, preset=preset, model=model), model, log=True)
         top.set(title=f"{title} ({preset} protocol)", xlabel="Step", ylabel=band_label)
         bottom.set(title=f"{compared_label} ({preset} protocol)", xlabel="Step", ylabel=compared_label,
                    yscale="log")
-        top.legend()
+    shared_legend(figure, axes, ranges=True)
     return figure
 
 
@@ -102,7 +103,7 @@ def beta_smoothness_figure(table: pd.DataFrame) -> Figure:
             draw_seed_mean(ax, metric_rows(table, "beta_smoothness", preset=preset, model=model), model, log=True)
         ax.set(title=f"Effective beta-smoothness ({preset} protocol)", xlabel="Step",
                ylabel="Effective beta-smoothness", yscale="log")
-        ax.legend()
+    shared_legend(figure, axes)
     return figure
 
 
@@ -164,9 +165,7 @@ def gradient_ics_figure(table: pd.DataFrame, layers: Sequence[str],
     for row, layer in enumerate(available):
         for col, (preset, metric) in enumerate(columns):
             _ics_panel(axes[row, col], table, preset, metric, layer, zero or {})
-    visible = [ax for ax in axes.reshape(-1) if ax.axison and ax.get_legend_handles_labels()[0]]
-    if visible:
-        visible[-1].legend(fontsize=8)
+    shared_legend(figure, axes)
     return figure
 
 
@@ -196,7 +195,7 @@ def init_distance_figure(table: pd.DataFrame) -> Figure:
         ax.set(xlabel="Layer", ylabel=ylabel)
     axes[0, 0].set_title(f"Distance from initialization at the end of training (step {final['step'].max()})")
     axes[0, 1].set_title("Relative to the initial norm")
-    axes[0, 0].legend()
+    shared_legend(figure, axes)
     return figure
 
 
@@ -213,7 +212,7 @@ def activation_shift_figure(table: pd.DataFrame) -> Figure:
         _per_layer_errorbars(ax, per_seed[per_seed["metric"] == metric], layers)
         ax.set(title=f"{name} between snapshots (mean over channels)", xlabel="Layer",
                ylabel=f"Median {name} over snapshots", yscale="log")
-    axes[0, 0].legend()
+    shared_legend(figure, axes)
     return figure
 
 

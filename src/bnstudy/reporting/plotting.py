@@ -19,7 +19,10 @@ import pandas as pd
 import seaborn as sns
 from matplotlib import rc_context
 from matplotlib.axes import Axes
+from matplotlib.container import Container
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from scipy import stats
 
 MODEL_LABELS = {"baseline": "Without BatchNorm", "candidate": "With BatchNorm"}
@@ -138,17 +141,69 @@ def seed_band(rows: pd.DataFrame, x: str = "step", log: bool = False) -> pd.Data
     return out.drop(columns="sd").reset_index()
 
 
+MARKER_LIMIT = 50
+"""A curve of fewer measured points than this marks each one: joined by straight lines
+alone, two spikes of a 10-point curve would look like features."""
+CI_BAND = "band: 95% CI of the seed mean"
+RANGE_BAND = "hatched: min to max over s"
+"""The legend's names of the two kinds of band (:func:`shared_legend`)."""
+
+
 def draw_seed_mean(ax: Axes, rows: pd.DataFrame, model: str, *, log: bool = False,
-                   label: str | None = None, **style: Any) -> None:
-    """Seed-mean curve of ``rows`` (one model's ``seed, step, value``) with its 95% band."""
+                   label: str | None = None, bounds: tuple[float, float] | None = None,
+                   **style: Any) -> None:
+    """Seed-mean curve of ``rows`` (one model's ``seed, step, value``) with its 95% band,
+    clipped to ``bounds`` (e.g. (0, 1) for an accuracy: an interval of a mean of values in
+    [0, 1] lies in [0, 1]); each point marked when there are fewer than
+    :data:`MARKER_LIMIT`."""
     band = seed_band(rows, log=log)
     if band.empty:
         return
     color = model_color(model)
+    if len(band) < MARKER_LIMIT and "marker" not in style:
+        style = {"marker": "o", "markersize": 3, **style}
     ax.plot(band["step"], band["mean"], color=color, label=label or model_label(model),
             **{"linewidth": 1.0, **style})
     if band["low"].notna().any():
-        ax.fill_between(band["step"], band["low"], band["high"], color=color, alpha=0.25, linewidth=0)
+        low, high = band["low"], band["high"]
+        if bounds is not None:
+            low, high = low.clip(*bounds), high.clip(*bounds)
+        ax.fill_between(band["step"], low, high, color=color, alpha=0.25, linewidth=0,
+                        gid="ci_band")
+
+
+def draw_range_band(ax: Axes, steps: Any, low: Any, high: Any, model: str) -> None:
+    """A min-to-max range over step sizes, hatched and unfilled so that it never reads as
+    a confidence band (those are solid, :func:`draw_seed_mean`)."""
+    ax.fill_between(steps, low, high, facecolor="none", edgecolor=model_color(model),
+                    hatch="////", linewidth=0.6, alpha=0.8, gid="range_band",
+                    label=model_label(model))
+
+
+def shared_legend(figure: Figure, axes: np.ndarray, *, ranges: bool = False) -> None:
+    """One legend for the whole figure, under its panels: every model drawn in any panel
+    (each once) and what each kind of band means, so every panel is read by it."""
+    handles: dict[str, Any] = {}
+    for ax in axes.reshape(-1):
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, Line2D([], [], color=_handle_color(handle), lw=1.5))
+    drawn = [c.get_gid() for ax in axes.reshape(-1) for c in ax.collections]
+    if "ci_band" in drawn:
+        handles[CI_BAND] = Patch(facecolor="0.5", alpha=0.25, linewidth=0)
+    if ranges and "range_band" in drawn:
+        handles[RANGE_BAND] = Patch(facecolor="none", edgecolor="0.3", hatch="////")
+    if handles:
+        figure.legend(list(handles.values()), list(handles), loc="outside lower center",
+                      ncols=min(len(handles), 4), fontsize=9, frameon=False)
+
+
+def _handle_color(handle: Any) -> Any:
+    if isinstance(handle, Container):  # an errorbar: its data line
+        handle = handle[0]
+    if hasattr(handle, "get_color"):
+        color = handle.get_color()
+        return color[0] if isinstance(color, np.ndarray) and color.ndim == 2 else color
+    return handle.get_edgecolor()[0]
 
 
 def seed_summary(values: pd.Series) -> tuple[float, float]:

@@ -1,0 +1,73 @@
+"""Figures a researcher reads at a glance (issue 24, Figures): each test reads the artists of
+the figure as saved."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.collections import PolyCollection
+
+from bnstudy.reporting import figures
+from bnstudy.reporting.plotting import CI_BAND, MARKER_LIMIT, RANGE_BAND, model_label, to_png
+
+SEEDS = (1337, 1, 2)
+
+
+def _tidy(metrics, steps, presets=("",), spread=0.6) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = [{"model": model, "seed": seed, "step": int(step), "layer": "", "preset": preset,
+             "metric": metric, "value": float(np.clip((0.9 if model == "candidate" else 0.5)
+                                                      + spread * rng.standard_normal(), 1e-3, 1))}
+            for model in ("baseline", "candidate") for seed in SEEDS for step in steps
+            for preset in presets for metric in metrics]
+    return pd.DataFrame(rows)
+
+
+def _bands(figure, gid):
+    return [c for ax in figure.axes for c in ax.collections
+            if isinstance(c, PolyCollection) and c.get_gid() == gid]
+
+
+def _legend_texts(figure) -> list[str]:
+    assert len(figure.legends) == 1, "one figure legend, shared by every panel"
+    return [text.get_text() for text in figure.legends[0].get_texts()]
+
+
+def test_range_bands_and_confidence_bands_look_different_and_are_named():
+    table = _tidy(["probe_loss_min", "probe_loss_max", "loss_range"], np.arange(10),
+                  presets=("blog", "paper"))
+    figure = figures.loss_landscape_figure(table)
+    to_png(figure)
+    ranges, cis = _bands(figure, "range_band"), _bands(figure, "ci_band")
+    assert len(ranges) == 4 and len(cis) == 4  # 2 models x 2 protocols each
+    assert all(band.get_hatch() and not band.get_facecolor().any() for band in ranges)
+    assert all(not band.get_hatch() and band.get_facecolor()[0, 3] > 0 for band in cis)
+    texts = _legend_texts(figure)
+    assert RANGE_BAND in texts and CI_BAND in texts
+    assert {model_label("baseline"), model_label("candidate")} <= set(texts)
+    assert not any(ax.get_legend() for ax in figure.axes)  # no per-panel legend left
+
+
+def test_fewer_than_the_limit_of_points_are_marked_and_more_are_not():
+    few = figures.beta_smoothness_figure(_tidy(["beta_smoothness"], np.arange(10),
+                                               presets=("paper",)))
+    many = figures.beta_smoothness_figure(_tidy(["beta_smoothness"], np.arange(MARKER_LIMIT + 5),
+                                                presets=("paper",)))
+    assert {line.get_marker() for line in few.axes[0].get_lines()} == {"o"}
+    assert {line.get_marker() for line in many.axes[0].get_lines()} == {"None"}
+
+
+def test_accuracy_bands_stay_within_zero_and_one():
+    """Seeds near 1 with a large spread: the t interval of the mean runs above 1 unclipped."""
+    table = _tidy(["train_loss", "train_accuracy", "test_accuracy"], np.arange(12), spread=0.4)
+    figure = figures.training_curves_figure(table)
+    accuracy_panels = figure.axes[1:3]
+    for ax in accuracy_panels:
+        bands = [c for c in ax.collections if c.get_gid() == "ci_band"]
+        assert bands
+        for band in bands:
+            y = np.concatenate([path.vertices[:, 1] for path in band.get_paths()])
+            assert y.min() >= 0.0 and y.max() <= 1.0
+    # the loss panel is not clipped to [0, 1] (a loss is not a fraction)
+    texts = _legend_texts(figure)
+    assert model_label("baseline") in texts and CI_BAND in texts
