@@ -71,3 +71,18 @@ def test_accuracy_bands_stay_within_zero_and_one():
     # the loss panel is not clipped to [0, 1] (a loss is not a fraction)
     texts = _legend_texts(figure)
     assert model_label("baseline") in texts and CI_BAND in texts
+
+
+def test_every_model_of_the_shipped_roster_has_its_own_colour_and_words():
+    """One fixed colour per model name in every figure (and in MLflow), distinct across the
+    roster, and a legend label that says what the model is."""
+    import yaml
+
+    from bnstudy.reporting.plotting import VARIANT_COLORS, VARIANT_LABELS, model_color
+    from tests.conftest import PROJECT_ROOT
+
+    roster = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_roster.yml").read_text())
+    models = list(roster["models"])
+    assert set(models) <= set(VARIANT_COLORS) and set(models) <= set(VARIANT_LABELS)
+    colors = [model_color(model) for model in models]
+    assert len(set(colors)) == len(colors)

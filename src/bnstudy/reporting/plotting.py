@@ -31,11 +31,16 @@ MODEL_COLORS = {"baseline": "#1f77b4", "candidate": "#d62728"}
 # The other models of conf/base's roster (the beyond-the-paper variants).
 VARIANT_LABELS = {**MODEL_LABELS, "candidate_noisy": "Noisy BatchNorm",
                   "candidate_l1": "L1 normalization", "candidate_l2": "L2 normalization",
-                  "candidate_linf": "L-infinity normalization"}
+                  "candidate_linf": "L-infinity normalization",
+                  "baseline_noisy": "Algorithm 1's noise without BatchNorm",
+                  "baseline_sgd": "Without BatchNorm (plain SGD, lr 0.1)",
+                  "candidate_sgd": "With BatchNorm (plain SGD, lr 0.1)"}
+# The paper-optimizer pair in lighter shades of the blog pair's hues.
 VARIANT_COLORS = {**MODEL_COLORS, "candidate_noisy": "#ff7f0e", "candidate_l1": "#2ca02c",
-                  "candidate_l2": "#9467bd", "candidate_linf": "#8c564b"}
+                  "candidate_l2": "#9467bd", "candidate_linf": "#8c564b",
+                  "baseline_noisy": "#e377c2", "baseline_sgd": "#6baed6", "candidate_sgd": "#fc9272"}
 # Any other model of a roster: a colour of its own, the same in every figure and run.
-OTHER_COLORS = ("#17becf", "#bcbd22", "#e377c2", "#7f7f7f", "#393b79", "#637939", "#8c6d31",
+OTHER_COLORS = ("#17becf", "#bcbd22", "#7f7f7f", "#393b79", "#637939", "#8c6d31",
                 "#843c39", "#7b4173", "#3182bd")
 
 
