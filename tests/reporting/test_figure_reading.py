@@ -86,3 +86,30 @@ def test_every_model_of_the_shipped_roster_has_its_own_colour_and_words():
     assert set(models) <= set(VARIANT_COLORS) and set(models) <= set(VARIANT_LABELS)
     colors = [model_color(model) for model in models]
     assert len(set(colors)) == len(colors)
+
+
+def _histograms(scale: float, sweep: bool = False) -> dict:
+    edges = np.linspace(-10, 10, 101)
+    rng = np.random.default_rng(int(scale * 10))
+    one = {"steps": np.arange(4) * 5, "hist_edges": edges,
+           "layers": {layer: {"hist_counts": np.stack([np.histogram(
+               rng.normal(0, scale * (1 + k), 2000), edges)[0] for k in range(4)])}
+               for layer in ("conv_0", "conv_1")}}
+    return {f"seed_{seed}": ({"lr_0.1": one, "lr_0.01": one} if sweep else one) for seed in SEEDS}
+
+
+def test_histogram_figures_draw_every_model_of_the_roster_in_its_colour():
+    """Not just baseline and candidate: a third model, and a learning-rate sweep's histograms
+    (one entry per rate inside each seed), are drawn too."""
+    from bnstudy.reporting import histograms as hist
+    from bnstudy.reporting.plotting import model_color
+
+    per_model = {"baseline": _histograms(0.5), "candidate": _histograms(1.0),
+                 "my_model": _histograms(2.0, sweep=True)}
+    figure = hist.activation_histograms_figure(per_model, ["conv_0", "conv_1"], 4)
+    to_png(figure)
+    first = figure.axes[0]
+    colors = {tuple(np.round(patch.get_facecolor()[:3], 3)) for patch in first.patches}
+    from matplotlib.colors import to_rgb
+    assert colors == {tuple(np.round(to_rgb(model_color(m)), 3)) for m in per_model}
+    assert len(figure.axes) == 2 * 4

@@ -22,7 +22,7 @@ from matplotlib.animation import FuncAnimation, PillowWriter
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from bnstudy.reporting.plotting import MODEL_COLORS, MODEL_LABELS, hide_unused, new_figure, styled
+from bnstudy.reporting.plotting import hide_unused, model_color, model_label, new_figure, styled
 
 Histograms = Mapping[str, Any]  # one seed: steps, hist_edges, layers
 # Each layer's x-range: the central mass between these quantiles, padded by RANGE_PAD of it.
@@ -36,7 +36,19 @@ def pick_seed(histograms: Mapping[str, Any], seeds: Sequence[int] | None = None)
     if "layers" in histograms:
         return None, histograms
     key = f"seed_{seeds[0]}" if seeds and f"seed_{seeds[0]}" in histograms else next(iter(histograms))
-    return int(key.removeprefix("seed_")), histograms[key]
+    picked = histograms[key]
+    if "layers" not in picked:  # a learning-rate sweep: {"lr_<x>": ...} per seed, the first rate
+        picked = next(iter(picked.values()))
+    return int(key.removeprefix("seed_")), picked
+
+
+def _one_seed(histograms: Mapping[str, Mapping[str, Any]], seeds: Sequence[int] | None
+              ) -> tuple[int | None, dict[str, Histograms]]:
+    """The seed shown and every model's histograms of it, in the order of ``histograms``
+    (``{model: activation_histograms}``, the study's models)."""
+    seed = pick_seed(next(iter(histograms.values())), seeds)[0]
+    chosen = [seed] if seed is not None else seeds
+    return seed, {model: pick_seed(h, chosen)[1] for model, h in histograms.items()}
 
 
 def robust_range(counts: np.ndarray, edges: np.ndarray, quantiles: tuple[float, float] = RANGE_QUANTILES,
@@ -45,7 +57,7 @@ def robust_range(counts: np.ndarray, edges: np.ndarray, quantiles: tuple[float, 
 
     Args:
         counts: ``[..., B]`` counts over fixed bins (summed over every leading axis, e.g. all
-            snapshots of a layer and both models).
+            snapshots of a layer and every model).
         edges: ``[B + 1]`` bin edges.
         quantiles: Lower and upper mass fractions to keep.
         pad: Fraction of the range added on each side (clipped to the edges).
@@ -73,7 +85,7 @@ def _counts(histograms: Histograms, layer: str) -> np.ndarray:
 
 
 def layer_limits(per_model: Mapping[str, Histograms], layers: Sequence[str]) -> dict[str, tuple[float, float, float]]:
-    """Per layer: ``(x_low, x_high, y_max)`` shared by both models and every snapshot."""
+    """Per layer: ``(x_low, x_high, y_max)`` shared by every model and every snapshot."""
     limits = {}
     for layer in layers:
         edges = np.asarray(next(iter(per_model.values()))["hist_edges"])
@@ -86,7 +98,7 @@ def layer_limits(per_model: Mapping[str, Histograms], layers: Sequence[str]) -> 
 
 def _draw(ax: Axes, histograms: Histograms, layer: str, index: int, model: str, label: str | None) -> None:
     ax.stairs(_counts(histograms, layer)[index], np.asarray(histograms["hist_edges"]), fill=True, alpha=0.55,
-              color=MODEL_COLORS[model], label=label)
+              color=model_color(model), label=label)
 
 
 def _frame_axes(ax: Axes, limits: tuple[float, float, float], ylabel: str = "Count") -> None:
@@ -101,9 +113,8 @@ def _frame_axes(ax: Axes, limits: tuple[float, float, float], ylabel: str = "Cou
 def activation_histograms_figure(histograms: Mapping[str, Mapping[str, Any]], layers: Sequence[str],
                                  num_snapshots: int, seeds: Sequence[int] | None = None) -> Figure:
     """Small multiples of one seed: rows = layers, columns = evenly spaced snapshots."""
-    seed, base = pick_seed(histograms["baseline"], seeds)
-    per_model = {m: pick_seed(histograms[m], seeds)[1] for m in MODEL_LABELS}
-    steps = np.asarray(base["steps"])
+    seed, per_model = _one_seed(histograms, seeds)
+    steps = np.asarray(next(iter(per_model.values()))["steps"])
     picks = np.unique(np.linspace(0, steps.size - 1, min(num_snapshots, steps.size)).round().astype(int))
     layers = _layers(per_model, layers)
     limits = layer_limits(per_model, layers)
@@ -111,8 +122,9 @@ def activation_histograms_figure(histograms: Mapping[str, Mapping[str, Any]], la
     for row, layer in enumerate(layers):
         for col, index in enumerate(picks):
             ax = axes[row, col]
-            for model, label in MODEL_LABELS.items():
-                _draw(ax, per_model[model], layer, index, model, label if (row, col) == (0, picks.size - 1) else None)
+            for model in per_model:
+                _draw(ax, per_model[model], layer, index, model,
+                      model_label(model) if (row, col) == (0, picks.size - 1) else None)
             _frame_axes(ax, limits[layer], f"{layer}: count" if col == 0 else "Count")
             if row == 0:
                 ax.set_title(f"step {steps[index]}", fontsize=9)
@@ -125,8 +137,8 @@ def activation_histograms_figure(histograms: Mapping[str, Mapping[str, Any]], la
 def _stats_legend(stats: Mapping[str, pd.DataFrame], seed: int | None, layer: str, step: int) -> list[str]:
     """Per model ``"<label>: mean ± std"`` of the layer's activations at ``step``."""
     entries = []
-    for model, label in MODEL_LABELS.items():
-        frame = stats[model]
+    for model, frame in stats.items():
+        label = model_label(model)
         mask = (frame["layer"] == layer) & (frame["step"] == step)
         if seed is not None and "seed" in frame:
             mask &= frame["seed"] == seed
@@ -145,11 +157,11 @@ def _grid(num_layers: int, width: float = 9.0, height: float = 1.9) -> tuple[Fig
 
 def _draw_snapshot(axes: np.ndarray, per_model: Mapping[str, Histograms], stats: Mapping[str, pd.DataFrame],
                    seed: int | None, layers: Sequence[str], limits, index: int) -> None:
-    """Every layer's histograms of both models at snapshot ``index`` on fixed axes."""
+    """Every layer's histograms of every model at snapshot ``index`` on fixed axes."""
     step = int(np.asarray(next(iter(per_model.values()))["steps"])[index])
     for ax, layer in zip(axes, layers, strict=False):
         ax.cla()
-        for model in MODEL_LABELS:
+        for model in per_model:
             _draw(ax, per_model[model], layer, index, model, None)
         _frame_axes(ax, limits[layer])
         ax.set_title(f"{layer} outputs - step {step}", fontsize=9)
@@ -160,13 +172,12 @@ def _draw_snapshot(axes: np.ndarray, per_model: Mapping[str, Histograms], stats:
 def activation_final_snapshot_figure(histograms: Mapping[str, Mapping[str, Any]],
                                      stats: Mapping[str, pd.DataFrame], layers: Sequence[str],
                                      seeds: Sequence[int] | None = None) -> Figure:
-    """Every layer's pre-activation histogram at the last snapshot, both models, one seed;
+    """Every layer's pre-activation histogram at the last snapshot, every model, one seed;
     legends give each model's mean ± std of the layer's activations there."""
-    seed, _ = pick_seed(histograms["baseline"], seeds)
-    per_model = {m: pick_seed(histograms[m], seeds)[1] for m in MODEL_LABELS}
+    seed, per_model = _one_seed(histograms, seeds)
     layers = _layers(per_model, layers)
     figure, axes = _grid(len(layers))
-    last = np.asarray(per_model["baseline"]["steps"]).size - 1
+    last = np.asarray(next(iter(per_model.values()))["steps"]).size - 1
     _draw_snapshot(axes, per_model, stats, seed, layers, layer_limits(per_model, layers), last)
     figure.suptitle(f"Pre-activation distributions at the final snapshot (seed {seed})")
     return figure
@@ -180,14 +191,13 @@ def activation_animation_gif(histograms: Mapping[str, Mapping[str, Any]], stats:
     One seed; each layer's axis limits are fixed for all frames (:func:`layer_limits`);
     legends give each model's mean ± std of the layer's activations at that snapshot.
     """
-    seed, _ = pick_seed(histograms["baseline"], seeds)
-    per_model = {m: pick_seed(histograms[m], seeds)[1] for m in MODEL_LABELS}
+    seed, per_model = _one_seed(histograms, seeds)
     layers = _layers(per_model, layers)
     limits = layer_limits(per_model, layers)
     figure, axes = _grid(len(layers))
     figure.suptitle(f"Pre-activation distributions (seed {seed})" if seed is not None else
                     "Pre-activation distributions")
-    frames = np.asarray(per_model["baseline"]["steps"]).size
+    frames = np.asarray(next(iter(per_model.values()))["steps"]).size
     animation = FuncAnimation(figure, lambda index: _draw_snapshot(axes, per_model, stats, seed, layers, limits,
                                                                    index), frames=frames, interval=1000 // fps)
     with tempfile.TemporaryDirectory() as folder:
