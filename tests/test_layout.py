@@ -21,6 +21,9 @@ The private-API rule, checked on the syntax tree of every module:
   Custom datasets (deriving from Kedro's ``AbstractDataset``) are Kedro's documented extension
   point: they may override :data:`DATASET_HOOKS` and use every member they inherit through
   ``self`` and ``super()`` (``self._get_load_path()``, ``self._filepath``, ``self._protocol``).
+  A custom runner (deriving from Kedro's ``AbstractRunner``) is the extension point of Kedro's
+  deployment guide: it may define the two abstract methods :data:`RUNNER_METHODS`, and
+  nothing else private of the framework.
 """
 
 from __future__ import annotations
@@ -45,6 +48,11 @@ PREVIEW_TYPES = {"kedro_datasets._typing": frozenset(
 """Private modules whose names kedro-viz's documentation imports (dataset previews)."""
 DATASET_HOOKS = frozenset({"_load", "_save", "_describe", "_exists", "_release", "_invalidate_cache"})
 """The underscored methods Kedro's custom-dataset guide has a dataset implement."""
+RUNNER_METHODS = frozenset({"_run", "_get_executor"})
+"""The abstract methods of ``kedro.runner.AbstractRunner`` that the ``DaskRunner`` of Kedro's
+deployment guide "Distributed deployment with Dask" (docs.kedro.org, deploy/supported-platforms/
+dask.md) defines in its subclass: Kedro's documented way to write a runner (in Kedro 1.x both
+are abstract, so a runner cannot be made without them)."""
 PUBLIC_UNDERSCORED = {("os", "_exit")}
 """``module._name`` pairs that are documented public API despite the underscore."""
 NAMED_TUPLE_API = frozenset({"_asdict", "_replace", "_fields", "_field_defaults", "_make"})
@@ -200,6 +208,12 @@ def _is_dataset(frameworks: list[type]) -> bool:
     return any(issubclass(framework, AbstractDataset) for framework in frameworks)
 
 
+def _is_runner(frameworks: list[type]) -> bool:
+    from kedro.runner import AbstractRunner
+
+    return any(issubclass(framework, AbstractRunner) for framework in frameworks)
+
+
 class _Checker(ast.NodeVisitor):
     """Collects one module's private-API uses as ``path:line message`` lines."""
 
@@ -234,12 +248,13 @@ class _Checker(ast.NodeVisitor):
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
         cls = self.project.of_node[node]
         project, frameworks = self.project.ancestors(cls)
-        dataset = _is_dataset(frameworks)
+        dataset, runner = _is_dataset(frameworks), _is_runner(frameworks)
         if frameworks:
             for statement in node.body:
                 for name in self._defined_names(statement):
                     owner = next((f for f in frameworks if _private(name) and hasattr(f, name)), None)
-                    if owner is not None and not (dataset and name in DATASET_HOOKS):
+                    if owner is not None and not (dataset and name in DATASET_HOOKS) and not (
+                            runner and name in RUNNER_METHODS):
                         self._flag(statement, f"overrides `{owner.__module__}.{owner.__name__}.{name}`, "
                                               f"private to {_top(owner.__module__)}")
         self.scope.append((cls, project, frameworks))
@@ -343,6 +358,17 @@ class FileDataset(AbstractVersionedDataset):
 '''
 
 
+_RUNNER = '''
+from kedro.runner import AbstractRunner
+
+class Runner(AbstractRunner):
+    def _get_executor(self, max_workers):
+        return None
+    def _run(self, pipeline, catalog, hook_manager=None, run_id=None):
+        pass
+'''
+
+
 @pytest.mark.parametrize(("source", "expected"), [
     (_OVERRIDE, ["5 overrides `kedro.config.omegaconf_config.OmegaConfigLoader._merge_and_resolve`",
                  "6 uses `super()._merge_and_resolve`"]),
@@ -357,6 +383,10 @@ class FileDataset(AbstractVersionedDataset):
      ["1 imports `_packed`, private to `bnstudy.core.checkpoint`, from outside `bnstudy.core`"]),
     ("from kedro.runner import SequentialRunner\nclass R(SequentialRunner):\n"
      "    def run(self, *a):\n        return self._run(*a)\n", ["4 uses `self._run`, private to"]),
+    (_RUNNER + "    def _suggest_resume_scenario(self, pipeline, done, catalog):\n        pass\n"
+     "    def label(self):\n        return self._is_async\n",
+     ["9 overrides `kedro.runner.runner.AbstractRunner._suggest_resume_scenario`",
+      "12 uses `self._is_async`, private to"]),
     (_DATASET + "\nclass Pinned(FileDataset):\n    def _fetch_latest_load_version(self):\n        return 'v'\n",
      ["32 overrides `kedro.io.core.AbstractVersionedDataset._fetch_latest_load_version`"]),
 ])
@@ -369,6 +399,7 @@ def test_the_checker_flags_private_api(source, expected):
 
 @pytest.mark.parametrize("source", [
     _DATASET,
+    _RUNNER,
     "import os\nclass Cache:\n    def __init__(self):\n        self._items = {}\n"
     "    def get(self, key):\n        return self._items.get(key) or self.__dict__\nos._exit(0)\n",
     "from bnstudy.core import checkpoint\nfrom kedro.io import DataCatalog\nDataCatalog().config_resolver.config\n",
