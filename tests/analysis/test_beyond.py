@@ -1,5 +1,6 @@
-"""The beyond-the-paper analysis: thresholds, when a curve reaches one, the curvature
-summary across seeds, and the noise question's verdicts."""
+"""The questions only beyond_study asks: thresholds, when a curve reaches one, the curvature
+summary across seeds, the noise question's verdicts, and how the questions find the comparisons
+they read by the models' normalization kinds (not their names)."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def test_curvature_analysis_late_means_intervals_and_paired_ratio():
         base.append(_curvature_frame(seed, 10 + rng.normal(0, 1, 9), 5 + rng.normal(0, 1, 9)))
         bn.append(_curvature_frame(seed, 50 + rng.normal(0, 2, 9), 55 + rng.normal(0, 1, 9)))
     curvature = {"baseline": pd.concat(base), "candidate": pd.concat(bn)}
-    table, summary = beyond.curvature_analysis(curvature, 0.035, 0.9, 0.1)
+    table, summary = beyond.curvature_analysis(curvature, 0.035, 0.9, 0.1, reference="baseline")
     assert set(table["metric"]) == {"lambda_max", "batch_sharpness"}
     late = {m: np.array([f[f["step"] >= 60 - 1e-9]["lambda_max"].mean() for f in frames])
             for m, frames in (("baseline", base), ("candidate", bn))}
@@ -66,8 +67,9 @@ def test_curvature_analysis_late_means_intervals_and_paired_ratio():
     np.testing.assert_allclose([entry["late_low"], entry["late_high"]], [low, high], rtol=1e-9)
     ratio = np.exp(np.mean(np.log(late["candidate"] / late["baseline"])))
     p = stats.ttest_rel(np.log(late["candidate"]), np.log(late["baseline"])).pvalue
-    assert f"ratio {ratio:.3g}" in entry["vs_baseline"]
-    assert f"p = {p:.2g}" in entry["vs_baseline"] or "p < 0.001" in entry["vs_baseline"]
+    assert f"ratio {ratio:.3g}" in entry["vs_reference"]
+    assert f"p = {p:.2g}" in entry["vs_reference"] or "p < 0.001" in entry["vs_reference"]
+    assert "vs_reference" not in summary["models"]["baseline"]["lambda_max"]
     # BN's batch sharpness sits at 2/eta = 57.1 (55 +- 1 is within 10%) from the first step
     sharp = summary["models"]["candidate"]["batch_sharpness"]["thresholds"]["2/eta"]
     assert sharp["first_step"] == 0 and sharp["stays"]
@@ -87,16 +89,16 @@ def test_the_hessian_trace_is_compared_without_thresholds_and_left_out_when_not_
             part = _curvature_frame(seed, 10 + rng.normal(0, 1, 9), 5 + rng.normal(0, 1, 9))
             parts.append(part.assign(hessian_trace=level + rng.normal(0, 5, 9)))
         frames[model] = pd.concat(parts)
-    table, summary = beyond.curvature_analysis(frames, 0.035, 0.9, 0.1)
+    table, summary = beyond.curvature_analysis(frames, 0.035, 0.9, 0.1, reference="baseline")
     assert set(table["metric"]) == {"lambda_max", "batch_sharpness", "hessian_trace"}
     assert summary["trace_measured"]
     entry = summary["models"]["candidate"]["hessian_trace"]
     assert entry["thresholds"] == {} and entry["n"] == 3
-    assert "ratio 0.2" in entry["vs_baseline"] and "lower for BN" in entry["vs_baseline"]
-    sentence = next(s for s in summary["statements"] if "BN: Hessian trace" in s)
-    assert "threshold" not in sentence and "/eta" not in sentence
+    assert "ratio 0.2" in entry["vs_reference"] and "lower for BN" in entry["vs_reference"]
+    sentence = next(s for s in summary["statements"] if s.startswith("BN: Hessian trace"))
+    assert "threshold" not in sentence and "/eta" not in sentence and "Against no BN: ratio 0.2" in sentence
     off = {model: frame.assign(hessian_trace=np.nan) for model, frame in frames.items()}
-    table, summary = beyond.curvature_analysis(off, 0.035, 0.9, 0.1)
+    table, summary = beyond.curvature_analysis(off, 0.035, 0.9, 0.1, reference="baseline")
     assert set(table["metric"]) == {"lambda_max", "batch_sharpness"}
     assert not summary["trace_measured"]
     from bnstudy.reporting.beyond_report import curvature_section
@@ -133,7 +135,7 @@ def test_noise_question_verdicts(noisy_gain, noisy_vs_bn, bn_gain, advantage):
     noisy_vs_none = _summary(test_accuracy=noisy_gain)
     noisy_vs_bn_summary = _summary(test_accuracy=noisy_vs_bn, activation__delta_mu="higher",
                                    activation__delta_var="not significant")
-    answer = beyond.noise_question(bn_vs_none, noisy_vs_none, noisy_vs_bn_summary)
+    answer = beyond.noise_answer(bn_vs_none, noisy_vs_none, noisy_vs_bn_summary)
     assert answer["shift_raised"] == "yes"
     assert answer["advantage"] == advantage
     assert "<higher>" in answer["statement"]  # the views' own wording is quoted
@@ -143,8 +145,68 @@ def test_noise_question_with_one_seed_is_untested():
     one = {"measures": {"test_accuracy": _view("higher", n=1),
                         "activation/delta_mu": _view("higher", n=1),
                         "activation/delta_var": _view("higher", n=1)}}
-    answer = beyond.noise_question(one, one, one)
+    answer = beyond.noise_answer(one, one, one)
     assert answer["advantage"] == "untested" and answer["shift_raised"] == "untested"
+
+
+# Models named unlike conf/base's: the questions find them by their normalization kind.
+KINDS = {"plain": "none", "bn": "batch", "jittered": "batch_noisy", "plain_jittered": "noisy",
+         "other_bn": "batch"}
+
+
+def _compared(reference: str, treatment: str, **views: str) -> dict:
+    return {**_summary(**views), "reference": reference, "treatment": treatment}
+
+
+def _study(*comparisons: dict) -> dict:
+    keyed = {f"{c['treatment']}_vs_{c['reference']}": c for c in comparisons}
+    return {"headline": next(iter(keyed)), "comparisons": keyed}
+
+
+def test_the_noise_question_reads_the_pairs_of_its_kinds_whatever_their_names():
+    study = _study(
+        _compared("plain", "bn", test_accuracy="higher"),
+        _compared("other_bn", "jittered", test_accuracy="lower"),  # batch vs batch_noisy, but
+        _compared("plain", "jittered", test_accuracy="higher"),    # declared before bn's: first wins
+        _compared("bn", "jittered", test_accuracy="lower", activation__delta_mu="higher",
+                  activation__delta_var="higher"))
+    study["comparisons"]["jittered_vs_other_bn"]["measures"]["activation/delta_mu"] = _view("lower")
+    study["comparisons"]["jittered_vs_other_bn"]["measures"]["activation/delta_var"] = _view("lower")
+
+    answer = beyond.noise_question(study, KINDS)
+
+    assert answer["asked"] and answer["comparisons"] == {
+        "bn_vs_none": "bn_vs_plain", "noisy_vs_none": "jittered_vs_plain",
+        "noisy_vs_bn": "jittered_vs_other_bn"}
+    assert answer["shift_raised"] == "no" and answer["advantage"] == "reduced"
+    assert answer["without_bn"] is None  # no `noisy` model compared
+
+
+def test_a_missing_pair_leaves_the_noise_question_unasked_and_says_which():
+    study = _study(_compared("plain", "bn", test_accuracy="higher"),
+                   _compared("plain", "jittered", test_accuracy="higher"))
+
+    answer = beyond.noise_question(study, KINDS)
+
+    assert not answer["asked"] and answer["advantage"] == "untested"
+    assert answer["comparisons"]["noisy_vs_bn"] is None
+    assert "compares no batch_noisy against batch" in answer["statement"]
+
+
+def test_noise_without_bn_counts_the_seeds_that_left_the_plateau():
+    """The treatment's role is ``candidate`` in a comparison's stall summary."""
+    stuck = _compared("plain", "plain_jittered", test_accuracy="lower")
+    stuck["stalled"] = {"plateau_exit_step": {"baseline": {"1": 40.0, "2": 38.0},
+                                              "candidate": {"1": None, "2": None}}}
+    study = _study(_compared("plain", "bn", test_accuracy="higher"), stuck)
+
+    without = beyond.noise_question(study, KINDS)["without_bn"]
+
+    assert without["model"] == "plain_jittered" and without["trains"] == "no"
+    assert "left the chance-level plateau in 0 of 2 seeds" in without["statement"]
+    assert "<lower>" in without["statement"]  # its test accuracy against no BN, as worded
+    stuck["stalled"]["plateau_exit_step"]["candidate"]["2"] = 55.0
+    assert beyond.noise_question(study, KINDS)["without_bn"]["trains"] == "in some seeds"
 
 
 def _record(normalization: str, **changes) -> dict:
@@ -161,7 +223,8 @@ def _record(normalization: str, **changes) -> dict:
 def test_models_trained_alike_pass_the_setup_check():
     records = {"baseline": _record("none"), "candidate": _record("batch"),
                "candidate_noisy": _record("batch_noisy", model_config__noise_mean_range=0.0)}
-    assert beyond.check_same_setup(records) == ["baseline", "candidate", "candidate_noisy"]
+    assert beyond.check_same_setup(records) == {"baseline": "none", "candidate": "batch",
+                                                "candidate_noisy": "batch_noisy"}
 
 
 def test_a_model_from_another_environment_is_refused_with_the_difference_named():

@@ -1,10 +1,15 @@
-"""Beyond the paper: noisy BatchNorm, the Lp normalizations and curvature against the
-stability thresholds of SGD with momentum (numpy/pandas/scipy only).
+"""The questions only ``beyond_study`` asks (numpy/pandas/scipy only): does Santurkar et al.'s
+noise raise the activation shift while BN's advantage survives, and where does every model's
+curvature sit against the stability thresholds of SGD with momentum.
 
-* each variant is compared with no BN and with BN by the study's own analysis
-  (:func:`bnstudy.analysis.study.compare_study`, the comparisons of the roster's beyond_study);
-* :func:`noise_question` answers: does the noise raise the activation shift, and does BN's
-  training advantage survive it?
+Every comparison of the study (each variant against no BN and against BN) is made by the
+general analysis (:func:`bnstudy.analysis.study.compare_study`, the roster's
+``studies.beyond_study.comparisons``); the questions read those summaries and find the pairs
+they ask about by the models' normalization kinds (``none``, ``batch``, ``batch_noisy``,
+``noisy``), not by name:
+
+* :func:`noise_question` answers the noise question (and, with a ``noisy`` model, whether the
+  noise lets the network without BN train at all);
 * :func:`curvature_analysis` summarizes the top Hessian eigenvalue and the batch sharpness of
   every model against 2/eta, 2(1-beta)/eta and 2(1+beta)/eta, with intervals across seeds.
 """
@@ -19,14 +24,19 @@ import pandas as pd
 
 from bnstudy.analysis import statistics as st
 from bnstudy.analysis.study import model_word
-from bnstudy.analysis.tables import BASELINE, CANDIDATE, seed_channel_shift
+from bnstudy.analysis.tables import CANDIDATE
 
-VARIANTS = ("candidate_noisy", "candidate_l1", "candidate_l2", "candidate_linf")
+NOISE_PAIRS = {"bn_vs_none": ("none", "batch"), "noisy_vs_none": ("none", "batch_noisy"),
+               "noisy_vs_bn": ("batch", "batch_noisy")}
+"""The comparisons the noise question reads, as (reference, treatment) normalization kinds."""
+WITHOUT_BN = ("none", "noisy")
+"""The comparison that says whether the noise lets the network without BN train."""
 
 
-def check_same_setup(records: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """The models' names, once every run record shows the same data, network and training
-    (all but the normalization and its noise settings) as the first one's.
+def check_same_setup(records: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """``{model: normalization}`` of every model (in order), once every run record shows the
+    same data, network and training (all but the normalization and its noise settings) as
+    the first one's.
 
     Raises:
         ValueError: naming the first model and setting that differ, and how to fix it.
@@ -53,7 +63,24 @@ def check_same_setup(records: Mapping[str, Mapping[str, Any]]) -> list[str]:
                     "data with the same settings. Run the study and the variants in one "
                     "environment: `make beyond ENV=<env>` (or `kedro run --env <env> "
                     "--pipelines full_study,beyond_study`).")
-    return names
+    return {name: records[name]["model_config"]["normalization"] for name in names}
+
+
+def comparisons_of(study_summary: Mapping[str, Any], normalizations: Mapping[str, str],
+                   reference_kind: str, treatment_kind: str) -> list[dict[str, Any]]:
+    """The study's comparisons (:func:`bnstudy.analysis.study.compare_study`'s summary) of a
+    ``treatment_kind`` model against a ``reference_kind`` one, in the declared order, each
+    with its ``key``."""
+    return [{**summary, "key": key} for key, summary in study_summary["comparisons"].items()
+            if normalizations.get(summary["reference"]) == reference_kind
+            and normalizations.get(summary["treatment"]) == treatment_kind]
+
+
+def find_comparison(study_summary: Mapping[str, Any], normalizations: Mapping[str, str],
+                    reference_kind: str, treatment_kind: str) -> dict[str, Any] | None:
+    """The first of :func:`comparisons_of` (in a sweep, its first rate); None when the study
+    declares none."""
+    return next(iter(comparisons_of(study_summary, normalizations, reference_kind, treatment_kind)), None)
 
 
 def _overall(summary: Mapping[str, Any], measure: str) -> dict[str, Any] | None:
@@ -61,8 +88,32 @@ def _overall(summary: Mapping[str, Any], measure: str) -> dict[str, Any] | None:
     return None if found is None else found["overall"]
 
 
-def noise_question(bn_vs_none: Mapping[str, Any], noisy_vs_none: Mapping[str, Any],
-                   noisy_vs_bn: Mapping[str, Any]) -> dict[str, Any]:
+def noise_question(study_summary: Mapping[str, Any],
+                   normalizations: Mapping[str, str]) -> dict[str, Any]:
+    """The noise question on the study's comparisons (:data:`NOISE_PAIRS`, found by kind):
+    :func:`noise_answer`, the keys of the comparisons it read (``comparisons``), and
+    ``without_bn`` (:func:`noise_without_bn`, None without a ``noisy`` model's comparison).
+    When a comparison it needs is not declared, ``asked`` is False and the statement says
+    which to add."""
+    found = {name: find_comparison(study_summary, normalizations, *kinds)
+             for name, kinds in NOISE_PAIRS.items()}
+    without = find_comparison(study_summary, normalizations, *WITHOUT_BN)
+    extra = {"comparisons": {name: None if summary is None else summary["key"]
+                             for name, summary in found.items()},
+             "without_bn": None if without is None else noise_without_bn(without)}
+    missing = [f"{treatment} against {reference}" for name, (reference, treatment)
+               in NOISE_PAIRS.items() if found[name] is None]
+    if missing:
+        return {**extra, "asked": False, "shift_raised": "untested", "advantage": "untested",
+                "statement": "Not asked: the study compares no " + " and no ".join(missing)
+                             + " (normalization kinds; add such a pair to the study's "
+                             "comparisons in the roster)."}
+    return {**extra, "asked": True, **noise_answer(found["bn_vs_none"], found["noisy_vs_none"],
+                                                   found["noisy_vs_bn"])}
+
+
+def noise_answer(bn_vs_none: Mapping[str, Any], noisy_vs_none: Mapping[str, Any],
+                 noisy_vs_bn: Mapping[str, Any]) -> dict[str, Any]:
     """Does the noise raise the activation shift, and does BN's advantage survive it?
 
     Reads three comparisons (their ``overall`` views): the activation shift |delta mu| and
@@ -106,13 +157,30 @@ def noise_question(bn_vs_none: Mapping[str, Any], noisy_vs_none: Mapping[str, An
             "statement": statement}
 
 
-def shift_table(histograms: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
-    """The paper's activation-shift data for several models: ``model, seed, step, layer,
-    delta_mu, delta_var`` (between consecutive activation snapshots)."""
-    frames = [seed_channel_shift(per_seed).assign(model=model)
-              for model, per_seed in histograms.items()]
-    table = pd.concat(frames, ignore_index=True)
-    return table[["model", "seed", "step", "layer", "delta_mu", "delta_var"]]
+def noise_without_bn(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """Whether the network without BN trains under the noise (the paper: the noise "prevents
+    it from training entirely"): in how many of the compared seeds the ``noisy`` model (the
+    comparison's treatment) left the chance-level plateau, and its final test accuracy
+    against no BN.
+
+    Returns:
+        ``{"model", "trains": "yes" | "no" | "in some seeds" | "untested", "statement"}``.
+    """
+    treatment, reference = summary["treatment"], summary["reference"]
+    who = f"Noise without BN ({treatment} against {reference})"
+    if summary.get("nothing_to_compare"):
+        return {"model": treatment, "trains": "untested",
+                "statement": f"{who}: nothing to compare. {summary.get('note') or ''}".strip()}
+    exits = summary["stalled"]["plateau_exit_step"][CANDIDATE]  # the treatment's role
+    left = sum(step is not None for step in exits.values())
+    trains = "yes" if left == len(exits) else "no" if left == 0 else "in some seeds"
+    accuracy = _overall(summary, "test_accuracy")
+    statement = (f"{who}: it left the chance-level plateau in {left} of {len(exits)} seeds; "
+                 f"final test accuracy, {model_word(treatment)} minus {model_word(reference)}: "
+                 f"{'not computed' if accuracy is None else accuracy['text']}.")
+    if summary.get("note"):
+        statement += f" {summary['note']}"
+    return {"model": treatment, "trains": trains, "statement": statement}
 
 
 # ----------------------------------------------------------------------------- curvature
@@ -177,7 +245,8 @@ def _late_means(rows: pd.DataFrame) -> pd.Series:
 
 
 def curvature_analysis(curvature: Mapping[str, pd.DataFrame], learning_rate: float,
-                       momentum: float, near: float) -> tuple[pd.DataFrame, dict[str, Any]]:
+                       momentum: float, near: float, reference: str | None = None
+                       ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Every model's curvature measures; the top eigenvalue and the batch sharpness against
     the three thresholds.
 
@@ -185,12 +254,13 @@ def curvature_analysis(curvature: Mapping[str, pd.DataFrame], learning_rate: flo
     seeds (95% t interval) of each seed's mean over the last third of the measurements; for
     :data:`THRESHOLD_METRICS`, per threshold, when the seed-mean curve first comes within
     ``near`` of it and whether it stays (:func:`near_threshold`); and, for every model but
-    the baseline, the paired ratio of its late mean to the baseline's.
+    ``reference`` (a model of ``curvature``, the study's model without normalization), the
+    paired ratio of its late mean to the reference's (``vs_reference``).
     """
     table = curvature_table(curvature)
     limits = thresholds(learning_rate, momentum)
     summary: dict[str, Any] = {"thresholds": limits, "near": near, "models": {},
-                               "measured": not table.empty,
+                               "reference": reference, "measured": not table.empty,
                                "trace_measured": bool((table["metric"] == "hessian_trace").any())}
     if table.empty:
         summary["statement"] = ("Curvature was not measured (training.curvature_every is "
@@ -206,20 +276,28 @@ def curvature_analysis(curvature: Mapping[str, pd.DataFrame], learning_rate: flo
                                                      mean_curve.to_numpy(), value, near)
                                 for name, value in limits.items()}
                  if metric in THRESHOLD_METRICS else {}}
-        if model != BASELINE and BASELINE in curvature:
-            base = _late_means(table[(table["model"] == BASELINE) & (table["metric"] == metric)])
-            seeds = sorted(set(late.index) & set(base.index))
-            if seeds:
-                # a ratio where both are positive (eigenvalues usually are), else a difference
-                positive = (late[seeds] > 0).all() and (base[seeds] > 0).all()
-                comparison = st.paired_comparison(late[seeds].to_numpy(), base[seeds].to_numpy(),
-                                                  kind="ratio" if positive else "difference")
-                entry["vs_baseline"] = comparison.describe(
-                    lower_is=f"lower for {model_word(model)}",
-                    higher_is=f"higher for {model_word(model)}")
+        if reference is not None and model != reference:
+            base = _late_means(table[(table["model"] == reference) & (table["metric"] == metric)])
+            against = _late_against(model, late, base)
+            if against is not None:
+                entry["vs_reference"] = against
         summary["models"].setdefault(model, {})[metric] = entry
     summary["statements"] = threshold_statements(summary)
     return table, summary
+
+
+def _late_against(model: str, late: pd.Series, reference: pd.Series) -> str | None:
+    """The paired comparison of a model's late means with the reference's, over the seeds
+    both have (None when they share none): a ratio where both are positive (eigenvalues
+    usually are), else a difference."""
+    seeds = sorted(set(late.index) & set(reference.index))
+    if not seeds:
+        return None
+    positive = (late[seeds] > 0).all() and (reference[seeds] > 0).all()
+    comparison = st.paired_comparison(late[seeds].to_numpy(), reference[seeds].to_numpy(),
+                                      kind="ratio" if positive else "difference")
+    return comparison.describe(lower_is=f"lower for {model_word(model)}",
+                               higher_is=f"higher for {model_word(model)}")
 
 
 def late_level(entry: Mapping[str, Any]) -> str:
@@ -252,27 +330,7 @@ def threshold_statements(summary: Mapping[str, Any]) -> list[str]:
             sentence = (f"{model_word(model)}: {name} {level} over the last third "
                         f"of training across {entry['n']} seeds"
                         + ("; " + "; ".join(parts) if parts else "") + ".")
-            if "vs_baseline" in entry:
-                sentence += f" Against no BN: {entry['vs_baseline']}."
+            if "vs_reference" in entry:
+                sentence += f" Against {model_word(summary['reference'])}: {entry['vs_reference']}."
             sentences.append(sentence)
     return sentences
-
-
-def lp_rows(comparisons: Mapping[str, Mapping[str, Any]], bn_vs_none: Mapping[str, Any],
-            preset: str) -> list[dict[str, Any]]:
-    """The Lp table: per normalization (BN and each variant), each measure against no BN.
-
-    ``comparisons``: ``{variant: summary of variant vs no BN}``; ``bn_vs_none``: the study's
-    own BN-vs-no-BN summary. Measures: final test accuracy (difference), loss range,
-    gradient change and effective beta-smoothness in the ``preset`` protocol (ratios).
-    """
-    measures = ("test_accuracy", f"{preset}/loss_range", f"{preset}/grad_diff_max",
-                f"{preset}/beta_smoothness")
-    rows = []
-    for model, summary in {CANDIDATE: bn_vs_none, **comparisons}.items():
-        row = {"model": model, "name": model_word(model)}
-        for measure in measures:
-            view = _overall(summary, measure)
-            row[measure] = "not measured" if view is None else view["text"]
-        rows.append(row)
-    return rows

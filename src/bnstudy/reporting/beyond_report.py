@@ -1,63 +1,103 @@
-"""The beyond-the-paper report: noisy BatchNorm, the Lp normalizations and curvature against
-the stability thresholds. Pure Python; rendered by :mod:`bnstudy.reporting.document`.
+"""The sections beyond_study's questions add to its report: the noise question, the Lp table
+and curvature against the stability thresholds, each a
+:class:`~bnstudy.reporting.document.ReportPart`. The report itself (setup, the headline
+comparison, a section per further comparison, caveats) is the general one,
+:func:`bnstudy.reporting.report.build_report`. Pure Python.
 
-Every statement comes from :mod:`bnstudy.analysis.beyond`'s summaries: comparisons across
-seeds with their intervals and tests, never a single run's medians.
+Every statement comes from :mod:`bnstudy.analysis.beyond`'s summaries or the study's
+comparisons: comparisons across seeds with their intervals and tests, never a single run's
+medians.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
-from bnstudy.analysis.beyond import late_level
-from bnstudy.analysis.study import MODEL_WORDS
-from bnstudy.reporting import conclusions as words
-from bnstudy.reporting.conclusions import comparison_table
-from bnstudy.reporting.document import Report, Section, Table
+from bnstudy.analysis.beyond import comparisons_of, late_level
+from bnstudy.analysis.study import model_word
+from bnstudy.reporting.conclusions import main_preset
+from bnstudy.reporting.document import ReportPart, Section, Table
 from bnstudy.reporting.plotting import BAND_METHOD
-from bnstudy.reporting.provenance import setup_table
 
-BEYOND_FIGURES = ("noisy_shift", "normalizations", "curvature")
-"""The report's figures, in the order of the report node's positional inputs."""
-
-def noise_section(comparisons: Mapping[str, Any]) -> Section:
-    noise = comparisons["noise"]
-    return Section(
-        "Noisy BatchNorm (Santurkar et al., Algorithm 1)",
-        paragraphs=[
-            "After every BatchNorm layer, each step draws per channel mu ~ U(-0.5, 0.5) and "
-            "sigma ~ U(1, 1.25), then per example and channel m ~ U(mu - 0.1, mu + 0.1) and "
-            "s ~ N(sigma, 0.1^2), and replaces the output a by s a + m (training mode only). "
-            "The question: does this noise raise the activation shift while BN's training "
-            "advantage survives?",
-            f"**Answer:** shift raised: {noise['shift_raised']}; BN's advantage: "
-            f"{noise['advantage']}. {noise['statement']}"],
-        figures=["noisy_shift"],
-        tables=[("Noisy BN against BN", comparison_table(comparisons["vs_bn"]["candidate_noisy"])),
-                ("Noisy BN against no BN",
-                 comparison_table(comparisons["vs_baseline"]["candidate_noisy"]))])
+LP_KINDS = ("batch", "l1", "l2", "linf")
+"""The normalizations of the Lp table, in its order (BN's row first, for scale)."""
 
 
-def lp_section(comparisons: Mapping[str, Any]) -> tuple[Section, list[Section]]:
-    rows = comparisons["lp"]
-    measures = [key for key in rows[0] if key not in ("model", "name")] if rows else []
-    table = Table(["normalization", *(f"{m} vs no BN" for m in measures)],
-                  [[row["name"], *(row[m] for m in measures)] for row in rows])
-    against_bn = [Section(f"{MODEL_WORDS[variant]} against BN", level=3,
-                          tables=[("Every measure, paired by seed",
-                                   comparison_table(comparisons["vs_bn"][variant]))])
-                  for variant in ("candidate_l1", "candidate_l2", "candidate_linf")
-                  if variant in comparisons["vs_bn"]]
-    section = Section(
-        "Lp normalizations (the paper's section 3.3)",
-        paragraphs=["Each conv output is centred by its batch mean and divided by the batch's "
-                    "average L1 norm, root-mean-square (L2) or largest absolute value "
-                    "(L-infinity) per channel, then scaled and shifted by learned parameters; "
-                    "BN divides by the standard deviation. Each row: that normalization "
-                    "against no BN, paired by seed (ratios or differences, 95% t intervals)."],
-        figures=["normalizations"], tables=[("Normalizations against no BN", table)])
-    return section, against_bn
+def noise_part(noise: Mapping[str, Any], figure: bytes) -> ReportPart:
+    """The noise question (``noise``: :func:`bnstudy.analysis.beyond.noise_question`'s
+    summary) and the paper's activation-shift plot (``figure``)."""
+    paragraphs = [
+        "After every BatchNorm layer, each step draws per channel mu ~ U(-0.5, 0.5) and "
+        "sigma ~ U(1, 1.25), then per example and channel m ~ U(mu - 0.1, mu + 0.1) and "
+        "s ~ N(sigma, 0.1^2), and replaces the output a by s a + m (training mode only). "
+        "The question: does this noise raise the activation shift while BN's training "
+        "advantage survives?",
+        f"**Answer:** shift raised: {noise['shift_raised']}; BN's advantage: "
+        f"{noise['advantage']}. {noise['statement']}"]
+    if noise["asked"]:
+        keys = ", ".join(f"`{key}`" for key in noise["comparisons"].values())
+        paragraphs.append(f"The comparisons it reads ({keys}) are given in full below (the "
+                          "headline comparison's sections and Further comparisons).")
+    without = noise["without_bn"]
+    if without is not None:
+        paragraphs.append(f"**Noise without BN** (the paper: it \"prevents it from training "
+                          f"entirely\"): trains: {without['trains']}. {without['statement']}")
+    caption = ("The paper's activation-shift plot for the models of the noise question (no BN, "
+               "BN, noisy BN, and noise without BN where the study has it): mean over channels "
+               "of |delta mu| and |delta sigma^2| between consecutive activation snapshots, per "
+               "layer. " + BAND_METHOD)
+    section = Section("Noisy BatchNorm (Santurkar et al., Algorithm 1)", paragraphs=paragraphs,
+                      figures=["noisy_shift"])
+    return ReportPart([section], figures={"noisy_shift": figure}, captions={"noisy_shift": caption})
+
+
+def lp_part(study_summary: Mapping[str, Any], normalizations: Mapping[str, str]) -> ReportPart:
+    """The Lp table: each comparison of the study of a normalization of :data:`LP_KINDS`
+    against no normalization, measure by measure (``study_summary``: the study's
+    ``model_comparisons_summary``; ``normalizations``: ``{model: kind}``)."""
+    title = "Lp normalizations (the paper's section 3.3)"
+    found = [summary for kind in LP_KINDS
+             for summary in comparisons_of(study_summary, normalizations, "none", kind)]
+    if not any(normalizations[summary["treatment"]] != "batch" for summary in found):
+        return ReportPart([Section(title, paragraphs=[
+            "Not asked: the study compares no l1, l2 or linf model with a model without "
+            "normalization (add such a pair to the study's comparisons in the roster)."])])
+    preset = main_preset(found[0])
+    measures = ("test_accuracy", f"{preset}/loss_range", f"{preset}/grad_diff_max",
+                f"{preset}/beta_smoothness")
+    rows = [[f"{model_word(summary['treatment'])} ({summary['treatment']})",
+             *(_overall_text(summary, measure) for measure in measures)] for summary in found]
+    table = Table(["normalization", *(f"{m} vs no BN" for m in measures)], rows)
+    return ReportPart([Section(title, paragraphs=[
+        "Each conv output is centred by its batch mean and divided by the batch's average L1 "
+        "norm, root-mean-square (L2) or largest absolute value (L-infinity) per channel, then "
+        "scaled and shifted by learned parameters; BN divides by the standard deviation. Each "
+        "row: that normalization against no BN, paired by seed (ratios or differences, 95% t "
+        "intervals); each against BN, and every measure, under Further comparisons; the "
+        "training curves of every model are the Training section's figure."],
+        tables=[("Normalizations against no BN", table)])])
+
+
+def _overall_text(summary: Mapping[str, Any], measure: str) -> str:
+    found = summary.get("measures", {}).get(measure)
+    return "not measured" if found is None else found["overall"]["text"]
+
+
+def curvature_part(curvature: Mapping[str, Any], figure: bytes) -> ReportPart:
+    """Every model's curvature against the stability thresholds (``curvature``:
+    :func:`bnstudy.analysis.beyond.curvature_analysis`'s summary), its figure, and each
+    model's late means as MLflow metrics (``<model>/<quantity>_late``)."""
+    caption = ("Top Hessian eigenvalue and batch sharpness against the step, with the "
+               "thresholds 2/eta, 2(1-beta)/eta and 2(1+beta)/eta, and Hutchinson's "
+               "estimate of the Hessian trace where it was measured. " + BAND_METHOD)
+    metrics = {f"{model}/{metric}_late": float(entry["late_mean"])
+               for model, entries in curvature["models"].items()
+               for metric, entry in entries.items()
+               if entry["late_mean"] is not None and math.isfinite(entry["late_mean"])}
+    return ReportPart([curvature_section(curvature)], figures={"curvature": figure},
+                      captions={"curvature": caption}, metrics=metrics)
 
 
 def curvature_section(curvature: Mapping[str, Any]) -> Section:
@@ -74,7 +114,7 @@ def curvature_section(curvature: Mapping[str, Any]) -> Section:
                                                                 f" ({found['fraction_after']:.0%} after)"))
                 for name, found in entry["thresholds"].items()) or "no threshold (a sum of eigenvalues)"
             level = late_level(entry)
-            rows.append([MODEL_WORDS.get(model, model), metric.replace("_", " "), level, reached])
+            rows.append([model_word(model), metric.replace("_", " "), level, reached])
     return Section(
         "Curvature against the stability thresholds",
         paragraphs=[
@@ -93,35 +133,3 @@ def curvature_section(curvature: Mapping[str, Any]) -> Section:
         tables=[("Late curvature and threshold crossings",
                  Table(["model", "quantity", "last third: mean [95% CI]",
                         "first step within (of the seed mean)"], rows))])
-
-
-def build_beyond_report(comparisons: Mapping[str, Any], curvature: Mapping[str, Any],
-                        records: Mapping[str, Mapping[str, Any]], provenance: Mapping[str, Any],
-                        preprocessing: Mapping[str, Any], params: Mapping[str, Any]) -> Report:
-    """The whole beyond-the-paper report (``records``: every model's run record)."""
-    seeds = records["candidate"].get("seeds", [])
-    setup = setup_table(provenance, preprocessing, records, params.get("environment", "?"))
-    setup.rows.append(["models", "; ".join(
-        f"{name}: {record['model_config']['normalization']}" for name, record in records.items())])
-    lp, lp_against_bn = lp_section(comparisons)
-    sections = [Section("Setup (provenance)", tables=[("Setup", setup)]),
-                noise_section(comparisons), lp, *lp_against_bn, curvature_section(curvature)]
-    captions = {
-        "noisy_shift": "The paper's activation-shift plot for no BN, BN and noisy BN: mean over "
-                       "channels of |delta mu| and |delta sigma^2| between consecutive activation "
-                       "snapshots, per layer. " + BAND_METHOD,
-        "normalizations": "Training loss (moving average) and test accuracy of every model. "
-                          + BAND_METHOD,
-        "curvature": "Top Hessian eigenvalue and batch sharpness against the step, with the "
-                     "thresholds 2/eta, 2(1-beta)/eta and 2(1+beta)/eta, and Hutchinson's "
-                     "estimate of the Hessian trace where it was measured. " + BAND_METHOD,
-    }
-    caveats = words.seed_caveats(seeds)
-    if len(seeds) >= 2:
-        caveats[0] = (f"**{len(seeds)} seeds** ({words.seed_list(seeds)}). Each comparison pairs a "
-                      "model with its reference (no BN or BN) seed by seed and gives the "
-                      "geometric-mean ratio model / reference (or the mean difference) with its "
-                      "95% t interval and a paired t-test; 'significant' means p < 0.05.")
-    return Report(title="Beyond the paper: noisy BatchNorm, Lp normalizations and curvature "
-                        "(a bnstudy report)",
-                  caveats=caveats, sections=sections, captions=captions)

@@ -1,75 +1,68 @@
-"""Wiring of ``beyond_study``: four more models, trained and measured exactly as the study's
-pair, then compared with it; run it after ``full_study`` (it reads the pair's outputs).
+"""Wiring of ``beyond_study``: the general study pipeline over its roster (its models' training,
+the analysis of its comparisons, the figures with a line per model, the report), plus the
+questions only it asks, in the same namespace ``beyond_study``:
 
-- training: the ``training`` template in the namespaces ``candidate_noisy``, ``candidate_l1``,
-  ``candidate_l2``, ``candidate_linf`` (parameters_beyond.yml);
-- analysis: each variant against no BN and against BN, the noise question, the Lp table,
-  and every model's curvature against the stability thresholds;
-- reporting: three figures and ``beyond_report.md`` / ``.html``.
+- ``check_same_setup_node``: every model of the study trained with one setup (it reads the
+  models of ``full_study`` too: run it after that study, in the same environment);
+- the noise question (``answer_noise_question_node``, ``plot_noisy_shift_node``,
+  ``write_noise_section_node``);
+- the Lp table (``write_lp_section_node``);
+- curvature against the stability thresholds (``analyze_curvature_node``,
+  ``plot_curvature_node``, ``write_curvature_section_node``).
+
+Each question ends in a ``<question>_report_part`` that the general report adds
+(:func:`bnstudy.pipelines.study.study_pipeline`). The questions find their models by
+normalization kind; a question whose models the roster lacks says so in the report.
 """
-
-import warnings
 
 from kedro.pipeline import Node, Pipeline
 
 from bnstudy.errors import ParameterError
+from bnstudy.pipelines.analysis.pipeline import model_inputs
 from bnstudy.pipelines.beyond_study import nodes
-from bnstudy.pipelines.training.pipeline import namespaced
+from bnstudy.pipelines.study import study_pipeline
+from bnstudy.reporting import beyond_report
 from bnstudy.roster import pipeline_roster
 
-# This pipeline reads every model's namespaced outputs by their full names.
-warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
+STUDY = "beyond_study"
+PARTS = ("noise_question", "lp_table", "curvature")
+"""The questions' report parts, in the report's order."""
+ANALYSIS, REPORTING = ["analysis", "beyond"], ["reporting", "beyond"]
 
 
-def _each(*datasets: str) -> list[str]:
-    return [f"{model}.{dataset}" for model in nodes.MODELS for dataset in datasets]
+def questions(models: tuple[str, ...]) -> Pipeline:
+    """The questions' nodes (inside the namespace: ``model_comparisons_summary`` is the
+    study's own; ``<model>.<dataset>`` every model's)."""
+    return Pipeline([
+        Node(func=nodes.check_same_setup, inputs=model_inputs(models, ["run_record"]),
+             outputs="normalizations_summary", name="check_same_setup_node", tags=ANALYSIS),
+        Node(func=nodes.answer_noise_question,
+             inputs=["model_comparisons_summary", "normalizations_summary"],
+             outputs="noise_question_summary", name="answer_noise_question_node", tags=ANALYSIS),
+        Node(func=nodes.analyze_curvature,
+             inputs={"normalizations": "normalizations_summary", "params": "params:beyond",
+                     **model_inputs(models, ["run_record", "curvature_trace"])},
+             outputs=["curvature_table", "curvature_summary"], name="analyze_curvature_node",
+             tags=ANALYSIS),
+        Node(func=nodes.plot_noisy_shift,
+             inputs=["activation_shift_table", "normalizations_summary", "params:reporting"],
+             outputs="noisy_shift_figure", name="plot_noisy_shift_node", tags=REPORTING),
+        Node(func=nodes.plot_curvature, inputs=["curvature_table", "curvature_summary"],
+             outputs="curvature_figure", name="plot_curvature_node", tags=REPORTING),
+        Node(func=beyond_report.noise_part, inputs=["noise_question_summary", "noisy_shift_figure"],
+             outputs="noise_question_report_part", name="write_noise_section_node", tags=REPORTING),
+        Node(func=beyond_report.lp_part, inputs=["model_comparisons_summary", "normalizations_summary"],
+             outputs="lp_table_report_part", name="write_lp_section_node", tags=REPORTING),
+        Node(func=beyond_report.curvature_part, inputs=["curvature_summary", "curvature_figure"],
+             outputs="curvature_report_part", name="write_curvature_section_node", tags=REPORTING),
+    ])
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     roster = pipeline_roster()
-    missing = [model for model in nodes.MODELS if model not in roster.compared_in("beyond_study")]
-    if missing:
+    if STUDY not in roster.studies:
         raise ParameterError(
-            f"studies.beyond_study lacks {missing}: its questions (the noise question, the Lp "
-            f"table) read {list(nodes.MODELS)}. Keep beyond_study's models as in "
-            "conf/base/parameters_roster.yml, or declare a study of your own.")
-    analysis = [
-        Node(func=nodes.check_models, inputs=_each("run_record"), outputs="beyond_models",
-             name="check_beyond_models_node", tags=["analysis", "beyond"]),
-        Node(func=nodes.compare_variants,
-             inputs=["beyond_models", "model_comparisons_summary", "params:analysis",
-                     "params:studies.beyond_study.comparisons", *_each(*nodes.COMPARED_TRACES)],
-             outputs="variant_comparisons_summary", name="compare_variants_node",
-             tags=["analysis", "beyond"]),
-        Node(func=nodes.noisy_shift,
-             inputs=["baseline.activation_histograms", "candidate.activation_histograms",
-                     "candidate_noisy.activation_histograms"],
-             outputs="noisy_shift_table", name="analyze_noisy_shift_node",
-             tags=["analysis", "beyond"]),
-        Node(func=nodes.normalization_curves,
-             inputs=["params:analysis", *_each("training_trace", "eval_trace")],
-             outputs="normalization_curves_table", name="analyze_normalization_curves_node",
-             tags=["analysis", "beyond"]),
-        Node(func=nodes.analyze_curvature,
-             inputs=["candidate.run_record", "params:beyond", *_each("curvature_trace")],
-             outputs=["curvature_table", "curvature_summary"], name="analyze_curvature_node",
-             tags=["analysis", "beyond"]),
-    ]
-    reporting = [
-        Node(func=nodes.plot_noisy_shift, inputs=["noisy_shift_table", "params:reporting"],
-             outputs="noisy_shift_figure", name="plot_noisy_shift_node",
-             tags=["reporting", "beyond"]),
-        Node(func=nodes.plot_normalizations, inputs="normalization_curves_table",
-             outputs="normalizations_figure", name="plot_normalizations_node",
-             tags=["reporting", "beyond"]),
-        Node(func=nodes.plot_curvature, inputs=["curvature_table", "curvature_summary"],
-             outputs="curvature_figure", name="plot_curvature_node",
-             tags=["reporting", "beyond"]),
-        Node(func=nodes.write_beyond_report,
-             inputs=["variant_comparisons_summary", "curvature_summary", "cifar10_provenance",
-                     "params:preprocessing", "params:reporting", *_each("run_record"),
-                     "noisy_shift_figure", "normalizations_figure", "curvature_figure"],
-             outputs=["beyond_report_md", "beyond_report_html", "beyond_metrics"],
-             name="write_beyond_report_node", tags=["reporting", "beyond"]),
-    ]
-    return namespaced(roster.trained_by("beyond_study")) + Pipeline(analysis + reporting)
+            f"Parameter studies.{STUDY}: the roster declares no such study, but the pipeline "
+            f"folder pipelines/{STUDY} asks its questions of it. Declare it in "
+            "conf/<env>/parameters_roster.yml (conf/base has it).")
+    return study_pipeline(STUDY, questions(roster.compared_in(STUDY)), PARTS)
