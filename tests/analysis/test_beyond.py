@@ -203,10 +203,14 @@ def test_noise_without_bn_counts_the_seeds_that_left_the_plateau():
     without = beyond.noise_question(study, KINDS)["without_bn"]
 
     assert without["model"] == "plain_jittered" and without["trains"] == "no"
-    assert "left the chance-level plateau in 0 of 2 seeds" in without["statement"]
+    assert "left the chance-level plateau in 0 of 2 seeds, plain in 2" in without["statement"]
     assert "<lower>" in without["statement"]  # its test accuracy against no BN, as worded
     stuck["stalled"]["plateau_exit_step"]["candidate"]["2"] = 55.0
     assert beyond.noise_question(study, KINDS)["without_bn"]["trains"] == "in some seeds"
+    # a run so short that no BN stays on the plateau too cannot tell
+    stuck["stalled"]["plateau_exit_step"]["baseline"] = {"1": None, "2": None}
+    short = beyond.noise_question(study, KINDS)["without_bn"]
+    assert short["trains"] == "untested" and "too short a run to tell" in short["statement"]
 
 
 def _record(normalization: str, **changes) -> dict:

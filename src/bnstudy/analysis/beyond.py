@@ -24,7 +24,7 @@ import pandas as pd
 
 from bnstudy.analysis import statistics as st
 from bnstudy.analysis.study import model_word
-from bnstudy.analysis.tables import CANDIDATE
+from bnstudy.analysis.tables import BASELINE, CANDIDATE
 
 NOISE_PAIRS = {"bn_vs_none": ("none", "batch"), "noisy_vs_none": ("none", "batch_noisy"),
                "noisy_vs_bn": ("batch", "batch_noisy")}
@@ -160,7 +160,8 @@ def noise_answer(bn_vs_none: Mapping[str, Any], noisy_vs_none: Mapping[str, Any]
 def noise_without_bn(summary: Mapping[str, Any]) -> dict[str, Any]:
     """Whether the network without BN trains under the noise (the paper: the noise "prevents
     it from training entirely"): in how many of the compared seeds the ``noisy`` model (the
-    comparison's treatment) left the chance-level plateau, and its final test accuracy
+    comparison's treatment) left the chance-level plateau, against how many its reference
+    did (none: the run is too short to tell, ``untested``), and its final test accuracy
     against no BN.
 
     Returns:
@@ -171,12 +172,17 @@ def noise_without_bn(summary: Mapping[str, Any]) -> dict[str, Any]:
     if summary.get("nothing_to_compare"):
         return {"model": treatment, "trains": "untested",
                 "statement": f"{who}: nothing to compare. {summary.get('note') or ''}".strip()}
-    exits = summary["stalled"]["plateau_exit_step"][CANDIDATE]  # the treatment's role
-    left = sum(step is not None for step in exits.values())
-    trains = "yes" if left == len(exits) else "no" if left == 0 else "in some seeds"
+    exits = summary["stalled"]["plateau_exit_step"]  # by role: the treatment is the candidate
+    left, reference_left = (sum(step is not None for step in exits[role].values())
+                            for role in (CANDIDATE, BASELINE))
+    seeds = len(exits[CANDIDATE])
+    trains = ("untested" if reference_left == 0 else "yes" if left == seeds
+              else "no" if left == 0 else "in some seeds")
     accuracy = _overall(summary, "test_accuracy")
-    statement = (f"{who}: it left the chance-level plateau in {left} of {len(exits)} seeds; "
-                 f"final test accuracy, {model_word(treatment)} minus {model_word(reference)}: "
+    statement = (f"{who}: it left the chance-level plateau in {left} of {seeds} seeds, "
+                 f"{model_word(reference)} in {reference_left}"
+                 + (" (too short a run to tell)" if trains == "untested" else "")
+                 + f"; final test accuracy, {model_word(treatment)} minus {model_word(reference)}: "
                  f"{'not computed' if accuracy is None else accuracy['text']}.")
     if summary.get("note"):
         statement += f" {summary['note']}"
