@@ -178,7 +178,7 @@ CheckpointStore = Callable[[str], Checkpointer]
 (e.g. :func:`bnstudy.reliability.checkpoints.checkpoint_store` of a directory)."""
 
 
-def RunCheckpoints(directory: str | os.PathLike, config_hash: str) -> Checkpointer:  # noqa: N802
+def RunCheckpoints(directory: str | os.PathLike, config_hash: str) -> Checkpointer:
     """The checkpoints of ``config_hash`` in ``directory``, written by
     :mod:`bnstudy.reliability.checkpoints`.
 

@@ -46,7 +46,7 @@ class PreflightHooks:
     @hook_impl
     def after_catalog_created(self, parameters: dict[str, Any]) -> None:
         """The whole parameter tree (``--params`` included), before the first node."""
-        validate_parameters(parameters.get("parameters", {}))
+        validate_parameters(parameters["parameters"])  # Kedro's whole tree, always there
 
 
 def _configured_parameters(loader: Any) -> dict[str, Any] | None:
