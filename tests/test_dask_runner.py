@@ -184,6 +184,11 @@ def test_a_workers_plugin_manager_calls_copies_of_the_drivers_hooks_in_the_same_
     assert len(order) == 3 and not set(worker.get_plugins()) & set(driver.get_plugins())
 
 
+def test_an_empty_pipeline_starts_no_cluster(monkeypatch):
+    monkeypatch.setenv(SCHEDULER_VARIABLE, "tcp://127.0.0.1:9")  # nothing listens: would fail
+    assert DaskRunner().run(Pipeline([]), DataCatalog(), _kedro_hook_manager()) == {}
+
+
 def test_the_scheduler_address_comes_from_the_argument_or_the_environment(monkeypatch):
     monkeypatch.setenv(SCHEDULER_VARIABLE, "tcp://10.0.0.5:8786")
     assert DaskRunner().address == "tcp://10.0.0.5:8786"

@@ -147,6 +147,8 @@ class DaskRunner(AbstractRunner):
         """Submit each task of :func:`plan_tasks` when its inputs are written; raise the first
         failure once the running tasks have finished."""
         tasks = plan_tasks(pipeline, in_memory_datasets(pipeline, catalog))
+        if not tasks:  # e.g. --only-missing-outputs with nothing missing: no cluster to start
+            return
         uri, parent = tracking_of_this_run()
         setup = WorkerSetup(os.getcwd(), driver_plugins(hook_manager), uri, parent, self.is_async)
         workers = self.n_workers or min(os.cpu_count() or 1, parallel_width(tasks))
