@@ -19,7 +19,8 @@ pytestmark = [
     pytest.mark.skipif(not SHARED_JPEG_ARCHIVE.exists(), reason="needs ../shared/datasets/cifar10-jpeg.tar.gz"),
 ]
 FIGURES = ("training_curves", "activation_histograms", "activation_final_snapshot", "activation_shift",
-           "gradient_ics", "loss_landscape", "gradient_predictiveness", "beta_smoothness", "init_distance")
+           "gradient_ics", "loss_landscape", "gradient_predictiveness", "gradient_difference",
+           "beta_smoothness", "init_distance")
 
 
 def latest(project: Path, relative: str) -> Path:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from bnstudy.analysis import statistics as st
+from bnstudy.analysis.fidelity import with_holm
 
 PRESETS = ("blog", "paper")
 
@@ -69,8 +70,10 @@ def fidelity(summary: dict[str, Any]) -> dict[str, Any]:
         overall = summary["measures"][name]["overall"]
         rows.append({"key": key, "claim": claim, "paper": paper, "blog": blog, "measure": name, "protocol": protocol,
                      "this_run": overall["text"], "significant": overall["significant"], "n_seeds": overall["n"],
-                     "agrees": agrees if overall["n"] >= 2 else "untested (one seed)"})
-    return {"rows": rows}
+                     "agrees": agrees if overall["n"] >= 2 else "untested (one seed)",
+                     "p_value": overall["p_value"], "kind": overall["kind"],
+                     "detectable": st.detectable_effect(overall["per_seed"], kind=overall["kind"])})
+    return {"rows": with_holm(rows)}
 
 
 BLOG_OPTIMIZER = {"learning_rate": 0.035, "momentum": 0.9, "nesterov": False}

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from bnstudy.pipelines.reporting import nodes
+from bnstudy.reporting import conclusions as words
 from bnstudy.reporting import document, report
 
 FAKE_PNG = b"\x89PNG\r\n\x1a\nfake"
@@ -62,16 +63,31 @@ def test_official_archive_is_named_as_such(three_seeds):
     assert "official archive" in setup and "JPEG" not in setup
 
 
-def test_fidelity_table_has_six_columns_and_one_row_per_claim(three_seeds):
+def test_fidelity_table_has_eight_columns_and_one_row_per_claim(three_seeds):
+    """Issue 21: raw and Holm-adjusted p side by side, and the smallest effect the seeds detect."""
     rows = _table(_markdown(three_seeds), "Fidelity")
 
-    assert rows[0] == ["claim", "paper", "blog", "protocol", "this run (value, CI, significant?)", "agrees?"]
+    assert rows[0] == ["claim", "paper", "blog", "protocol", "this run (value, CI, significant?)",
+                       "p: raw / Holm (6 claims)", "smallest detectable", "agrees?"]
     body = rows[1:]
     assert len(body) == len(three_seeds["fidelity"]["rows"]) == 3
-    assert all(len(row) == 6 for row in body)
+    assert all(len(row) == 8 for row in body)
     assert body[1][0] == "Smoother loss landscape with BN"
     assert re.search(r"ratio 0\.\d+ \[0\.\d+, 0\.\d+\], lower for BN, significant across 3 seeds", body[1][4])
-    assert body[1][5] == "yes (significant, 3 seeds)"
+    fidelity_rows = three_seeds["fidelity"]["rows"]
+    assert fidelity_rows[1]["p_holm"] >= fidelity_rows[1]["p_value"]
+    assert body[1][5] == words.p_values(fidelity_rows[1]) == "< 0.001 / < 0.001"
+    assert body[0][5] == words.p_values(fidelity_rows[0])
+    assert body[1][6].startswith("ratio ") and " or " in body[1][6]
+    assert body[1][7] == "yes (significant, 3 seeds)"
+
+
+def test_a_claim_significant_only_before_holm_is_called_so(three_seeds):
+    rows = [dict(row) for row in three_seeds["fidelity"]["rows"]]
+    rows[1].update(p_value=0.03, p_holm=0.09, significant=True, significant_holm=False)
+    table = words.fidelity_table(rows, "blog optimizer (SGD m=0.9, lr 0.035)", 3)
+    assert table.rows[1][5] == "0.0300 / 0.0900"
+    assert table.rows[1][7] == "yes (significant only before Holm's adjustment, 3 seeds)"
 
 
 def test_fidelity_protocol_names_the_measurement_protocol_and_the_blog_optimizer(three_seeds):
@@ -106,7 +122,7 @@ def test_a_pipe_inside_a_cell_is_escaped(three_seeds):
     assert document.md_cell("a|b\nc") == r"a\|b c"
     for line in markdown.splitlines():  # every table row has as many cells as its header
         if line.startswith("| "):
-            assert len(re.split(r"(?<!\\)\|", line)) - 2 in (2, 4, 6), line
+            assert len(re.split(r"(?<!\\)\|", line)) - 2 in (2, 4, 6, 8), line
 
 
 def test_one_seed_opens_with_the_caveat_and_nothing_says_yes_or_no(one_seed):

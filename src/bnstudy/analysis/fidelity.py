@@ -210,10 +210,10 @@ def fidelity_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
                      "n_seeds": view["n"], "agrees": _agrees(view, expect),
                      "p_value": view["p_value"], "kind": view["kind"],
                      "detectable": st.detectable_effect(view["per_seed"], kind=view["kind"])})
-    return _with_holm(rows)
+    return with_holm(rows)
 
 
-def _with_holm(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def with_holm(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each row with ``p_holm``, its p adjusted over the table's family of claims
     (:func:`bnstudy.analysis.statistics.holm_adjusted`, claims without a test left out), and
     ``significant_holm``. The table tests six claims at once: with raw p < 0.05 each, some

@@ -13,6 +13,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
+from bnstudy.analysis import statistics as st
 from bnstudy.analysis.fidelity import optimizer_label
 from bnstudy.reporting.document import Table
 from bnstudy.reporting.plotting import MODEL_NAMES
@@ -24,7 +27,8 @@ VIEWS = (
     ("normalized", "divided by the step's gradient norm ||g_t||"),
 )
 PHASES = ("early", "middle", "late")
-FIDELITY_COLUMNS = ["claim", "paper", "blog", "protocol", "this run (value, CI, significant?)", "agrees?"]
+FIDELITY_COLUMNS = ["claim", "paper", "blog", "protocol", "this run (value, CI, significant?)",
+                    "p: raw / Holm (6 claims)", "smallest detectable", "agrees?"]
 
 
 def seed_list(seeds: Sequence[int]) -> str:
@@ -72,7 +76,31 @@ def agreement(row: Mapping[str, Any], num_seeds: int | None = None) -> str:
     if verdict == "not significant":
         return f"undecided: no significant difference across {n} seeds"
     basis = "significant" if row.get("significant") else "no significant difference"
+    if row.get("significant") and row.get("significant_holm") is False:
+        basis = "significant only before Holm's adjustment"
     return f"{verdict} ({basis}, {n} seeds)"
+
+
+def p_values(row: Mapping[str, Any]) -> str:
+    """``raw / Holm``: the claim's paired-test p and its p adjusted over the table's claims."""
+    raw, holm = row.get("p_value"), row.get("p_holm")
+    if raw is None or holm is None or not (np.isfinite(raw) and np.isfinite(holm)):
+        return "untested"
+    return f"{_p(raw)} / {_p(holm)}"
+
+
+def _p(value: float) -> str:
+    return "< 0.001" if value < 0.001 else st.three_digits(value)
+
+
+def detectable(row: Mapping[str, Any]) -> str:
+    """The smallest effect these seeds detect with power 0.8 (a ratio r: r or 1/r)."""
+    value = row.get("detectable")
+    if value is None or not np.isfinite(value):
+        return "n/a (one seed)"
+    if row.get("kind") == "ratio":
+        return f"ratio {st.three_digits(value)} or {st.three_digits(1 / value)}"
+    return f"difference ±{st.three_digits(value)}"
 
 
 def run_optimizer(records: Mapping[str, Mapping[str, Any]]) -> str:
@@ -87,13 +115,16 @@ def run_optimizer(records: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def fidelity_table(rows: Sequence[Mapping[str, Any]], optimizer: str, num_seeds: int | None = None) -> Table:
-    """claim | paper | blog | protocol | this run (value, CI, significant?) | agrees?, one row per claim.
+    """claim | paper | blog | protocol | this run (value, CI, significant?) | p raw / Holm |
+    smallest detectable | agrees?, one row per claim (the p and detectable columns:
+    :func:`bnstudy.analysis.fidelity.fidelity_table`).
 
     ``protocol`` is the measurement protocol a claim is read in and ``optimizer`` (the one the
     models trained with, :func:`run_optimizer`): the paper's protocol is not the paper's optimizer."""
     return Table(FIDELITY_COLUMNS, [
         [str(row["claim"]), str(row["paper"]), str(row["blog"]), f"{row['protocol']}, {optimizer}",
-         f"{row['measure']}: {row['this_run']}", agreement(row, num_seeds)] for row in rows])
+         f"{row['measure']}: {row['this_run']}", p_values(row), detectable(row),
+         agreement(row, num_seeds)] for row in rows])
 
 
 def views_table(measure: Mapping[str, Any]) -> Table:

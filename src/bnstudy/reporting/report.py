@@ -32,7 +32,7 @@ TOPICS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("Gradient-based internal covariate shift (Santurkar et al., Def. 2.1)", ("gradient_ics",),
      ("/ics_l2", "/ics_cosine")),
     ("Loss landscape", ("loss_landscape",), ("/loss_range",)),
-    ("Gradient predictiveness", ("gradient_predictiveness",), ("/grad_diff_max",)),
+    ("Gradient predictiveness", ("gradient_predictiveness", "gradient_difference"), ("/grad_diff_max",)),
     ("Effective beta-smoothness", ("beta_smoothness",), ("/beta_smoothness",)),
     ("Distance from initialization", ("init_distance",), ("init_distance",)),
 )

@@ -108,6 +108,13 @@ def analyze_init_distance(params: dict[str, Any], comparisons: list, **traces: p
     return _each_comparison(analysis.analyze_init_distance, comparisons, traces, "init_distance")
 
 
+def gradient_difference(**traces: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Fig 11 data for every model of the study (``probe_trace:<model>``
+    inputs): :func:`bnstudy.analysis.tables.gradient_difference_curves`. A diverged run's
+    probe rows are NaN from its divergence on, so they drop out."""
+    return analysis.gradient_difference_curves(traces_by_kind(traces)["probe_trace"])
+
+
 COMPARED = {"training": "training_trace", "evals": "eval_trace", "smoothness": "smoothness_trace",
             "ics": "ics_trace", "init": "init_distance"}
 """The traces :func:`compare_models` reads per model (with ``activation_histograms``), by kind."""

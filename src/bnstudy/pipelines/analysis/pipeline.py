@@ -46,6 +46,9 @@ def create_pipeline(study: str = "full_study", **kwargs) -> Pipeline:
              tags=["analysis"])
         for name, (func, traces) in ANALYSES.items()
     ]
+    built.append(Node(func=nodes.gradient_difference, inputs=model_inputs(models, ["probe_trace"]),
+                      outputs="gradient_difference_table", name="analyze_gradient_difference_node",
+                      tags=["analysis"]))
     built.append(Node(
         func=nodes.compare_models,
         inputs={**study_inputs(study), **model_inputs(models, COMPARED_TRACES)},

@@ -24,6 +24,7 @@ FIGURE_NAMES = (
     "gradient_ics",
     "loss_landscape",
     "gradient_predictiveness",
+    "gradient_difference",
     "beta_smoothness",
     "init_distance",
 )
@@ -50,6 +51,11 @@ def plot_gradient_ics(table: pd.DataFrame, params: dict[str, Any], **records: di
 
 def plot_loss_landscape(table: pd.DataFrame) -> bytes:
     return _drawn(figures.loss_landscape_figure, "Loss landscape", table)
+
+
+def plot_gradient_difference(table: pd.DataFrame) -> bytes:
+    """Fig 11 (an empty table: nothing was probed, which the figure says)."""
+    return to_png(figures.gradient_difference_figure(table))
 
 
 def plot_gradient_predictiveness(table: pd.DataFrame) -> bytes:

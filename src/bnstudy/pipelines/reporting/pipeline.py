@@ -22,6 +22,7 @@ TABLE_FIGURES = {
     "training_curves": nodes.plot_training_curves,
     "loss_landscape": nodes.plot_loss_landscape,
     "gradient_predictiveness": nodes.plot_gradient_predictiveness,
+    "gradient_difference": nodes.plot_gradient_difference,
     "beta_smoothness": nodes.plot_beta_smoothness,
     "init_distance": nodes.plot_init_distance,
     "activation_shift": nodes.plot_activation_shift,
