@@ -7,7 +7,8 @@ the parameters), not one operation of the computation, so the comparison is exac
 the processor and the JAX build the traces were saved with (``tests/golden/machine.json``).
 Elsewhere XLA:CPU may pick other kernels (vector widths, fusion), whose float32 rounding differs
 in the last bits and grows over 20 steps of training; there the tolerance is rtol 1e-6, atol
-1e-7, as the issue allows where the computation differs. New columns (a later ``learning_rate``
+1e-7, as the issue allows where the computation differs, and a histogram may see a value or
+so change bins (:func:`assert_counts_close`). New columns (a later ``learning_rate``
 axis, say) are allowed; a saved column that is missing or changed fails.
 """
 
@@ -64,13 +65,28 @@ def assert_traces_equal(golden: Path, project: Path) -> int:
             expected, actual = np.load(saved), np.load(written)
             assert set(expected.files) <= set(actual.files), f"{model}/{name} lost arrays"
             for key in expected.files:
-                if exact or not np.issubdtype(expected[key].dtype, np.floating):
+                if exact or (not np.issubdtype(expected[key].dtype, np.floating)
+                             and not key.endswith("hist_counts")):
                     np.testing.assert_array_equal(actual[key], expected[key], err_msg=f"{model}/{name}:{key}")
+                elif key.endswith("hist_counts"):
+                    assert_counts_close(actual[key], expected[key], f"{model}/{name}:{key}")
                 else:
                     np.testing.assert_allclose(actual[key], expected[key], rtol=1e-6, atol=1e-7,
                                                err_msg=f"{model}/{name}:{key}")
             compared += len(expected.files)
     return compared
+
+
+def assert_counts_close(actual: np.ndarray, expected: np.ndarray, what: str) -> None:
+    """Histogram counts on another processor: a value whose last float bit differs may fall
+    into the next bin (seen on AMD EPYC against the Intel Xeon the traces were saved on: one
+    value of conv_0's or conv_1's first snapshot). Every histogram keeps its total, and at most
+    1e-5 of its values (at least one) change bins."""
+    assert actual.shape == expected.shape, what
+    np.testing.assert_array_equal(actual.sum(axis=-1), expected.sum(axis=-1), err_msg=what)
+    moved = np.abs(actual.astype(np.int64) - expected.astype(np.int64)).sum(axis=-1) / 2
+    allowed = np.maximum(1, 1e-5 * expected.sum(axis=-1))
+    assert (moved <= allowed).all(), f"{what}: {moved.max():.0f} values changed bins"
 
 
 def test_the_test_studys_traces_are_unchanged(finished_study):
