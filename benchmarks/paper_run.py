@@ -55,6 +55,7 @@ from bnstudy.core.preprocessing import (  # noqa: E402
     stratified_subset,
 )
 from bnstudy.data import cifar10  # noqa: E402
+from bnstudy.reliability.checkpoints import checkpoint_store  # noqa: E402
 
 MODELS = (("baseline", "none"), ("candidate", "batch"))
 PRESET_TRACES = ("measured_steps", "ics_l2", "ics_cosine", "probe_s", "probe_loss",
@@ -140,9 +141,9 @@ def run_model(name: str, normalization: str, args, data) -> tuple[dict, dict]:
     model_config, train_config, presets = configs(args, normalization)
     start = time.perf_counter()
     logging.info("%s: %s, seeds %s", name, model_config, list(train_config.seed_list))
-    checkpoints = args.checkpoint_dir / name if args.checkpoint_dir else None
+    checkpoints = checkpoint_store(args.checkpoint_dir / name) if args.checkpoint_dir else None
     results = train_seeds(model_config, train_config, presets, *data,  # logs every chunk
-                          checkpoint_dir=checkpoints)
+                          checkpoints=checkpoints)
     wall = time.perf_counter() - start
     seeds = [seed_summary(result, wall, len(results)) for result in results]
     finals = np.array([s["final_test_accuracy"] for s in seeds])

@@ -28,7 +28,7 @@ from bnstudy.core.checkpoint import (
     packed_checkpoint,
     unpacked_checkpoint,
 )
-from bnstudy.reliability.checkpoints import RunCheckpoints
+from bnstudy.reliability.checkpoints import RunCheckpoints, checkpoint_store
 
 # 10 steps in chunks of 4: checkpoints after steps 4, 8 and 10 (checkpoint_every_s=0)
 CONFIG = dataclasses.replace(TINY_TRAIN_CONFIG, seeds=(1, 2))
@@ -50,9 +50,14 @@ def assert_bitwise_equal(results, expected) -> None:
                              getattr(want, field.name))
 
 
+def stored(directory):
+    """The checkpoints of ``directory`` (None: no checkpoints)."""
+    return None if directory is None else checkpoint_store(directory)
+
+
 def run(arrays, checkpoint_dir=None, presets=(), progress=None, **kwargs):
     return train_seeds(TINY_MODEL_CONFIG, CONFIG, list(presets), *arrays, progress,
-                       snapshots=bool(presets), checkpoint_dir=checkpoint_dir,
+                       snapshots=bool(presets), checkpoints=stored(checkpoint_dir),
                        checkpoint_every_s=0, **kwargs)
 
 
@@ -108,7 +113,7 @@ def test_a_learning_rate_sweep_resumes_bitwise_and_keys_its_checkpoints_by_its_r
 
     def swept(config, progress=None):
         return train_seeds(TINY_MODEL_CONFIG, config, [], *tiny_arrays, progress,
-                           snapshots=False, checkpoint_dir=tmp_path, checkpoint_every_s=0)
+                           snapshots=False, checkpoints=stored(tmp_path), checkpoint_every_s=0)
 
     expected = train_seeds(TINY_MODEL_CONFIG, sweep, [], *tiny_arrays, snapshots=False)
     assert [(r.seed, r.learning_rate) for r in expected] == [(1, 0.02), (1, 0.05), (2, 0.02),
@@ -139,7 +144,7 @@ def test_resume_with_curvature_is_bitwise_identical(tiny_arrays, tmp_path):
 
     def curved(checkpoint_dir=None, progress=None):
         return train_seeds(TINY_MODEL_CONFIG, config, [], *tiny_arrays, progress,
-                           snapshots=False, checkpoint_dir=checkpoint_dir, checkpoint_every_s=0)
+                           snapshots=False, checkpoints=stored(checkpoint_dir), checkpoint_every_s=0)
 
     expected = curved()
     assert expected[0].curvature["steps"].tolist() == [0, 4, 8]
@@ -157,6 +162,7 @@ KILLED_RUN = """
 import dataclasses, sys, time
 from pathlib import Path
 from bnstudy.core import TINY_MODEL_CONFIG, TINY_TRAIN_CONFIG, train_seeds
+from bnstudy.reliability.checkpoints import checkpoint_store
 from tests.core.conftest import tiny_data
 
 def progress(done, total, metrics):
@@ -164,7 +170,7 @@ def progress(done, total, metrics):
     time.sleep(600)
 
 train_seeds(TINY_MODEL_CONFIG, dataclasses.replace(TINY_TRAIN_CONFIG, seeds=(1, 2)), [],
-            *tiny_data(), progress, snapshots=False, checkpoint_dir=sys.argv[1],
+            *tiny_data(), progress, snapshots=False, checkpoints=checkpoint_store(sys.argv[1]),
             checkpoint_every_s=0)
 """
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -176,17 +175,3 @@ class Checkpointer(Protocol):
 CheckpointStore = Callable[[str], Checkpointer]
 """Opens the :class:`Checkpointer` of a run configuration, given its :func:`fingerprint`
 (e.g. :func:`bnstudy.reliability.checkpoints.checkpoint_store` of a directory)."""
-
-
-def RunCheckpoints(directory: str | os.PathLike, config_hash: str) -> Checkpointer:
-    """The checkpoints of ``config_hash`` in ``directory``, written by
-    :mod:`bnstudy.reliability.checkpoints`.
-
-    Transitional: core/training.py opens its checkpoints by directory with this name until
-    ``train_seeds`` takes a :data:`CheckpointStore` (the caller's, with the file I/O) in
-    place of ``checkpoint_dir``; then this function goes. The import is at call time, so the
-    core never imports that module (nor orbax) otherwise.
-    """
-    from bnstudy.reliability.checkpoints import checkpoint_store
-
-    return checkpoint_store(directory)(config_hash)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -24,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from bnstudy.core.checkpoint import RunCheckpoints, fingerprint
+from bnstudy.core.checkpoint import Checkpointer, CheckpointStore, fingerprint
 from bnstudy.core.config import MeasurementConfig, ModelConfig, Run, TrainConfig
 from bnstudy.core.curvature import measure_curvature, probe_set
 from bnstudy.core.executor import Executor
@@ -162,7 +161,7 @@ def _curvature(run: _Run, states: TrainState, recorder: Recorder, step: int) -> 
 
 
 def _run_chunks(run: _Run, states: TrainState, recorder: Recorder, progress: Progress | None,
-                concurrent_probes: bool, checkpoints: RunCheckpoints | None,
+                concurrent_probes: bool, checkpoints: Checkpointer | None,
                 checkpoint_every_s: float) -> TrainState:
     """The remaining chunks of the plan, each after the curvature where the plan says so; a
     checkpoint after a chunk when due and at the end."""
@@ -193,7 +192,7 @@ def _run_chunks(run: _Run, states: TrainState, recorder: Recorder, progress: Pro
 
 def _start(run: _Run, states: TrainState, arrays: dict[str, np.ndarray],
            shard: Callable[[Any], Any] | None,
-           checkpoints: RunCheckpoints | None) -> tuple[_Run, TrainState, Recorder]:
+           checkpoints: Checkpointer | None) -> tuple[_Run, TrainState, Recorder]:
     """(the run with its data on device, the states, the recorder): those of the newest
     usable checkpoint, or fresh ones with the evaluation at step 0."""
     train_config = run.config
@@ -240,7 +239,7 @@ def train_seeds(model_config: ModelConfig, train_config: TrainConfig,
                 y_test: np.ndarray, progress: Progress | None = None, *,
                 snapshots: bool = True, concurrent_probes: bool = True,
                 shard: Callable[[Any], Any] | None = None,
-                checkpoint_dir: str | os.PathLike | None = None,
+                checkpoints: CheckpointStore | None = None,
                 checkpoint_every_s: float = 60.0) -> list[TrainingResult]:
     """Train every run of ``train_config.runs`` (each seed of ``seed_list`` with each
     learning rate of ``learning_rate_list``) together and measure them.
@@ -255,9 +254,11 @@ def train_seeds(model_config: ModelConfig, train_config: TrainConfig,
         concurrent_probes: let the host loop use its worker thread.
         shard: optional function applied to the stacked state and the orders (e.g.
             ``jax.device_put`` with a ``NamedSharding`` over the run axis).
-        checkpoint_dir: where to keep checkpoints (:mod:`bnstudy.core.checkpoint`); a run
-            with the same configuration and data resumes from the newest usable one and
-            ends bit-for-bit as an uninterrupted run. None: no checkpoints.
+        checkpoints: opens the checkpoints of this run's configuration hash (a
+            :data:`~bnstudy.core.checkpoint.CheckpointStore`, e.g.
+            ``bnstudy.reliability.checkpoints.checkpoint_store(directory)``: the file I/O is
+            the caller's); a run with the same configuration and data resumes from the
+            newest usable one and ends bit-for-bit as an uninterrupted run. None: none.
         checkpoint_every_s: save after a chunk once this many seconds passed since the last
             save (and always after the last chunk).
 
@@ -275,8 +276,9 @@ def train_seeds(model_config: ModelConfig, train_config: TrainConfig,
     states = init_states(model_of(model_config), train_config, train_config.runs)
     initial = jax.device_get((states.params, states.batch_stats))
     arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
-    checkpoints = None if checkpoint_dir is None else RunCheckpoints(
-        checkpoint_dir, _run_hash(spec, plan, loop, arrays, train_config))
+    store, checkpoints = checkpoints, None
+    if store is not None:
+        checkpoints = store(_run_hash(spec, plan, loop, arrays, train_config))
     with checkpoints or contextlib.nullcontext():
         run, states, recorder = _start(
             _Run(spec, plan, loop, {}, (), train_config.runs, train_config), states, arrays,
@@ -294,7 +296,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig,
           measurement_configs: Sequence[MeasurementConfig],
           x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
           progress: Progress | None = None, *, snapshots: bool = True,
-          concurrent_probes: bool = True, checkpoint_dir: str | os.PathLike | None = None,
+          concurrent_probes: bool = True, checkpoints: CheckpointStore | None = None,
           checkpoint_every_s: float = 60.0) -> TrainingResult:
     """Train one run (``train_config.seed`` with its one learning rate) and measure it:
     :func:`train_seeds`'s single result. With several seeds or learning rates, use
@@ -305,7 +307,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig,
                          f"{train_config.learning_rates}; call train_seeds() for several")
     return train_seeds(model_config, train_config, measurement_configs, x_train, y_train,
                        x_test, y_test, progress, snapshots=snapshots,
-                       concurrent_probes=concurrent_probes, checkpoint_dir=checkpoint_dir,
+                       concurrent_probes=concurrent_probes, checkpoints=checkpoints,
                        checkpoint_every_s=checkpoint_every_s)[0]
 
 

@@ -23,6 +23,7 @@ from bnstudy.analysis.traces import (
 from bnstudy.core import train_seeds
 from bnstudy.parameters import model_configs, with_code_defaults
 from bnstudy.pipelines import json_ready
+from bnstudy.reliability.checkpoints import checkpoint_store
 from bnstudy.roster import model_settings
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,8 @@ def train_model(
         model_input_train["images"], model_input_train["labels"],
         model_input_test["images"], model_input_test["labels"],
         # One folder per normalization; inside it, one per configuration hash.
-        checkpoint_dir=None if directory is None else f"{directory}/{configs.model.normalization}",
+        checkpoints=(None if directory is None
+                     else checkpoint_store(f"{directory}/{configs.model.normalization}")),
         checkpoint_every_s=float(configs.checkpoints.every_s),
         progress=live,
     )
