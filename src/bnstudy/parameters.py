@@ -272,7 +272,26 @@ def _config(cls: type, where: str, values: Any, renamed: Mapping[str, str] | Non
                              f"{error.reason}. {FIX}") from None
 
 
+def section_config(name: str, values: Mapping[str, Any]) -> Section:
+    """The typed config of the section ``name`` (``data_ingestion``, ``preprocessing``, ...)
+    for a node: the one :func:`validate_parameters` built from the same values before the
+    first node, looked up and not checked again (as :func:`model_configs` does for models);
+    built, and so checked, here only when no such check ran in this process."""
+    built = _SECTIONS_BUILT.get((name, _settings_key(values)))
+    return built if built is not None else _section(name, SECTIONS[name], values)
+
+
+_SECTIONS_BUILT: dict[tuple[str, str], Section] = {}
+"""The sections :func:`_section` has validated, by name and the values they came from."""
+
+
 def _section(where: str, cls: type[Section], values: Any) -> Section:
+    built = _checked_section(where, cls, values)
+    _SECTIONS_BUILT[(where, _settings_key(values))] = built
+    return built
+
+
+def _checked_section(where: str, cls: type[Section], values: Any) -> Section:
     if values is None:
         raise ParameterError(f"Parameter section {where} is missing: it has {sorted(cls.model_fields)}, "
                              f"none with a default (conf/base states them; docs/configuration.md). {FIX}")

@@ -4,10 +4,10 @@ cache key, and subsets read at ingestion against subsets drawn in preprocessing.
 from __future__ import annotations
 
 import numpy as np
-import pydantic
 import pytest
 
 from bnstudy.data import cifar10
+from bnstudy.errors import ParameterError
 from bnstudy.pipelines.data_ingestion.nodes import ingest_cifar10
 from bnstudy.pipelines.preprocessing.nodes import (
     compute_channel_stats,
@@ -16,6 +16,7 @@ from bnstudy.pipelines.preprocessing.nodes import (
     make_model_input_train,
 )
 from tests.conftest import write_image_folder
+from tests.data.test_ingestion import BASE
 
 CLASSES = list(cifar10.CLASS_NAMES)
 SIZES = {"train_size": 20, "test_size": 10, "seed": 4}
@@ -23,7 +24,8 @@ NO_SUBSET = {"train_size": None, "test_size": None, "seed": 0}
 
 
 def params(path, source="python_archive", **extra) -> dict:
-    return {"source": source, "path": str(path), "md5": None, "classes": CLASSES, **extra}
+    """conf/base's data_ingestion (its values live in the YAML alone) for a local source."""
+    return {**BASE, "source": source, "path": str(path), "md5": None, "classes": CLASSES, **extra}
 
 
 def ingest(path, preprocessing=NO_SUBSET, **extra):
@@ -92,14 +94,15 @@ def test_provenance_points_at_an_entry_the_cache_lacks(python_archive):
 
 @pytest.mark.parametrize("md5", [0, 1e5, "", "abc"])
 def test_a_number_or_malformed_md5_is_an_error_naming_the_parameter(python_archive, md5):
-    # the node builds the DataIngestion config, whose md5 validator words the error
-    with pytest.raises(pydantic.ValidationError, match=r"data_ingestion\.md5 must be .*quote it"):
+    # the node's config (section_config, checked here as no preflight ran), whose md5
+    # validator words the error
+    with pytest.raises(ParameterError, match=r"data_ingestion\.md5 must be .*quote it"):
         ingest_cifar10({**params(python_archive), "md5": md5}, NO_SUBSET)
 
 
 def test_download_without_md5_is_refused(tmp_path):
-    download = {"source": "download", "url": "http://127.0.0.1:9/c.tar.gz", "md5": None,
-                "download_dir": str(tmp_path), "timeout_s": 1, "classes": CLASSES}
+    download = {**BASE, "source": "download", "path": None, "url": "http://127.0.0.1:9/c.tar.gz",
+                "md5": None, "download_dir": str(tmp_path), "timeout_s": 1, "classes": CLASSES}
 
     with pytest.raises(cifar10.Cifar10ParameterError, match="md5 is null, but a download is always verified"):
         ingest_cifar10(download, NO_SUBSET)
@@ -117,14 +120,14 @@ def test_md5_for_an_extracted_folder_is_refused_not_skipped(tmp_path, small_arra
     assert provenance["num_train"] == 40 and provenance["checksum"].startswith("tree_sha256:")
 
 
-# The node builds the typed configs, which name the field and the value; a Kedro run refuses
-# the same values before any node, naming the parameter's full path (tests/reliability/
-# test_parameters.py: "subset_only as text", "train subset not an integer", "test subset 0").
+# Called without a Kedro run (no preflight in this process), the node checks its sections
+# itself with the preflight's words: the parameter's full path and its value (a Kedro run
+# refuses them before any node: tests/reliability/test_parameters.py).
 @pytest.mark.parametrize(("extra", "preprocessing", "match"), [
-    ({"subset_only": "yes"}, SIZES, r"subset_only\n .*valid boolean .*input_value='yes'"),
-    ({"subset_only": True}, {**SIZES, "train_size": 2.5}, r"train_size\n .*valid integer .*input_value=2\.5"),
-    ({"subset_only": True}, {**SIZES, "test_size": 0}, r"test_size\n .*greater than or equal to 1 .*input_value=0"),
+    ({"subset_only": "yes"}, SIZES, r"data_ingestion\.subset_only = 'yes'"),
+    ({"subset_only": True}, {**SIZES, "train_size": 2.5}, r"preprocessing\.train_size = 2\.5"),
+    ({"subset_only": True}, {**SIZES, "test_size": 0}, r"preprocessing\.test_size = 0"),
 ])
 def test_bad_subset_parameters_are_named(python_archive, extra, preprocessing, match):
-    with pytest.raises(pydantic.ValidationError, match=match):
+    with pytest.raises(ParameterError, match=match):
         ingest_cifar10(params(python_archive, **extra), preprocessing)

@@ -18,6 +18,7 @@ import pytest
 from bnstudy.data import cifar10
 from bnstudy.pipelines.data_ingestion.nodes import ingest_cifar10
 from tests.conftest import make_arrays
+from tests.data.test_ingestion import BASE  # conf/base's section: the YAML holds its defaults
 
 NO_SUBSET = {"train_size": None, "test_size": None, "seed": 0}
 
@@ -77,8 +78,7 @@ def test_a_batch_that_would_run_code_is_refused_naming_member_and_global(
     folder.mkdir()
     archive = write_tar_gz(members, folder / "cifar-10-python.tar.gz")
     before = snapshot(tmp_path)
-    params = {"source": "python_archive", "path": str(archive), "md5": None,
-              "classes": list(cifar10.CLASS_NAMES)}
+    params = {**BASE, "source": "python_archive", "path": str(archive), "md5": None}
 
     with pytest.raises(cifar10.Cifar10FormatError) as error:
         ingest_cifar10(params, NO_SUBSET)

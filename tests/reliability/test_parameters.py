@@ -365,3 +365,19 @@ def _mlflow_runs(project: Path) -> list[Any]:
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
     return list(client.search_runs(experiments, run_view_type=ViewType.ALL)) if experiments else []
+
+
+def test_a_node_gets_the_sections_the_preflight_validated_not_a_second_check():
+    """Issue 20: validation once. After validate_parameters, section_config hands the
+    ingestion node the very objects the preflight built; without a preflight in the process
+    it checks the values itself, with the preflight's message."""
+    from bnstudy.parameters import section_config
+
+    params = _load("test")
+    validate_parameters(params)
+    first = section_config("data_ingestion", params["data_ingestion"])
+    assert section_config("data_ingestion", dict(params["data_ingestion"])) is first
+    assert first.md5 == params["data_ingestion"]["md5"]
+    bad = {**params["preprocessing"], "train_size": -3}
+    with pytest.raises(ParameterError, match="preprocessing.train_size"):
+        section_config("preprocessing", bad)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from bnstudy.data import ingestion
-from bnstudy.parameters import DataIngestion, Preprocessing
+from bnstudy.parameters import section_config
 
 
 def ingest_cifar10(
@@ -16,12 +16,13 @@ def ingest_cifar10(
     """Read CIFAR-10 from the source that ``params`` name (:func:`bnstudy.data.ingestion.ingest`).
 
     Args:
-        params: ``data_ingestion`` parameters (parameters_data_ingestion.yml), as
-            :class:`~bnstudy.parameters.DataIngestion`.
-        preprocessing: ``preprocessing`` parameters, as :class:`~bnstudy.parameters.Preprocessing`;
+        params: ``data_ingestion`` parameters (parameters_data_ingestion.yml), as the
+            preflight validated them (:func:`bnstudy.parameters.section_config`).
+        preprocessing: ``preprocessing`` parameters, likewise;
             with ``data_ingestion.subset_only`` only the subset they select is read.
 
     Returns:
         ``(cifar10_raw_cache, cifar10_class_names, cifar10_provenance)``.
     """
-    return ingestion.ingest(DataIngestion.model_validate(params), Preprocessing.model_validate(preprocessing))
+    return ingestion.ingest(section_config("data_ingestion", params),
+                            section_config("preprocessing", preprocessing))
