@@ -24,6 +24,7 @@ from PIL import Image
 
 from bnstudy.data import cifar10
 from bnstudy.pipelines.data_ingestion.nodes import ingest_cifar10
+from tests.data.test_ingestion import BASE  # conf/base's section (the YAML holds its values)
 
 CLASSES = ("cat", "dog", "frog")
 FORMS = ("dir", "tar", "tar.gz", "zip")
@@ -211,7 +212,8 @@ def assert_clear_format_error(source: str, members: dict[str, bytes], form: str,
             path.write_bytes(path.read_bytes()[:cut])
             event(f"{form} cut at byte {cut}" if cut < 4 else f"{form} cut")
         before = snapshot(folder)
-        params = {"source": source, "path": str(path), "md5": None, "classes": list(CLASSES)}
+        params = {**BASE, "source": source, "path": str(path), "md5": None,
+                  "classes": list(CLASSES)}
 
         with pytest.raises(cifar10.Cifar10FormatError) as error:
             ingest_cifar10(params, {"train_size": None, "test_size": None, "seed": 0})
