@@ -12,10 +12,12 @@ epoch)``, so a run of T steps also gives every shorter run. Defaults are the cpu
         --data ../shared/datasets/cifar10-jpeg.tar.gz --cache /tmp/cpu_subset.npz \\
         --learning-rate 0.1 --momentum 0 --steps 624
 
-prints per seed the exit step (the 0-based index t of the last step of the first 10-step
-window ``loss[t-9..t]`` whose mean is below 2.0, ln 10 = 2.303 being chance), the exit as a
-fraction of the run, the 10-step loss and the test accuracy at the end, and the run's wall
-time per seed-step (loaded, if other jobs share the machine).
+prints the run's wall time per seed-step (loaded, if other jobs share the machine), then per
+seed the 10-step loss and the test accuracy at the end and, for each study length
+``--planned-steps`` T, the exit step as a fraction of T: the first step t at which the mean
+training loss of steps t-9..t is below 2.0 (ln 10 = 2.303 is chance), and the same in the
+report's trailing mean over ``analysis.smoothing_fraction`` x T steps (what the study's report
+calls leaving the plateau).
 """
 
 from __future__ import annotations
@@ -28,25 +30,35 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # study_config, paper_run
 
 from paper_run import load_data  # noqa: E402
 from study_config import study_configs  # noqa: E402
 
-from bnstudy.analysis.statistics import leaves_plateau_step  # noqa: E402
+from bnstudy.analysis.statistics import leaves_plateau_step, smooth  # noqa: E402
 from bnstudy.core import train_seeds  # noqa: E402
 from bnstudy.core.backend import use_cpu_flags  # noqa: E402
 
 WINDOW = 10       # steps of the trailing mean
 THRESHOLD = 2.0   # "left the plateau": the trailing mean below this (chance: ln 10 = 2.303)
+ANALYSIS = Path(__file__).resolve().parents[1] / "conf" / "base" / "parameters_analysis.yml"
 
 
-def exit_step(train_loss: np.ndarray) -> int | None:
-    """The last step of the first ``WINDOW``-step window whose mean loss is below
-    ``THRESHOLD``; None if the run never gets there. ``train_loss``: [T] per step."""
-    trailing = np.convolve(train_loss, np.ones(WINDOW) / WINDOW, mode="valid")
-    return leaves_plateau_step(np.arange(WINDOW - 1, train_loss.size), trailing, THRESHOLD)
+def exit_step(train_loss: np.ndarray, window: int = WINDOW) -> int | None:
+    """The first step t at which the mean loss of steps t - window + 1 .. t is below
+    ``THRESHOLD`` (the trailing mean of :func:`bnstudy.analysis.statistics.smooth`, which
+    averages the steps there are before step ``window - 1``: a run starting at chance is
+    unaffected); None if the run never gets there. ``train_loss``: [T] per step."""
+    return leaves_plateau_step(np.arange(train_loss.size), smooth(train_loss, window), THRESHOLD)
+
+
+def report_window(planned_steps: int) -> int:
+    """The report's smoothing window for a run of ``planned_steps`` (``analysis.
+    smoothing_fraction`` of conf/base, as ``bnstudy.analysis.comparisons`` rounds it)."""
+    fraction = yaml.safe_load(ANALYSIS.read_text())["analysis"]["smoothing_fraction"]
+    return max(1, int(round(fraction * planned_steps)))
 
 
 def cached_data(path: Path, cache: Path | None):
@@ -68,6 +80,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--normalization", default="none", help="none: the baseline")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1337, 1, 2])
     parser.add_argument("--steps", type=int, required=True, help="training steps T")
+    parser.add_argument("--planned-steps", type=int, nargs="+", default=None,
+                        help="the study's T (one or more), for the exit as a fraction of it and "
+                             "the report's smoothed exit (default: --steps)")
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--momentum", type=float, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
@@ -97,11 +112,14 @@ def main(argv: list[str] | None = None) -> int:
           f"{train_config.momentum:g}, T {args.steps}: {wall:.0f} s, "
           f"{wall / (args.steps * len(results)):.3f} s per seed-step")
     for result in results:
-        step = exit_step(np.asarray(result.train_loss))
-        where = "none" if step is None else f"{step} ({step / args.steps:.1%} of T)"
-        print(f"  seed {result.seed}: exit {where}; 10-step loss @ T "
-              f"{np.mean(result.train_loss[-WINDOW:]):.3f}, test accuracy @ T "
-              f"{result.test_accuracy[-1]:.3f}")
+        loss = np.asarray(result.train_loss)
+        print(f"  seed {result.seed}: 10-step loss @ {args.steps} {np.mean(loss[-WINDOW:]):.3f}, "
+              f"test accuracy {result.test_accuracy[-1]:.3f}")
+        for planned in args.planned_steps or [args.steps]:
+            window = report_window(planned)
+            exits = [exit_step(loss, w) for w in (WINDOW, window)]
+            where = ["none" if step is None else f"{step} ({step / planned:.1%})" for step in exits]
+            print(f"    T = {planned}: exit {where[0]}; {where[1]} in the report's {window}-step mean")
     return 0
 
 

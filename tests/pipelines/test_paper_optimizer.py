@@ -5,6 +5,7 @@ Fidelity claims were read under."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -49,8 +50,14 @@ def test_the_paper_optimizer_study_trains_with_plain_sgd_and_full_study_with_the
         assert (train.learning_rate, train.momentum, train.nesterov) == (*PAPER_OPTIMIZER, False)
     for name in roster.trained_by("full_study"):
         assert (models[name].train.learning_rate, models[name].train.momentum) == BLOG_OPTIMIZER
-    # a comparison is paired by seed: the pair shares the environment's seeds
-    assert models["baseline_sgd"].train.seed_list == models["baseline"].train.seed_list
+    # the pair differs from full_study's only in the keys its roster entries set (conf/base's
+    # optimizer, and in the cpu environment conf/cpu/parameters_roster.yml's size): same seeds,
+    # network and everything else, and one configuration for both models
+    for paper, blog in (("baseline_sgd", "baseline"), ("candidate_sgd", "candidate")):
+        overrides = params["models"][paper]["training"]
+        assert models[paper].train == dataclasses.replace(models[blog].train, **overrides)
+        assert models[paper].model == models[blog].model
+    assert models["baseline_sgd"].measurements == models["candidate_sgd"].measurements
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
