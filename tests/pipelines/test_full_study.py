@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 from pathlib import Path
 
@@ -132,7 +133,13 @@ def test_report_has_the_fidelity_table_intervals_and_every_provenance_field(stud
     record = _json(study, "data/07_model_output/candidate/run_record.json")
 
     table = markdown.split("**Fidelity**\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
-    assert table[0] == "| claim | paper | blog | protocol | this run (value, CI, significant?) | agrees? |"
+    assert table[0] == ("| claim | paper | blog | protocol | this run (value, CI, significant?) "
+                        "| p: raw / Holm (6 claims) | smallest detectable | agrees? |")
+    # Holm's adjustment over the table's claims: never below the raw p, and the row shows both
+    for row, line in zip(fidelity, table[2:], strict=True):
+        if row["p_holm"] is not None and math.isfinite(row["p_holm"]):
+            assert row["p_holm"] >= row["p_value"] - 1e-15, row
+        assert "untested" in line or " / " in line.split(" | ")[5], line
     # conf/test trains with the blog's optimizer and measures both protocols
     assert "| paper protocol, blog optimizer (SGD m=0.9, lr 0.035) |" in table[2]
     assert len(table) == 2 + len(fidelity) == 8

@@ -3,9 +3,12 @@ half-written files left under data/."""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
+import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -32,6 +35,40 @@ def test_sigterm_raises_inside_the_block_and_the_old_handler_returns():
             time.sleep(1)  # the handler runs at the next bytecode
     assert caught.value.signum == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_signal_that_lands_in_a_gc_callback_still_ends_the_run():
+    """The CI failure: SIGTERM's exception was raised inside JAX's garbage-collector callback,
+    where Python only prints "Exception ignored in ..." and goes on; the run then ran to its
+    next nodes. Here the signal arrives while a gc callback runs: RunInterrupted must still
+    reach the code after the collection, and other unraisable errors keep their hook."""
+    seen: list[BaseException] = []
+
+    def callback(phase: str, _info: dict) -> None:
+        if phase == "start" and not seen:
+            seen.append(RuntimeError("delivered"))
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(100_000):  # the handler raises here, inside the callback
+                pass
+
+    hooks = []
+    previous_hook = sys.unraisablehook
+    gc.callbacks.append(callback)
+    try:
+        with pytest.raises(RunInterrupted) as caught:
+            with interrupts_raise():
+                gc.collect()
+                for _ in range(100_000):
+                    pass
+                time.sleep(1)
+        sys.unraisablehook = hooks.append
+        with interrupts_raise():  # an unrelated ignored error goes to the hook in place
+            sys.unraisablehook(SimpleNamespace(exc_value=ValueError("other"), object=None))
+    finally:
+        gc.callbacks.remove(callback)
+        sys.unraisablehook = previous_hook
+    assert seen and caught.value.signum == signal.SIGTERM
+    assert [str(h.exc_value) for h in hooks] == ["other"]
 
 
 def test_remove_temporary_files_by_owner(tmp_path):

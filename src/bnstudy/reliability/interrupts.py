@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,8 @@ from bnstudy.reliability.tracking import mark_run_killed, process_is_alive
 logger = logging.getLogger(__name__)
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# A swallowed interrupt is sent again this long after: time for the hook that saw it to return.
+REDELIVERY_DELAY_S = 0.01
 # bnstudy.datasets.FileDataset writes `<file>.tmp-<pid>` and renames it when complete.
 _TEMPORARY_NAME = re.compile(r"\.tmp-(\d+)$")
 
@@ -50,11 +53,36 @@ def _raise_interrupted(signum: int, _frame: object) -> None:
 
 @contextmanager
 def interrupts_raise() -> Iterator[None]:
-    """Within the block, SIGINT and SIGTERM raise :class:`RunInterrupted` (main thread only)."""
+    """Within the block, SIGINT and SIGTERM raise :class:`RunInterrupted` (main thread only).
+
+    A signal handler's exception is raised wherever the main thread happens to be. Where that
+    is a garbage-collector callback (JAX registers one), a ``__del__`` or a weakref callback,
+    Python swallows it ("Exception ignored in ...", through :data:`sys.unraisablehook`) and
+    the run would go on as if no signal had come (seen in CI: a SIGTERM'd ``kedro run`` went
+    on to its next nodes). Within the block such a swallowed :class:`RunInterrupted` is
+    delivered again, from another thread a moment later (:data:`REDELIVERY_DELAY_S`): sent from
+    within the hook it would raise in the hook, where it is swallowed too. It then raises at the next line the main thread runs (again and
+    again if that too swallows it), so the run ends.
+    """
     previous = {signum: signal.signal(signum, _raise_interrupted) for signum in HANDLED_SIGNALS}
+    previous_hook = sys.unraisablehook
+
+    def redeliver(unraisable: sys.UnraisableHookArgs) -> None:
+        if isinstance(unraisable.exc_value, RunInterrupted):
+            logger.debug("%s was raised where Python ignores exceptions (%r); delivering it again",
+                         unraisable.exc_value, unraisable.object)
+            resend = threading.Timer(REDELIVERY_DELAY_S, os.kill,
+                                     args=(os.getpid(), unraisable.exc_value.signum))
+            resend.daemon = True
+            resend.start()
+            return
+        previous_hook(unraisable)
+
+    sys.unraisablehook = redeliver
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
