@@ -233,6 +233,53 @@ def finished_study(tmp_path_factory) -> Path:
     return project
 
 
+# The test study's roster with two more models and a study of its own (tests/pipelines/
+# test_roster.py): candidate_fast joins full_study, lr_study extends it with candidate_slow.
+ROSTER = """\
+models:
+  candidate_fast:
+    normalization: batch
+    training: {learning_rate: 0.07}
+  candidate_slow:
+    normalization: batch
+    training: {learning_rate: 0.01}
+studies:
+  full_study:
+    models: [baseline, candidate, candidate_fast]
+    comparisons:
+      - {reference: baseline, treatment: candidate}
+      - {reference: candidate, treatment: candidate_fast}
+  lr_study:
+    extends: full_study
+    models: [candidate_slow]
+    comparisons:
+      - {reference: candidate, treatment: candidate_slow}
+"""
+ROSTER_PIPELINES = "full_study,lr_study"
+
+
+def roster_project(base: Path) -> Path:
+    """A project copy in ``base`` with :data:`ROSTER` as the test environment's roster."""
+    from tests.reliability.cli_helpers import new_project
+
+    project = new_project(base)
+    (project / "conf" / "test" / "parameters_roster.yml").write_text(ROSTER)
+    return project
+
+
+@pytest.fixture(scope="session")
+def roster_study(tmp_path_factory) -> Path:
+    """:data:`ROSTER`'s two studies in one sequential ``kedro run`` (4 models, 3 seeds, 20
+    steps): read by the roster tests and the reference the Dask runner's run must equal."""
+    from tests.reliability.cli_helpers import kedro_env, run_kedro
+
+    project = roster_project(tmp_path_factory.mktemp("roster"))
+    result = run_kedro(project, ["run", "--env", "test", "--pipelines", ROSTER_PIPELINES],
+                       kedro_env(project), timeout_s=1500)
+    assert result.returncode == 0, result.terminal[-4000:]
+    return project
+
+
 @functools.cache
 def _empty_mlflow_db() -> Path:
     """An MLflow sqlite store with its schema migrated, made once per test process."""

@@ -4,8 +4,8 @@ Fast: the plan (which nodes make one task, in what order), the refusals (a local
 a worker outside the project), the workers' plugin manager. Slow: small pipelines on a
 LocalCluster the runner starts (hooks on the workers, in-memory datasets, a failing node);
 then the acceptance test: the test study with a 3-model roster through a 2-worker LocalCluster
-and an ``mlflow server`` on 127.0.0.1, against a sequential run of the same configuration, and
-the same cluster losing a worker mid-training.
+and an ``mlflow server`` on 127.0.0.1, against a sequential run of the same configuration (the roster tests' run, tests/conftest.py's
+roster_study), and the same cluster losing a worker mid-training.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ from bnstudy.runners import (
     worker_hook_manager,
 )
 from tests.pipelines.test_numbers_unchanged import newest
-from tests.pipelines.test_roster import ROSTER
-from tests.reliability.cli_helpers import KedroProcess, kedro_env, new_project, run_kedro
+from tests.conftest import ROSTER_PIPELINES, roster_project
+from tests.reliability.cli_helpers import KedroProcess, kedro_env, run_kedro
 
 # ----------------------------------------------------------------------------- node functions
 # Module-level, so the workers import them by name.
@@ -269,9 +269,8 @@ def test_a_failing_node_fails_the_run_with_its_traceback_once_the_running_ones_f
 
 # ----------------------------------------------------------------------------- the acceptance test
 
-# The test study's roster with a third model, candidate_fast, as tests/pipelines/test_roster.py
-# writes it (its lr_study is not run here).
-MODELS = ("baseline", "candidate", "candidate_fast")
+# tests/conftest.py's roster: the test study with candidate_fast, and lr_study with candidate_slow.
+MODELS = ("baseline", "candidate", "candidate_fast", "candidate_slow")
 RUNNER = "--runner=bnstudy.runners.DaskRunner"
 CLOCK_METRICS = {"run/wall_time_s"}  # a model run's one metric that is a clock (docs/tracking.md)
 
@@ -373,13 +372,6 @@ def dask_cluster(project: Path) -> Iterator[str]:
         yield log.read_text().split()[0]
 
 
-def _study_project(base: Path) -> Path:
-    base.mkdir(parents=True)
-    project = new_project(base)
-    (project / "conf" / "test" / "parameters_roster.yml").write_text(ROSTER)
-    return project
-
-
 def assert_same_outputs(expected: Path, actual: Path, model: str) -> int:
     """Every table and array of ``model``'s newest outputs equal, bit for bit (the run
     record, with its timings, aside); returns how many files were compared."""
@@ -442,28 +434,23 @@ class DaskStudy:
 
 
 @pytest.fixture(scope="module")
-def dask_study(tmp_path_factory) -> Iterator[DaskStudy]:
-    """The 3-model test study through an ``mlflow server`` and a 2-worker LocalCluster, and
-    the same configuration with Kedro's SequentialRunner, run alongside (MLflow in its
-    project's SQLite). Stops the cluster and the server after the tests (failing if any of
-    their processes is left)."""
+def dask_study(tmp_path_factory, roster_study) -> Iterator[DaskStudy]:
+    """The roster's two studies through an ``mlflow server`` and a 2-worker LocalCluster; the
+    same configuration's sequential run (Kedro's SequentialRunner, MLflow in its project's
+    SQLite) is the session's ``roster_study``. Stops the cluster and the server after the
+    tests (failing if any of their processes is left)."""
     from distributed import Client
 
     base = tmp_path_factory.mktemp("dask_study")
-    sequential, project = _study_project(base / "sequential"), _study_project(base / "dask")
-    reference = KedroProcess(sequential, ["run", "--env", "test"], kedro_env(sequential))
-    try:
-        with mlflow_server(base, project / "mlflow.db") as tracking, dask_cluster(project) as scheduler, \
-                Client(scheduler) as client:
-            env = kedro_env(project, MLFLOW_TRACKING_URI=tracking, **{SCHEDULER_VARIABLE: scheduler})
-            client.get_task_stream()  # the scheduler records tasks from now on
-            result = run_kedro(project, ["run", "--env", "test", RUNNER], env, timeout_s=1500)
-            assert result.returncode == 0, result.terminal[-4000:]
-            expected = reference.wait(1500)
-            assert expected.returncode == 0, expected.terminal[-4000:]
-            yield DaskStudy(sequential, project, tracking, client, env)
-    finally:
-        reference.stop()
+    project = roster_project(base)
+    with mlflow_server(base, project / "mlflow.db") as tracking, dask_cluster(project) as scheduler, \
+            Client(scheduler) as client:
+        env = kedro_env(project, MLFLOW_TRACKING_URI=tracking, **{SCHEDULER_VARIABLE: scheduler})
+        client.get_task_stream()  # the scheduler records tasks from now on
+        result = run_kedro(project, ["run", "--env", "test", "--pipelines", ROSTER_PIPELINES, RUNNER],
+                           env, timeout_s=1500)
+        assert result.returncode == 0, result.terminal[-4000:]
+        yield DaskStudy(roster_study, project, tracking, client, env)
 
 
 @pytest.mark.slow

@@ -13,29 +13,10 @@ import pandas as pd
 import pytest
 
 from bnstudy.roster import roster_from_parameters
-from tests.reliability.cli_helpers import kedro_env, new_project, run_kedro
 
-# The third model: BatchNorm trained at another learning rate (an override of one shared key).
-ROSTER = """\
-models:
-  candidate_fast:
-    normalization: batch
-    training: {learning_rate: 0.07}
-  candidate_slow:
-    normalization: batch
-    training: {learning_rate: 0.01}
-studies:
-  full_study:
-    models: [baseline, candidate, candidate_fast]
-    comparisons:
-      - {reference: baseline, treatment: candidate}
-      - {reference: candidate, treatment: candidate_fast}
-  lr_study:
-    extends: full_study
-    models: [candidate_slow]
-    comparisons:
-      - {reference: candidate, treatment: candidate_slow}
-"""
+# The roster (tests/conftest.py's ROSTER): a third model, candidate_fast (BatchNorm at another
+# learning rate, an override of one shared key), and lr_study with candidate_slow; the
+# session's roster_study fixture runs both studies once.
 
 
 def _latest(project: Path, relative: str) -> Path:
@@ -43,19 +24,9 @@ def _latest(project: Path, relative: str) -> Path:
     return sorted(p for p in folder.iterdir() if p.is_dir())[-1] / folder.name
 
 
-@pytest.fixture(scope="module")
-def three_model_study(tmp_path_factory) -> Path:
-    project = new_project(tmp_path_factory.mktemp("roster"))
-    (project / "conf" / "test" / "parameters_roster.yml").write_text(ROSTER)
-    result = run_kedro(project, ["run", "--env", "test", "--pipelines", "full_study,lr_study"],
-                       kedro_env(project), timeout_s=1500)
-    assert result.returncode == 0, result.terminal[-4000:]
-    return project
-
-
 @pytest.mark.slow
-def test_a_third_model_in_yaml_gets_every_output_of_the_study(three_model_study):
-    project = three_model_study
+def test_a_third_model_in_yaml_gets_every_output_of_the_study(roster_study):
+    project = roster_study
     record = json.loads(_latest(project, "data/07_model_output/candidate_fast/run_record.json").read_text())
     assert record["train_config"]["learning_rate"] == 0.07  # its override
     assert record["train_config"]["seeds"] == [1337, 1, 2]  # the rest shared, as conf/test sets it
@@ -97,8 +68,8 @@ def test_a_third_model_in_yaml_gets_every_output_of_the_study(three_model_study)
 
 
 @pytest.mark.slow
-def test_a_study_in_yaml_gets_its_own_analysis_and_report(three_model_study):
-    project = three_model_study
+def test_a_study_in_yaml_gets_its_own_analysis_and_report(roster_study):
+    project = roster_study
     study = json.loads(_latest(project, "data/08_reporting/summaries/lr_study.model_comparisons.json").read_text())
     assert study["headline"] == "candidate_slow_vs_candidate"
     headline = study["comparisons"]["candidate_slow_vs_candidate"]
