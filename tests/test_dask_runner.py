@@ -3,9 +3,10 @@
 Fast: the plan (which nodes make one task, in what order), the refusals (a local MLflow store,
 a worker outside the project), the workers' plugin manager. Slow: small pipelines on a
 LocalCluster the runner starts (hooks on the workers, in-memory datasets, a failing node);
-then the acceptance test: the test study with a 3-model roster through a 2-worker LocalCluster
-and an ``mlflow server`` on 127.0.0.1, against a sequential run of the same configuration (the roster tests' run, tests/conftest.py's
-roster_study), and the same cluster losing a worker mid-training.
+then the acceptance test: the two studies of tests/conftest.py's 4-model roster through a
+2-worker LocalCluster and an ``mlflow server`` on 127.0.0.1, against the sequential run of the
+same configuration (the roster tests' ``roster_study``), and the same cluster losing a worker
+mid-training.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ from bnstudy.runners import (
     run_nodes,
     worker_hook_manager,
 )
-from tests.pipelines.test_numbers_unchanged import newest
 from tests.conftest import ROSTER_PIPELINES, roster_project
+from tests.pipelines.test_numbers_unchanged import newest
 from tests.reliability.cli_helpers import KedroProcess, kedro_env, run_kedro
 
 # ----------------------------------------------------------------------------- node functions

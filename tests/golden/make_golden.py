@@ -42,17 +42,19 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import SHARED_JPEG_ARCHIVE, STUDY_SOURCE  # noqa: E402
+
 GOLDEN = ROOT / "tests" / "golden"
-SHARED_JPEG_ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 SOURCE_COMMIT = "7301c74"  # the last commit before the roster redesign
 MODELS = ("baseline", "candidate")
 CPU_STEPS = 3
-SOURCE = {"data_ingestion": {"source": "image_folder", "path": str(SHARED_JPEG_ARCHIVE)}}
 # run -> (pipelines, environment, --params in the layout of SOURCE_COMMIT: per-model sections)
 RUNS = {
-    "test_study": (("full_study",), "test", SOURCE),
+    "test_study": (("full_study",), "test", STUDY_SOURCE),
     "cpu_steps": (("data_ingestion", "preprocessing", "training"), "cpu",
-                  {"data_ingestion": {**SOURCE["data_ingestion"], "subset_only": True},
+                  {"data_ingestion": {**STUDY_SOURCE["data_ingestion"], "subset_only": True},
                    **{model: {"training": {"max_steps": CPU_STEPS}} for model in MODELS}}),
 }
 
@@ -165,4 +167,4 @@ def record(target: Path, runs: list[str] | None = None) -> Path:
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit(f"usage: {sys.argv[0]} <set name, e.g. amd_epyc> [test_study] [cpu_steps]")
-    print(record(GOLDEN / sys.argv[1], sys.argv[2:] or None))
+    sys.stdout.write(f"{record(GOLDEN / sys.argv[1], sys.argv[2:] or None)}\n")

@@ -61,8 +61,9 @@ def interrupts_raise() -> Iterator[None]:
     the run would go on as if no signal had come (seen in CI: a SIGTERM'd ``kedro run`` went
     on to its next nodes). Within the block such a swallowed :class:`RunInterrupted` is
     delivered again, from another thread a moment later (:data:`REDELIVERY_DELAY_S`): sent from
-    within the hook it would raise in the hook, where it is swallowed too. It then raises at the next line the main thread runs (again and
-    again if that too swallows it), so the run ends.
+    within the hook it would raise in the hook, where it is swallowed too. It then raises at
+    the next line the main thread runs (again and again if that too swallows it), so the run
+    ends.
     """
     previous = {signum: signal.signal(signum, _raise_interrupted) for signum in HANDLED_SIGNALS}
     previous_hook = sys.unraisablehook
