@@ -33,6 +33,7 @@ from bnstudy.core.validation import (  # re-exported: bnstudy.parameters uses th
     described,
 )
 
+FAMILIES = ("vgg", "dln")
 NORMALIZATIONS = ("none", "batch", "batch_noisy", "noisy", "l1", "l2", "linf")
 MEASUREMENT_MODES = ("train", "eval")
 PROBE_STARTS = ("pre_step", "post_step")
@@ -43,15 +44,26 @@ STEP_LOOPS = ("auto", "scan", "host")
 
 @dataclass(frozen=True, config=STRICT)
 class ModelConfig:
-    """Architecture of the VGG pair. The defaults are the paper's network.
+    """Architecture of a model: the paper's VGG (the defaults: its network) or its deep
+    linear network (``family: dln``, Santurkar et al. 2018, Appendix A.1).
 
-    Hidden widths (conv and dense) are multiplied by ``width_multiplier`` and rounded, never
-    below 1; the output layer always has ``num_classes`` units.
+    VGG: hidden widths (conv and dense) are multiplied by ``width_multiplier`` and rounded,
+    never below 1; the output layer always has ``num_classes`` units. DLN: ``depth`` square
+    linear maps of ``width`` units without bias, the normalization after every one but the
+    last, no non-linearity; the VGG's fields (convs, dense layers, images) do not apply.
     """
 
+    family: described(Literal[FAMILIES], (
+        "`vgg`: the VGG on images (cross-entropy on class labels); `dln`: the deep linear "
+        "network on vectors (the l2 loss, the mean over samples of the squared error "
+        "||W_k...W_1 x - y||^2, against targets y = A x).")) = "vgg"
+    depth: described(PositiveInt, (
+        "`dln`: its number of linear layers k (linear_0 .. linear_{k-1}).")) = 25
+    width: described(PositiveInt, (
+        "`dln`: the width of every layer: inputs, hidden units and outputs.")) = 10
     normalization: described(Literal[NORMALIZATIONS], (
         "`none` builds the baseline, `batch` adds BatchNorm after every conv (before the "
-        "ReLU), `batch_noisy` adds BatchNorm followed by the random per-step shift and scale "
+        "ReLU; in the DLN after every linear layer but the last, over the full batch), `batch_noisy` adds BatchNorm followed by the random per-step shift and scale "
         "of Santurkar et al.'s Algorithm 1 (in training mode only; see the `noise_*` fields), "
         "`noisy` is no normalization with Algorithm 1's noise after every conv, before the "
         "ReLU, in training mode only (the paper's control: the noise without BN), "

@@ -42,9 +42,9 @@ def layer_forward(model: PureModel, params: Params, batch_stats: BatchStats, ind
     return z, model.layer_rest(params, batch_stats, index, z, train=train)[1]
 
 
-def loss_cotangent(logits: jax.Array, y: jax.Array) -> jax.Array:
-    """d(mean cross-entropy)/d(logits) [B, C]."""
-    return jax.grad(cross_entropy)(logits, y)
+def loss_cotangent(model: PureModel, outputs: jax.Array, y: jax.Array) -> jax.Array:
+    """d(loss)/d(outputs) [B, C]: of the mean cross-entropy (VGG) or the l2 loss (DLN)."""
+    return jax.grad(model.output_loss)(outputs, y)
 
 
 def layer_input_cotangent(model: PureModel, params: Params, batch_stats: BatchStats,
@@ -261,7 +261,10 @@ def distance_from_init(params: Params, initial_params: Params,
 
 def _kernel(params: Params, layer: str) -> jax.Array:
     block = params[layer]
-    return block["conv"]["kernel"] if "conv" in block else block["kernel"]
+    for wrapped in ("conv", "dense"):  # a block's map (VGG convs, DLN layers)
+        if wrapped in block:
+            return block[wrapped]["kernel"]
+    return block["kernel"]
 
 
 def layer_activation_statistics(pre_activations: dict[str, jax.Array], edges: jax.Array,

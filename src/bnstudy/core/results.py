@@ -96,9 +96,18 @@ def undefined_ics_leaves(model_config: ModelConfig) -> set[str]:
     bias has no effect on the loss; its gradient is float rounding noise (not exactly 0), and
     a cosine of noise is meaningless. Without a layer (``none``, and ``noisy``, whose
     ``s a + m`` scales and shifts the conv's output but subtracts no batch mean) the bias acts
-    on the loss and its ICS is defined."""
+    on the loss and its ICS is defined.
+
+    The DLN has no biases; there it is the shift (``bn_bias``) of a normalization whose
+    output reaches the next layer's normalization through a linear map only (every layer but
+    the last two): the next normalization subtracts it with the batch mean. Not with
+    ``batch_noisy``, whose per-example scale s makes the shift differ between examples."""
     if model_config.normalization in WITHOUT_LAYER:
         return set()
+    if model_config.family == "dln":
+        if model_config.normalization == "batch_noisy":
+            return set()
+        return {f"linear_{i}/bn_bias" for i in range(model_config.depth - 2)}
     return {f"conv_{i}/bias" for i in range(len(model_config.conv_features))}
 
 

@@ -117,11 +117,13 @@ def guard_divergence(state: TrainState, stepped: TrainState, loss: jax.Array,
 
 def step_metrics(spec: Spec, new_state: TrainState, loss: jax.Array, x: jax.Array,
                  y: jax.Array) -> dict[str, jax.Array]:
-    """train_loss (at W_t) and the eval-mode accuracy at (W_{t+1}, S_{t+1}) on the batch."""
-    logits = model_of(spec.model_config).apply(new_state.params, new_state.batch_stats, x,
-                                               train=False).logits
-    return {"train_loss": loss,
-            "train_accuracy": jnp.mean((jnp.argmax(logits, -1) == y).astype(loss.dtype))}
+    """train_loss (at W_t) and the eval-mode accuracy at (W_{t+1}, S_{t+1}) on the batch
+    (NaN for a model without classes, which skips the forward pass)."""
+    model = model_of(spec.model_config)
+    if not model.classifies:
+        return {"train_loss": loss, "train_accuracy": model.accuracy(None, y, loss.dtype)}
+    logits = model.apply(new_state.params, new_state.batch_stats, x, train=False).logits
+    return {"train_loss": loss, "train_accuracy": model.accuracy(logits, y, loss.dtype)}
 
 
 def train_step(spec: Spec, state: TrainState,
@@ -145,14 +147,15 @@ def snapshot(spec: Spec, params, batch_stats, initial_params, x: jax.Array) -> d
 
 def evaluate(spec: Spec, params, batch_stats, x_batches: jax.Array, y_batches: jax.Array,
              mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Eval-mode mean loss and accuracy over padded test batches (sums, then divide)."""
+    """Eval-mode mean loss and accuracy over padded test batches (sums, then divide); the
+    accuracy is NaN for a model without classes."""
     model = model_of(spec.model_config)
 
     def body(totals, batch):
         x, y, valid = batch
         logits = model.apply(params, batch_stats, x, train=False).logits
-        losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-        correct = (jnp.argmax(logits, -1) == y) & valid
+        losses = model.example_losses(logits, y)
+        correct = (model.correct(logits, y) if model.classifies else valid) & valid
         return (totals[0] + jnp.sum(jnp.where(valid, losses, 0.0)),
                 totals[1] + jnp.sum(correct, dtype=jnp.int32)), None
 
@@ -160,6 +163,8 @@ def evaluate(spec: Spec, params, batch_stats, x_batches: jax.Array, y_batches: j
     (loss_sum, correct), _ = jax.lax.scan(body, (zero, jnp.int32(0)),
                                           (x_batches, y_batches, mask))
     count = jnp.sum(mask, dtype=jnp.int32)
+    if not model.classifies:
+        return loss_sum / count, jnp.full((), jnp.nan, loss_sum.dtype)
     return loss_sum / count, correct / count
 
 
@@ -203,9 +208,8 @@ def op_layer_param_gradient(spec: Spec, params, batch_stats, x, z, cotangent, *,
 
 
 def op_loss_cotangent(spec: Spec, logits, y):
-    """d(mean cross-entropy)/d(logits)."""
-    del spec
-    return loss_cotangent(logits, y)
+    """d(loss)/d(outputs) of the model's loss."""
+    return loss_cotangent(model_of(spec.model_config), logits, y)
 
 
 def op_ics_compare(spec: Spec, grads, grads_prime):
@@ -233,11 +237,10 @@ def gradient_ics_by_layers(ops: Ops, spec: Spec, params_t, params_t1, batch_stat
     A forward pass at W_{t+1} gives every layer's input; G'_i is then the forward pass of
     layers i.. at W_t from that input and the backward pass down to layer i only.
     """
-    config = spec.model_config
-    layers = model_of(config).layer_names
-    # Train mode where it changes a layer: a conv's BN statistics or noise (`noisy` included).
-    modes = [train and config.normalization != "none" and i < len(config.conv_features)
-             for i in range(len(layers))]
+    model = model_of(spec.model_config)
+    layers = model.layer_names
+    # Train mode where it changes a layer: its BN statistics or noise (`noisy` included).
+    modes = [train and model.normalized(i) for i in range(len(layers))]
     last = len(layers) - 1
     layer_inputs, h = [x], x
     for index in range(last):

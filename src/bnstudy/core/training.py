@@ -53,29 +53,36 @@ def data_orders(states: TrainState, epochs: int, num_examples: int, keep: int) -
                       for key in states.data_key])
 
 
-def batched_for_eval(x: np.ndarray, y: np.ndarray, batch_size: int, dtype):
-    """Pad the test set to whole batches: x [nb, bs, ...], y [nb, bs], valid mask [nb, bs]."""
+def batched_for_eval(x: np.ndarray, y: np.ndarray, batch_size: int, dtype,
+                     target_dtype=np.int32):
+    """Pad the test set to whole batches: x [nb, bs, ...], y [nb, bs, ...] (labels, or target
+    vectors of ``target_dtype``), valid mask [nb, bs]."""
     n = x.shape[0]
     batches = -(-n // batch_size)
     pad = batches * batch_size - n
     x_padded = np.concatenate([np.asarray(x, dtype), np.zeros((pad, *x.shape[1:]), dtype)])
-    y_padded = np.concatenate([np.asarray(y, np.int32), np.zeros(pad, np.int32)])
+    y_padded = np.concatenate([np.asarray(y, target_dtype),
+                               np.zeros((pad, *np.shape(y)[1:]), target_dtype)])
     mask = np.arange(batches * batch_size) < n
     shape = (batches, batch_size)
     return (jnp.asarray(x_padded.reshape(*shape, *x.shape[1:])),
-            jnp.asarray(y_padded.reshape(shape)), jnp.asarray(mask.reshape(shape)))
+            jnp.asarray(y_padded.reshape(*shape, *y_padded.shape[1:])),
+            jnp.asarray(mask.reshape(shape)))
 
 
 def check_inputs(model_config: ModelConfig, x_train, y_train, x_test, y_test) -> None:
     """Shapes of the data against the model: a clear error before anything compiles."""
-    expected = (model_config.image_size, model_config.image_size, model_config.in_channels)
+    model = model_of(model_config)
+    expected, target = model.input_shape, model.target_shape
+    what = "one label per image" if model.classifies else "one target vector per sample"
     for name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+        if x.ndim != 1 + len(expected) or tuple(x.shape[1:]) != expected:
             raise ValueError(f"x_{name} must have shape [N, {', '.join(map(str, expected))}] "
-                             f"for this ModelConfig, got {list(x.shape)}")
-        if y.shape != (x.shape[0],):
-            raise ValueError(f"y_{name} must have shape [{x.shape[0]}] (one label per image), "
-                             f"got {list(y.shape)}")
+                             f"for this ModelConfig ({model_config.family}), got "
+                             f"{list(x.shape)}")
+        if tuple(np.shape(y)) != (x.shape[0], *target):
+            raise ValueError(f"y_{name} must have shape {[x.shape[0], *target]} ({what}), "
+                             f"got {list(np.shape(y))}")
 
 
 def evaluate_runs(spec: Spec, states: TrainState, test_batches) -> list[tuple[float, float]]:
@@ -206,11 +213,13 @@ def _start(run: _Run, states: TrainState, arrays: dict[str, np.ndarray],
     if shard is not None:
         states, orders = shard(states), shard(orders)
     dtype = np.dtype(run.spec.model_config.param_dtype)
+    target_dtype = model_of(run.spec.model_config).target_dtype(dtype)
     run = dataclasses.replace(
         run, data={"x": jnp.asarray(np.asarray(x_train, dtype)),
-                   "y": jnp.asarray(np.asarray(arrays["y_train"], np.int32)), "orders": orders},
+                   "y": jnp.asarray(np.asarray(arrays["y_train"], target_dtype)),
+                   "orders": orders},
         test_batches=batched_for_eval(arrays["x_test"], arrays["y_test"],
-                                      train_config.eval_batch_size, dtype))
+                                      train_config.eval_batch_size, dtype, target_dtype))
     if run.plan.curvature_steps().size:
         run = dataclasses.replace(run, probe=probe_set(train_config, run.data["x"],
                                                        run.data["y"]))
@@ -247,7 +256,8 @@ def train_seeds(model_config: ModelConfig, train_config: TrainConfig,
     Args:
         model_config, train_config: the network and the run.
         measurement_configs: protocols for ICS and probes, all measured on one trajectory.
-        x_train, x_test: float [N, H, W, C] normalized images; y_train, y_test: int [N].
+        x_train, x_test: float [N, H, W, C] normalized images and y_train, y_test: int [N]
+            labels (VGG), or float [N, width] samples and their [N, width] targets (DLN).
         progress: called after every chunk as ``progress(done, total, metrics)`` (means over
             the runs that have not diverged).
         snapshots: record activation statistics and distance from init.
