@@ -260,10 +260,16 @@ ROSTER_PIPELINES = "full_study,lr_study"
 
 def roster_project(base: Path) -> Path:
     """A project copy in ``base`` with :data:`ROSTER` as the test environment's roster."""
+    import yaml
+
+    from bnstudy.roster import merged
     from tests.reliability.cli_helpers import new_project
 
     project = new_project(base)
-    (project / "conf" / "test" / "parameters_roster.yml").write_text(ROSTER)
+    written = project / "conf" / "test" / "parameters_roster.yml"
+    # over the test environment's own roster entries (its deep linear network's sizes)
+    own = yaml.safe_load(written.read_text()) if written.exists() else {}
+    written.write_text(yaml.safe_dump(merged(own, yaml.safe_load(ROSTER)), sort_keys=False))
     return project
 
 

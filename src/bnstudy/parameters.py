@@ -93,6 +93,16 @@ class Preprocessing(Section):
     seed: described(Annotated[int, Strict()], "Picks the subsets.")
 
 
+class LinearData(Section):
+    """``linear_data``: the deep linear network's synthetic regression (parameters_dln.yml):
+    x ~ N(0, I) and y = A x, A with i.i.d. N(0, 1) entries, all from ``seed``."""
+
+    seed: described(Annotated[int, Strict()], "Draws A, then the training, then the test samples.")
+    num_train: described(PositiveInt, "Training samples (full-batch gradient descent: all of them each step).")
+    num_test: described(Annotated[int, Strict(), Field(ge=0)], "Held-out samples of the test loss.")
+    dimension: described(PositiveInt, "Dimension d of x and y (the network's width).")
+
+
 class Analysis(Section):
     """``analysis``: how the traces are compared (parameters_analysis.yml)."""
 
@@ -149,7 +159,8 @@ class Checkpoints(Section):
 
 
 SECTIONS: dict[str, type[Section]] = {
-    "data_ingestion": DataIngestion, "preprocessing": Preprocessing, "analysis": Analysis,
+    "data_ingestion": DataIngestion, "preprocessing": Preprocessing,
+    "linear_data": LinearData, "analysis": Analysis,
     "reporting": Reporting, "beyond": Beyond, "mlflow": Mlflow,
 }
 ROSTER_SECTIONS = frozenset({"models", "studies"})
@@ -341,13 +352,16 @@ def _check_sizes(params: Mapping[str, Any], sections: Mapping[str, Section], ros
     curvature probe set (whole batches, drawn from the subset), then the image shape. A value
     of the wrong kind is left to the configs, which refuse it by name. The shared sections
     come first (as :func:`validate_parameters` checks them), then each model."""
-    train_size = sections["preprocessing"].train_size or CIFAR10_SIZES["train"]
+    cifar_size = sections["preprocessing"].train_size or CIFAR10_SIZES["train"]
     for name in ("", *roster.models):  # "": no roster entry, the shared sections as written
         settings = with_code_defaults(model_settings(params, params["models"][name] if name else {}))
         training, architecture = settings["training"], settings["architecture"]
+        dln = isinstance(architecture, Mapping) and architecture.get("family") == "dln"
         if isinstance(training, Mapping):
-            _check_batches(params, name, training, train_size)
-        if isinstance(architecture, Mapping):
+            _check_batches(params, name, training, sections["linear_data"].num_train if dln
+                           else cifar_size, "linear_data.num_train" if dln
+                           else "preprocessing.train_size")
+        if isinstance(architecture, Mapping) and not dln:
             for key, expected in (("image_size", IMAGE_SHAPE[0]), ("in_channels", IMAGE_SHAPE[2])):
                 value = architecture[key]
                 if _count(value) is not None and value != expected:
@@ -359,12 +373,13 @@ def _check_sizes(params: Mapping[str, Any], sections: Mapping[str, Section], ros
 
 
 def _check_batches(params: Mapping[str, Any], name: str, training: Mapping[str, Any],
-                   train_size: int) -> None:
+                   train_size: int, size_path: str = "preprocessing.train_size") -> None:
     """``batch_size`` against the training subset, then ``curvature_probe_size`` (when
     ``curvature_every`` is set) against both: the probe set is the first
     ``curvature_probe_size`` examples of the subset (:func:`bnstudy.core.curvature.probe_set`)
     in whole batches (``TrainConfig``), so it is a multiple of the batch of at most the
-    subset."""
+    subset (``size_path``: the parameter of the training set's size, CIFAR-10's subset or
+    the linear regression's samples)."""
     batch_path = parameter_path(params, name, "training", "batch_size")
     probe_path = parameter_path(params, name, "training", "curvature_probe_size")
     batch = _count(training.get("batch_size"))
@@ -375,7 +390,7 @@ def _check_batches(params: Mapping[str, Any], name: str, training: Mapping[str, 
     if batch > train_size:
         if not curvature:
             fix = f"Lower it to at most {train_size}" + (
-                f", or raise preprocessing.train_size to {batch}"
+                f", or raise {size_path} to {batch}"
                 if batch <= CIFAR10_SIZES["train"] else "")
         elif probe <= train_size:  # a larger subset would still leave the probe set < 1 batch
             fix = (f"Lower it to a divisor of {probe_path} = {probe} (the curvature probe set is "
@@ -384,7 +399,7 @@ def _check_batches(params: Mapping[str, Any], name: str, training: Mapping[str, 
             fix = (f"Lower it to at most {train_size}, and {probe_path} = {probe} (also larger "
                    f"than the subset) to a multiple of it of at most {train_size}")
         raise ParameterError(
-            f"Parameter {batch_path} = {batch} is larger than preprocessing.train_size = "
+            f"Parameter {batch_path} = {batch} is larger than {size_path} = "
             f"{train_size}: not one batch fits. {fix}. {FIX}")
     if not curvature or (probe <= train_size and probe % batch == 0):
         return
@@ -392,10 +407,10 @@ def _check_batches(params: Mapping[str, Any], name: str, training: Mapping[str, 
     off = f", or turn curvature off ({parameter_path(params, name, 'training', 'curvature_every')}: null)"
     if probe > train_size:
         raise ParameterError(
-            f"Parameter {probe_path} = {probe} is larger than preprocessing.train_size = "
+            f"Parameter {probe_path} = {probe} is larger than {size_path} = "
             f"{train_size}: the curvature probe set is drawn from the training subset. Set it "
             f"to a multiple of {batch_path} = {batch} of at most {train_size}, e.g. {largest}"
-            + (f"; or raise preprocessing.train_size to {probe}"
+            + (f"; or raise {size_path} to {probe}"
                if probe % batch == 0 and probe <= CIFAR10_SIZES["train"] else "")
             + f"{off}. {FIX}")
     below = max(batch, probe // batch * batch)
@@ -405,6 +420,39 @@ def _check_batches(params: Mapping[str, Any], name: str, training: Mapping[str, 
         f"curvature probe set is whole batches. Set it to {below}"
         + (f" or {above}" if above <= train_size and above != below else "")
         + f"{off}. {FIX}")
+
+
+FAMILY_OF_DATA = {"cifar10": "vgg", "linear_regression": "dln"}
+"""The model family that each kind of a study's data trains (``studies.<s>.data``)."""
+
+
+def _check_study(params: Mapping[str, Any], study: str, roster: Roster,
+                 models: Mapping[str, ModelParameters], reporting: Reporting) -> None:
+    """A study's models are of the family its data trains, and its reporting section (the
+    shared one with the study's overrides) names layers each of them has."""
+    entry = roster.studies[study]
+    settings = roster.study_settings({"analysis": params.get("analysis"),
+                                      "reporting": reporting.model_dump()}, study)
+    for section, cls in (("analysis", Analysis), ("reporting", Reporting)):
+        if getattr(entry, section):
+            _section(f"studies.{study}.{section}", cls, settings[section])
+    family = FAMILY_OF_DATA[entry.data]
+    where = f"studies.{study}.reporting" if entry.reporting else "reporting"
+    for name in roster.compared_in(study):
+        model = models[name].model
+        if model.family != family:
+            raise ParameterError(
+                f"Parameter studies.{study}.models trains '{name}', a {model.family} "
+                f"(architecture.family), on the study's data {entry.data!r}, which trains a "
+                f"{family}: set models.{name}.architecture.family to {family!r}, or the "
+                f"study's data to the model's. {FIX}")
+        layers = layer_names(model)
+        for key in ("ics_layers", "activation_layers"):
+            missing = [layer for layer in settings["reporting"][key] if layer not in layers]
+            if missing:
+                raise ParameterError(
+                    f"Parameter {where}.{key} names {missing}, which model '{name}' of "
+                    f"{study} does not have; its layers are {layers}. {FIX}")
 
 
 def _seeds_path(params: Mapping[str, Any], model: str) -> str:
@@ -433,18 +481,19 @@ def _check_across(params: Mapping[str, Any], sections: Mapping[str, Section], ro
             f"folder; set data_ingestion.path (or BNSTUDY_CIFAR10_PATH) to it, or use source "
             f"download. {FIX}")
     for name, model in models.items():
-        if model.model.num_classes != len(ingestion.classes):
+        if model.model.family == "vgg" and model.model.num_classes != len(ingestion.classes):
             raise ParameterError(
                 f"Parameter {parameter_path(params, name, 'architecture', 'num_classes')} = "
                 f"{model.model.num_classes}, but "
                 f"data_ingestion.classes lists {len(ingestion.classes)} classes. {FIX}")
-        layers = layer_names(model.model)
-        for key in ("ics_layers", "activation_layers"):
-            missing = [layer for layer in getattr(reporting, key) if layer not in layers]
-            if missing:
-                raise ParameterError(
-                    f"Parameter reporting.{key} names {missing}, which model '{name}' does not "
-                    f"have; its layers are {layers}. {FIX}")
+        dimension = sections["linear_data"].dimension
+        if model.model.family == "dln" and model.model.width != dimension:
+            raise ParameterError(
+                f"Parameter {parameter_path(params, name, 'architecture', 'width')} = "
+                f"{model.model.width}, but linear_data.dimension = {dimension}: the network "
+                f"maps a sample to its target, both of that dimension. Set both alike. {FIX}")
+    for study in roster.studies:
+        _check_study(params, study, roster, models, reporting)
     for study, entry in roster.studies.items():
         for index, comparison in enumerate(entry.comparisons):
             pair = (comparison.reference, comparison.treatment)

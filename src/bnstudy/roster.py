@@ -31,7 +31,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pydantic
 from kedro.framework.hooks import hook_impl
@@ -75,12 +75,28 @@ class Comparison(_Strict):
     treatment: Name
 
 
+DATA_KINDS = ("cifar10", "linear_regression")
+"""What a study trains on: CIFAR-10 (the VGG's) or the deep linear network's synthetic
+regression (``linear_data``)."""
+STUDY_SECTIONS = ("analysis", "reporting")
+"""The shared sections a study may override key by key (``studies.<name>.reporting``)."""
+
+
 class Study(_Strict):
-    """``studies.<name>``: the models a study trains and the comparisons it makes."""
+    """``studies.<name>``: the models a study trains and the comparisons it makes, the data
+    it trains them on, and its overrides of the shared ``analysis`` and ``reporting``."""
 
     models: Names
     extends: Name | None = None
     comparisons: Annotated[tuple[Comparison, ...], Strict(False)] = ()
+    data: Literal[DATA_KINDS] = "cifar10"
+    analysis: dict[str, Any] = {}
+    reporting: dict[str, Any] = {}
+
+    def overrides(self) -> dict[str, Any]:
+        """The shared sections this study changes (:data:`STUDY_SECTIONS`), as given."""
+        return {section: getattr(self, section) for section in STUDY_SECTIONS
+                if getattr(self, section)}
 
 
 class Roster(_Strict):
@@ -101,6 +117,17 @@ class Roster(_Strict):
 
     def normalization(self, model: str) -> str:
         return self.models[model].normalization
+
+    def data(self, study: str) -> str:
+        """What ``study`` trains on (:data:`DATA_KINDS`)."""
+        return self.studies[study].data
+
+    def study_settings(self, shared: Mapping[str, Any], study: str) -> dict[str, Any]:
+        """The ``analysis`` and ``reporting`` sections of ``study``: the shared ones with the
+        study's overrides merged over them, key by key."""
+        entry = self.studies[study]
+        return {section: merged(shared.get(section), getattr(entry, section) or None)
+                for section in STUDY_SECTIONS}
 
 
 def roster_from_parameters(params: Mapping[str, Any]) -> Roster:
@@ -153,6 +180,11 @@ def _check_references(roster: Roster) -> None:
                     f"{trained[model]!r} already; a study that compares with it names that "
                     f"study in `extends` instead. {FIX}")
             trained[model] = name
+        if study.extends is not None and roster.studies[study.extends].data != study.data:
+            raise ParameterError(
+                f"Parameter studies.{name}.data = {study.data!r}, but the study it extends, "
+                f"{study.extends!r}, trains on {roster.studies[study.extends].data!r}: models "
+                f"trained on different data are not compared. {FIX}")
         known = roster.compared_in(name)
         for index, comparison in enumerate(study.comparisons):
             if comparison.reference == comparison.treatment:

@@ -43,13 +43,18 @@ def smoothed_losses(training_traces: Mapping[str, pd.DataFrame],
 
 
 def stalled_table(curves: Mapping[tuple[str, int], pd.Series],
-                  num_classes: int = 10) -> pd.DataFrame:
-    """``seed, step, stalled``: True where either model of the seed is stalled."""
+                  num_classes: int | None = 10) -> pd.DataFrame:
+    """``seed, step, stalled``: True where either model of the seed is stalled (never
+    without classes, ``num_classes=None``: a regression has no chance level)."""
     frames = []
     for seed in sorted({seed for _, seed in curves}):
         base, cand = curves[BASELINE, seed], curves[CANDIDATE, seed]
-        stalled = (st.stalled_mask(base.to_numpy(), num_classes=num_classes)
-                   | st.stalled_mask(cand.reindex(base.index).to_numpy(), num_classes=num_classes))
+        if num_classes is None:
+            stalled = np.zeros(len(base.index), bool)
+        else:
+            stalled = (st.stalled_mask(base.to_numpy(), num_classes=num_classes)
+                       | st.stalled_mask(cand.reindex(base.index).to_numpy(),
+                                         num_classes=num_classes))
         frames.append(pd.DataFrame({"seed": seed, "step": base.index, "stalled": stalled}))
     return pd.concat(frames, ignore_index=True)
 

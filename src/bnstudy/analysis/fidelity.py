@@ -31,12 +31,13 @@ def _with_grad_norm(frames, smoothness):
 
 
 def _ics_layers(ics: Mapping[str, pd.DataFrame], preset: str, column: str):
-    """Per (seed, step) geometric mean (L2) or mean (cosine) over the layers above conv_0
-    (conv_0's train-mode ICS is 0 by definition, so it is left out)."""
+    """Per (seed, step) geometric mean (L2) or mean (cosine) over the layers above the first
+    (conv_0, linear_0: its train-mode ICS is 0 by definition, so it is left out)."""
     out = {}
     for model, frame in ics.items():
+        first = frame["layer"].iloc[0] if len(frame) else None  # the traces list layers in order
         part = frame[(frame["param"] == "all") & (frame["preset"] == preset)
-                     & (frame["layer"] != "conv_0")]
+                     & (frame["layer"] != first)]
         if column == "ics_l2":
             value = part.assign(log=np.log(part[column].where(part[column] > 0)))
             grouped = value.groupby(["seed", "step"])["log"].mean().map(np.exp)
@@ -88,31 +89,46 @@ def measure_frames(smoothness, ics, histograms, presets,
 
 
 def compare_models(training, evals, smoothness, ics, histograms, init_distance,
-                   num_classes: int = 10, smoothing_fraction: float = 0.05,
+                   num_classes: int | None = 10, smoothing_fraction: float = 0.05,
                    words: tuple[str, str] = (LOWER, HIGHER)) -> dict[str, Any]:
     """Every measurement compared across seeds (see :mod:`bnstudy.analysis.comparisons`).
 
     The ``candidate`` entry of each mapping is compared with the ``baseline`` entry; another
     pair of models (a variant against BN) goes in the same places, with its own ``words``."""
     curves = cmp.smoothed_losses(training, smoothing_fraction)
-    stalled = cmp.stalled_table(curves, num_classes)
+    # a network without classes (the DLN's regression) has no chance level to stall at
+    classifies = bool(np.isfinite(evals[cmp.BASELINE]["test_accuracy"].to_numpy(float)).any())
+    stalled = (cmp.stalled_table(curves, num_classes) if classifies
+               else cmp.stalled_table(curves, None))
     total = int(training[cmp.BASELINE]["step"].max()) + 1
     presets = list(dict.fromkeys(smoothness[cmp.BASELINE]["preset"]))
     summary: dict[str, Any] = {"measures": {}, "seeds": sorted(int(s) for s in
-                                                              training[cmp.BASELINE]["seed"].unique())}
+                                                              training[cmp.BASELINE]["seed"].unique()),
+                               "task": "classification" if classifies else "regression"}
     for name, spec in measure_frames(smoothness, ics, histograms, presets, words).items():
         result = cmp.compare_measure(spec["long"], curves, stalled, total, kind=spec["kind"],
                                      words=spec["words"], normalize=spec["normalize"])
         summary["measures"][name] = {"label": spec["label"], **result}
     convs = {m: f[f["layer"].str.startswith("conv")] for m, f in init_distance.items()}
+    kernels = "conv kernels"
+    if all(frame.empty for frame in convs.values()):  # the DLN: every layer is a kernel
+        convs, kernels = dict(init_distance), "kernels"
     summary["measures"]["init_distance"] = {
-        "label": "distance of the conv kernels from their initialization (final step)",
+        "label": f"distance of the {kernels} from their initialization (final step)",
         **cmp.final_values(convs, "abs", words=words)}
-    summary["measures"]["test_accuracy"] = {
-        "label": "final test accuracy", **cmp.final_values(
-            evals, "test_accuracy", kind="difference", words=words,
-            aggregate=lambda v: float(v[0]))}
-    summary["stalled"] = _stall_summary(curves, stalled, total)
+    if classifies:
+        summary["measures"]["test_accuracy"] = {
+            "label": "final test accuracy", **cmp.final_values(
+                evals, "test_accuracy", kind="difference", words=words,
+                aggregate=lambda v: float(v[0]))}
+    else:
+        summary["measures"]["test_loss"] = {
+            "label": "final test loss", **cmp.final_values(
+                evals, "test_loss", kind="ratio", words=words,
+                aggregate=lambda v: float(v[0]))}
+    summary["stalled"] = _stall_summary(curves, stalled, total) if classifies else {
+        "total_steps": total, "plateau_exit_step": {}, "stalled_steps": {},
+        "not_applicable": "a regression has no chance level to stall at"}
     return summary
 
 
@@ -149,6 +165,28 @@ CLAIMS = [
      "closer in every conv layer", "init_distance", "final conv kernels (no protocol)", "lower"),
 ]
 
+# The paper's claims on its second testbed, the deep linear network (Santurkar et al. 2018,
+# Appendix A.1; Figs 3b, 9, 10, 11b), trained by full-batch gradient descent; the blog
+# reproduces the VGG only. Read in the regression studies (summary["task"] == "regression").
+NOT_IN_BLOG = "not studied (the blog reproduces the VGG only)"
+DLN_CLAIMS = [
+    ("ics", "Gradient ICS is not reduced by BN (DLN)", "not reduced (Fig 3b)", NOT_IN_BLOG,
+     "{preset}/ics_l2", "{preset} protocol", "not_lower"),
+    ("landscape", "Smoother loss landscape with BN (DLN)", "smoother (Fig 10)", NOT_IN_BLOG,
+     "{preset}/loss_range", "{preset} protocol", "lower"),
+    ("predictive", "More predictive gradients with BN (DLN)", "more predictive (Fig 10)",
+     NOT_IN_BLOG, "{preset}/grad_diff_max", "{preset} protocol", "lower"),
+    ("beta", "Smaller effective beta-smoothness with BN (DLN)", "smaller (Fig 10)", NOT_IN_BLOG,
+     "{preset}/beta_smoothness", "{preset} protocol", "lower"),
+]
+
+
+def claims_of(summary: Mapping[str, Any]) -> list[tuple]:
+    """The claims a comparison is read against: the VGG's (paper and blog) for a
+    classification, the paper's DLN claims for the regression of the deep linear network."""
+    return DLN_CLAIMS if summary.get("task") == "regression" else CLAIMS
+
+
 # The optimizers of the two sources, (learning rate, momentum): Santurkar et al. (2018) trained
 # with plain SGD at lr 0.1, the blog reproducing them with SGD, momentum 0.9, at lr 0.035. A
 # protocol (docs/measurements.md) says how a quantity is measured, not how the models were
@@ -157,15 +195,26 @@ PAPER_OPTIMIZER = (0.1, 0.0)
 BLOG_OPTIMIZER = (0.035, 0.9)
 
 
-def optimizer_label(learning_rate: float, momentum: float, nesterov: bool = False) -> str:
+PAPER_DLN_RATES = (1e-6, 1e-7)
+"""The learning rates of the paper's full-batch gradient descent on the deep linear network."""
+
+
+def optimizer_label(learning_rate: float, momentum: float, nesterov: bool = False, *,
+                    full_batch: bool = False) -> str:
     """Whose optimizer a run trained with, in the Fidelity table's words.
 
     Returns:
         ``"paper optimizer (plain SGD, lr 0.1)"``, ``"blog optimizer (SGD m=0.9, lr 0.035)"``,
-        or for any other settings ``"SGD, momentum 0.5, lr 0.05"`` (``Nesterov momentum``
-        when ``nesterov``; momentum 0 is plain SGD either way).
+        for full batches without momentum ``"full-batch gradient descent, lr 1e-06"`` (with
+        ``"the paper's DLN optimizer: "`` before it at the paper's DLN rates), or for any
+        other settings ``"SGD, momentum 0.5, lr 0.05"`` (``Nesterov momentum`` when
+        ``nesterov``; momentum 0 is plain SGD either way).
     """
     nesterov = nesterov and momentum > 0
+    if full_batch and momentum == 0:
+        paper = any(math.isclose(learning_rate, rate) for rate in PAPER_DLN_RATES)
+        prefix = "the paper's DLN optimizer: " if paper else ""
+        return f"{prefix}full-batch gradient descent, lr {learning_rate:g}"
 
     def matches(settings: tuple[float, float]) -> bool:
         return not nesterov and all(math.isclose(value, reference) for value, reference
@@ -197,11 +246,11 @@ def fidelity_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
                  "significant": False, "n_seeds": 0, "agrees": "untested (every seed diverged)",
                  "p_value": math.nan, "p_holm": math.nan, "significant_holm": False,
                  "detectable": math.nan, "kind": None}
-                for key, claim, paper, blog, template, _, _ in CLAIMS]
+                for key, claim, paper, blog, template, _, _ in claims_of(summary)]
     rows = []
     presets = [name.split("/")[0] for name in summary["measures"] if name.endswith("/ics_l2")]
     preset = "paper" if "paper" in presets else presets[0]
-    for key, claim, paper, blog, template, read_in, expect in CLAIMS:
+    for key, claim, paper, blog, template, read_in, expect in claims_of(summary):
         measure = template.format(preset=preset)
         view = summary["measures"][measure]["overall"]
         rows.append({"key": key, "claim": claim, "paper": paper, "blog": blog,

@@ -232,8 +232,8 @@ class TrainConfig:
     step_loop: described(Literal[STEP_LOOPS], (
         "How steps of a chunk run: `scan` (one lax.scan program per chunk, runs vmapped, "
         "shardable over devices), `host` (small compiled programs dispatched from the host, "
-        "results still fetched once per chunk) or `auto` (`host` on CPU, where XLA runs "
-        "convolutions inside loops slowly, else `scan`).")) = "auto"
+        "results still fetched once per chunk) or `auto` (`host` for the VGG on CPU, where "
+        "XLA runs convolutions inside loops slowly, else `scan`).")) = "auto"
 
     def __post_init__(self) -> None:
         if len(set(self.seeds)) != len(self.seeds):
@@ -312,11 +312,12 @@ class TrainConfig:
         """What of this configuration the compiled programs read (:class:`ProgramConfig`)."""
         return ProgramConfig(**{name: getattr(self, name) for name in PROGRAM_FIELDS})
 
-    def resolved_step_loop(self, backend: str) -> str:
-        """``step_loop`` with "auto" resolved for a JAX backend ("host" on CPU)."""
+    def resolved_step_loop(self, backend: str, family: str = "vgg") -> str:
+        """``step_loop`` with "auto" resolved for a JAX backend and a model family ("host"
+        for the VGG on CPU, where XLA runs convolutions inside loops slowly, else "scan")."""
         if self.step_loop != "auto":
             return self.step_loop
-        return "host" if backend == "cpu" else "scan"
+        return "host" if backend == "cpu" and family == "vgg" else "scan"
 
     def steps_per_epoch(self, num_train: int) -> int:
         """Full batches per epoch for a training set of ``num_train`` examples."""
@@ -440,6 +441,13 @@ PRESETS: dict[str, MeasurementConfig] = {
     "paper": MeasurementConfig(
         name="paper", ics_mode="train", probe_start="pre_step", probe_mode="train",
         probe_min=0.5, probe_max=4.2, probe_step=0.3,
+    ),
+    # Santurkar et al. 2018 on the deep linear network (Appendix A.1): the paper's protocol
+    # with step sizes from 1/100 to 30 x lr, 20 points evenly spaced (s = 0.01, 1.588, ...,
+    # 30.0; probe_max only has to lie past 30). Its results are the paper's (name `paper`).
+    "paper_dln": MeasurementConfig(
+        name="paper", ics_mode="train", probe_start="pre_step", probe_mode="train",
+        probe_min=0.01, probe_max=30.5, probe_step=(30.0 - 0.01) / 19,
     ),
 }
 

@@ -97,6 +97,28 @@ def power_iteration(matvec: Callable[[Any], Any], start, *, rtol: float,
     return PowerIteration(eigenvalue, vector, max_iters, False)
 
 
+def top_eigenvalue(matvec: Callable[[Any], Any], start, *, rtol: float,
+                   max_iters: int) -> PowerIteration:
+    """The largest (not the largest in magnitude) eigenvalue of a symmetric linear map.
+
+    :func:`power_iteration` finds the dominant eigenvalue. When that is negative (a saddle:
+    the deep linear network's loss has them near its initialization), the top eigenvalue is
+    that of the shifted map ``v -> A v + |lambda_dom| v``, whose spectrum lies in
+    [0, lambda_max + |lambda_dom|], less the shift: a second power iteration from the same
+    start. ``iterations`` counts both; ``converged`` is the second's (its ``rtol`` is
+    relative to the shifted eigenvalue).
+    """
+    dominant = power_iteration(matvec, start, rtol=rtol, max_iters=max_iters)
+    if not (np.isfinite(dominant.eigenvalue) and dominant.eigenvalue < 0):
+        return dominant
+    shift = -dominant.eigenvalue
+    shifted = power_iteration(
+        lambda v: jax.tree.map(lambda hv, vv: hv + shift * vv, matvec(v), v), start,
+        rtol=rtol, max_iters=max_iters)
+    return PowerIteration(shifted.eigenvalue - shift, shifted.vector,
+                          dominant.iterations + shifted.iterations, shifted.converged)
+
+
 @dataclasses.dataclass(frozen=True)
 class HutchinsonTrace:
     """Result of :func:`hutchinson_trace`.
@@ -226,8 +248,8 @@ def measure_curvature(spec: Spec, config: TrainConfig, states: TrainState,
         matvec, losses = probe_matvec(spec, state, x_groups, y_groups)
         start_key = jax.random.fold_in(jax.random.wrap_key_data(state.data_key), step)
         start = _normal_like(start_key, state.params)
-        top = power_iteration(matvec, start, rtol=config.curvature_rtol,
-                              max_iters=config.curvature_max_iters)
+        top = top_eigenvalue(matvec, start, rtol=config.curvature_rtol,
+                             max_iters=config.curvature_max_iters)
         trace = (hutchinson_trace(matvec, state.params, jax.random.fold_in(start_key, TRACE_KEY_TAG),
                                   samples=config.curvature_trace_samples)
                  if config.curvature_trace_samples else HutchinsonTrace(float("nan"), float("nan"), 0))

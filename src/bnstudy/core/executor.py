@@ -46,12 +46,15 @@ from bnstudy.core.step import (
     batch_of,
     computation_shapes,
     gradient_ics_by_layers,
+    gradient_ics_vectorized,
+    model_of,
     probe_computation,
     probe_points,
     snapshot,
     step_metrics,
     train_step,
     update,
+    vectorized_points,
 )
 
 Guard = Callable[[str, Callable[[], Any]], Any]
@@ -83,22 +86,26 @@ def data_measured_step(spec: Spec, state: TrainState, x_all, y_all, order):
 
 def measure_step(ops: Ops, spec: Spec, computations: Sequence[Computation], snapshots: bool,
                  state: TrainState, new_state: TrainState, grads, x, y, *, guard: Guard,
-                 dispatch: Dispatch) -> dict[str, Any]:
+                 dispatch: Dispatch, vectorized: bool = False) -> dict[str, Any]:
     """The measurements of one step t: every computation of ``computations`` (ICS and probes,
     from W_t, W_{t+1}, g_t and the batch x_t, y_t) and, with ``snapshots``, the snapshot of
     W_t; {name: output}.
 
     The probe points of every probe computation go to ``dispatch`` first, all at once (a
     worker thread starts on its share), then each ICS runs, then each probe summary from its
-    points, then the snapshot; ``guard`` runs each of them.
+    points, then the snapshot; ``guard`` runs each of them. ``vectorized``: the ICS of all
+    layers as one vmap (:func:`bnstudy.core.step.gradient_ics_vectorized`; inside one traced
+    program only), else layer by layer on ``ops``.
     """
     probes = [c for c in computations if c.kind == "probe"]
     ics = [c for c in computations if c.kind == "ics"]
     points = dispatch(probes, lambda c: probe_points(c, state, new_state, grads, x, y,
                                                      x.dtype), len(ics))
+    by_layers = (functools.partial(gradient_ics_vectorized, spec) if vectorized
+                 else functools.partial(gradient_ics_by_layers, ops, spec))
     outputs = {c.name: guard(c.name, functools.partial(
-        gradient_ics_by_layers, ops, spec, state.params, new_state.params, state.batch_stats,
-        grads, x, y, train=c.train)) for c in ics}
+        by_layers, state.params, new_state.params, state.batch_stats, grads, x, y,
+        train=c.train)) for c in ics}
     for c in probes:
         outputs[c.name] = guard(c.name, lambda c=c: probe_computation(
             ops, c, points[c.name](), grads, learning_rate_of(state), x.dtype))
@@ -202,6 +209,7 @@ def scan_chunk(spec: Spec, state: TrainState, x_all, y_all, order, due, snap_due
     """One chunk as one program: a scan over steps (one run; the executor vmaps it), every
     computation of :func:`measure_step` under a ``lax.cond`` on its due flag."""
     ops = DirectOps(spec)
+    vectorized = model_of(spec.model_config).vectorizes_measurements
 
     def measured(state, due_t, snap_t):
         new_state, metrics, grads, x, y = data_measured_step(spec, state, x_all, y_all, order)
@@ -210,9 +218,11 @@ def scan_chunk(spec: Spec, state: TrainState, x_all, y_all, order, due, snap_due
         def guard(name, compute):
             return jax.lax.cond(flags[name], compute, lambda: _filler(jax.eval_shape(compute)))
 
+        dispatch = (functools.partial(vectorized_points, spec) if vectorized
+                    else functools.partial(inline_points, ops))
         return new_state, {**metrics, **measure_step(
             ops, spec, computations, snapshots, state, new_state, grads, x, y, guard=guard,
-            dispatch=functools.partial(inline_points, ops))}
+            dispatch=dispatch, vectorized=vectorized)}
 
     def body(state, inputs):
         due_t, snap_t, active_t = inputs

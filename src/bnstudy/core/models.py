@@ -314,6 +314,13 @@ class PureModel:
         return self.config.family == "vgg"
 
     @property
+    def vectorizes_measurements(self) -> bool:
+        """Whether the measurements run vmapped over layers and probe points (the DLN:
+        layers of 10 x 10, where one batched program beats many small ones) instead of one
+        layer and one point at a time (the VGG: XLA:CPU runs vmapped convolutions slowly)."""
+        return self.config.family == "dln"
+
+    @property
     def input_shape(self) -> tuple[int, ...]:
         """The shape of one example: [H, W, C] images (VGG) or [width] vectors (DLN)."""
         if self.classifies:

@@ -282,7 +282,7 @@ def train_seeds(model_config: ModelConfig, train_config: TrainConfig,
     total = train_config.total_steps(x_train.shape[0])
     plan = MeasurementPlan.build(model_config, train_config, measurement_configs, total,
                                  snapshots=snapshots)
-    loop = train_config.resolved_step_loop(jax.default_backend())
+    loop = train_config.resolved_step_loop(jax.default_backend(), model_config.family)
     states = init_states(model_of(model_config), train_config, train_config.runs)
     initial = jax.device_get((states.params, states.batch_stats))
     arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}

@@ -27,8 +27,8 @@ def _omitted(zero: Mapping[str, Iterable[tuple[str, str]]]) -> str:
             f"change the gradient and none precede it): {'; '.join(named)}; the panels say so.")
 
 
-def figure_captions(seeds: Sequence[int], zero_panels: Mapping[str, Iterable[tuple[str, str]]] | None = None
-                    ) -> dict[str, str]:
+def figure_captions(seeds: Sequence[int], zero_panels: Mapping[str, Iterable[tuple[str, str]]] | None = None,
+                    *, regression: bool = False) -> dict[str, str]:
     """Caption of every figure of the report, by figure name.
 
     Args:
@@ -39,6 +39,9 @@ def figure_captions(seeds: Sequence[int], zero_panels: Mapping[str, Iterable[tup
     count = f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))})"
     return {
         "training_curves": (
+            "Training loss (the l2 loss of the full batch, log axis) and test loss on the held-out samples "
+            f"(log axis), against the step: a regression has no accuracy. {BAND_METHOD} {count}."
+            if regression else
             "Training loss of each step's batch (log axis), training accuracy on the batch after the update, "
             f"and test accuracy on the full test set, against the step. {BAND_METHOD} "
             f"{count}."),

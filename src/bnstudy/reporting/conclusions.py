@@ -107,7 +107,8 @@ def run_optimizer(records: Mapping[str, Mapping[str, Any]]) -> str:
     """The optimizer the models trained with, from their run records' ``train_config``
     (:func:`bnstudy.analysis.fidelity.optimizer_label`); each model's when they differ."""
     labels = {model: optimizer_label(record["train_config"]["learning_rate"], record["train_config"]["momentum"],
-                                     record["train_config"]["nesterov"])
+                                     record["train_config"]["nesterov"],
+                                     full_batch=record.get("num_train") == record["train_config"]["batch_size"])
               for model, record in records.items()}
     if len(set(labels.values())) == 1:
         return next(iter(labels.values()))
@@ -121,7 +122,9 @@ def fidelity_table(rows: Sequence[Mapping[str, Any]], optimizer: str, num_seeds:
 
     ``protocol`` is the measurement protocol a claim is read in and ``optimizer`` (the one the
     models trained with, :func:`run_optimizer`): the paper's protocol is not the paper's optimizer."""
-    return Table(FIDELITY_COLUMNS, [
+    columns = [f"p: raw / Holm ({len(rows)} claims)" if column.startswith("p: raw") else column
+               for column in FIDELITY_COLUMNS]
+    return Table(columns, [
         [str(row["claim"]), str(row["paper"]), str(row["blog"]), f"{row['protocol']}, {optimizer}",
          f"{row['measure']}: {row['this_run']}", p_values(row), detectable(row),
          agreement(row, num_seeds)] for row in rows])
@@ -202,6 +205,26 @@ def accuracy_table(records: Mapping[str, Mapping[str, Any]],
     if names == ("no BN", "BN"):
         return Table(["seed", "without BatchNorm", "with BatchNorm", "difference (BN - no BN)"], rows)
     return Table(["seed", names[0], names[1], f"difference ({names[1]} - {names[0]})"], rows)
+
+
+def loss_table(records: Mapping[str, Mapping[str, Any]], names: tuple[str, str]) -> Table:
+    """Final test loss per seed (and learning rate) for both models (``records`` by role, as
+    :func:`accuracy_table`) and their ratio: the table of a regression."""
+    base, cand = records["baseline"].get("per_seed", {}), records["candidate"].get("per_seed", {})
+
+    def shown(entry: Mapping[str, Any]) -> str:
+        if entry.get("diverged_at") is not None:
+            return f"diverged at step {entry['diverged_at']}"
+        value = entry.get("final_test_loss")
+        return "-" if value is None else f"{float(value):.4g}"
+
+    rows = []
+    for seed, entry in base.items():
+        other = cand.get(seed, {})
+        b, c = entry.get("final_test_loss"), other.get("final_test_loss")
+        ratio = f"{c / b:.3g}" if b and c is not None and math.isfinite(b) and math.isfinite(c) else "-"
+        rows.append([str(seed), shown(entry), shown(other), ratio])
+    return Table(["seed", names[0], names[1], f"ratio ({names[1]} / {names[0]})"], rows)
 
 
 def _accuracy(entry: Mapping[str, Any]) -> str:

@@ -41,14 +41,21 @@ from bnstudy.reporting.plotting import (
 
 @styled
 def training_curves_figure(table: pd.DataFrame) -> Figure:
-    """Training loss (log), batch training accuracy and test accuracy against the step."""
-    figure, axes = new_figure(1, 3, 16, 4.2)
-    panels = [("train_loss", "Training loss (batch)", True),
-              ("train_accuracy", "Training accuracy (batch, after the update)", False),
-              ("test_accuracy", "Test accuracy (full test set)", False)]
+    """Training loss (log), batch training accuracy and test accuracy against the step; for
+    a regression (no accuracy: the DLN's) training loss and test loss, both on log axes."""
+    accuracy = metric_rows(table, "test_accuracy")["value"]
+    if accuracy.notna().any():
+        panels = [("train_loss", "Training loss (batch)", True),
+                  ("train_accuracy", "Training accuracy (batch, after the update)", False),
+                  ("test_accuracy", "Test accuracy (full test set)", False)]
+    else:
+        panels = [("train_loss", "Training loss (full batch)", True),
+                  ("test_loss", "Test loss (held-out samples)", True)]
+    figure, axes = new_figure(1, len(panels), 16 * len(panels) / 3, 4.2)
     for ax, (metric, title, log) in zip(axes[0], panels, strict=True):
         for model in models_in(table):
-            style = {"marker": "o", "markersize": 3} if metric == "test_accuracy" else {"linewidth": 0.8}
+            style = ({"marker": "o", "markersize": 3} if metric.startswith("test_")
+                     else {"linewidth": 0.8})
             draw_seed_mean(ax, metric_rows(table, metric, model=model), model, log=log,
                            bounds=None if log else (0.0, 1.0), **style)
         ax.set(title=title, xlabel="Step", ylabel=title.split(" (")[0])

@@ -1,6 +1,7 @@
 """The report's Setup: where the data came from and how the study was run, as a table.
 
-Read from the ingestion's ``cifar10_provenance``, the ``preprocessing`` parameters, the run
+Read from the ingestion's ``cifar10_provenance`` and the ``preprocessing`` parameters (or the
+deep linear network's ``linear_data_provenance``), the run
 records of every model of the study (configs, seeds, versions, device, wall time; the shared
 settings from the first) and the ``reporting`` parameters (the configuration environment).
 """
@@ -37,8 +38,24 @@ def _subset(size: Any, used: Any, split: str, seed: Any) -> str:
     return f"{used:,} {split} images (class-stratified subset of size {size}, preprocessing seed {seed})"
 
 
+def linear_data_rows(provenance: Record, records: Mapping[str, Record]) -> list[list[str]]:
+    """The deep linear network's synthetic data: distribution, seed, shapes, checksum."""
+    record = next(iter(records.values()))
+    d = provenance.get("dimension", "?")
+    return [
+        ["data source", f"synthetic linear regression (pipelines/linear_data): "
+                        f"{provenance.get('distribution', '?')}"],
+        ["data seed", str(provenance.get("seed", "?"))],
+        ["data shapes", f"x, y [{record.get('num_train', '?'):,}, {d}] train; "
+                        f"[{record.get('num_test', '?'):,}, {d}] test; A [{d}, {d}]"],
+        ["data checksum", str(provenance.get("checksum", "-"))],
+    ]
+
+
 def data_rows(provenance: Record, preprocessing: Record, records: Mapping[str, Record]) -> list[list[str]]:
     """Source, checksum, kind of copy and the subset sizes that training used."""
+    if provenance.get("kind") == "linear_regression":
+        return linear_data_rows(provenance, records)
     record = next(iter(records.values()))
     checksum = provenance.get("checksum", "-")
     if provenance.get("md5"):
@@ -71,12 +88,23 @@ def model_rows(records: Mapping[str, Record]) -> list[list[str]]:
     record = next(iter(records.values()))
     model = ModelConfig.from_dict(record["model_config"])
     train = record["train_config"]
-    multiplier = f" (x {model.width_multiplier:g} of {list(model.conv_features)})" if model.width_multiplier != 1 else ""
+    if model.family == "dln":
+        network = [["network", f"deep linear network: {model.depth} linear layers of {model.width} "
+                               f"x {model.width} without bias, Glorot normal; the l2 loss, the mean "
+                               "over samples of ||W_k...W_1 x - y||^2"]]
+    else:
+        multiplier = f" (x {model.width_multiplier:g} of {list(model.conv_features)})" if model.width_multiplier != 1 else ""
+        network = [["conv widths (after the width multiplier)", f"{list(model.conv_widths)}{multiplier}"],
+                   ["dense widths (after the width multiplier)",
+                    f"{list(model.dense_widths)} then {model.num_classes} outputs"]]
+    rates = train.get("learning_rates") or [train.get("learning_rate")]
+    rate = f"lr {rates[0]}" if len(rates) == 1 else f"lr {', '.join(str(r) for r in rates)} (each seed with each)"
+    full_batch = record.get("num_train") == train.get("batch_size")
     return [
-        ["conv widths (after the width multiplier)", f"{list(model.conv_widths)}{multiplier}"],
-        ["dense widths (after the width multiplier)", f"{list(model.dense_widths)} then {model.num_classes} outputs"],
+        *network,
         ["normalization", "; ".join(f"{name}: {r['model_config']['normalization']}" for name, r in records.items())],
-        ["steps", f"{record.get('num_steps', '?'):,} of SGD (lr {train.get('learning_rate')}, momentum "
+        ["steps", f"{record.get('num_steps', '?'):,} of "
+                  f"{'full-batch gradient descent' if full_batch else 'SGD'} ({rate}, momentum "
                   f"{train.get('momentum')}, batch {train.get('batch_size')}, {train.get('epochs')} epochs)"],
         ["seeds", ", ".join(str(s) for s in record.get("seeds", [train.get("seed")]))],
         ["measurement stride per protocol", _strides(record.get("measurement_configs", []))],

@@ -68,20 +68,32 @@ def pair_names(comparisons: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def conclusions_section(comparisons: Mapping[str, Any], records: Mapping[str, Mapping[str, Any]]) -> list[Section]:
-    """Overall comparison per measurement, the stalled phase, final test accuracy per seed."""
-    accuracy = comparisons["measures"].get("test_accuracy", {}).get("overall", {})
+    """Overall comparison per measurement, the stalled phase, final test accuracy per seed
+    (final test loss for a regression, which has neither classes nor a chance level)."""
     reference, treatment = pair_names(comparisons)
     ref_word, treat_word = model_word(reference), model_word(treatment)
+    regression = comparisons.get("task") == "regression"
+    if regression:
+        loss = comparisons["measures"].get("test_loss", {}).get("overall", {})
+        final = Section("Final test loss per seed", level=3,
+                        paragraphs=[f"Geometric-mean ratio {treat_word} / {ref_word} of the final test "
+                                    f"loss: {loss.get('text', 'not computed')}."],
+                        tables=[("Final test loss", words.loss_table(records, (ref_word, treat_word)))])
+    else:
+        accuracy = comparisons["measures"].get("test_accuracy", {}).get("overall", {})
+        final = Section("Final test accuracy per seed", level=3,
+                        paragraphs=[f"Paired difference {treat_word} - {ref_word} (fractions of the test set): "
+                                    f"{accuracy.get('text', 'not computed')}."],
+                        tables=[("Final test accuracy", words.accuracy_table(records, (ref_word, treat_word)))])
+    stalled = (["No step is excluded as stalled: a regression has no chance level to stall at."]
+               if regression else words.stalled_paragraphs(comparisons["stalled"]))
     return [
         Section("Conclusions", paragraphs=[
             f"Each line: {treat_word} ({treatment}) against {ref_word} ({reference}), one statistic per seed, "
             "paired across seeds; the views of each measurement (matched loss, normalized, thirds of training) "
-            "are in its section below.", *words.stalled_paragraphs(comparisons["stalled"])],
+            "are in its section below.", *stalled],
             bullets=words.conclusion_bullets(comparisons)),
-        Section("Final test accuracy per seed", level=3,
-                paragraphs=[f"Paired difference {treat_word} - {ref_word} (fractions of the test set): "
-                            f"{accuracy.get('text', 'not computed')}."],
-                tables=[("Final test accuracy", words.accuracy_table(records, (ref_word, treat_word)))]),
+        final,
     ]
 
 
@@ -160,7 +172,8 @@ def build_report(comparisons: Mapping[str, Any], fidelity: Mapping[str, Any],
     sections = [setup, fidelity_section(fidelity, len(seeds), records), *questions,
                 *conclusions_section(comparisons, records), *topic_sections(comparisons),
                 *further_sections(further or {})]
-    captions = figure_captions(list(seeds), zero_by_definition(records))
+    captions = figure_captions(list(seeds), zero_by_definition(records),
+                               regression=comparisons.get("task") == "regression")
     for part in parts:
         captions.update(part.captions)
     return Report(title=params["title"], caveats=words.seed_caveats(seeds, comparisons), sections=sections,

@@ -33,15 +33,18 @@ def model_inputs(models: tuple[str, ...], traces: list[str]) -> dict[str, str]:
     return {f"{trace}{nodes.SEPARATOR}{model}": f"{model}.{trace}" for trace in traces for model in models}
 
 
-def study_inputs(study: str) -> dict[str, str]:
-    return {"params": "params:analysis", "comparisons": f"params:studies.{study}.comparisons"}
+def study_inputs(study: str, settings: str = "params:analysis") -> dict[str, str]:
+    return {"params": settings, "comparisons": f"params:studies.{study}.comparisons"}
 
 
-def create_pipeline(study: str = "full_study", **kwargs) -> Pipeline:
-    """The analysis of ``study``: every model it compares (the roster's ``compared_in``)."""
+def create_pipeline(study: str = "full_study", settings: str = "params:analysis",
+                    **kwargs) -> Pipeline:
+    """The analysis of ``study``: every model it compares (the roster's ``compared_in``);
+    ``settings``: the dataset of its ``analysis`` section (a study's merged one,
+    :func:`bnstudy.pipelines.study.study_pipeline`)."""
     models = pipeline_roster().compared_in(study)
     built = [
-        Node(func=func, inputs={**study_inputs(study), **model_inputs(models, traces)},
+        Node(func=func, inputs={**study_inputs(study, settings), **model_inputs(models, traces)},
              outputs=[f"{name}_table", f"{name}_summary"], name=f"analyze_{name}_node",
              tags=["analysis"])
         for name, (func, traces) in ANALYSES.items()
@@ -51,7 +54,7 @@ def create_pipeline(study: str = "full_study", **kwargs) -> Pipeline:
                       tags=["analysis"]))
     built.append(Node(
         func=nodes.compare_models,
-        inputs={**study_inputs(study), **model_inputs(models, COMPARED_TRACES)},
+        inputs={**study_inputs(study, settings), **model_inputs(models, COMPARED_TRACES)},
         outputs={"model_comparisons_summary": "model_comparisons_summary",
                  "fidelity_summary": "fidelity_summary"},
         name="compare_models_node", tags=["analysis"]))

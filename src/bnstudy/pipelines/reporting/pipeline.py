@@ -37,26 +37,30 @@ HISTOGRAM_FIGURES = {
 }
 
 
-def create_pipeline(study: str = "full_study", parts: Sequence[str] = (), **kwargs) -> Pipeline:
+def create_pipeline(study: str = "full_study", parts: Sequence[str] = (),
+                    settings: str = "params:reporting", provenance: str = "cifar10_provenance",
+                    data_parameters: str = "params:preprocessing", **kwargs) -> Pipeline:
     """The figures and the report of ``study``; ``parts``: the questions of the study's own
     whose :class:`~bnstudy.reporting.document.ReportPart` (the dataset ``<question>_report_part``)
-    the report adds (``pipelines/beyond_study``)."""
+    the report adds (``pipelines/beyond_study``). ``settings``: the dataset of its
+    ``reporting`` section; ``provenance`` and ``data_parameters``: what its Setup says of the
+    data (CIFAR-10's by default; :data:`bnstudy.pipelines.study.DATA_SETUP`)."""
     models = pipeline_roster().compared_in(study)
     comparisons = f"params:studies.{study}.comparisons"
     built = [Node(func=func, inputs=f"{name}_table", outputs=f"{name}_figure", name=f"plot_{name}_node",
                   tags=["reporting"]) for name, func in TABLE_FIGURES.items()]
     built.append(Node(func=nodes.plot_gradient_ics,
-                      inputs={"table": "gradient_ics_table", "params": "params:reporting",
+                      inputs={"table": "gradient_ics_table", "params": settings,
                               **model_inputs(models, ["run_record"])},
                       outputs="gradient_ics_figure", name="plot_gradient_ics_node", tags=["reporting"]))
-    built += [Node(func=func, inputs={"params": "params:reporting", "comparisons": comparisons,
+    built += [Node(func=func, inputs={"params": settings, "comparisons": comparisons,
                                       **model_inputs(models, datasets)},
                    outputs=f"{name}_figure", name=f"plot_{name}_node", tags=["reporting"])
               for name, (func, datasets) in HISTOGRAM_FIGURES.items()]
     built.append(Node(
         func=nodes.write_report,
-        inputs={"params": "params:reporting", "model_comparisons": "model_comparisons_summary", "fidelity": "fidelity_summary",
-                "provenance": "cifar10_provenance", "preprocessing": "params:preprocessing",
+        inputs={"params": settings, "model_comparisons": "model_comparisons_summary", "fidelity": "fidelity_summary",
+                "provenance": provenance, "preprocessing": data_parameters,
                 **model_inputs(models, ["run_record"]),
                 **{f"figure:{name}": f"{name}_figure" for name in nodes.FIGURE_NAMES},
                 **{f"part:{name}": f"{name}_report_part" for name in parts}},

@@ -28,7 +28,7 @@ from bnstudy.roster import model_settings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["run_record", "runtime_provenance", "train_model"]
+__all__ = ["examples", "run_record", "runtime_provenance", "train_model"]
 
 
 def train_model(
@@ -64,8 +64,7 @@ def train_model(
     directory = configs.checkpoints.directory
     results = train_seeds(
         configs.model, configs.train, list(configs.measurements),
-        model_input_train["images"], model_input_train["labels"],
-        model_input_test["images"], model_input_test["labels"],
+        *examples(model_input_train), *examples(model_input_test),
         # One folder per normalization; inside it, one per configuration hash.
         checkpoints=(None if directory is None
                      else checkpoint_store(f"{directory}/{configs.model.normalization}")),
@@ -79,8 +78,8 @@ def train_model(
         "activation_histograms": by_run(results, activation_histograms),
         "run_record": json_ready({
             **run_record(results),
-            "num_train": int(len(model_input_train["labels"])),
-            "num_test": int(len(model_input_test["labels"])),
+            "num_train": int(len(examples(model_input_train)[1])),
+            "num_test": int(len(examples(model_input_test)[1])),
             "runtime": runtime_provenance(),
             # the model's parameters, the code's defaults included (the MLflow run's params),
             # and when each chunk ended
@@ -88,6 +87,16 @@ def train_model(
             "clock": None if live is None else live.clock(),
         }),
     }
+
+
+def examples(model_input: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets) of a model input: CIFAR-10's ``images`` and ``labels``, or the
+    linear regression's ``samples`` and ``targets`` (pipelines/linear_data)."""
+    for inputs, targets in (("images", "labels"), ("samples", "targets")):
+        if inputs in model_input:
+            return model_input[inputs], model_input[targets]
+    raise ValueError(f"a model input holds images and labels, or samples and targets; this one "
+                     f"holds {sorted(model_input)}")
 
 
 def runtime_provenance() -> dict[str, Any]:

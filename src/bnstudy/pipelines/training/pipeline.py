@@ -71,12 +71,20 @@ SHARED_PARAMETERS = {f"params:{name}": f"params:{name}" for name in (*SHARED_SEC
 """The parameters every namespace reads as they are (not prefixed with the namespace)."""
 
 
-def namespaced(models: tuple[str, ...]) -> Pipeline:
-    """The template once per model, each in its own namespace, on the shared model input."""
+MODEL_INPUTS = {"cifar10": ("model_input_train", "model_input_test"),
+                "linear_regression": ("linear_input_train", "linear_input_test")}
+"""The training and test sets of each kind of data a study trains on (``studies.<s>.data``)."""
+
+
+def namespaced(models: tuple[str, ...], data: str = "cifar10") -> Pipeline:
+    """The template once per model, each in its own namespace, on the shared model input of
+    ``data`` (:data:`MODEL_INPUTS`)."""
     template = create_template()
+    train, test = MODEL_INPUTS[data]
     return sum(
         (
-            Pipeline(template, namespace=model, inputs={"model_input_train", "model_input_test"},
+            Pipeline(template, namespace=model,
+                     inputs={"model_input_train": train, "model_input_test": test},
                      parameters={**SHARED_PARAMETERS, "params:model": f"params:models.{model}"})
             for model in models
         ),
@@ -85,5 +93,6 @@ def namespaced(models: tuple[str, ...]) -> Pipeline:
 
 
 def create_pipeline(study: str = "full_study", **kwargs) -> Pipeline:
-    """The models that ``study`` of the roster trains."""
-    return namespaced(pipeline_roster().trained_by(study))
+    """The models that ``study`` of the roster trains, on the study's data."""
+    roster = pipeline_roster()
+    return namespaced(roster.trained_by(study), roster.data(study))

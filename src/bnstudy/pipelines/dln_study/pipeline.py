@@ -1,0 +1,48 @@
+"""Wiring of ``dln_study``: the general study pipeline over its roster on the deep linear
+network's data (``studies.dln_study.data: linear_regression``: its data, training, the
+analysis of its comparisons, the figures, the report), plus the question only it asks, in the
+same namespace ``dln_study``: the top Hessian eigenvalue of full-batch gradient descent
+against 2/eta at each learning rate (``analyze_curvature_by_rate_node``,
+``plot_curvature_by_rate_node``, ``write_curvature_section_node``), which the report adds as
+its ``curvature_report_part``.
+
+``dln_lp_study`` (the Lp normalizations on the DLN) is a study of the roster alone: the
+general pipeline (:func:`bnstudy.pipelines.study.study_pipeline`).
+"""
+
+from kedro.pipeline import Node, Pipeline
+
+from bnstudy.errors import ParameterError
+from bnstudy.pipelines.analysis.pipeline import model_inputs
+from bnstudy.pipelines.dln_study import nodes
+from bnstudy.pipelines.study import study_pipeline
+from bnstudy.roster import pipeline_roster
+
+STUDY = "dln_study"
+PARTS = ("curvature",)
+
+
+def questions(models: tuple[str, ...]) -> Pipeline:
+    """The curvature question's nodes (inside the namespace)."""
+    return Pipeline([
+        Node(func=nodes.analyze_curvature_by_rate,
+             inputs={"params": "params:beyond",
+                     **model_inputs(models, ["run_record", "curvature_trace"])},
+             outputs=["curvature_table", "curvature_summary"],
+             name="analyze_curvature_by_rate_node", tags=["analysis"]),
+        Node(func=nodes.plot_curvature_by_rate, inputs=["curvature_table", "curvature_summary"],
+             outputs="curvature_figure", name="plot_curvature_by_rate_node", tags=["reporting"]),
+        Node(func=nodes.curvature_part, inputs=["curvature_summary", "curvature_figure"],
+             outputs="curvature_report_part", name="write_curvature_section_node",
+             tags=["reporting"]),
+    ])
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    roster = pipeline_roster()
+    if STUDY not in roster.studies:
+        raise ParameterError(
+            f"Parameter studies.{STUDY}: the roster declares no such study, but the pipeline "
+            f"folder pipelines/{STUDY} asks its questions of it. Declare it in "
+            "conf/<env>/parameters_roster.yml (conf/base has it).")
+    return study_pipeline(STUDY, questions(roster.compared_in(STUDY)), PARTS)
