@@ -79,7 +79,7 @@ BAD_PARAMETERS = [
     ("no measurements", {"models": {"baseline": {"measurements": []}}},
      r"models\.baseline\.measurements = \[\]: expects a non-empty list"),
     ("unknown preset", {"models": {"baseline": {"measurements": ["papr"]}}},
-     r"unknown measurement preset 'papr'; choose from \['blog', 'paper'\]"),
+     r"unknown measurement preset 'papr'; choose from \['blog', 'paper', 'paper_dln'\]"),
     ("duplicate protocol names", {"models": {"baseline": {"measurements": ["blog", "blog"]}}},
      r"models\.baseline\.measurements: the protocols need distinct names"),
     ("pool beyond the last conv", {"models": {"baseline": {"architecture": {"pool_after": [1, 4]}}}},
@@ -105,7 +105,7 @@ BAD_PARAMETERS = [
     ("unknown ingestion key", {"data_ingestion": {"sorce": "download"}},
      r"Unknown parameter data_ingestion\.sorce|no parameter 'data_ingestion\.sorce'"),
     ("reported layer missing", {"reporting": {"ics_layers": ["conv_0", "conv_9"]}},
-     r"reporting\.ics_layers names \['conv_9'\], which model '\w+' does not have"),
+     r"reporting\.ics_layers names \['conv_9'\], which model '\w+' of \w+ does not have"),
     ("zero phases", {"analysis": {"num_phases": 0}},
      r"analysis\.num_phases = 0 \(int\): Input should be greater than or equal to 1"),
     ("metric stride 0", {"mlflow": {"metric_stride": 0}},
@@ -179,7 +179,14 @@ def test_the_shipped_environments_are_valid():
         assert {name: m.model.normalization for name, m in models.items()} == {
             "baseline": "none", "candidate": "batch", "candidate_noisy": "batch_noisy",
             "candidate_l1": "l1", "candidate_l2": "l2", "candidate_linf": "linf",
-            "baseline_noisy": "noisy", "baseline_sgd": "none", "candidate_sgd": "batch"}
+            "baseline_noisy": "noisy", "baseline_sgd": "none", "candidate_sgd": "batch",
+            "dln_baseline": "none", "dln_candidate": "batch", "dln_l1": "l1", "dln_l2": "l2",
+            "dln_linf": "linf"}
+        # the deep linear network's models: one family and setup, their own normalization
+        dln = [models[f"dln_{kind}"] for kind in ("baseline", "candidate", "l1", "l2", "linf")]
+        assert {m.model.family for m in dln} == {"dln"} and models["baseline"].model.family == "vgg"
+        assert all(m.train == dln[0].train and m.measurements == dln[0].measurements for m in dln)
+        assert dln[0].train.batch_size == dln[0].train.curvature_probe_size  # the full batch
         # the variants share everything but the normalization with the pair
         for name in ("candidate_noisy", "candidate_l1", "candidate_l2", "candidate_linf",
                      "baseline_noisy"):
@@ -236,7 +243,9 @@ def test_the_probe_set_is_checked_only_when_curvature_is_on(test_params):
     for probe in (50, 640):
         models = validate_parameters(_merged(test_params, {"training": {
             **off["training"], "curvature_probe_size": probe}}))
-        assert {m.train.curvature_probe_size for m in models.values()} == {probe}
+        # every VGG (the DLN's models set their own: the full batch)
+        assert {m.train.curvature_probe_size for m in models.values()
+                if m.model.family == "vgg"} == {probe}
 
 
 def test_a_runtime_override_of_one_model_leaves_the_other_alone():

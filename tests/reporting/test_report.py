@@ -68,7 +68,7 @@ def test_fidelity_table_has_eight_columns_and_one_row_per_claim(three_seeds):
     rows = _table(_markdown(three_seeds), "Fidelity")
 
     assert rows[0] == ["claim", "paper", "blog", "protocol", "this run (value, CI, significant?)",
-                       "p: raw / Holm (6 claims)", "smallest detectable", "agrees?"]
+                       "p: raw / Holm (3 claims)", "smallest detectable", "agrees?"]  # the rows given
     body = rows[1:]
     assert len(body) == len(three_seeds["fidelity"]["rows"]) == 3
     assert all(len(row) == 8 for row in body)

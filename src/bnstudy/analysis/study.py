@@ -29,7 +29,10 @@ KINDS = ("training", "evals", "smoothness", "ics", "init")
 MODEL_WORDS = {BASELINE: "no BN", CANDIDATE: "BN", "candidate_noisy": "noisy BN",
                "candidate_l1": "L1 normalization", "candidate_l2": "L2 normalization",
                "candidate_linf": "L-infinity normalization",
-               "baseline_noisy": "Algorithm 1's noise without BN"}
+               "baseline_noisy": "Algorithm 1's noise without BN",
+               "dln_baseline": "no BN (DLN)", "dln_candidate": "BN (DLN)",
+               "dln_l1": "L1 normalization (DLN)", "dln_l2": "L2 normalization (DLN)",
+               "dln_linf": "L-infinity normalization (DLN)"}
 """How a sentence names the models of conf/base's roster; any other model by its name."""
 
 

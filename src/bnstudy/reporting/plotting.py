@@ -34,11 +34,19 @@ VARIANT_LABELS = {**MODEL_LABELS, "candidate_noisy": "Noisy BatchNorm",
                   "candidate_linf": "L-infinity normalization",
                   "baseline_noisy": "Algorithm 1's noise without BatchNorm",
                   "baseline_sgd": "Without BatchNorm (plain SGD, lr 0.1)",
-                  "candidate_sgd": "With BatchNorm (plain SGD, lr 0.1)"}
+                  "candidate_sgd": "With BatchNorm (plain SGD, lr 0.1)",
+                  "dln_baseline": "Deep linear network without BatchNorm",
+                  "dln_candidate": "Deep linear network with BatchNorm",
+                  "dln_l1": "Deep linear network, L1 normalization",
+                  "dln_l2": "Deep linear network, L2 normalization",
+                  "dln_linf": "Deep linear network, L-infinity normalization"}
 # The paper-optimizer pair in lighter shades of the blog pair's hues.
 VARIANT_COLORS = {**MODEL_COLORS, "candidate_noisy": "#ff7f0e", "candidate_l1": "#2ca02c",
                   "candidate_l2": "#9467bd", "candidate_linf": "#8c564b",
-                  "baseline_noisy": "#e377c2", "baseline_sgd": "#6baed6", "candidate_sgd": "#fc9272"}
+                  "baseline_noisy": "#e377c2", "baseline_sgd": "#6baed6", "candidate_sgd": "#fc9272",
+                  # the deep linear network's models in darker shades of the VGG's hues
+                  "dln_baseline": "#08519c", "dln_candidate": "#a50f15", "dln_l1": "#006d2c",
+                  "dln_l2": "#54278f", "dln_linf": "#5a3a1e"}
 # Any other model of a roster: a colour of its own, the same in every figure and run.
 OTHER_COLORS = ("#17becf", "#bcbd22", "#7f7f7f", "#393b79", "#637939", "#8c6d31",
                 "#843c39", "#7b4173", "#3182bd")
