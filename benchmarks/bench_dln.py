@@ -30,7 +30,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import yaml  # noqa: E402
-
 from study_config import CONF, _merge, load_globals  # noqa: E402
 
 from bnstudy.core.backend import use_cpu_flags  # noqa: E402
