@@ -273,7 +273,8 @@ def gradient_ics_vectorized(spec: Spec, params_t, params_t1, batch_stats, grads,
     its gradient with respect to layer i is G'_i, the definition itself. It does about twice
     the arithmetic of :func:`gradient_ics_by_layers` (every lane runs every layer) in one
     program a fraction of its size, which XLA compiles and runs far faster for layers of
-    10 x 10. Train mode where it changes a layer, as there: BN's batch statistics and noise.
+    10 x 10. Train mode where it changes a layer, as there: BN's batch statistics and noise;
+    in train mode the first layer's G' is the step's G (the definition: its ICS is 0).
     """
     model = model_of(spec.model_config)
     layers = model.layer_names
@@ -293,6 +294,11 @@ def gradient_ics_vectorized(spec: Spec, params_t, params_t1, batch_stats, grads,
 
     per_lane = jax.vmap(lane)(mixed, jnp.arange(count))
     grads_prime = jax.tree.map(lambda leaf: jnp.sum(leaf, axis=0), per_lane)
+    if train:
+        # In train mode nothing precedes the first layer: G'_0 is G_0 by definition (lane 0
+        # is the step's own computation at W_t), so its ICS is exactly 0, not the rounding
+        # difference of two programs.
+        grads_prime = {**grads_prime, layers[0]: grads[layers[0]]}
     return compare_gradients(grads, grads_prime, layers)._asdict()
 
 
