@@ -8,11 +8,12 @@ those parts to the general report. Nothing else of a study is code.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kedro.pipeline import Node, Pipeline
 
+from bnstudy.errors import ParameterError
 from bnstudy.pipelines import (
     analysis,
     data_ingestion,
@@ -84,3 +85,20 @@ def study_pipeline(study: str, questions: Pipeline | None = None, parts: Sequenc
     compared = Pipeline(stages, namespace=study, inputs=shared,
                         parameters={name: name for name in parameters})
     return data_pipeline(data) + training.create_pipeline(study) + compared
+
+
+def study_with_questions(study: str, questions: Callable[[tuple[str, ...]], Pipeline],
+                         parts: Sequence[str]) -> Pipeline:
+    """The pipeline of a study folder (``pipelines/<study>``): :func:`study_pipeline` with
+    ``questions(models)`` over every model the study compares, ``parts`` its report parts.
+
+    Raises:
+        ParameterError: the roster declares no such study.
+    """
+    roster = pipeline_roster()
+    if study not in roster.studies:
+        raise ParameterError(
+            f"Parameter studies.{study}: the roster declares no such study, but the pipeline "
+            f"folder pipelines/{study} asks its questions of it. Declare it in "
+            "conf/<env>/parameters_roster.yml (conf/base has it).")
+    return study_pipeline(study, questions(roster.compared_in(study)), parts)

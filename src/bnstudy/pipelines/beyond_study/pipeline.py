@@ -17,12 +17,10 @@ normalization kind; a question whose models the roster lacks says so in the repo
 
 from kedro.pipeline import Node, Pipeline
 
-from bnstudy.errors import ParameterError
 from bnstudy.pipelines.analysis.pipeline import model_inputs
 from bnstudy.pipelines.beyond_study import nodes
-from bnstudy.pipelines.study import study_pipeline
+from bnstudy.pipelines.study import study_with_questions
 from bnstudy.reporting import beyond_report
-from bnstudy.roster import pipeline_roster
 
 STUDY = "beyond_study"
 PARTS = ("noise_question", "lp_table", "curvature")
@@ -59,10 +57,4 @@ def questions(models: tuple[str, ...]) -> Pipeline:
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    roster = pipeline_roster()
-    if STUDY not in roster.studies:
-        raise ParameterError(
-            f"Parameter studies.{STUDY}: the roster declares no such study, but the pipeline "
-            f"folder pipelines/{STUDY} asks its questions of it. Declare it in "
-            "conf/<env>/parameters_roster.yml (conf/base has it).")
-    return study_pipeline(STUDY, questions(roster.compared_in(STUDY)), PARTS)
+    return study_with_questions(STUDY, questions, PARTS)

@@ -12,11 +12,9 @@ general pipeline (:func:`bnstudy.pipelines.study.study_pipeline`).
 
 from kedro.pipeline import Node, Pipeline
 
-from bnstudy.errors import ParameterError
 from bnstudy.pipelines.analysis.pipeline import model_inputs
 from bnstudy.pipelines.dln_study import nodes
-from bnstudy.pipelines.study import study_pipeline
-from bnstudy.roster import pipeline_roster
+from bnstudy.pipelines.study import study_with_questions
 
 STUDY = "dln_study"
 PARTS = ("curvature",)
@@ -39,10 +37,4 @@ def questions(models: tuple[str, ...]) -> Pipeline:
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    roster = pipeline_roster()
-    if STUDY not in roster.studies:
-        raise ParameterError(
-            f"Parameter studies.{STUDY}: the roster declares no such study, but the pipeline "
-            f"folder pipelines/{STUDY} asks its questions of it. Declare it in "
-            "conf/<env>/parameters_roster.yml (conf/base has it).")
-    return study_pipeline(STUDY, questions(roster.compared_in(STUDY)), PARTS)
+    return study_with_questions(STUDY, questions, PARTS)
