@@ -73,6 +73,8 @@ def conclusions_section(comparisons: Mapping[str, Any], records: Mapping[str, Ma
     reference, treatment = pair_names(comparisons)
     ref_word, treat_word = model_word(reference), model_word(treatment)
     regression = comparisons.get("task") == "regression"
+    rate = (f" at lr {comparisons['learning_rate']:g} (the sweep's first learning rate; each other rate "
+            "is a section of Further comparisons)" if comparisons.get("learning_rate") else "")
     if regression:
         loss = comparisons["measures"].get("test_loss", {}).get("overall", {})
         final = Section("Final test loss per seed", level=3,
@@ -89,9 +91,9 @@ def conclusions_section(comparisons: Mapping[str, Any], records: Mapping[str, Ma
                if regression else words.stalled_paragraphs(comparisons["stalled"]))
     return [
         Section("Conclusions", paragraphs=[
-            f"Each line: {treat_word} ({treatment}) against {ref_word} ({reference}), one statistic per seed, "
-            "paired across seeds; the views of each measurement (matched loss, normalized, thirds of training) "
-            "are in its section below.", *stalled],
+            f"Each line: {treat_word} ({treatment}) against {ref_word} ({reference}){rate}, one statistic per "
+            "seed, paired across seeds; the views of each measurement (matched loss, normalized, thirds of "
+            "training) are in its section below.", *stalled],
             bullets=words.conclusion_bullets(comparisons)),
         final,
     ]
@@ -135,8 +137,10 @@ def further_sections(further: Mapping[str, Mapping[str, Any]]) -> list[Section]:
     for summary in further.values():
         reference, treatment = summary["reference"], summary["treatment"]
         paragraphs = ([summary["note"]] if summary.get("note") else [])
+        rate = f", at lr {summary['learning_rate']:g}" if summary.get("learning_rate") else ""
         sections.append(Section(
-            f"{model_word(treatment)} against {model_word(reference)} ({treatment} vs {reference})",
+            f"{model_word(treatment)} against {model_word(reference)} ({treatment} vs "
+            f"{reference}){rate}",
             level=3, paragraphs=paragraphs, bullets=words.conclusion_bullets(summary),
             tables=[("Every measure, paired by seed", words.comparison_table(summary))]))
     return sections
