@@ -27,17 +27,24 @@ def _omitted(zero: Mapping[str, Iterable[tuple[str, str]]]) -> str:
             f"change the gradient and none precede it): {'; '.join(named)}; the panels say so.")
 
 
+SWEPT_FIGURES = ("training_curves", "gradient_ics", "loss_landscape", "gradient_predictiveness",
+                 "beta_smoothness", "init_distance", "activation_shift")
+"""The figures drawn from a table at a sweep's first learning rate (``reporting.nodes._drawn``)."""
+
+
 def figure_captions(seeds: Sequence[int], zero_panels: Mapping[str, Iterable[tuple[str, str]]] | None = None,
-                    *, regression: bool = False) -> dict[str, str]:
+                    *, regression: bool = False, sweep_rate: float | None = None) -> dict[str, str]:
     """Caption of every figure of the report, by figure name.
 
     Args:
         seeds: The run's seeds in order (the histogram figures show the first).
         zero_panels: per model, the ``(preset, layer)`` ICS values not drawn as zero by definition.
+        regression: the models regress (the DLN): the training curves show losses only.
+        sweep_rate: in a learning-rate sweep, the rate the line figures are drawn at.
     """
     first = seeds[0] if seeds else None
     count = f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))})"
-    return {
+    captions = {
         "training_curves": (
             "Training loss (the l2 loss of the full batch, log axis) and test loss on the held-out samples "
             f"(log axis), against the step: a regression has no accuracy. {BAND_METHOD} {count}."
@@ -85,3 +92,8 @@ def figure_captions(seeds: Sequence[int], zero_panels: Mapping[str, Iterable[tup
             "Distance of each layer's kernel from its initialization at the end of training, ||W - W_0||_F "
             f"(left) and relative to ||W_0||_F (right): {ERROR_BARS}. {count}."),
     }
+    if sweep_rate is not None:  # reporting.nodes.at_first_rate: the line figures' rate
+        for name in SWEPT_FIGURES:
+            captions[name] += (f" Learning-rate sweep: at lr {sweep_rate:g}, the sweep's first rate (each "
+                               "other rate's numbers are under Further comparisons).")
+    return captions

@@ -177,7 +177,8 @@ def build_report(comparisons: Mapping[str, Any], fidelity: Mapping[str, Any],
                 *conclusions_section(comparisons, records), *topic_sections(comparisons),
                 *further_sections(further or {})]
     captions = figure_captions(list(seeds), zero_by_definition(records),
-                               regression=comparisons.get("task") == "regression")
+                               regression=comparisons.get("task") == "regression",
+                               sweep_rate=comparisons.get("learning_rate"))
     for part in parts:
         captions.update(part.captions)
     return Report(title=params["title"], caveats=words.seed_caveats(seeds, comparisons), sections=sections,

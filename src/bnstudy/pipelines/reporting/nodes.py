@@ -30,9 +30,21 @@ FIGURE_NAMES = (
 )
 
 
+def at_first_rate(table: pd.DataFrame) -> pd.DataFrame:
+    """A learning-rate sweep's table at its first rate (the headline comparison's), so that a
+    line over seeds never averages runs of different learning rates; any other table as it
+    is. The other rates' numbers are the report's further comparisons."""
+    if "learning_rate" not in table.columns or table["learning_rate"].nunique() < 2:
+        return table
+    first = table["learning_rate"].dropna().iloc[0]
+    return table[table["learning_rate"] == first].reset_index(drop=True)
+
+
 def _drawn(draw, title: str, table: pd.DataFrame, *args: Any) -> bytes:
-    """``draw(table, *args)`` as PNG; an empty table (every seed diverged, see the analysis
-    summaries) gives a figure that says so instead of a crash or a blank plot."""
+    """``draw(table, *args)`` as PNG, at a sweep's first learning rate (:func:`at_first_rate`);
+    an empty table (every seed diverged, see the analysis summaries) gives a figure that says
+    so instead of a crash or a blank plot."""
+    table = at_first_rate(table)
     if table.empty:
         return to_png(note_figure(title, "Nothing to draw: every seed diverged in at least one model "
                                          "(see the report's caveats)."))
