@@ -230,6 +230,7 @@ def test_top_hessian_eigenvalue_of_a_two_layer_network_equals_the_dense_hessians
     np.testing.assert_allclose(result.eigenvalue, top, rtol=1e-6)
 
 
+@pytest.mark.slow  # 12 s: two whole trainings compile the scan loop (CI runs the slow tests too)
 def test_seed_k_of_five_seeds_equals_the_single_run():
     config = dln(4, "batch", width=5)
     train_config = TrainConfig(seeds=(3, 1, 4, 15, 9), batch_size=40, epochs=6,
