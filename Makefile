@@ -44,12 +44,8 @@ FAST_XLA_FLAGS := --xla_backend_optimization_level=1
 test: install
 	XLA_FLAGS="$$XLA_FLAGS $(FAST_XLA_FLAGS)" $(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
-# Two workers (pytest-xdist): XLA compiles on one core, and the slow tests are mostly
-# compilation; a study's run stays on one worker with the tests that read it (the groups
-# of tests/conftest.py). SLOW_WORKERS=0 runs them in this process, one after another.
-SLOW_WORKERS ?= 2
 test-slow: install
-	$(BIN)/pytest -m slow $(if $(filter-out 0,$(SLOW_WORKERS)),-n $(SLOW_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
+	$(BIN)/pytest -m slow $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -344,26 +344,3 @@ def viz_build(finished_study) -> Path:
                            env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"})
     assert build.returncode == 0, build.stdout + build.stderr
     return finished_study / "build"
-
-
-# `make test-slow` runs on two pytest-xdist workers with `--dist loadgroup`: a group runs whole
-# on one worker. A module is one group, so its module-scoped fixtures are computed once; every
-# module that reads one of the session's study runs joins that run's group, so the run is
-# made once (a worker of its own would train the same study again).
-SHARED_RUNS = ("finished_study", "roster_study")
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Give every test its xdist group (before xdist reads the marks; a no-op without -n)."""
-    runs_of: dict[Path, set[str]] = {}
-    for item in items:
-        runs_of.setdefault(item.path, set()).update(
-            run for run in SHARED_RUNS if run in getattr(item, "fixturenames", ()))
-    for item in items:
-        runs = runs_of[item.path]
-        if len(runs) > 1:
-            raise pytest.UsageError(f"{item.path} reads {sorted(runs)}: one session run per "
-                                    "module, or the xdist groups would train one twice")
-        group = next(iter(runs)) if runs else item.path.relative_to(PROJECT_ROOT).as_posix()
-        item.add_marker(pytest.mark.xdist_group(group))
