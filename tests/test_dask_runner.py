@@ -350,7 +350,7 @@ import sys
 from distributed import LocalCluster
 
 cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                       dashboard_address=None)
+                       dashboard_address=":0")  # any free port: 8787 may be taken
 print(cluster.scheduler_address, flush=True)
 sys.stdin.read()  # until the test closes stdin
 cluster.close()
@@ -367,10 +367,15 @@ def dask_cluster(project: Path) -> Iterator[str]:
     with _session_process([sys.executable, "-c", CLUSTER], project, log,
                           stdin=subprocess.PIPE, env=env) as cluster:
         deadline = time.monotonic() + 300
-        while not log.read_text().startswith("tcp://"):
+
+        def address() -> str | None:  # the line the script prints (warnings may come first)
+            return next((line.strip() for line in log.read_text().splitlines()
+                         if line.startswith("tcp://")), None)
+
+        while address() is None:
             assert cluster.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.2)
-        yield log.read_text().split()[0]
+        yield address()
 
 
 def assert_same_outputs(expected: Path, actual: Path, model: str) -> int:
