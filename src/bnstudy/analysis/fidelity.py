@@ -98,8 +98,7 @@ def compare_models(training, evals, smoothness, ics, histograms, init_distance,
     curves = cmp.smoothed_losses(training, smoothing_fraction)
     # a network without classes (the DLN's regression) has no chance level to stall at
     classifies = bool(np.isfinite(evals[cmp.BASELINE]["test_accuracy"].to_numpy(float)).any())
-    stalled = (cmp.stalled_table(curves, num_classes) if classifies
-               else cmp.stalled_table(curves, None))
+    stalled = cmp.stalled_table(curves, num_classes if classifies else None)
     total = int(training[cmp.BASELINE]["step"].max()) + 1
     presets = list(dict.fromkeys(smoothness[cmp.BASELINE]["preset"]))
     summary: dict[str, Any] = {"measures": {}, "seeds": sorted(int(s) for s in

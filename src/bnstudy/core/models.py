@@ -359,8 +359,8 @@ class PureModel:
         accuracy follows from :meth:`accuracy`."""
         return jnp.argmax(outputs, -1) == y
 
-    def accuracy(self, outputs: jax.Array, y: jax.Array, dtype) -> jax.Array:
-        """The batch's accuracy; NaN for a model without classes."""
+    def accuracy(self, outputs: jax.Array | None, y: jax.Array, dtype) -> jax.Array:
+        """The batch's accuracy; NaN for a model without classes (``outputs`` unused)."""
         if not self.classifies:
             return jnp.full((), jnp.nan, dtype)
         return jnp.mean(self.correct(outputs, y).astype(dtype))

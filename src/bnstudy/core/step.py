@@ -120,9 +120,8 @@ def step_metrics(spec: Spec, new_state: TrainState, loss: jax.Array, x: jax.Arra
     """train_loss (at W_t) and the eval-mode accuracy at (W_{t+1}, S_{t+1}) on the batch
     (NaN for a model without classes, which skips the forward pass)."""
     model = model_of(spec.model_config)
-    if not model.classifies:
-        return {"train_loss": loss, "train_accuracy": model.accuracy(None, y, loss.dtype)}
-    logits = model.apply(new_state.params, new_state.batch_stats, x, train=False).logits
+    logits = (model.apply(new_state.params, new_state.batch_stats, x, train=False).logits
+              if model.classifies else None)
     return {"train_loss": loss, "train_accuracy": model.accuracy(logits, y, loss.dtype)}
 
 
@@ -155,7 +154,8 @@ def evaluate(spec: Spec, params, batch_stats, x_batches: jax.Array, y_batches: j
         x, y, valid = batch
         logits = model.apply(params, batch_stats, x, train=False).logits
         losses = model.example_losses(logits, y)
-        correct = (model.correct(logits, y) if model.classifies else valid) & valid
+        correct = (model.correct(logits, y) & valid if model.classifies
+                   else jnp.zeros_like(valid))
         return (totals[0] + jnp.sum(jnp.where(valid, losses, 0.0)),
                 totals[1] + jnp.sum(correct, dtype=jnp.int32)), None
 
