@@ -39,8 +39,7 @@ def figure_captions(seeds: Sequence[int], zero_panels: Mapping[str, Iterable[tup
     Args:
         seeds: The run's seeds in order (the histogram figures show the first).
         zero_panels: per model, the ``(preset, layer)`` ICS values not drawn as zero by definition.
-        regression: the models regress (the DLN): the training curves show losses only.
-        sweep_rate: in a learning-rate sweep, the rate the line figures are drawn at.
+        regression, sweep_rate: the DLN's losses-only curves; a sweep's drawn rate.
     """
     first = seeds[0] if seeds else None
     count = f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))})"
@@ -92,7 +91,13 @@ def figure_captions(seeds: Sequence[int], zero_panels: Mapping[str, Iterable[tup
             "Distance of each layer's kernel from its initialization at the end of training, ||W - W_0||_F "
             f"(left) and relative to ||W_0||_F (right): {ERROR_BARS}. {count}."),
     }
-    if sweep_rate is not None:  # reporting.nodes.at_first_rate: the line figures' rate
+    return with_sweep_rate(captions, sweep_rate)
+
+
+def with_sweep_rate(captions: dict[str, str], sweep_rate: float | None) -> dict[str, str]:
+    """``captions`` with the rate the line figures of a learning-rate sweep are drawn at
+    (:func:`bnstudy.pipelines.reporting.nodes.at_first_rate`) named in theirs."""
+    if sweep_rate is not None:
         for name in SWEPT_FIGURES:
             captions[name] += (f" Learning-rate sweep: at lr {sweep_rate:g}, the sweep's first rate (each "
                                "other rate's numbers are under Further comparisons).")
