@@ -124,7 +124,7 @@ def traces(name: str, results: list[TrainingResult]) -> dict[str, np.ndarray]:
             for key in ACTIVATION_TRACES:
                 stack(f"activations/{layer}/{key}",
                       lambda r, lay=layer, k=key: r.activation_stats["layers"][lay][k])
-            for kind in ("abs", "rel"):
+            for kind in (k for k in first.init_distance if k != "steps"):
                 stack(f"init_distance/{kind}/{layer}",
                       lambda r, lay=layer, k=kind: r.init_distance[k][lay])
     if first.curvature:

@@ -94,16 +94,25 @@ def test_channel_shift_matches_naive_loop():
 
 
 def test_init_distance_summary_uses_final_step():
-    def frame(values):
+    def frame(values, norms):
         return pd.DataFrame({"step": [0, 0, 5, 5], "layer": ["conv_0", "fc1"] * 2,
-                             "abs": values, "rel": np.array(values) / 10})
+                             "abs": values, "rel": np.array(values) / 10, "norm": norms,
+                             "angle": [0.0, 0.0, 0.5, 0.25], "effective_lr": 0.1 / np.square(norms),
+                             **{k: np.nan for k in ("gamma", "sigma", "gamma_over_sigma")}})
 
-    _, summary = analysis.analyze_init_distance(
-        {"baseline": frame([0.0, 0.0, 4.0, 1.0]), "candidate": frame([0.0, 0.0, 2.0, 3.0])})
+    table, summary = analysis.analyze_init_distance(
+        {"baseline": frame([0.0, 0.0, 4.0, 1.0], [10.0, 10.0, 12.0, 10.0]),
+         "candidate": frame([0.0, 0.0, 2.0, 3.0], [10.0, 10.0, 30.0, 10.0])})
 
     assert summary["final_step"] == 5
     assert summary["layers"]["conv_0"]["ratio_abs"] == 0.5
     assert summary["fraction_layers_candidate_closer"] == 0.5
+    # ||W_5|| / ||W_0|| per layer, against the step-0 norm of the same layer
+    assert summary["layers"]["conv_0"]["candidate_norm_growth"] == 3.0
+    assert summary["layers"]["conv_0"]["baseline_norm_growth"] == 1.2
+    assert summary["layers"]["fc1"]["candidate_angle"] == 0.25
+    growth = table[(table["metric"] == "norm_growth") & (table["model"] == "candidate")]
+    assert growth["value"].tolist() == [1.0, 1.0, 3.0, 1.0]
 
 
 def test_missing_model_is_a_clear_error():

@@ -98,7 +98,8 @@ class NaiveRun:
             before = copy.deepcopy(self.model)  # W_t, S_t
             if step in snapshot_steps:
                 records["activations"][step] = self.activation_stats(before, x, histogram_edges)
-                records["init_distance"][step] = self.init_distance(before)
+                records["init_distance"][step] = {**self.init_distance(before),
+                                                  **self.scales(before, x)}
             loss, grads = _loss_and_grad(self.model, x, y, True)  # updates S in place
             _sgd_update(self.optimizer, self.model, grads)
             records["train_loss"].append(float(loss))
@@ -176,12 +177,37 @@ class NaiveRun:
         return stats
 
     def init_distance(self, module):
+        """abs, rel, norm and angle (arccos of the cosine, in float64) of every kernel."""
         params = _as_numpy(_pure_params(module))
-        out = {"abs": {}, "rel": {}}
+        out = {"abs": {}, "rel": {}, "norm": {}, "angle": {}}
         for layer in self.layers:
             block, block0 = params[layer], self.initial_params[layer]
-            kernel = block["conv"]["kernel"] if "conv" in block else block["kernel"]
-            kernel0 = block0["conv"]["kernel"] if "conv" in block0 else block0["kernel"]
+            kernel = np.asarray(block["conv"]["kernel"] if "conv" in block else block["kernel"], np.float64)
+            kernel0 = np.asarray(block0["conv"]["kernel"] if "conv" in block0 else block0["kernel"], np.float64)
             out["abs"][layer] = np.linalg.norm(kernel - kernel0)
             out["rel"][layer] = out["abs"][layer] / np.linalg.norm(kernel0)
+            out["norm"][layer] = np.linalg.norm(kernel)
+            cosine = np.sum(kernel * kernel0) / (np.linalg.norm(kernel) * np.linalg.norm(kernel0))
+            out["angle"][layer] = np.arccos(np.clip(cosine, -1.0, 1.0))
+        return out
+
+    def scales(self, module, x):
+        """Per BN layer, from the conv's output on the batch (the module's own conv, then
+        numpy): mean |gamma|, mean sqrt(var + eps) and mean |gamma| / sqrt(var + eps) over
+        the channels; NaN for a layer without BN."""
+        probe = copy.deepcopy(module)
+        _, _, inputs = _forward(probe, x, True)
+        out = {"gamma": {}, "sigma": {}, "gamma_over_sigma": {}}
+        for layer in self.layers:
+            block = getattr(module, layer)
+            bn = getattr(block, "bn", None)
+            if bn is None:
+                for values in out.values():
+                    values[layer] = np.nan
+                continue
+            z = np.asarray(block.linear(inputs[layer]), np.float64)
+            sigma = np.sqrt(z.reshape(-1, z.shape[-1]).var(0) + bn.epsilon)
+            gamma = np.abs(np.asarray(bn.scale[...], np.float64))
+            out["gamma"][layer], out["sigma"][layer] = gamma.mean(), sigma.mean()
+            out["gamma_over_sigma"][layer] = (gamma / sigma).mean()
         return out

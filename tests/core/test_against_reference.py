@@ -155,10 +155,31 @@ def test_init_distance_matches_numpy(runs):
     distance = result.init_distance
     np.testing.assert_array_equal(distance["steps"], [*SNAPSHOTS, 10])
     for layer in result.layers:
-        expected_abs = [reference["init_distance"][s]["abs"][layer] for s in SNAPSHOTS]
-        expected_abs.append(reference["final_init_distance"]["abs"][layer])
-        expected_rel = [reference["init_distance"][s]["rel"][layer] for s in SNAPSHOTS]
-        expected_rel.append(reference["final_init_distance"]["rel"][layer])
-        np.testing.assert_allclose(distance["abs"][layer], expected_abs, rtol=rtol, atol=1e-30)
-        np.testing.assert_allclose(distance["rel"][layer], expected_rel, rtol=rtol, atol=1e-30)
+        for kind in ("abs", "rel", "norm"):
+            expected = [reference["init_distance"][s][kind][layer] for s in SNAPSHOTS]
+            expected.append(reference["final_init_distance"][kind][layer])
+            np.testing.assert_allclose(distance[kind][layer], expected, rtol=rtol, atol=1e-30,
+                                       err_msg=f"{layer} {kind}")
         assert distance["abs"][layer][0] == 0.0
+        # the angle: exactly 0 at W_0; after it, to the reference's arccos within the
+        # rounding of a cosine near 1 (arccos(1 - e) ~ sqrt(2 e): float32's e ~ 1e-7)
+        assert distance["angle"][layer][0] == 0.0
+        expected = [reference["init_distance"][s]["angle"][layer] for s in SNAPSHOTS[1:]]
+        expected.append(reference["final_init_distance"]["angle"][layer])
+        np.testing.assert_allclose(distance["angle"][layer][1:], expected, rtol=rtol * 10,
+                                   atol=1e-7 if dtype == "float64" else 1e-3, err_msg=layer)
+
+
+def test_normalization_scales_match_numpy(runs):
+    """gamma, the batch sigma and gamma / sigma of every BN layer at each snapshot (NaN for
+    the dense layers, and at the end of training, which has no batch)."""
+    dtype, result, reference = runs
+    distance = result.init_distance
+    for layer in result.layers:
+        for kind in ("gamma", "sigma", "gamma_over_sigma"):
+            expected = [reference["init_distance"][s][kind][layer] for s in SNAPSHOTS]
+            np.testing.assert_allclose(distance[kind][layer][:-1], expected,
+                                       rtol=TOLERANCE[dtype], err_msg=f"{layer} {kind}")
+            assert np.isnan(distance[kind][layer][-1])
+    assert np.isfinite(distance["sigma"]["conv_0"]).sum() == len(SNAPSHOTS)
+    assert np.isnan(distance["sigma"]["fc1"]).all()

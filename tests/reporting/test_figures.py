@@ -69,7 +69,8 @@ FIGURES = {
         _tidy(["grad_diff_min", "grad_diff_max"], presets=("blog", "paper"))),
     "beta_smoothness": lambda: figures.beta_smoothness_figure(_tidy(["beta_smoothness"], presets=("blog", "paper"))),
     "gradient_ics": lambda: figures.gradient_ics_figure(_ics_table(), LAYERS, figures.zero_by_definition(RECORDS)),
-    "init_distance": lambda: figures.init_distance_figure(_tidy(["abs", "rel"], layers=LAYERS)),
+    "init_distance": lambda: figures.init_distance_figure(_tidy(
+        ["abs", "rel", "angle", "norm_growth", "effective_lr", "gamma_over_sigma"], layers=LAYERS)),
     "activation_shift": lambda: figures.activation_shift_figure(_tidy(["delta_mu", "delta_var"], layers=LAYERS)),
     "activation_histograms": lambda: histograms.activation_histograms_figure(HISTOGRAMS, LAYERS, 3, seeds=SEEDS),
     "activation_final_snapshot": lambda: histograms.activation_final_snapshot_figure(

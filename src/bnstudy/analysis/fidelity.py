@@ -12,7 +12,7 @@ import pandas as pd
 
 from bnstudy.analysis import comparisons as cmp
 from bnstudy.analysis import statistics as st
-from bnstudy.analysis.tables import seed_channel_shift
+from bnstudy.analysis.tables import seed_channel_shift, with_norm_growth
 
 LOWER, HIGHER = ("lower for BN", "higher for BN")
 
@@ -115,6 +115,7 @@ def compare_models(training, evals, smoothness, ics, histograms, init_distance,
     summary["measures"]["init_distance"] = {
         "label": f"distance of the {kernels} from their initialization (final step)",
         **cmp.final_values(convs, "abs", words=words)}
+    summary["measures"].update(geometry_measures(convs, kernels, words))
     if classifies:
         summary["measures"]["test_accuracy"] = {
             "label": "final test accuracy", **cmp.final_values(
@@ -129,6 +130,29 @@ def compare_models(training, evals, smoothness, ics, histograms, init_distance,
         "total_steps": total, "plateau_exit_step": {}, "stalled_steps": {},
         "not_applicable": "a regression has no chance level to stall at"}
     return summary
+
+
+GEOMETRY_MEASURES = {
+    "init_distance_rel": ("rel", "relative distance ||W - W_0|| / ||W_0|| of the {kernels}"),
+    "init_norm_growth": ("norm_growth", "growth of the norm ||W|| / ||W_0|| of the {kernels}"),
+    "init_angle": ("angle", "angle between the {kernels} and their initialization"),
+}
+"""The forms of the distance from initialization besides ``init_distance`` (absolute): by
+``||W - W_0||^2 = ||W||^2 + ||W_0||^2 - 2 ||W|| ||W_0|| cos(angle)``, the norm's growth and
+the angle together make it up."""
+
+
+def geometry_measures(kernels_by_model: Mapping[str, pd.DataFrame], kernels: str,
+                      words: tuple[str, str]) -> dict[str, Any]:
+    """The final relative distance, norm growth and angle (:data:`GEOMETRY_MEASURES`) of the
+    kernels, each a paired comparison across seeds of the per-seed geometric mean over the
+    layers; none for traces written before the geometry was recorded (no ``norm``)."""
+    if not all("norm" in frame.columns for frame in kernels_by_model.values()):
+        return {}
+    grown = {m: with_norm_growth(f) for m, f in kernels_by_model.items()}
+    return {name: {"label": f"{label.format(kernels=kernels)} (final step)",
+                   **cmp.final_values(grown, column, words=words)}
+            for name, (column, label) in GEOMETRY_MEASURES.items()}
 
 
 def nothing_to_compare(excluded: Mapping[int, str], note: str | None) -> dict[str, Any]:

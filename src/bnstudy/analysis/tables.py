@@ -326,26 +326,48 @@ def analyze_activation_shift(activation_stats: Mapping[str, pd.DataFrame],
     return concat_tidy(tables), summary
 
 
-def analyze_init_distance(init_distances: Mapping[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Distance of each layer's kernel from its initialization, over training and at the end.
+GEOMETRY_METRICS = ("abs", "rel", "norm", "norm_growth", "angle", "effective_lr", "gamma",
+                    "sigma", "gamma_over_sigma")
+"""The columns of an init-distance trace :func:`analyze_init_distance` reads, with
+``norm_growth`` = ||W_t|| / ||W_0|| (:func:`with_norm_growth`)."""
 
-    Summary per layer at the final step: each model's ``abs`` (``||W - W_0||_F``) and
-    ``rel`` (``/ ||W_0||_F``), the ratio candidate / baseline, and the fraction of layers
+
+def with_norm_growth(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with ``norm_growth`` = ``norm`` over the run's ``norm`` at step 0, per
+    seed (and learning rate) and layer; unchanged without a ``norm`` column (a trace written
+    before the geometry was recorded has only ``abs`` and ``rel``)."""
+    if "norm" not in frame.columns:
+        return frame
+    keys = [c for c in ("seed", "learning_rate", "layer") if c in frame.columns]
+    first = frame.sort_values("step").groupby(keys, sort=False)["norm"].transform("first")
+    return frame.assign(norm_growth=frame["norm"] / first)
+
+
+def analyze_init_distance(init_distances: Mapping[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The geometry of each layer's kernel against its initialization, over training and at
+    the end.
+
+    Summary per layer at the final step: each model's ``abs`` (``||W - W_0||_F``), ``rel``
+    (``/ ||W_0||_F``), ``norm_growth`` (``||W|| / ||W_0||``) and ``angle`` (radians), means
+    over the seeds, the ratio candidate / baseline of ``abs``, and the fraction of layers
     whose candidate kernel ends closer to its initialization.
     """
     _check_models(init_distances, "init distance")
-    tables = [tidy(init_distances[m], m, ["abs", "rel"], layer="layer") for m in (BASELINE, CANDIDATE)]
+    frames = {m: with_norm_growth(init_distances[m]) for m in (BASELINE, CANDIDATE)}
+    metrics = [m for m in GEOMETRY_METRICS if all(m in f.columns for f in frames.values())]
+    tables = [tidy(frames[m], m, metrics, layer="layer") for m in (BASELINE, CANDIDATE)]
+    summarized = [m for m in ("abs", "rel", "norm_growth", "angle") if m in metrics]
     final = {}
     for model in (BASELINE, CANDIDATE):
-        frame = init_distances[model]
+        frame = frames[model]
         last = frame[frame["step"] == frame["step"].max()]
-        final[model] = last.groupby("layer", sort=False)[["step", "abs", "rel"]].mean()
+        final[model] = last.groupby("layer", sort=False)[["step", *summarized]].mean()
     per_layer = {}
     for layer in final[BASELINE].index:
         base, cand = final[BASELINE].loc[layer], final[CANDIDATE].loc[layer]
         per_layer[layer] = {
-            "baseline_abs": float(base["abs"]), "candidate_abs": float(cand["abs"]),
-            "baseline_rel": float(base["rel"]), "candidate_rel": float(cand["rel"]),
+            **{f"{model}_{metric}": float(row[metric]) for metric in summarized
+               for model, row in (("baseline", base), ("candidate", cand))},
             "ratio_abs": float(cand["abs"] / base["abs"]) if base["abs"] != 0 else float("nan"),
         }
     closer = [v["candidate_abs"] < v["baseline_abs"] for v in per_layer.values()]

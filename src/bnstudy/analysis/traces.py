@@ -185,17 +185,36 @@ def activation_histograms(result: TrainingResult) -> dict[str, Any]:
     }
 
 
+def effective_learning_rate(learning_rate, norm):
+    """``learning_rate / norm^2``: for a kernel whose loss is invariant to its scale (a conv
+    before a normalization), ``grad L(cW) = grad L(W) / c``, so an SGD step of lr moves its
+    direction W / ||W|| as a step of lr / ||W||^2 would at unit norm (Santurkar et al.,
+    Thm 4.1; Lyu, Li & Arora 2022). Works on arrays and scalars alike."""
+    return learning_rate / (norm * norm)
+
+
+INIT_DISTANCE_COLUMNS = ("step", "layer", "abs", "rel", "norm", "angle", "effective_lr",
+                         "gamma", "sigma", "gamma_over_sigma")
+"""The columns of :func:`init_distance_table`."""
+
+
 def init_distance_table(result: TrainingResult) -> pd.DataFrame:
-    """``step, layer, abs, rel``: ``||W - W_0||_F`` of each layer's kernel and its ratio to
-    ``||W_0||_F``, at each snapshot and at the end."""
+    """``step, layer, abs, rel, norm, angle, effective_lr, gamma, sigma, gamma_over_sigma``
+    at each snapshot and at the end, per layer: the kernel's ``||W - W_0||_F`` (``abs``),
+    that over ``||W_0||_F`` (``rel``), ``||W||_F`` (``norm``), its angle to W_0 in radians,
+    the effective learning rate ``lr / ||W||_F^2`` (Santurkar et al., Thm 4.1; Lyu, Li &
+    Arora 2022: the step a scale-invariant kernel takes on the unit sphere; the run's lr,
+    momentum left out) and, for a layer with a normalization layer, its mean |gamma|, batch
+    sigma and |gamma| / sigma (NaN elsewhere and at the end, which has no batch)."""
     distance = result.init_distance
-    frames = [
-        pd.DataFrame(
-            {"step": distance["steps"], "layer": layer, "abs": distance["abs"][layer], "rel": distance["rel"][layer]}
-        )
-        for layer in distance["abs"]
-    ]
-    return _concat(frames, ["step", "layer", "abs", "rel"])
+    frames = []
+    for layer in distance["abs"]:
+        columns = {"step": distance["steps"], "layer": layer}
+        for kind in INIT_DISTANCE_COLUMNS[2:]:
+            columns[kind] = (effective_learning_rate(result.learning_rate, distance["norm"][layer])
+                             if kind == "effective_lr" else distance[kind][layer])
+        frames.append(pd.DataFrame(columns))
+    return _concat(frames, list(INIT_DISTANCE_COLUMNS))
 
 
 CURVATURE_COLUMNS = ("step", "lambda_max", "power_iterations", "converged", "probe_loss",

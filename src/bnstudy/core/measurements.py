@@ -245,18 +245,49 @@ def activation_statistics(activations: jax.Array, edges: jax.Array) -> dict[str,
 
 def distance_from_init(params: Params, initial_params: Params,
                        layers: Sequence[str]) -> dict[str, dict[str, jax.Array]]:
-    """||W - W_0||_F and ||W - W_0||_F / ||W_0||_F of every layer's kernel.
+    """The geometry of every layer's kernel W against its initialization W_0.
+
+    ``abs`` = ||W - W_0||_F, ``rel`` = ||W - W_0||_F / ||W_0||_F, ``norm`` = ||W||_F and
+    ``angle`` = arccos(<W, W_0> / (||W||_F ||W_0||_F)) in radians, computed as
+    ``2 arcsin(||u - u_0|| / 2)`` of the unit kernels u = W / ||W||, which is exactly 0 at
+    W = W_0 and stays accurate for small angles (where arccos of a rounded cosine is not).
+    The three tell a larger distance apart: with ``||W - W_0||^2 = ||W||^2 +
+    ||W_0||^2 - 2 ||W|| ||W_0|| cos(angle)``, a kernel can move away by growing in scale at
+    a fixed direction, which a BN layer's loss cannot see (Santurkar et al., Thm 4.1).
 
     Returns:
-        {"abs": {layer: []}, "rel": {layer: []}}.
+        {"abs" | "rel" | "norm" | "angle": {layer: []}}.
     """
-    absolute, relative = {}, {}
+    geometry = {kind: {} for kind in ("abs", "rel", "norm", "angle")}
     for layer in layers:
         kernel = _kernel(params, layer)
         kernel0 = _kernel(initial_params, layer)
-        absolute[layer] = jnp.sqrt(jnp.sum(jnp.square(kernel - kernel0)))
-        relative[layer] = absolute[layer] / jnp.sqrt(jnp.sum(jnp.square(kernel0)))
-    return {"abs": absolute, "rel": relative}
+        initial_norm = jnp.sqrt(jnp.sum(jnp.square(kernel0)))
+        geometry["abs"][layer] = jnp.sqrt(jnp.sum(jnp.square(kernel - kernel0)))
+        geometry["rel"][layer] = geometry["abs"][layer] / initial_norm
+        geometry["norm"][layer] = jnp.sqrt(jnp.sum(jnp.square(kernel)))
+        chord = jnp.sqrt(jnp.sum(jnp.square(kernel / geometry["norm"][layer]
+                                            - kernel0 / initial_norm)))
+        geometry["angle"][layer] = 2.0 * jnp.arcsin(jnp.minimum(chord / 2.0, 1.0))
+    return geometry
+
+
+SCALE_KINDS = ("gamma", "sigma", "gamma_over_sigma")
+"""The scales of a normalization layer :func:`normalization_scale` summarizes."""
+
+
+def normalization_scale(scale: jax.Array, divisor: jax.Array) -> dict[str, jax.Array]:
+    """A normalization layer's scales, each the mean over its channels: ``gamma`` = |gamma_c|
+    (its learned scale), ``sigma`` = sigma_c (what the training mode divides the map's output
+    by: :func:`bnstudy.core.normalization.normalization_divisor`) and ``gamma_over_sigma`` =
+    |gamma_c| / sigma_c, the factor the layer applies to the centred map output.
+
+    Returns:
+        {"gamma" | "sigma" | "gamma_over_sigma": []}.
+    """
+    magnitude = jnp.abs(scale)
+    return {"gamma": jnp.mean(magnitude), "sigma": jnp.mean(divisor),
+            "gamma_over_sigma": jnp.mean(magnitude / divisor)}
 
 
 def _kernel(params: Params, layer: str) -> jax.Array:
@@ -275,8 +306,9 @@ def layer_activation_statistics(pre_activations: dict[str, jax.Array], edges: ja
 
 __all__ = [
     "QUANTILE_LEVELS", "GradientComparison", "ProbeResult", "activation_statistics",
-    "compare_gradients", "cross_entropy", "distance_from_init", "global_norm",
+    "SCALE_KINDS", "compare_gradients", "cross_entropy", "distance_from_init", "global_norm",
     "histogram_edges", "layer_activation_statistics", "layer_forward", "layer_input_cotangent",
-    "layer_param_gradient", "loss_cotangent", "model_loss_and_grad", "probe_gradient_direction",
+    "layer_param_gradient", "loss_cotangent", "model_loss_and_grad", "normalization_scale",
+    "probe_gradient_direction",
     "probe_point", "summarize_probes",
 ]

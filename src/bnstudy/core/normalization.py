@@ -179,6 +179,19 @@ def _batch_norm_train_bwd(epsilon, residuals, cotangents):
 batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
 
 
+def normalization_divisor(kind: str, z: jax.Array, epsilon: float) -> jax.Array:
+    """Per channel [C], what the training-mode normalization ``kind`` divides the map's
+    output z [B, ..., C] by: BatchNorm's ``sqrt(var_B(z) + epsilon)`` (the variance as
+    :func:`batch_norm_train` computes it), the Lp kinds' ``norm + epsilon``
+    (:func:`lp_statistics`)."""
+    if kind in ("batch", "batch_noisy"):
+        return jnp.sqrt(_batch_statistics(z)[2] + epsilon)
+    if kind in LP_NORMALIZATIONS:
+        return lp_statistics(z, kind)[1] + epsilon
+    raise ValueError(f"normalization {kind!r} divides by nothing: it has no layer "
+                     f"(one of {WITHOUT_LAYER}) or is unknown")
+
+
 def apply_normalization(bn: nnx.BatchNorm | LpNorm, x: jax.Array, *, train: bool) -> jax.Array:
     """The normalization layer ``bn`` on x. BatchNorm: ``bn(x, use_running_average=not train)``,
     with the train mode through :func:`batch_norm_train`; the running statistics are updated

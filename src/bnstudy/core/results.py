@@ -41,8 +41,11 @@ class TrainingResult:
         activation_stats: {"steps": [K], "quantile_levels": [7], "hist_edges": [bins + 1],
             "layers": {layer: {mean, std, min, max, frac_positive, underflow, overflow: [K];
             quantiles [K, 7]; hist_counts [K, bins]; channel_mean, channel_var [K, C_l]}}}.
-        init_distance: {"steps": [K + 1] (snapshot steps, then T), "abs" / "rel": {layer:
-            [K + 1]}} (||W - W_0||_F of the kernel, and that over ||W_0||_F).
+        init_distance: {"steps": [K + 1] (snapshot steps, then T), kind: {layer: [K + 1]}}
+            with the kinds of :func:`bnstudy.core.measurements.distance_from_init` (abs
+            ||W - W_0||_F, rel that over ||W_0||_F, norm ||W||_F, angle to W_0 in radians)
+            and of :func:`bnstudy.core.step.normalization_scales` (gamma, sigma,
+            gamma_over_sigma; NaN at T, which has no batch, and without a normalization).
         initial_params, initial_batch_stats, final_params, final_batch_stats: nested dicts.
         model_config, train_config: the configs as dicts (train_config that of the single
             run this one equals: its seed and learning rate); measurement_configs: list.
@@ -158,9 +161,16 @@ def collect_snapshots(plan: MeasurementPlan, train_config, outputs: dict[str, An
                    for layer, stats in snapshot["activations"].items()},
     }
     distance = snapshot["init_distance"]
+
+    def final(kind: str, layer: str):
+        # the scales need a batch, which the end of training has not: NaN at the final row
+        if kind in final_distance:
+            return final_distance[kind][layer]
+        return np.full((), np.nan, np.asarray(distance[kind][layer]).dtype)
+
     init_distance = {
         "steps": np.append(rows, plan.total_steps),
-        **{kind: {layer: np.append(distance[kind][layer][rows], final_distance[kind][layer])
-                  for layer in layers} for kind in ("abs", "rel")},
+        **{kind: {layer: np.append(values[layer][rows], final(kind, layer)) for layer in layers}
+           for kind, values in distance.items()},
     }
     return activation_stats, init_distance

@@ -21,6 +21,7 @@ import optax
 
 from bnstudy.core.config import ModelConfig, ProgramConfig, TrainConfig
 from bnstudy.core.measurements import (
+    SCALE_KINDS,
     compare_gradients,
     distance_from_init,
     histogram_edges,
@@ -30,10 +31,12 @@ from bnstudy.core.measurements import (
     layer_param_gradient,
     loss_cotangent,
     model_loss_and_grad,
+    normalization_scale,
     probe_point,
     summarize_probes,
 )
 from bnstudy.core.models import PureModel
+from bnstudy.core.normalization import WITHOUT_LAYER, normalization_divisor
 from bnstudy.core.plan import Computation
 from bnstudy.core.state import TrainState, learning_rate_of, make_optimizer
 
@@ -134,14 +137,41 @@ def train_step(spec: Spec, state: TrainState,
 
 
 def snapshot(spec: Spec, params, batch_stats, initial_params, x: jax.Array) -> dict[str, Any]:
-    """Activation statistics of the train-mode forward pass at W_t and ||W_t - W_0||."""
+    """Activation statistics of the train-mode forward pass at W_t; every kernel's geometry
+    against W_0 (:func:`distance_from_init`) and every normalization layer's scales on the
+    batch (:func:`normalization_scales`), under ``init_distance``."""
     config, model = spec.program, model_of(spec.model_config)
     forward = model.apply(params, batch_stats, x, train=True)
     edges = histogram_edges(config.histogram_bins, config.histogram_range,
                             dtype=forward.logits.dtype)
     return {"activations": layer_activation_statistics(forward.pre_activations, edges,
                                                        model.layer_names),
-            "init_distance": distance_from_init(params, initial_params, model.layer_names)}
+            "init_distance": {
+                **distance_from_init(params, initial_params, model.layer_names),
+                **normalization_scales(model, params, batch_stats, forward.layer_inputs)}}
+
+
+def normalization_scales(model: PureModel, params, batch_stats,
+                         layer_inputs: Mapping[str, jax.Array]) -> dict[str, dict[str, jax.Array]]:
+    """:func:`normalization_scale` of every layer with a normalization layer after its map,
+    its map's output recomputed from the layer's input in the forward pass; NaN for a layer
+    without one (the dense head, the DLN's last layer, ``none`` and ``noisy``).
+
+    Returns:
+        {"gamma" | "sigma" | "gamma_over_sigma": {layer: []}}.
+    """
+    kind, dtype = model.config.normalization, jnp.dtype(model.config.param_dtype)
+    scales: dict[str, dict[str, jax.Array]] = {name: {} for name in SCALE_KINDS}
+    for index, layer in enumerate(model.layer_names):
+        if model.normalized(index) and kind not in WITHOUT_LAYER:
+            z = model.layer_linear(params, batch_stats, index, layer_inputs[layer])
+            divisor = normalization_divisor(kind, z, model.config.bn_epsilon)
+            values = normalization_scale(params[layer]["bn"]["scale"], divisor)
+        else:
+            values = {name: jnp.full((), jnp.nan, dtype) for name in SCALE_KINDS}
+        for name in SCALE_KINDS:
+            scales[name][layer] = values[name]
+    return scales
 
 
 def evaluate(spec: Spec, params, batch_stats, x_batches: jax.Array, y_batches: jax.Array,

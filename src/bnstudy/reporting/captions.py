@@ -32,6 +32,16 @@ SWEPT_FIGURES = ("training_curves", "gradient_ics", "loss_landscape", "gradient_
 """The figures drawn from a table at a sweep's first learning rate (``reporting.nodes._drawn``)."""
 
 
+GEOMETRY = (
+    "Each layer's kernel against its initialization at the end of training: the distance "
+    "||W - W_0||_F, that relative to ||W_0||_F, the angle between W and W_0, the growth of the "
+    "norm ||W|| / ||W_0||, the effective learning rate lr / ||W||^2 (the step a kernel that a "
+    "normalization makes scale-invariant takes in direction; momentum left out) and, at the last "
+    "snapshot (the end has no batch), a normalization layer's |gamma| / sigma, the factor it "
+    "applies to the centred conv output (layers without one have none):")
+"""The init-distance figure's caption, before its error bars and seeds."""
+
+
 def figure_captions(seeds: Sequence[int], zero_panels: Mapping[str, Iterable[tuple[str, str]]] | None = None,
                     *, regression: bool = False, sweep_rate: float | None = None) -> dict[str, str]:
     """Caption of every figure of the report, by figure name.
@@ -87,9 +97,7 @@ def figure_captions(seeds: Sequence[int], zero_panels: Mapping[str, Iterable[tup
             "Effective beta-smoothness (Santurkar et al., Fig. 4c): the largest gradient change per unit of "
             f"distance along the gradient at each measured step. {BAND_METHOD} Log axis; one panel per protocol. "
             f"{count}."),
-        "init_distance": (
-            "Distance of each layer's kernel from its initialization at the end of training, ||W - W_0||_F "
-            f"(left) and relative to ||W_0||_F (right): {ERROR_BARS}. {count}."),
+        "init_distance": f"{GEOMETRY} {ERROR_BARS}. {count}.",
     }
     return with_sweep_rate(captions, sweep_rate)
 

@@ -161,6 +161,42 @@ def conclusion_bullets(summary: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def init_distance_reading(measures: Mapping[str, Any], words: tuple[str, str] = ("BN", "no BN")
+                          ) -> str | None:
+    """Which form of the distance from initialization carries its comparison: the absolute
+    distance decomposes into the kernels' norm growth and their angle to W_0 (``||W - W_0||^2
+    = ||W||^2 + ||W_0||^2 - 2 ||W|| ||W_0|| cos(angle)``). A form carries it when it differs
+    significantly in the same direction. None without the geometry measures."""
+    names = ("init_distance", "init_distance_rel", "init_norm_growth", "init_angle")
+    if not all(name in measures for name in names):
+        return None
+    overall = {name: measures[name]["overall"] for name in names}
+    treated, reference = words
+    forms = (f"absolute {overall['init_distance']['text']}; relative "
+             f"{overall['init_distance_rel']['text']}; norm growth "
+             f"{overall['init_norm_growth']['text']}; angle {overall['init_angle']['text']}")
+    direction = overall["init_distance"]["direction"]
+    if direction == "none":
+        return (f"The distance from initialization, in its forms ({forms}): the absolute "
+                f"distance does not differ significantly between {treated} and {reference}.")
+    further = "further from" if direction == "higher" else "closer to"
+    carriers = [form for form, name in (("the growth of the kernels' norm", "init_norm_growth"),
+                                        ("the angle they turn through", "init_angle"))
+                if overall[name]["direction"] == direction]
+    if len(carriers) == 2:
+        verdict = f"both {carriers[0]} and {carriers[1]} carry it"
+    elif carriers == ["the growth of the kernels' norm"]:
+        verdict = ("the growth of the kernels' norm carries it, not their direction (the angle "
+                   "does not differ in that direction): the distance is then growth of scale, "
+                   "which the loss of a kernel followed by a normalization does not see")
+    elif carriers:
+        verdict = f"{carriers[0]} carries it, not the growth of the norm"
+    else:
+        verdict = "neither the norm's growth nor the angle alone differs in that direction"
+    return (f"{treated}'s kernels end {further} their initialization ({forms}); of its "
+            f"forms, {verdict}.")
+
+
 def _step(value: Any) -> str:
     return "never" if value is None or (isinstance(value, float) and math.isnan(value)) else f"step {int(value)}"
 

@@ -190,18 +190,40 @@ def _per_layer_errorbars(ax: Axes, values: pd.DataFrame, layers: Sequence[str]) 
     ax.set_xticks(range(len(positions)), list(positions), rotation=45)
 
 
+GEOMETRY_PANELS = (
+    ("abs", "||W - W_0||_F", "Distance from initialization"),
+    ("rel", "||W - W_0||_F / ||W_0||_F", "Relative to the initial norm"),
+    ("angle", "angle to W_0 (degrees)", "Direction: the angle to W_0"),
+    ("norm_growth", "||W|| / ||W_0||", "Scale: growth of the norm"),
+    ("effective_lr", "lr / ||W||^2", "Effective learning rate"),
+    ("gamma_over_sigma", "|gamma| / sigma (mean over channels)", "Normalization scale"),
+)
+"""The panels of :func:`init_distance_figure`: (metric, y label, title)."""
+
+
 @styled
 def init_distance_figure(table: pd.DataFrame) -> Figure:
-    """Final ``||W - W_0||_F`` per layer (absolute and relative to ``||W_0||_F``)."""
-    final = table[table["step"] == table["step"].max()]
-    layers = list(dict.fromkeys(final["layer"]))
-    figure, axes = new_figure(1, 2, 13, 4.2)
-    for ax, (metric, ylabel) in zip(axes[0], [("abs", "||W - W_0||_F"), ("rel", "||W - W_0||_F / ||W_0||_F")],
-                                    strict=True):
-        _per_layer_errorbars(ax, final[final["metric"] == metric], layers)
-        ax.set(xlabel="Layer", ylabel=ylabel)
-    axes[0, 0].set_title(f"Distance from initialization at the end of training (step {final['step'].max()})")
-    axes[0, 1].set_title("Relative to the initial norm")
+    """Per layer at the end of training: the distance from initialization (absolute and
+    relative), the angle to W_0, the norm's growth, the effective learning rate and (at the
+    last snapshot, the end having no batch) a normalization layer's |gamma| / sigma; each the
+    mean across seeds with 95% t-interval error bars. A trace without a metric (one written
+    before the geometry was recorded) leaves its panel out."""
+    panels = [panel for panel in GEOMETRY_PANELS if (table["metric"] == panel[0]).any()]
+    layers = list(dict.fromkeys(table["layer"]))
+    columns = min(3, len(panels))
+    figure, axes = new_figure(-(-len(panels) // columns), columns, 4.4 * columns,
+                              4.2 * -(-len(panels) // columns))
+    for ax, (metric, ylabel, title) in zip(axes.reshape(-1), panels, strict=False):
+        values = table[(table["metric"] == metric) & np.isfinite(table["value"])]
+        final = values[values["step"] == values["step"].max()]
+        if metric == "angle":
+            final = final.assign(value=np.degrees(final["value"]))
+        _per_layer_errorbars(ax, final, [layer for layer in layers if layer in set(final["layer"])])
+        ax.set(xlabel="Layer", ylabel=ylabel, title=f"{title} (step {final['step'].max()})")
+        if metric == "effective_lr":
+            ax.set_yscale("log")
+    for ax in axes.reshape(-1)[len(panels):]:
+        ax.set_visible(False)
     shared_legend(figure, axes)
     return figure
 

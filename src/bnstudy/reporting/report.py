@@ -34,7 +34,8 @@ TOPICS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("Loss landscape", ("loss_landscape",), ("/loss_range",)),
     ("Gradient predictiveness", ("gradient_predictiveness", "gradient_difference"), ("/grad_diff_max",)),
     ("Effective beta-smoothness", ("beta_smoothness",), ("/beta_smoothness",)),
-    ("Distance from initialization", ("init_distance",), ("init_distance",)),
+    ("Distance from initialization", ("init_distance",),
+     ("init_distance", "init_distance_rel", "init_norm_growth", "init_angle")),
 )
 
 
@@ -53,9 +54,14 @@ def measure_section(name: str, measure: Mapping[str, Any]) -> Section:
 def topic_sections(comparisons: Mapping[str, Any]) -> list[Section]:
     """A section per topic (its figures), each followed by its measurements' sections."""
     measures = comparisons["measures"]
+    reference, treatment = pair_names(comparisons)
+    readings = {"Distance from initialization": words.init_distance_reading(
+        measures, (model_word(treatment), model_word(reference)))}
     sections = []
     for title, figure_names, selectors in TOPICS:
-        sections.append(Section(title, figures=list(figure_names)))
+        reading = readings.get(title)
+        sections.append(Section(title, figures=list(figure_names),
+                                paragraphs=[reading] if reading else []))
         for selector in selectors:
             sections += [measure_section(name, measure) for name, measure in measures.items()
                          if _matches(name, selector)]
