@@ -130,6 +130,20 @@ class Beyond(Section):
         "A curvature is 'at' a stability threshold when within this fraction of it."))
 
 
+class Sweep(Section):
+    """``sweep``: the learning-rate sweep of ``lr_sweep_study`` (parameters_sweep.yml)."""
+
+    final_fraction: described(Annotated[Float, Field(gt=0, le=0.5)], (
+        "A run's final training loss: the mean batch loss over this last fraction of its steps "
+        "(its first training loss: over the same first fraction)."))
+    curve_rates: described(Annotated[tuple[Annotated[Float, Field(gt=0)], ...], Strict(False)], (
+        "The learning rates whose training and test curves the report draws (the paper's Fig 1: "
+        "0.1 and 0.5); a rate the sweep lacks is named in the figure, not drawn."))
+    ics_rates: described(Annotated[tuple[Annotated[Float, Field(gt=0)], ...], Strict(False)], (
+        "The learning rates whose gradient ICS the report draws (the paper's Fig 3: 0.1 and "
+        "0.01), from the sweep's measured steps."))
+
+
 class Reporting(Section):
     """``reporting``: the report and its figures (parameters_reporting.yml)."""
 
@@ -161,7 +175,7 @@ class Checkpoints(Section):
 SECTIONS: dict[str, type[Section]] = {
     "data_ingestion": DataIngestion, "preprocessing": Preprocessing,
     "linear_data": LinearData, "analysis": Analysis,
-    "reporting": Reporting, "beyond": Beyond, "mlflow": Mlflow,
+    "reporting": Reporting, "beyond": Beyond, "sweep": Sweep, "mlflow": Mlflow,
 }
 ROSTER_SECTIONS = frozenset({"models", "studies"})
 CODE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -563,7 +577,7 @@ REFERENCE_INTRO = (
     "its own tests build `TrainConfig.from_dict({...})` from a few keys), so its defaults "
     "belong to it; conf/base/globals.yml states only what the study sets otherwise (curvature "
     "on, the two protocols), and never a key at its default. **Every other section is stated "
-    "in the YAML alone**: `data_ingestion`, `preprocessing`, `analysis`, `reporting`, `beyond`, "
+    "in the YAML alone**: `data_ingestion`, `preprocessing`, `analysis`, `reporting`, `beyond`, `sweep`, "
     "`mlflow` and `checkpoints` are read only by the pipelines, their models in "
     "`bnstudy.parameters` have no defaults, and a key missing from the YAML is an error, never "
     "a silent fallback. Environments (conf/cpu, conf/test), roster entries and `--params` "
@@ -582,7 +596,7 @@ def configuration_reference(conf: Path = BASE_CONF) -> str:
     parts = list(REFERENCE_INTRO)
     tables = [
         ("data_ingestion", DataIngestion), ("preprocessing", Preprocessing),
-        ("analysis", Analysis), ("reporting", Reporting), ("beyond", Beyond),
+        ("analysis", Analysis), ("reporting", Reporting), ("beyond", Beyond), ("sweep", Sweep),
         ("architecture", ModelConfig), ("training", TrainConfig),
         ("measurements", MeasurementConfig), ("mlflow", Mlflow), ("checkpoints", Checkpoints),
     ]

@@ -68,12 +68,15 @@ def test_make_paper_optimizer_runs_the_study():
     assert command.endswith(f"kedro run --env test --pipelines {STUDY}")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def paper_optimizer_run(tmp_path_factory) -> Path:
-    """A project copy with `kedro run --env test --pipelines paper_optimizer_study` finished:
-    its own data, both models and the study's analysis and report."""
+    """A project copy with `kedro run --env test --pipelines
+    paper_optimizer_study,lr_sweep_study` finished: the data, the paper-optimizer pair, the
+    learning-rate sweep's four models, and both studies' analyses and reports (one process
+    for the two studies of the paper's optimizer; tests/pipelines/test_lr_sweep_study.py reads
+    the sweep)."""
     project = new_project(tmp_path_factory.mktemp("paper_optimizer"))
-    result = run_kedro(project, ["run", "--env", "test", "--pipelines", STUDY],
+    result = run_kedro(project, ["run", "--env", "test", "--pipelines", f"{STUDY},lr_sweep_study"],
                        kedro_env(project), timeout_s=1500)
     assert result.returncode == 0, result.terminal[-4000:]
     return project

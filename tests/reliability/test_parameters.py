@@ -181,7 +181,8 @@ def test_the_shipped_environments_are_valid():
             "candidate_l1": "l1", "candidate_l2": "l2", "candidate_linf": "linf",
             "baseline_noisy": "noisy", "baseline_sgd": "none", "candidate_sgd": "batch",
             "dln_baseline": "none", "dln_candidate": "batch", "dln_l1": "l1", "dln_l2": "l2",
-            "dln_linf": "linf"}
+            "dln_linf": "linf", "baseline_sweep": "none", "candidate_sweep": "batch",
+            "baseline_sweep_blog": "none", "candidate_sweep_blog": "batch"}
         # the deep linear network's models: one family and setup, their own normalization
         dln = [models[f"dln_{kind}"] for kind in ("baseline", "candidate", "l1", "l2", "linf")]
         assert {m.model.family for m in dln} == {"dln"} and models["baseline"].model.family == "vgg"
@@ -257,7 +258,10 @@ def test_a_runtime_override_of_one_model_leaves_the_other_alone():
     assert models["baseline"].train.seed_list == (1337, 1, 2)  # the rest still merged
     assert models["baseline"].train.batch_size == 32  # conf/test's value, not conf/base's
     shared = validate_parameters(_load("test", {"training": {"learning_rate": 0.1}}))
-    assert {m.train.learning_rate for m in shared.values()} == {0.1}
+    # every model follows a shared key but those whose roster entry sets it (the blog grid)
+    blog_grid = {"baseline_sweep_blog", "candidate_sweep_blog"}
+    assert {m.train.learning_rate for n, m in shared.items() if n not in blog_grid} == {0.1}
+    assert {shared[n].train.learning_rate for n in blog_grid} == {0.035}
     assert shared["candidate"].train.seed_list == (1337, 1, 2)
     assert _load("test", {"preprocessing": {"train_size": 100}})["preprocessing"] == {
         "train_size": 100, "test_size": 100, "seed": 0}

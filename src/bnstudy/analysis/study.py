@@ -32,7 +32,10 @@ MODEL_WORDS = {BASELINE: "no BN", CANDIDATE: "BN", "candidate_noisy": "noisy BN"
                "baseline_noisy": "Algorithm 1's noise without BN",
                "dln_baseline": "no BN (DLN)", "dln_candidate": "BN (DLN)",
                "dln_l1": "L1 normalization (DLN)", "dln_l2": "L2 normalization (DLN)",
-               "dln_linf": "L-infinity normalization (DLN)"}
+               "dln_linf": "L-infinity normalization (DLN)",
+               "baseline_sweep": "no BN (plain SGD)", "candidate_sweep": "BN (plain SGD)",
+               "baseline_sweep_blog": "no BN (momentum 0.9)",
+               "candidate_sweep_blog": "BN (momentum 0.9)"}
 """How a sentence names the models of conf/base's roster; any other model by its name."""
 
 
