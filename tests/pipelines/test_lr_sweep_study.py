@@ -16,7 +16,7 @@ import pytest
 from bnstudy.parameters import validate_parameters
 from bnstudy.roster import roster_from_parameters
 from tests.pipelines.test_full_study import latest
-from tests.pipelines.test_paper_optimizer import _parameters, paper_optimizer_run  # noqa: F401
+from tests.pipelines.test_paper_optimizer import _parameters
 
 STUDY = "lr_sweep_study"
 PAIRS = (("baseline_sweep", "candidate_sweep"), ("baseline_sweep_blog", "candidate_sweep_blog"))

@@ -9,7 +9,6 @@ import dataclasses
 import json
 import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +18,6 @@ from bnstudy.parameters import validate_parameters
 from bnstudy.roster import roster_from_parameters
 from tests.conftest import PROJECT_ROOT
 from tests.pipelines.test_full_study import latest
-from tests.reliability.cli_helpers import kedro_env, new_project, run_kedro
 
 STUDY = "paper_optimizer_study"
 PAPER_LABEL = "paper optimizer (plain SGD, lr 0.1)"
@@ -66,20 +64,6 @@ def test_make_paper_optimizer_runs_the_study():
                              capture_output=True, text=True, check=True).stdout
     command = next(line for line in printed.splitlines() if "kedro run" in line)
     assert command.endswith(f"kedro run --env test --pipelines {STUDY}")
-
-
-@pytest.fixture(scope="session")
-def paper_optimizer_run(tmp_path_factory) -> Path:
-    """A project copy with `kedro run --env test --pipelines
-    paper_optimizer_study,lr_sweep_study` finished: the data, the paper-optimizer pair, the
-    learning-rate sweep's four models, and both studies' analyses and reports (one process
-    for the two studies of the paper's optimizer; tests/pipelines/test_lr_sweep_study.py reads
-    the sweep)."""
-    project = new_project(tmp_path_factory.mktemp("paper_optimizer"))
-    result = run_kedro(project, ["run", "--env", "test", "--pipelines", f"{STUDY},lr_sweep_study"],
-                       kedro_env(project), timeout_s=1500)
-    assert result.returncode == 0, result.terminal[-4000:]
-    return project
 
 
 @pytest.mark.slow
