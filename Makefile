@@ -11,7 +11,7 @@ PARAMS ?=
 export KEDRO_DISABLE_TELEMETRY := 1
 export MPLBACKEND := Agg
 
-.PHONY: install study beyond paper-optimizer test test-slow lint docs notebook clean-venv
+.PHONY: install study beyond paper-optimizer lr-sweep test test-slow lint docs notebook clean-venv
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ beyond: install
 # `make study` with PIPELINE=paper_optimizer_study (its own data, training, analysis and report).
 paper-optimizer: PIPELINE = paper_optimizer_study
 paper-optimizer: study
+
+# Both pairs over their grids of learning rates x seeds (the paper's Figs 1 and 3).
+lr-sweep: PIPELINE = lr_sweep_study
+lr-sweep: study
 
 # The fast suite (a few minutes); `make test-slow` runs the end-to-end sessions, subprocess
 # runs and whole-program compilations that it leaves out. CI (.ci/run) runs both.

@@ -99,5 +99,15 @@ def test_the_statement_names_both_rates_their_ratio_and_the_counts(analyzed):
 
 
 def test_a_model_stable_nowhere_is_said_so():
-    runs = pd.DataFrame([{"model": "m", "learning_rate": 0.1, "seed": 0, "stable": False}])
-    assert sweep.largest_stable(runs, "m")["rate"] is None
+    runs = pd.DataFrame([{"model": "m", "learning_rate": 0.1, "seed": 0, "steps": 5,
+                          "stable": False, "diverged": False}])
+    entry = sweep.largest_stable(runs, "m")
+    assert entry["rate"] is None and entry["untrained_at"] == [0.1] and entry["diverged_at"] == []
+
+
+def test_the_statement_tells_a_run_that_diverged_from_one_that_did_not_train(analyzed):
+    _, summary = analyzed
+    base = summary["largest_stable"]["baseline_sgd"]
+    assert base["diverged_at"] == [0.5, 1.0] and base["untrained_at"] == [0.5] and base["steps"] == STEPS
+    text = summary["comparisons"]["candidate_sgd_vs_baseline_sgd"]["statement"]
+    assert "baseline_sgd: a seed diverged at lr 0.5, 1; a seed stayed finite but did not train within its 40 steps at lr 0.5." in text

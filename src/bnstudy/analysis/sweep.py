@@ -22,7 +22,7 @@ import pandas as pd
 from bnstudy.analysis import statistics as st
 from bnstudy.analysis.study import comparison_key, model_word
 
-RUN_COLUMNS = ("model", "learning_rate", "seed", "first_train_loss", "final_train_loss",
+RUN_COLUMNS = ("model", "learning_rate", "seed", "steps", "first_train_loss", "final_train_loss",
                "final_test_loss", "final_test_accuracy", "diverged", "stable")
 """The columns of :func:`final_runs`."""
 
@@ -64,7 +64,7 @@ def final_runs(training: Mapping[str, pd.DataFrame], evals: Mapping[str, pd.Data
             first, final = float(np.mean(losses[:width])), float(np.mean(losses[-width:]))
             last = test.iloc[-1] if len(test) else None
             rows.append({
-                "model": model, "learning_rate": float(rate), "seed": int(seed),
+                "model": model, "learning_rate": float(rate), "seed": int(seed), "steps": losses.size,
                 "first_train_loss": first, "final_train_loss": math.nan if failed else final,
                 "final_test_loss": math.nan if failed or last is None else float(last["test_loss"]),
                 "final_test_accuracy": (math.nan if failed or last is None
@@ -112,7 +112,11 @@ def largest_stable(runs: pd.DataFrame, model: str) -> dict[str, Any]:
         per_seed[int(seed)] = float(rates.max()) if len(rates) else None
     found = [rate for rate in per_seed.values() if rate is not None]
     interval = st.seed_interval(np.log(found)) if found else None
+    stalled = rows[~rows["stable"] & ~rows["diverged"]]
     return {"rate": float(stable_rates.max()) if len(stable_rates) else None, "per_seed": per_seed,
+            "steps": int(rows["steps"].max()) if len(rows) else 0,
+            "diverged_at": sorted(float(r) for r in rows.loc[rows["diverged"], "learning_rate"].unique()),
+            "untrained_at": sorted(float(r) for r in stalled["learning_rate"].unique()),
             "mean": math.exp(interval.mean) if interval else math.nan,
             "low": math.exp(interval.low) if interval and np.isfinite(interval.low) else math.nan,
             "high": math.exp(interval.high) if interval and np.isfinite(interval.high) else math.nan}
@@ -173,7 +177,24 @@ def sweep_statement(pair: Mapping[str, Any], stable: Mapping[str, Mapping[str, A
         diverged.append(f"only {ref_word} diverged at {pair['only_reference_diverged']}")
     if pair["only_treatment_diverged"]:
         diverged.append(f"only {treat_word} diverged at {pair['only_treatment_diverged']}")
-    return text + (f"; {', '.join(diverged)}." if diverged else ".")
+    text += f"; {', '.join(diverged)}." if diverged else "."
+    return text + "".join(_failures(model_word(m), stable[m]) for m in (treat, ref))
+
+
+def _rates(values: Sequence[float]) -> str:
+    return ", ".join(f"{rate:g}" for rate in values)
+
+
+def _failures(word: str, entry: Mapping[str, Any]) -> str:
+    """Where a model's runs failed, and how: diverged, or finite but not trained within the
+    run's steps (its final training loss not below its first: on its plateau, not unstable)."""
+    parts = []
+    if entry.get("diverged_at"):
+        parts.append(f"a seed diverged at lr {_rates(entry['diverged_at'])}")
+    if entry.get("untrained_at"):
+        parts.append(f"a seed stayed finite but did not train within its {entry['steps']} steps "
+                     f"at lr {_rates(entry['untrained_at'])}")
+    return f" {word}: {'; '.join(parts)}." if parts else ""
 
 
 def analyze_sweep(training: Mapping[str, pd.DataFrame], evals: Mapping[str, pd.DataFrame],
