@@ -234,11 +234,12 @@ def _run_hash(spec: Spec, plan: MeasurementPlan, loop: str, arrays: dict[str, np
               train_config: TrainConfig) -> str:
     """The configuration hash of a run: what must match for a checkpoint to be used (the
     whole TrainConfig, its seeds and learning rates included)."""
-    # format 2: the learning rate and the momentum are leaves of the optimizer state
+    # format 2: the learning rate and the momentum are leaves of the optimizer state; format 3:
+    # the snapshots record the kernels' norm and angle and the normalization scales
     configs = {"model": spec.model_config.to_dict(), "train": train_config.to_dict(),
                "measurements": [preset.to_dict() for preset in plan.presets],
                "snapshots": plan.snapshots, "loop": loop,
-               "x64": bool(jax.config.jax_enable_x64), "format": "bnstudy.core.training/2"}
+               "x64": bool(jax.config.jax_enable_x64), "format": "bnstudy.core.training/3"}
     return fingerprint(configs, arrays)
 
 
