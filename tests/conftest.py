@@ -273,13 +273,28 @@ def roster_project(base: Path) -> Path:
     return project
 
 
+CHECKPOINTS = Path("data") / "06_models" / "checkpoints"
+
+
+def with_checkpoints_of(project: Path, finished: Path) -> Path:
+    """``project`` with the checkpoints of the ``finished`` study's models: a model trained
+    there with the same configuration (the checkpoint's hash: model, training, protocols,
+    data) resumes at its last step instead of training again, with the same outputs bit for
+    bit (the resume guarantee, tests/core/test_checkpoint.py and tests/reliability); any
+    other model trains."""
+    shutil.copytree(finished / CHECKPOINTS, project / CHECKPOINTS, dirs_exist_ok=True)
+    return project
+
+
 @pytest.fixture(scope="session")
-def roster_study(tmp_path_factory) -> Path:
+def roster_study(tmp_path_factory, finished_study) -> Path:
     """:data:`ROSTER`'s two studies in one sequential ``kedro run`` (4 models, 3 seeds, 20
-    steps): read by the roster tests and the reference the Dask runner's run must equal."""
+    steps): read by the roster tests and the reference the Dask runner's run must equal.
+    ``baseline`` and ``candidate`` resume from the session's finished study's checkpoints
+    (the same configurations); ``candidate_fast`` and ``candidate_slow`` train."""
     from tests.reliability.cli_helpers import kedro_env, run_kedro
 
-    project = roster_project(tmp_path_factory.mktemp("roster"))
+    project = with_checkpoints_of(roster_project(tmp_path_factory.mktemp("roster")), finished_study)
     result = run_kedro(project, ["run", "--env", "test", "--pipelines", ROSTER_PIPELINES],
                        kedro_env(project), timeout_s=1500)
     assert result.returncode == 0, result.terminal[-4000:]

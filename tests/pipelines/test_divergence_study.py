@@ -10,7 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import SHARED_JPEG_ARCHIVE, STUDY_SOURCE, make_project_copy, run_session
+from tests.conftest import (
+    SHARED_JPEG_ARCHIVE,
+    STUDY_SOURCE,
+    make_project_copy,
+    run_session,
+    with_checkpoints_of,
+)
 from tests.pipelines.test_full_study import FIGURES, latest
 
 pytestmark = [
@@ -21,10 +27,13 @@ DIVERGING = {**STUDY_SOURCE, "models": {"baseline": {"training": {"learning_rate
 
 
 @pytest.fixture(scope="module")
-def diverged(tmp_path_factory, request) -> Path:
+def diverged(tmp_path_factory, request, finished_study) -> Path:
+    """The test study with the baseline at lr 1000; the candidate, unchanged, resumes from the
+    session's finished study's checkpoint (the same configuration: its outputs bit for bit)."""
     monkeypatch = pytest.MonkeyPatch()
     request.addfinalizer(monkeypatch.undo)
     project = make_project_copy(tmp_path_factory.mktemp("diverged"), monkeypatch)
+    with_checkpoints_of(project, finished_study)
     run_session(project, "full_study", env="test", params=DIVERGING)  # completes: no exception
     return project
 
