@@ -49,7 +49,7 @@ from bnstudy.runners import (
     run_nodes,
     worker_hook_manager,
 )
-from tests.conftest import ROSTER_PIPELINES, roster_project
+from tests.conftest import ROSTER_PIPELINES, roster_project, with_checkpoints_of
 from tests.pipelines.test_numbers_unchanged import newest
 from tests.reliability.cli_helpers import KedroProcess, kedro_env, run_kedro
 
@@ -440,15 +440,17 @@ class DaskStudy:
 
 
 @pytest.fixture(scope="module")
-def dask_study(tmp_path_factory, roster_study) -> Iterator[DaskStudy]:
+def dask_study(tmp_path_factory, roster_study, finished_study) -> Iterator[DaskStudy]:
     """The roster's two studies through an ``mlflow server`` and a 2-worker LocalCluster; the
     same configuration's sequential run (Kedro's SequentialRunner, MLflow in its project's
-    SQLite) is the session's ``roster_study``. Stops the cluster and the server after the
-    tests (failing if any of their processes is left)."""
+    SQLite) is the session's ``roster_study``. As there, ``baseline`` and ``candidate`` resume
+    from the finished study's checkpoints, and ``candidate_fast`` and ``candidate_slow`` train,
+    one on each worker at once. Stops the cluster and the server after the tests (failing if
+    any of their processes is left)."""
     from distributed import Client
 
     base = tmp_path_factory.mktemp("dask_study")
-    project = roster_project(base)
+    project = with_checkpoints_of(roster_project(base), finished_study)
     with mlflow_server(base, project / "mlflow.db") as tracking, dask_cluster(project) as scheduler, \
             Client(scheduler) as client:
         env = kedro_env(project, MLFLOW_TRACKING_URI=tracking, **{SCHEDULER_VARIABLE: scheduler})

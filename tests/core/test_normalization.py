@@ -285,14 +285,18 @@ def test_the_noise_off_is_exactly_the_identity():
 
 
 @pytest.mark.slow  # three tiny trainings with every measurement program compiled
-def test_noisy_variant_with_the_noise_off_equals_the_bn_candidate_bitwise(tiny_data):
-    """All noise ranges zero and sigma = 1: s is exactly 1 and m exactly 0 (above), so
-    training is bit for bit that of the BatchNorm candidate: losses, ICS, probes and weights.
+def test_noisy_variant_with_the_noise_off_equals_the_bn_candidate(tiny_data):
+    """All noise ranges zero and sigma = 1: s is exactly 1 and m exactly 0, and the noise is
+    then exactly the identity, values and gradients (bitwise, the tests above). Training is
+    that of the BatchNorm candidate: losses, ICS, probes and weights, to float32 rounding.
 
-    (e8bf1ab relaxed this to rtol 2e-6 after one CI run of 252dc27 found one ulp in one loss
-    of 24. The same test at 252dc27 and at 673ce9d+ passes bitwise on this machine, in the
-    suite and alone, so the comparison is exact again; if a machine's XLA ever fuses the two
-    programs' batch-statistics reductions differently, this test is where it shows.)"""
+    Not bit for bit: the two models are two programs (the noisy one multiplies by s and adds
+    m), and XLA:CPU fuses and tiles their batch-statistics reductions by the program and the
+    processor. On the AMD EPYC VMs the trainings agreed bit for bit; on this Intel Xeon VM
+    (2026-12-02, a clean clone of 6d94512, with and without the compilation cache) loss 7 of
+    12 differs by one ulp (2.2330432 against 2.2330434), the rest bitwise. The tolerance is a
+    few ulps of the losses (rtol 2e-6) and what one ulp of a loss becomes in the ICS of layers
+    above conv_0 after a few steps (rtol 1e-4, as the float32 reference checks allow)."""
     x, y = tiny_data
     off = _noisy_config(noise_mean_range=0.0, noise_std_range=(1.0, 1.0),
                         noise_mean_jitter=0.0, noise_std_jitter=0.0)
@@ -300,11 +304,14 @@ def test_noisy_variant_with_the_noise_off_equals_the_bn_candidate_bitwise(tiny_d
     runs = [train_seeds(config, train_config, [PRESETS["paper"]], x, y, x[:16], y[:16])
             for config in (TINY_MODEL_CONFIG, off)]
     for clean, noisy in zip(*runs, strict=True):
-        np.testing.assert_array_equal(noisy.train_loss, clean.train_loss)
+        np.testing.assert_allclose(noisy.train_loss, clean.train_loss, rtol=2e-6)
+        np.testing.assert_array_equal(noisy.train_loss[:2], clean.train_loss[:2])  # from W_0
         for name in ("ics_l2", "ics_cosine", "probe_loss", "grad_diff", "beta_smoothness"):
-            np.testing.assert_array_equal(noisy.measurements["paper"][name],
-                                          clean.measurements["paper"][name], err_msg=name)
-        jax.tree.map(np.testing.assert_array_equal, noisy.final_params, clean.final_params)
+            np.testing.assert_allclose(noisy.measurements["paper"][name],
+                                       clean.measurements["paper"][name], rtol=1e-4, atol=1e-6,
+                                       err_msg=name)  # atol: conv_0's ICS, 0 up to rounding (~5e-7)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
+                     noisy.final_params, clean.final_params)
     # and with the noise on, the same start gives another trajectory
     on = train_seeds(_noisy_config(), train_config, [PRESETS["paper"]], x, y, x[:16], y[:16])
     assert np.max(np.abs(on[0].train_loss[1:] - runs[0][0].train_loss[1:])) > 1e-3
