@@ -114,3 +114,16 @@ def test_without_a_normalization_every_scale_is_nan():
     forward = model.apply(params, stats, x, train=True)
     scales = normalization_scales(model, params, stats, forward.layer_inputs)
     assert all(np.isnan(float(v)) for kind in scales.values() for v in kind.values())
+
+
+def test_the_momentum_preset_probes_four_momentum_steps():
+    """The paper's protocol over the distance SGD with momentum 0.9 moves: s up to about
+    4 / (1 - beta) = 40 (x lr g), evenly spaced, its own protocol name."""
+    from bnstudy.core import PRESETS
+
+    preset = PRESETS["paper_momentum"]
+    assert (preset.ics_mode, preset.probe_start, preset.probe_mode) == ("train", "pre_step", "train")
+    s = np.asarray(preset.probe_s)
+    assert s[0] == 0.5 and 4 / (1 - 0.9) - 1 <= s[-1] <= 4 / (1 - 0.9)
+    np.testing.assert_allclose(np.diff(s), 3.0)
+    assert preset.name == "paper_momentum" and s[-1] > 2 * max(PRESETS["blog"].probe_s)

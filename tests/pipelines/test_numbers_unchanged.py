@@ -4,7 +4,9 @@ the redesign (commit 7301c74, ``tests/golden/make_golden.py``) computed on the s
 processor.
 
 The redesign changes how the study is configured and wired (the roster, one source of truth for
-the parameters), not one operation of the computation, so the comparison is exact. It is exact
+the parameters), not one operation of the computation, so the comparison is exact, but for the
+columns of :data:`ROUNDED`: the same formula in a program that computes more, whose fusion
+moves their last bit (rtol 1e-6, the reason beside each). It is exact
 only against the old code's traces from the same processor: XLA:CPU's kernels follow the CPU's
 vector instructions, and their float32 rounding differs in the last bits and grows over a few
 steps (7301c74's own traces differ between an Intel Xeon and an AMD EPYC VM by 0.5% in one ICS
@@ -52,9 +54,21 @@ def golden(tmp_path_factory) -> Path:
     return make_golden.record(tmp_path_factory.mktemp("golden"))
 
 
+ROUNDED = {
+    ("init_distance.parquet", "rel"): (
+        "the same formula, ||W - W_0|| / ||W_0||, in a larger program: since the snapshots "
+        "also record each kernel's norm and its angle to W_0 (884bc6d), ||W_0||'s reduction "
+        "feeds the angle too, and XLA:CPU fuses it differently, which moves some values by an "
+        "ulp (27.6% of the test study's on the Intel Xeon VM; the cpu steps' stayed bitwise)"),
+}
+"""(trace file, column) -> why its computation is unchanged but its rounding is not: compared
+to rtol 1e-6 instead of exactly. Every other saved column is compared bit for bit."""
+
+
 def assert_traces_equal(golden: Path, project: Path) -> int:
     """Every saved trace of ``golden/<model>/`` against the newest version the project wrote,
-    bit for bit; returns the number of columns and arrays compared."""
+    bit for bit (:data:`ROUNDED`'s columns to rtol 1e-6); returns the number of columns and
+    arrays compared."""
     compared = 0
     for saved in sorted(golden.glob("*/*")):
         model, name = saved.parent.name, saved.name
@@ -63,8 +77,12 @@ def assert_traces_equal(golden: Path, project: Path) -> int:
             expected, actual = pd.read_parquet(saved), pd.read_parquet(written)
             missing = set(expected.columns) - set(actual.columns)
             assert not missing, f"{model}/{name} lost the columns {sorted(missing)}"
-            pd.testing.assert_frame_equal(actual[list(expected.columns)], expected,
-                                          check_exact=True, obj=f"{model}/{name}")
+            exact = [c for c in expected.columns if (name, c) not in ROUNDED]
+            pd.testing.assert_frame_equal(actual[exact], expected[exact], check_exact=True,
+                                          obj=f"{model}/{name}")
+            for column in set(expected.columns) - set(exact):
+                np.testing.assert_allclose(actual[column].to_numpy(), expected[column].to_numpy(),
+                                           rtol=1e-6, err_msg=f"{model}/{name}:{column}")
             compared += len(expected.columns)
         else:
             expected, actual = np.load(saved), np.load(written)

@@ -79,7 +79,7 @@ BAD_PARAMETERS = [
     ("no measurements", {"models": {"baseline": {"measurements": []}}},
      r"models\.baseline\.measurements = \[\]: expects a non-empty list"),
     ("unknown preset", {"models": {"baseline": {"measurements": ["papr"]}}},
-     r"unknown measurement preset 'papr'; choose from \['blog', 'paper', 'paper_dln'\]"),
+     r"unknown measurement preset 'papr'; choose from \['blog', 'paper', 'paper_dln', 'paper_momentum'\]"),
     ("duplicate protocol names", {"models": {"baseline": {"measurements": ["blog", "blog"]}}},
      r"models\.baseline\.measurements: the protocols need distinct names"),
     ("pool beyond the last conv", {"models": {"baseline": {"architecture": {"pool_after": [1, 4]}}}},

@@ -449,6 +449,14 @@ PRESETS: dict[str, MeasurementConfig] = {
         name="paper", ics_mode="train", probe_start="pre_step", probe_mode="train",
         probe_min=0.01, probe_max=30.5, probe_step=(30.0 - 0.01) / 19,
     ),
+    # The paper's protocol over the distance SGD with momentum beta = 0.9 really moves (Fig 11
+    # for the blog's optimizer): its steady step is lr / (1 - beta) x g = 10 lr g, and the
+    # probes reach 4 of those, s = 0.5, 3.5, ..., 39.5 (14 points, x lr g). Its results are
+    # its own protocol, `paper_momentum`, beside `paper`'s.
+    "paper_momentum": MeasurementConfig(
+        name="paper_momentum", ics_mode="train", probe_start="pre_step", probe_mode="train",
+        probe_min=0.5, probe_max=40.5, probe_step=3.0,
+    ),
 }
 
 # A network small enough for unit tests: 3 convs of width 4-8 on 8x8 images.
