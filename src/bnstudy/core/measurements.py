@@ -249,8 +249,9 @@ def distance_from_init(params: Params, initial_params: Params,
 
     ``abs`` = ||W - W_0||_F, ``rel`` = ||W - W_0||_F / ||W_0||_F, ``norm`` = ||W||_F and
     ``angle`` = arccos(<W, W_0> / (||W||_F ||W_0||_F)) in radians, computed as
-    ``2 arcsin(||u - u_0|| / 2)`` of the unit kernels u = W / ||W||, which is exactly 0 at
-    W = W_0 and stays accurate for small angles (where arccos of a rounded cosine is not).
+    ``2 arcsin(||u - u_0|| / 2)`` of the unit kernels u = W / ||W||, which is 0 at W = W_0
+    up to the rounding of the two norms and stays accurate for small angles (where arccos of a
+    rounded cosine is not).
     The three tell a larger distance apart: with ``||W - W_0||^2 = ||W||^2 +
     ||W_0||^2 - 2 ||W|| ||W_0|| cos(angle)``, a kernel can move away by growing in scale at
     a fixed direction, which a BN layer's loss cannot see (Santurkar et al., Thm 4.1).
