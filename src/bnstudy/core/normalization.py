@@ -109,11 +109,17 @@ def batch_noise(key: jax.Array, batch: int, channels: int, config: ModelConfig,
 
     Returns:
         (s, m), each [batch, channels]; the layer's output a becomes ``s * a + m``. With all
-        ranges and jitters zero and sigma = 1, s is exactly 1 and m exactly 0.
+        ranges and jitters zero the distribution is a point mass, and (s, m) are its
+        constants, drawn from nothing: s = sigma everywhere (exactly 1 for the range (1, 1))
+        and m = 0. XLA folds ``a * 1 + 0`` away, so the noise off compiles to BatchNorm's own
+        program and trains bit for bit as it does on every processor (two programs that only
+        compute the same values may round their reductions differently).
     """
-    k_mu, k_sigma, k_m, k_s = jax.random.split(key, 4)
     low, high = config.noise_std_range
     r, j_m = config.noise_mean_range, config.noise_mean_jitter
+    if r == 0 and j_m == 0 and low == high and config.noise_std_jitter == 0:
+        return jnp.full((batch, channels), low, dtype), jnp.zeros((batch, channels), dtype)
+    k_mu, k_sigma, k_m, k_s = jax.random.split(key, 4)
     mu = jax.random.uniform(k_mu, (channels,), dtype, -r, r)
     sigma = jax.random.uniform(k_sigma, (channels,), dtype, low, high)
     m = jax.random.uniform(k_m, (batch, channels), dtype, mu - j_m, mu + j_m)
