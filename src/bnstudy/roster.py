@@ -13,6 +13,9 @@ A study is configuration, not code (``conf/base/parameters_roster.yml``)::
         extends: full_study                    # reads full_study's models, trains its own
         models: [candidate_noisy]
         comparisons: [{reference: candidate, treatment: candidate_noisy}]
+      optimizer_fidelity_study:
+        extends: [full_study, paper_optimizer_study]   # several: reads the models of each
+        models: []                                     # trains none
 
 A model's settings are the shared sections (``architecture``, ``training``, ``measurements``,
 ``checkpoints``) with its overrides merged over them key by key
@@ -62,6 +65,13 @@ class RosterModel(_Strict):
     measurements: list[Any] | None = None
     checkpoints: dict[str, Any] = {}
 
+    @property
+    def parents(self) -> tuple[str, ...]:
+        """The studies this one extends (``extends``: one name, a list of them, or none)."""
+        if self.extends is None:
+            return ()
+        return (self.extends,) if isinstance(self.extends, str) else tuple(self.extends)
+
     def overrides(self) -> dict[str, Any]:
         """The shared sections this model changes, as given."""
         given = self.model_dump(exclude={"normalization"}, exclude_none=True)
@@ -87,11 +97,18 @@ class Study(_Strict):
     it trains them on, and its overrides of the shared ``analysis`` and ``reporting``."""
 
     models: Names
-    extends: Name | None = None
+    extends: Name | Names | None = None
     comparisons: Annotated[tuple[Comparison, ...], Strict(False)] = ()
     data: Literal[DATA_KINDS] = "cifar10"
     analysis: dict[str, Any] = {}
     reporting: dict[str, Any] = {}
+
+    @property
+    def parents(self) -> tuple[str, ...]:
+        """The studies this one extends (``extends``: one name, a list of them, or none)."""
+        if self.extends is None:
+            return ()
+        return (self.extends,) if isinstance(self.extends, str) else tuple(self.extends)
 
     def overrides(self) -> dict[str, Any]:
         """The shared sections this study changes (:data:`STUDY_SECTIONS`), as given."""
@@ -110,10 +127,12 @@ class Roster(_Strict):
         return self.studies[study].models
 
     def compared_in(self, study: str) -> tuple[str, ...]:
-        """Every model a study's analysis reads: those of the studies it extends, then its own."""
-        entry = self.studies[study]
-        inherited = self.compared_in(entry.extends) if entry.extends else ()
-        return inherited + tuple(m for m in entry.models if m not in inherited)
+        """Every model a study's analysis reads: those of the studies it extends (in the order
+        of ``extends``), then its own."""
+        compared: list[str] = []
+        for parent in self.studies[study].parents:
+            compared += [m for m in self.compared_in(parent) if m not in compared]
+        return tuple(compared + [m for m in self.studies[study].models if m not in compared])
 
     def normalization(self, model: str) -> str:
         return self.models[model].normalization
@@ -158,18 +177,29 @@ def roster_from_parameters(params: Mapping[str, Any]) -> Roster:
     return roster
 
 
+def _check_extends(roster: Roster, name: str, chain: tuple[str, ...] = ()) -> None:
+    """Every study ``name`` extends exists, trains on the same data, and none extends itself
+    through the others."""
+    chain = (*chain, name)
+    for parent in roster.studies[name].parents:
+        if parent not in roster.studies:
+            raise ParameterError(f"Parameter studies.{name}.extends = {parent!r}: no such "
+                                 f"study; the studies are {sorted(roster.studies)}. {FIX}")
+        if parent in chain:
+            raise ParameterError(f"Parameter studies.{chain[0]}.extends: the studies extend each "
+                                 f"other in a circle ({' -> '.join((*chain, parent))}). {FIX}")
+        if roster.studies[parent].data != roster.studies[name].data:
+            raise ParameterError(
+                f"Parameter studies.{name}.data = {roster.studies[name].data!r}, but the study it "
+                f"extends, {parent!r}, trains on {roster.studies[parent].data!r}: models "
+                f"trained on different data are not compared. {FIX}")
+        _check_extends(roster, parent, chain)
+
+
 def _check_references(roster: Roster) -> None:
     trained: dict[str, str] = {}
     for name, study in roster.studies.items():
-        if study.extends is not None and study.extends not in roster.studies:
-            raise ParameterError(f"Parameter studies.{name}.extends = {study.extends!r}: no such "
-                                 f"study; the studies are {sorted(roster.studies)}. {FIX}")
-        chain = [name]
-        while roster.studies[chain[-1]].extends is not None:
-            chain.append(roster.studies[chain[-1]].extends)
-            if chain[-1] in chain[:-1]:
-                raise ParameterError(f"Parameter studies.{name}.extends: the studies extend each "
-                                     f"other in a circle ({' -> '.join(chain)}). {FIX}")
+        _check_extends(roster, name)
         for model in study.models:
             if model not in roster.models:
                 raise ParameterError(f"Parameter studies.{name}.models names {model!r}, which is "
@@ -180,11 +210,6 @@ def _check_references(roster: Roster) -> None:
                     f"{trained[model]!r} already; a study that compares with it names that "
                     f"study in `extends` instead. {FIX}")
             trained[model] = name
-        if study.extends is not None and roster.studies[study.extends].data != study.data:
-            raise ParameterError(
-                f"Parameter studies.{name}.data = {study.data!r}, but the study it extends, "
-                f"{study.extends!r}, trains on {roster.studies[study.extends].data!r}: models "
-                f"trained on different data are not compared. {FIX}")
         known = roster.compared_in(name)
         for index, comparison in enumerate(study.comparisons):
             if comparison.reference == comparison.treatment:

@@ -53,7 +53,9 @@ def _inputs(traces: dict, kinds=NODE_TRACES) -> dict:
 
 def _node(traces: dict, comparisons=PAIR) -> dict:
     """compare_models' outputs, the headline comparison's summary under its old name."""
-    out = nodes.compare_models({"smoothing_fraction": 0.01}, comparisons, **_inputs(traces))
+    roster = {model: {"normalization": "none" if model == "baseline" else "batch"}
+              for model in {m for pair in comparisons for m in pair.values()}}
+    out = nodes.compare_models({"smoothing_fraction": 0.01}, comparisons, roster, **_inputs(traces))
     study = out["model_comparisons_summary"]
     return {**out, "study": study,
             "model_comparisons_summary": study["comparisons"][study["headline"]]}

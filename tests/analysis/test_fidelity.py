@@ -200,3 +200,52 @@ def test_a_view_without_a_significant_difference_is_no_disagreement():
     # one seed has no verdict at all, whatever its direction field says
     result["phases"]["early"] = {"n": 1, "direction": "higher"}
     assert cmp.disagreement(result) == ""
+
+
+def _two_protocols(seeds, ratio: float):
+    t = _traces(seeds, ratio=ratio)
+    for kind in ("smoothness", "ics"):
+        t[kind] = {model: pd.concat([frame, frame.assign(preset="blog")], ignore_index=True)
+                   for model, frame in t[kind].items()}
+    return fidelity.compare_models(t["training"], t["evals"], t["smoothness"], t["ics"],
+                                   t["histograms"], t["init"], smoothing_fraction=0.01)
+
+
+def test_the_readings_are_every_claimed_pair_in_every_protocol_with_holm_over_the_table():
+    """Two pairs of BN against no BN, each measured in two protocols, one pair of BN against
+    L1 and a sweep's per-rate comparison: the readings are the two claimed pairs' four
+    protocol claims in each protocol and their two protocol-free claims once, 2 x (4 x 2 + 2)
+    = 20 tests, Holm-adjusted as one family (by hand here), each protocol's rows equal to that
+    protocol's own table."""
+    paper_pair, blog_pair = _two_protocols([1, 2, 3, 4, 5], 0.4), _two_protocols([1, 2, 3], 0.7)
+    comparisons = {
+        "c_sgd_vs_b_sgd": {**paper_pair, "reference": "b_sgd", "treatment": "c_sgd"},
+        "c_vs_b": {**blog_pair, "reference": "b", "treatment": "c"},
+        "l1_vs_c": {**blog_pair, "reference": "c", "treatment": "l1"},
+        "c_vs_b@lr=0.5": {**blog_pair, "reference": "b", "treatment": "c", "learning_rate": 0.5},
+    }
+    normalization = {"b_sgd": "none", "c_sgd": "batch", "b": "none", "c": "batch", "l1": "l1"}
+    rows = fidelity.fidelity_readings({"headline": "c_sgd_vs_b_sgd", "comparisons": comparisons},
+                                      normalization)
+    assert len(rows) == 20
+    assert {row["comparison"] for row in rows} == {"c_sgd_vs_b_sgd", "c_vs_b"}
+    for key, summary in (("c_sgd_vs_b_sgd", paper_pair), ("c_vs_b", blog_pair)):
+        mine = [row for row in rows if row["comparison"] == key]
+        assert sorted((row["preset"] or "-") for row in mine) == ["-"] * 2 + ["blog"] * 4 + ["paper"] * 4
+        for preset in ("paper", "blog"):
+            own = {row["key"]: row for row in fidelity.fidelity_table(summary, preset)}
+            for row in mine:
+                if row["preset"] == preset:
+                    assert row["measure"] == f"{preset}/" + own[row["key"]]["measure"].split("/")[1]
+                    assert row["p_value"] == own[row["key"]]["p_value"]
+                    assert row["p_holm"] >= own[row["key"]]["p_holm"]  # a larger family
+        free = {row["key"] for row in mine if row["preset"] is None}
+        assert free == {"shift", "init"}
+    raw = np.array([row["p_value"] for row in rows])
+    by_hand, running = np.empty(raw.size), 0.0
+    for rank, index in enumerate(np.argsort(raw)):
+        running = max(running, min(1.0, (raw.size - rank) * raw[index]))
+        by_hand[index] = running
+    np.testing.assert_allclose([row["p_holm"] for row in rows], by_hand, rtol=1e-12)
+    with pytest.raises(ValueError, match="not 'other'"):
+        fidelity.fidelity_table(paper_pair, "other")

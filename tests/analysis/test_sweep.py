@@ -111,3 +111,26 @@ def test_the_statement_tells_a_run_that_diverged_from_one_that_did_not_train(ana
     assert base["diverged_at"] == [0.5, 1.0] and base["untrained_at"] == [0.5] and base["steps"] == STEPS
     text = summary["comparisons"]["candidate_sgd_vs_baseline_sgd"]["statement"]
     assert "baseline_sgd: a seed diverged at lr 0.5, 1; a seed stayed finite but did not train within its 40 steps at lr 0.5." in text
+
+
+def test_a_run_that_spiked_and_settled_at_chance_did_not_train():
+    """The cpu sweep's no-BN runs at lr 1: the loss spikes over ln 10 early, then sits at
+    chance (2.303): its final loss is below its first, yet it did not train. A run that ends
+    just below the stall band (ln 10 x 0.99) did; a regression has no chance level."""
+    chance = math.log(10)
+    assert not sweep.trained(first=2.6, final=chance)
+    assert not sweep.trained(first=2.6, final=chance * 0.995)  # inside the 1% band
+    assert sweep.trained(first=2.6, final=chance * 0.985)
+    assert sweep.trained(first=5.0, final=chance, num_classes=None)
+    assert not sweep.trained(first=2.0, final=math.nan)
+    steps = np.arange(STEPS)
+    loss = np.where(steps < 4, 2.7, chance)  # the spike, then chance level
+    training = {"m": pd.DataFrame({"seed": 0, "step": steps, "train_loss": loss, "learning_rate": 1.0})}
+    evals = {"m": pd.DataFrame({"seed": [0], "step": [STEPS], "test_loss": [chance], "test_accuracy": [0.1],
+                                "learning_rate": [1.0]})}
+    records = {"m": {"per_seed": {"0/lr_1.0": {"learning_rate": 1.0, "diverged_at": None}},
+                     "train_config": {"learning_rate": 1.0}}}
+    runs = sweep.final_runs(training, evals, records, 0.05)
+    assert runs.loc[0, "final_train_loss"] < runs.loc[0, "first_train_loss"]
+    assert not runs.loc[0, "stable"] and not runs.loc[0, "diverged"]
+    assert sweep.largest_stable(runs, "m")["rate"] is None

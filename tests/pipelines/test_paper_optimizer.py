@@ -86,3 +86,27 @@ def test_its_report_reads_the_fidelity_claims_under_the_papers_optimizer(paper_o
     for row in rows:
         assert row.split(" | ")[3].endswith(f", {PAPER_LABEL}"), row
     assert "blog optimizer" not in table
+
+
+@pytest.mark.slow
+def test_one_table_reads_the_claims_under_both_optimizers_and_both_protocols(paper_optimizer_run):
+    """optimizer_fidelity_study trains nothing: it reads the paper-optimizer pair and the
+    blog-optimizer pair, each measured in both protocols, and its report's Fidelity section
+    sets every claim's readings side by side: 2 pairs x (4 claims x 2 protocols + 2)."""
+    markdown = latest(paper_optimizer_run, "data/08_reporting/optimizer_fidelity_study/report.md").read_text()
+    table = markdown[markdown.index("**Every reading: pair, optimizer and protocol**"):].split("\n\n")[1]
+    header, _, *rows = table.splitlines()
+    assert "p: raw / Holm (20 tests)" in header, header
+    cells = [row.split(" | ") for row in rows]
+    assert len(cells) == 20
+    blog_label = "blog optimizer (SGD m=0.9, lr 0.035)"
+    readings = {(cell[1], cell[2]) for cell in cells}
+    for pair, label in (("candidate_sgd vs baseline_sgd", PAPER_LABEL), ("candidate vs baseline", blog_label)):
+        for protocol in ("paper protocol", "blog protocol"):
+            assert (f"{pair}: {label}", protocol) in readings
+    landscape = [cell for cell in cells if cell[0].endswith("Smoother loss landscape with BN")]
+    assert len(landscape) == 4  # side by side: each pair in each protocol
+    summary = json.loads(latest(paper_optimizer_run,
+                                "data/08_reporting/summaries/optimizer_fidelity_study.fidelity.json").read_text())
+    assert summary["comparison"] == "candidate_sgd_vs_baseline_sgd"
+    assert len(summary["readings"]) == 20

@@ -93,12 +93,19 @@ def test_a_roster_refuses_what_it_cannot_build():
     extended = {**base, "studies": {**base["studies"], "t": {"extends": "s", "models": ["c"]}},
                 "models": {**base["models"], "c": {"normalization": "l1"}}}
     assert roster_from_parameters(extended).compared_in("t") == ("a", "b", "c")
+    # several studies extended at once, training none of its own: their models in that order
+    several = {**extended, "studies": {**extended["studies"], "u": {"extends": ["t", "s"], "models": []}}}
+    assert roster_from_parameters(several).compared_in("u") == ("a", "b", "c")
+    assert roster_from_parameters(several).trained_by("u") == ()
     from bnstudy.errors import ParameterError
 
     bad = [
         ({"studies": {"s": {"models": ["a"]}, "t": {"models": ["a"]}}}, "trained by study 's' already"),
         ({"studies": {"s": {"models": ["a"], "extends": "t"}, "t": {"models": ["b"], "extends": "s"}}},
          "extend each other in a circle"),
+        ({"studies": {"s": {"models": ["a"], "extends": ["u", "t"]}, "t": {"models": ["b"], "extends": "s"},
+                      "u": {"models": []}}}, r"circle \(s -> t -> s\)"),
+        ({"studies": {"s": {"models": ["a"], "extends": ["nope"]}}}, "extends = 'nope': no such study"),
         ({"studies": {"s": {"models": ["a", "b"], "comparisons": [{"reference": "a", "treatment": "a"}]}}},
          "compares 'a' with itself"),
         ({"studies": {"s": {"models": ["a"], "comparisons": [{"reference": "a", "treatment": "b"}]}}},
@@ -108,3 +115,21 @@ def test_a_roster_refuses_what_it_cannot_build():
     for override, message in bad:
         with pytest.raises(ParameterError, match=message):
             roster_from_parameters({**base, **override})
+
+
+def test_kedro_describes_a_study_that_the_roster_declares_without_a_folder():
+    """`kedro registry describe <study>` names the pipeline it asks for: a study of the roster
+    alone (no pipelines/<study> folder) is still registered (Kedro's find_pipelines would
+    look for the folder and raise)."""
+    import os
+    import subprocess
+
+    from tests.conftest import PROJECT_ROOT
+    from tests.reliability.cli_helpers import KEDRO
+
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"}
+    result = subprocess.run([str(KEDRO), "registry", "describe", "optimizer_fidelity_study"], check=False, cwd=PROJECT_ROOT, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "optimizer_fidelity_study.compare_models_node" in result.stdout
+    assert "optimizer_fidelity_study.baseline" not in result.stdout  # it trains no model of its own

@@ -204,3 +204,55 @@ def test_write_report_node_returns_the_report_with_its_figures_and_an_html_page(
 
 def test_html_escapes_and_converts_the_markdown_subset():
     assert document.inline_html("**a < b** `c|d`") == "<b>a &lt; b</b> <code>c|d</code>"
+
+
+def _readings(rows, pairs) -> list[dict]:
+    """The fixture's rows as two pairs' readings (one pair in two protocols), claims of one
+    protocol marked as such, Holm over all of them."""
+    from bnstudy.analysis.fidelity import with_holm
+
+    readings = []
+    for comparison, reference, treatment, presets in pairs:
+        for preset in presets:
+            for row in rows:
+                free = row["key"] == "shift"
+                if free and preset != presets[0]:
+                    continue
+                readings.append({**row, "comparison": comparison, "reference": reference, "treatment": treatment,
+                                 "preset": None if free else preset,
+                                 "protocol": row["protocol"].replace("paper", preset) if not free else row["protocol"]})
+    return with_holm(readings)
+
+
+def test_every_reading_sits_beside_the_others_claim_by_claim(three_seeds, paper_optimizer):
+    """Two pairs of BN against no BN, the paper's optimizer's read in the paper's protocol and
+    the blog's in both: a second table lists each claim's readings together, with the pair's
+    optimizer from its own records and Holm over every test of that table."""
+    from tests.reporting.conftest import PAPER_OPTIMIZER, record
+
+    seeds = [1337, 1, 2]
+    study_records = {"baseline": record(seeds, "none"), "candidate": record(seeds, "batch"),
+                     "baseline_sgd": record(seeds, "none", PAPER_OPTIMIZER),
+                     "candidate_sgd": record(seeds, "batch", PAPER_OPTIMIZER)}
+    rows = three_seeds["fidelity"]["rows"]
+    readings = _readings(rows, [("candidate_sgd_vs_baseline_sgd", "baseline_sgd", "candidate_sgd", ["paper"]),
+                                ("candidate_vs_baseline", "baseline", "candidate", ["paper", "blog"])])
+    assert len(readings) == 3 + 5
+    inputs = {**paper_optimizer, "fidelity": {**paper_optimizer["fidelity"], "readings": readings},
+              "study_records": study_records}
+    markdown = _markdown(inputs)
+    table = _table(markdown, "Every reading: pair, optimizer and protocol")
+    header, body = table[0], table[1:]
+    assert header[4] == "p: raw / Holm (8 tests)"
+    assert [row[0] for row in body] == [rows[0]["claim"]] * 3 + [rows[1]["claim"]] * 3 + [
+        rows[2]["claim"].replace("|", r"\|")] * 2
+    assert body[0][1:3] == ["candidate_sgd vs baseline_sgd: paper optimizer (plain SGD, lr 0.1)", "paper protocol"]
+    assert body[1][1:3] == ["candidate vs baseline: blog optimizer (SGD m=0.9, lr 0.035)", "paper protocol"]
+    assert body[2][1:3] == ["candidate vs baseline: blog optimizer (SGD m=0.9, lr 0.035)", "blog protocol"]
+    by_claim = sorted(readings, key=lambda row: [r["key"] for r in rows].index(row["key"]))
+    assert [row[4] for row in body] == [words.p_values(row) for row in by_claim]
+    assert "Holm's adjustment runs over every test of this table" in markdown
+    # one reading (the headline's own) adds no second table
+    single = {**paper_optimizer, "fidelity": {**paper_optimizer["fidelity"], "readings": readings[:3]},
+              "study_records": study_records}
+    assert "Every reading" not in _markdown(single)

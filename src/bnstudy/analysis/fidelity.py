@@ -251,28 +251,36 @@ def optimizer_label(learning_rate: float, momentum: float, nesterov: bool = Fals
     return f"SGD, {kind} {momentum:g}, lr {learning_rate:g}"
 
 
-def fidelity_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+def measured_presets(summary: Mapping[str, Any]) -> list[str]:
+    """The measurement protocols a comparison measured, in the run's order."""
+    return [name.split("/")[0] for name in summary["measures"] if name.endswith("/ics_l2")]
+
+
+def fidelity_table(summary: Mapping[str, Any], preset: str | None = None) -> list[dict[str, Any]]:
     """Rows: claim | paper | blog | protocol | this run (value, CI, significant?) | agrees?,
     with the raw p (``p_value``), Holm's adjusted p over the six claims (``p_holm``,
     ``significant_holm``) and the smallest effect the seeds could detect (``detectable``: a
     ratio above 1 or a difference, :func:`bnstudy.analysis.statistics.detectable_effect`;
     ``kind`` says which).
 
-    The probe and ICS claims are read in the paper's measurement protocol when it was
-    measured (else the first protocol); ``protocol`` names it (the report adds the optimizer
-    from the run records, :func:`optimizer_label`). A claim is "untested" with one seed,
-    never a bare yes or no."""
+    The probe and ICS claims are read in ``preset``'s measurement protocol, by default the
+    paper's when it was measured (else the first protocol); ``protocol`` names it (the report
+    adds the optimizer from the run records, :func:`optimizer_label`). A claim is "untested"
+    with one seed, never a bare yes or no."""
     if summary.get("nothing_to_compare"):  # named as the paper's protocol would read them
         return [{"key": key, "claim": claim, "paper": paper, "blog": blog,
-                 "measure": template.format(preset="paper"),
+                 "measure": template.format(preset=preset or "paper"),
                  "protocol": "not measured", "this_run": "not measured: " + summary["note"],
                  "significant": False, "n_seeds": 0, "agrees": "untested (every seed diverged)",
                  "p_value": math.nan, "p_holm": math.nan, "significant_holm": False,
                  "detectable": math.nan, "kind": None}
                 for key, claim, paper, blog, template, _, _ in claims_of(summary)]
     rows = []
-    presets = [name.split("/")[0] for name in summary["measures"] if name.endswith("/ics_l2")]
-    preset = "paper" if "paper" in presets else presets[0]
+    presets = measured_presets(summary)
+    if preset is None:
+        preset = "paper" if "paper" in presets else presets[0]
+    elif preset not in presets:
+        raise ValueError(f"the comparison measured the protocols {presets}, not {preset!r}")
     for key, claim, paper, blog, template, read_in, expect in claims_of(summary):
         measure = template.format(preset=preset)
         view = summary["measures"][measure]["overall"]
@@ -282,6 +290,38 @@ def fidelity_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
                      "n_seeds": view["n"], "agrees": _agrees(view, expect),
                      "p_value": view["p_value"], "kind": view["kind"],
                      "detectable": st.detectable_effect(view["per_seed"], kind=view["kind"])})
+    return with_holm(rows)
+
+
+CLAIMED_PAIR = ("none", "batch")
+"""The normalizations (reference, treatment) the paper's and the blog's claims compare."""
+
+
+def fidelity_readings(study_summary: Mapping[str, Any], normalization: Mapping[str, str]
+                      ) -> list[dict[str, Any]]:
+    """The claims read in every comparison of BN against no normalization (``normalization``:
+    each model's, :data:`CLAIMED_PAIR`) at one learning rate (a sweep's per-rate comparisons
+    are the sweep's question) and in every protocol it measured: :func:`fidelity_table`'s
+    rows with ``comparison``, ``reference``, ``treatment`` and ``preset`` (None for a claim
+    read without a protocol, which is then listed once per comparison).
+
+    Holm's adjustment runs over every test of the table at once (its family: each claim in
+    each comparison and protocol), so a row's ``p_holm`` is at least its headline table's."""
+    rows, seen = [], set()
+    for key, summary in study_summary["comparisons"].items():
+        pair = (normalization.get(summary["reference"]), normalization.get(summary["treatment"]))
+        if (pair != CLAIMED_PAIR or summary.get("learning_rate") is not None
+                or summary.get("nothing_to_compare")):
+            continue
+        templates = {claim[0]: claim[4] for claim in claims_of(summary)}
+        for preset in measured_presets(summary):
+            for row in fidelity_table(summary, preset):
+                protocol_free = "{preset}" not in templates[row["key"]]
+                if (key, row["measure"]) not in seen:
+                    seen.add((key, row["measure"]))
+                    rows.append({**row, "comparison": key, "reference": summary["reference"],
+                                 "treatment": summary["treatment"],
+                                 "preset": None if protocol_free else preset})
     return with_holm(rows)
 
 

@@ -369,8 +369,12 @@ def smooth(values: ArrayLike, window: int) -> FloatArray:
         return np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
 
 
+STALL_TOLERANCE = 0.01
+"""The stall band's half-width around chance level, relative to ln C (:func:`stalled_mask`)."""
+
+
 def stalled_mask(smoothed_loss: ArrayLike, *, num_classes: int = 10,
-                 tolerance: float = 0.01) -> npt.NDArray[np.bool_]:
+                 tolerance: float = STALL_TOLERANCE) -> npt.NDArray[np.bool_]:
     """Where the smoothed training loss sits at chance level (a stalled phase).
 
     Stalled where ``|loss - ln C| <= tolerance * ln C`` (C = ``num_classes``: the network
@@ -383,7 +387,7 @@ def stalled_mask(smoothed_loss: ArrayLike, *, num_classes: int = 10,
 
 
 def stalled_steps(steps: ArrayLike, smoothed_loss: ArrayLike, *, num_classes: int = 10,
-                  tolerance: float = 0.01) -> np.ndarray:
+                  tolerance: float = STALL_TOLERANCE) -> np.ndarray:
     """The steps at which the smoothed loss is at chance level (see :func:`stalled_mask`)."""
     mask = stalled_mask(smoothed_loss, num_classes=num_classes, tolerance=tolerance)
     return np.asarray(steps)[mask]

@@ -4,7 +4,10 @@ whether BN's advantage holds across the grid (numpy/pandas/scipy only).
 
 A run is one (model, learning rate, seed). It is **stable** when it never diverged (every loss,
 gradient and update finite: the run record's ``diverged_at``) and its final training loss is
-below its first: it trained, not merely stayed finite. A model's largest stable learning rate
+below its first and below chance level (``(1 - 0.01) ln C`` for C classes, the edge of the
+stall band of :func:`bnstudy.analysis.statistics.stalled_mask`): it trained, not merely stayed
+finite. A run that spiked early and settled at chance has a final loss below its first, but
+did not train. A model's largest stable learning rate
 is the largest rate of its grid at which every seed's run is stable; per seed, the largest rate
 at which that seed's run is; the interval is a t-interval over the seeds' values in log space
 (a geometric mean), since the grid is log-spaced.
@@ -44,12 +47,22 @@ def _rate_of(frame: pd.DataFrame, record: Mapping[str, Any]) -> pd.Series:
     return pd.Series(float(record["train_config"]["learning_rate"]), index=frame.index)
 
 
+def trained(first: float, final: float, num_classes: int | None = 10) -> bool:
+    """Whether a finite run trained: its final loss below its first and, for a classifier of
+    ``num_classes`` (None: a regression, no chance level), below the stall band around
+    ln C (:func:`bnstudy.analysis.statistics.stalled_mask`'s 1%)."""
+    if not (np.isfinite(final) and final < first):
+        return False
+    return num_classes is None or final < (1 - st.STALL_TOLERANCE) * math.log(num_classes)
+
+
 def final_runs(training: Mapping[str, pd.DataFrame], evals: Mapping[str, pd.DataFrame],
-               records: Mapping[str, Mapping[str, Any]], final_fraction: float) -> pd.DataFrame:
+               records: Mapping[str, Mapping[str, Any]], final_fraction: float,
+               num_classes: int | None = 10) -> pd.DataFrame:
     """One row per (model, learning rate, seed) (:data:`RUN_COLUMNS`): the mean batch loss over
     the first and the last ``final_fraction`` of the steps, the last evaluation's test loss and
-    accuracy, whether the run diverged and whether it is stable (module docstring). A
-    diverged run's final values are NaN."""
+    accuracy, whether the run diverged and whether it is stable (module docstring,
+    :func:`trained`). A diverged run's final values are NaN."""
     rows = []
     for model, trace in training.items():
         record = records[model]
@@ -69,7 +82,7 @@ def final_runs(training: Mapping[str, pd.DataFrame], evals: Mapping[str, pd.Data
                 "final_test_loss": math.nan if failed or last is None else float(last["test_loss"]),
                 "final_test_accuracy": (math.nan if failed or last is None
                                         else float(last["test_accuracy"])),
-                "diverged": failed, "stable": (not failed) and np.isfinite(final) and final < first})
+                "diverged": failed, "stable": (not failed) and trained(first, final, num_classes)})
     return pd.DataFrame(rows, columns=list(RUN_COLUMNS))
 
 

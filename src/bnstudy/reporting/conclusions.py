@@ -130,6 +130,28 @@ def fidelity_table(rows: Sequence[Mapping[str, Any]], optimizer: str, num_seeds:
          agreement(row, num_seeds)] for row in rows])
 
 
+READINGS_COLUMNS = ["claim", "pair: optimizer", "protocol", "this run (value, CI, significant?)",
+                    "p: raw / Holm", "agrees?"]
+
+
+def readings_table(rows: Sequence[Mapping[str, Any]], records: Mapping[str, Mapping[str, Any]],
+                   num_seeds: int | None = None) -> Table:
+    """Each claim in every comparison of BN against no BN and every protocol the study
+    measured (:func:`bnstudy.analysis.fidelity.fidelity_readings`), a claim's readings side by
+    side: claim | pair: optimizer | protocol | this run | p raw / Holm over every test of the
+    table | agrees?. ``records``: every model's run record (its optimizer)."""
+    order = {key: index for index, key in enumerate(dict.fromkeys(row["key"] for row in rows))}
+    columns = [f"p: raw / Holm ({len(rows)} tests)" if column.startswith("p: raw") else column
+               for column in READINGS_COLUMNS]
+    ordered = sorted(rows, key=lambda row: order[row["key"]])  # stable: the readings' order within a claim
+    return Table(columns, [
+        [str(row["claim"]),
+         f"{row['treatment']} vs {row['reference']}: "
+         f"{run_optimizer({m: records[m] for m in (row['reference'], row['treatment'])})}",
+         str(row["protocol"]), f"{row['measure']}: {row['this_run']}", p_values(row),
+         agreement(row, num_seeds)] for row in ordered])
+
+
 def views_table(measure: Mapping[str, Any]) -> Table:
     """Every view of one measurement: overall, matched loss, normalized (when computed) and
     the thirds of training."""

@@ -113,22 +113,38 @@ def is_bn_against_no_bn(records: Mapping[str, Mapping[str, Any]]) -> bool:
 
 
 def fidelity_section(fidelity: Mapping[str, Any], num_seeds: int,
-                     records: Mapping[str, Mapping[str, Any]]) -> Section:
+                     records: Mapping[str, Mapping[str, Any]],
+                     study_records: Mapping[str, Mapping[str, Any]] | None = None) -> Section:
     """The Fidelity table: each claim of the paper and the blog against this run (only when
-    the headline pair is BatchNorm against no normalization, the pair the claims are about)."""
+    the headline pair is BatchNorm against no normalization, the pair the claims are about),
+    and when the study read them more than once (another pair of BN against no BN, another
+    protocol) every reading side by side (:func:`readings_section`)."""
     if not is_bn_against_no_bn(records):
         return Section("Fidelity", paragraphs=[
             "The claims of Santurkar et al. (2018) and of the blog compare BatchNorm with no normalization; "
             "this study's headline comparison is another pair, so no claim is read from it here (its "
             "comparisons are in the sections below)."])
-    return Section("Fidelity", paragraphs=[
+    tables = [("Fidelity", words.fidelity_table(fidelity["rows"], words.run_optimizer(records), num_seeds))]
+    paragraphs = [
         "Each claim of Santurkar et al. (2018) and of the blog reproducing it, against this run's comparison "
         "across seeds (the measure it is read from, the ratio or difference BN / no BN, its 95% t interval and "
         "the paired test). 'protocol' names the measurement protocol the claim is read in (how it is measured) "
         f"and the optimizer the models trained with: the {optimizer_label(*PAPER_OPTIMIZER)}, the "
         f"{optimizer_label(*BLOG_OPTIMIZER)} or settings of their own. "
-        "'agrees?' says what the verdict rests on; with one seed no claim is tested."],
-        tables=[("Fidelity", words.fidelity_table(fidelity["rows"], words.run_optimizer(records), num_seeds))])
+        "'agrees?' says what the verdict rests on; with one seed no claim is tested."]
+    readings = [row for row in fidelity.get("readings") or []
+                if {row["reference"], row["treatment"]} <= set(study_records or {})]
+    if len({(row["comparison"], row["preset"]) for row in readings if row["preset"]}) > 1:
+        paragraphs.append(
+            "Below it, each claim as every pair of BN against no BN in this study reads it, in every protocol "
+            "it measured: the paper's protocol with the paper's optimizer beside the same protocol with the "
+            "blog's, and the blog's own protocol (BN in inference mode, probes after the update). The claims "
+            "without a protocol (the activation shift, the distance from initialization) are read once per "
+            "pair. Holm's adjustment runs over every test of this table, so its adjusted p are at least the "
+            "table's above.")
+        tables.append(("Every reading: pair, optimizer and protocol",
+                       words.readings_table(readings, study_records, num_seeds)))
+    return Section("Fidelity", paragraphs=paragraphs, tables=tables)
 
 
 def further_sections(further: Mapping[str, Mapping[str, Any]]) -> list[Section]:
@@ -179,7 +195,7 @@ def build_report(comparisons: Mapping[str, Any], fidelity: Mapping[str, Any],
     setup = Section("Setup (provenance)", tables=[
         ("Setup", setup_table(provenance, preprocessing, study_records or records, params.get("environment", "?")))])
     questions = [section for part in parts for section in part.sections]
-    sections = [setup, fidelity_section(fidelity, len(seeds), records), *questions,
+    sections = [setup, fidelity_section(fidelity, len(seeds), records, study_records), *questions,
                 *conclusions_section(comparisons, records), *topic_sections(comparisons),
                 *further_sections(further or {})]
     captions = figure_captions(list(seeds), zero_by_definition(records),

@@ -120,14 +120,19 @@ COMPARED = {"training": "training_trace", "evals": "eval_trace", "smoothness": "
 """The traces :func:`compare_models` reads per model (with ``activation_histograms``), by kind."""
 
 
-def compare_models(params: dict[str, Any], comparisons: list, **traces: Any) -> dict[str, Any]:
+def compare_models(params: dict[str, Any], comparisons: list, roster: dict[str, Any],
+                   **traces: Any) -> dict[str, Any]:
     """Every comparison of the study, measure by measure across seeds (seeds that diverged in
-    either model of a pair left out, and named), and the Fidelity table of its headline
-    comparison (the first declared: the paper's claims are about that pair)."""
+    either model of a pair left out, and named), the Fidelity table of its headline
+    comparison (the first declared: the paper's claims are about that pair) and the claims
+    read in each comparison of BN against no normalization (``roster``: the ``models``
+    parameter) and each protocol (:func:`bnstudy.analysis.fidelity.fidelity_readings`)."""
     grouped = traces_by_kind(traces)
     by_kind = {kind: grouped[name] for kind, name in COMPARED.items()}
     summary = study.compare_study(comparisons, by_kind, grouped["activation_histograms"],
                                   params["smoothing_fraction"])
     rows = fidelity.fidelity_table(study.headline(summary))
     return {"model_comparisons_summary": json_ready(summary),
-            "fidelity_summary": json_ready({"comparison": summary["headline"], "rows": rows})}
+            "fidelity_summary": json_ready({"comparison": summary["headline"], "rows": rows,
+                                            "readings": fidelity.fidelity_readings(
+                                                summary, {m: e["normalization"] for m, e in roster.items()})})}

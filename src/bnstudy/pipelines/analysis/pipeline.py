@@ -54,7 +54,8 @@ def create_pipeline(study: str = "full_study", settings: str = "params:analysis"
                       tags=["analysis"]))
     built.append(Node(
         func=nodes.compare_models,
-        inputs={**study_inputs(study, settings), **model_inputs(models, COMPARED_TRACES)},
+        inputs={**study_inputs(study, settings), "roster": "params:models",
+                **model_inputs(models, COMPARED_TRACES)},
         outputs={"model_comparisons_summary": "model_comparisons_summary",
                  "fidelity_summary": "fidelity_summary"},
         name="compare_models_node", tags=["analysis"]))
