@@ -564,7 +564,7 @@ REFERENCE_INTRO = (
     "model's `normalization` and any override of the shared `architecture`, `training`, "
     "`measurements` and `checkpoints` (parameters_training.yml, whose values are in "
     "conf/base/globals.yml), merged key by key; `studies.<name>` lists the `models` a "
-    "study trains, the study it `extends` (whose models it reads) and its `comparisons` "
+    "study trains, the studies it `extends` (a name or a list; their models it reads) and its `comparisons` "
     "(`reference`, `treatment`). `--params training.learning_rate=0.1` changes every "
     "model, `--params models.baseline.training.learning_rate=0.1` the baseline only.\n",
     "## Where each value is written\n\n"

@@ -256,3 +256,44 @@ def test_every_reading_sits_beside_the_others_claim_by_claim(three_seeds, paper_
     single = {**paper_optimizer, "fidelity": {**paper_optimizer["fidelity"], "readings": readings[:3]},
               "study_records": study_records}
     assert "Every reading" not in _markdown(single)
+
+
+def test_the_report_opens_with_the_summary_box_then_a_table_of_contents(three_seeds):
+    """Before any section: the box with each claim, its verdict, its estimate and interval
+    and its p raw / Holm (the Fidelity table's own), then the caveats, then a contents list
+    whose links are the headings' GitHub anchors (and the HTML page's ids)."""
+    built = report.build_report(**three_seeds)
+    markdown = document.render_markdown(built, _figures())
+    head = markdown.split("\n## ", 1)[0]
+    box = [line[2:] for line in head.splitlines() if line.startswith("> |")]
+    rows = three_seeds["fidelity"]["rows"]
+    assert len(box) == 2 + len(rows)  # header, rule, one line per claim
+    for line, row in zip(box[2:], rows, strict=True):
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        assert cells[0] == document.md_cell(row["claim"])
+        assert cells[1] == words.agreement(row, 3) and cells[3] == words.p_values(row)
+        assert cells[2] == document.md_cell(row["this_run"])
+    assert head.index(document.SUMMARY_CAPTION) < head.index("**Contents**")
+    links = re.findall(r"^- \[(.+)\]\(#(.+)\)$", head, flags=re.M)
+    titles = [s.title for s in built.sections if s.level == 2]
+    assert [title for title, _ in links] == titles
+    assert ("Setup (provenance)", "setup-provenance") in links
+    page = document.render_html(built, _figures())
+    for _, anchor in links:
+        assert f"id='{anchor}'" in page and f"href='#{anchor}'" in page
+    assert page.index("class='summary'") < page.index("<nav>") < page.index("<h2")
+
+
+def test_anchors_follow_githubs_rule_and_number_repeats():
+    sections = [document.Section(t) for t in ("Fidelity", "Gradient ICS, L2 (paper protocol)", "Fidelity",
+                                              "Distance: ||W - W_0|| / ||W_0||")]
+    assert document.anchors(sections) == ["fidelity", "gradient-ics-l2-paper-protocol", "fidelity-1",
+                                          "distance-w---w_0--w_0"]
+
+
+def test_a_pair_without_claims_is_summarized_by_its_measures(three_seeds):
+    three_seeds["records"]["candidate"]["model_config"]["normalization"] = "l1"
+    built = report.build_report(**three_seeds)
+    measures = three_seeds["comparisons"]["measures"]
+    assert built.summary.columns[0] == "measure"
+    assert [row[0] for row in built.summary.rows] == [m["label"] for m in measures.values()]

@@ -152,6 +152,18 @@ def readings_table(rows: Sequence[Mapping[str, Any]], records: Mapping[str, Mapp
          agreement(row, num_seeds)] for row in ordered])
 
 
+def summary_table(rows: Sequence[Mapping[str, Any]] | None, comparison: Mapping[str, Any],
+                  num_seeds: int | None = None) -> Table:
+    """The box a report opens with: each Fidelity claim (``rows``), its verdict, this run's
+    estimate with its 95% interval, and its p raw / Holm; without claims (a pair other than BN
+    against no BN), each measure of the headline ``comparison`` and its overall reading."""
+    if rows:
+        return Table(["claim", "verdict", "this run: estimate [95% CI]", "p: raw / Holm"], [
+            [str(row["claim"]), agreement(row, num_seeds), str(row["this_run"]), p_values(row)] for row in rows])
+    return Table(["measure", "this run: estimate [95% CI]"], [
+        [str(measure["label"]), str(measure["overall"]["text"])] for measure in comparison.get("measures", {}).values()])
+
+
 def views_table(measure: Mapping[str, Any]) -> Table:
     """Every view of one measurement: overall, matched loss, normalized (when computed) and
     the thirds of training."""

@@ -5,6 +5,10 @@
   in the report's own version folder. No image is embedded.
 * HTML embeds each figure as a data URI, so the page stands alone.
 
+Both open the same way: the title, the summary box (:attr:`Report.summary`: each claim, its
+verdict and its interval), the caveats, and a table of contents linking every top-level
+section (GitHub's heading anchors in Markdown, :func:`anchors`; the same ids in HTML).
+
 A study's own questions (``beyond_study``'s noise question, say) add to the general report
 through :class:`ReportPart`: sections, the figures they show and those figures' captions, and
 the MLflow metrics they give. The report node takes them as inputs (``part:<name>``,
@@ -46,6 +50,7 @@ class Report:
     caveats: list[str]
     sections: list[Section]
     captions: dict[str, str]  # figure name -> caption
+    summary: Table | None = None  # the box the report opens with: each claim, verdict, CI
 
 
 @dataclass
@@ -92,11 +97,40 @@ def markdown_table(table: Table) -> str:
     return "\n".join(lines)
 
 
+SUMMARY_CAPTION = "Summary: each claim, its verdict and this run's estimate with its 95% interval"
+CONTENTS_TITLE = "Contents"
+
+
+def slug(title: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation but ``-`` and ``_``
+    dropped, each space a ``-``."""
+    return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+
+
+def anchors(sections: list[Section]) -> list[str]:
+    """Each section's anchor, a repeated one numbered ``-1``, ``-2`` as GitHub numbers them."""
+    seen: dict[str, int] = {}
+    out = []
+    for section in sections:
+        base = slug(section.title)
+        count = seen.get(base, 0)
+        seen[base] = count + 1
+        out.append(base if count == 0 else f"{base}-{count}")
+    return out
+
+
 def render_markdown(report: Report, figures: Mapping[str, bytes]) -> str:
     """The report as Markdown, linking its figures (see the module docstring)."""
     numbers = _numbered(report, figures)
     out = [f"# {report.title}", ""]
+    if report.summary is not None:
+        out += [f"> **{SUMMARY_CAPTION}**", ">"] + [f"> {line}" for line in markdown_table(report.summary).splitlines()]
+        out += [""]
     out += [f"> {c}\n" for c in report.caveats]
+    ids = anchors(report.sections)
+    out += [f"**{CONTENTS_TITLE}**", ""]
+    out += [f"- [{section.title}](#{anchor})" for section, anchor in zip(report.sections, ids, strict=True)
+            if section.level == 2] + [""]
     for section in report.sections:
         out += ["#" * section.level + f" {section.title}", ""]
         out += [p + "\n" for p in section.paragraphs]
@@ -129,21 +163,27 @@ HTML_STYLE = (
     "table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
     "text-align:left;vertical-align:top}th{background:#f3f3f3}img{max-width:100%}"
     "figure{margin:1em 0 2em}figcaption{font-style:italic;font-size:0.92em}"
-    ".caveat{border-left:4px solid #9a6700;background:#fff8e6;padding:0.4em 1em}</style>"
+    ".caveat{border-left:4px solid #9a6700;background:#fff8e6;padding:0.4em 1em}"
+    ".summary{border:2px solid #1f4e79;background:#f4f8fc;padding:0.2em 1em;margin:1em 0}</style>"
 )
 
 
-def _html_section(section: Section, report: Report, figures: Mapping[str, bytes], numbers: dict[str, int]) -> list[str]:
+def _html_table(caption: str, table: Table) -> str:
+    esc = html.escape
+    head = "".join(f"<th>{esc(c)}</th>" for c in table.columns)
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in table.rows)
+    return f"<p><b>{esc(caption)}</b></p><table><tr>{head}</tr>{body}</table>"
+
+
+def _html_section(section: Section, report: Report, figures: Mapping[str, bytes], numbers: dict[str, int],
+                  anchor: str) -> list[str]:
     esc = html.escape
     level = min(section.level, 6)
-    parts = [f"<h{level}>{esc(section.title)}</h{level}>"]
+    parts = [f"<h{level} id='{esc(anchor)}'>{esc(section.title)}</h{level}>"]
     parts += [f"<p>{inline_html(p)}</p>" for p in section.paragraphs]
     if section.bullets:
         parts.append("<ul>" + "".join(f"<li>{inline_html(b)}</li>" for b in section.bullets) + "</ul>")
-    for caption, table in section.tables:
-        head = "".join(f"<th>{esc(c)}</th>" for c in table.columns)
-        body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in table.rows)
-        parts.append(f"<p><b>{esc(caption)}</b></p><table><tr>{head}</tr>{body}</table>")
+    parts += [_html_table(caption, table) for caption, table in section.tables]
     for name in section.figures:
         if name in figures:
             data = base64.b64encode(figures[name]).decode()
@@ -159,8 +199,14 @@ def render_html(report: Report, figures: Mapping[str, bytes]) -> str:
     numbers = _numbered(report, figures)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(report.title)}</title>",
              HTML_STYLE, "</head><body>", f"<h1>{esc(report.title)}</h1>"]
+    if report.summary is not None:
+        parts.append(f"<div class='summary'>{_html_table(SUMMARY_CAPTION, report.summary)}</div>")
     parts += [f"<p class='caveat'>{inline_html(c)}</p>" for c in report.caveats]
-    for section in report.sections:
-        parts += _html_section(section, report, figures, numbers)
+    ids = anchors(report.sections)
+    parts.append(f"<nav><p><b>{CONTENTS_TITLE}</b></p><ul>" + "".join(
+        f"<li><a href='#{esc(anchor)}'>{esc(section.title)}</a></li>"
+        for section, anchor in zip(report.sections, ids, strict=True) if section.level == 2) + "</ul></nav>")
+    for section, anchor in zip(report.sections, ids, strict=True):
+        parts += _html_section(section, report, figures, numbers, anchor)
     parts.append("</body></html>")
     return "\n".join(parts)

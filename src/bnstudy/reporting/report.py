@@ -203,5 +203,6 @@ def build_report(comparisons: Mapping[str, Any], fidelity: Mapping[str, Any],
                                sweep_rate=comparisons.get("learning_rate"))
     for part in parts:
         captions.update(part.captions)
+    claims = fidelity["rows"] if is_bn_against_no_bn(records) else None
     return Report(title=params["title"], caveats=words.seed_caveats(seeds, comparisons), sections=sections,
-                  captions=captions)
+                  captions=captions, summary=words.summary_table(claims, comparisons, len(seeds)))
