@@ -200,7 +200,8 @@ def _rates(values: Sequence[float]) -> str:
 
 def _failures(word: str, entry: Mapping[str, Any]) -> str:
     """Where a model's runs failed, and how: diverged, or finite but not trained within the
-    run's steps (its final training loss not below its first: on its plateau, not unstable)."""
+    run's steps (its final training loss not below its first, or at chance level: on its plateau,
+    not unstable)."""
     parts = []
     if entry.get("diverged_at"):
         parts.append(f"a seed diverged at lr {_rates(entry['diverged_at'])}")

@@ -14,8 +14,9 @@ from bnstudy.runs import learning_rate_key
 
 STABLE = ("A run (model, learning rate, seed) is stable when it never diverged (every loss, "
           "gradient and update finite) and its final training loss (the mean over the last "
-          "{final:.0%} of its steps) is below its first (the mean over the first {final:.0%}): it "
-          "trained, not merely stayed finite. A model's largest stable learning rate is the "
+          "{final:.0%} of its steps) is below its first (the mean over the first {final:.0%}) and "
+          "below chance level (0.99 ln 10, the edge of the stall band): it trained, not merely "
+          "stayed finite; a run that spiked early and settled at chance did not. A model's largest stable learning rate is the "
           "largest of its grid at which every seed's run is stable; in brackets, the geometric "
           "mean of each seed's own largest stable rate with its 95% t-interval (in log space).")
 
