@@ -84,6 +84,9 @@ def test_every_model_of_the_shipped_roster_has_its_own_colour_and_words():
     roster = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_roster.yml").read_text())
     models = list(roster["models"])
     assert set(models) <= set(VARIANT_COLORS) and set(models) <= set(VARIANT_LABELS)
+    from bnstudy.analysis.study import MODEL_WORDS
+
+    assert set(models) <= set(MODEL_WORDS)  # sentences name each by what it is, not its identifier
     colors = [model_color(model) for model in models]
     assert len(set(colors)) == len(colors)
 

@@ -30,6 +30,7 @@ MODEL_WORDS = {BASELINE: "no BN", CANDIDATE: "BN", "candidate_noisy": "noisy BN"
                "candidate_l1": "L1 normalization", "candidate_l2": "L2 normalization",
                "candidate_linf": "L-infinity normalization",
                "baseline_noisy": "Algorithm 1's noise without BN",
+               "baseline_sgd": "no BN (plain SGD)", "candidate_sgd": "BN (plain SGD)",
                "dln_baseline": "no BN (DLN)", "dln_candidate": "BN (DLN)",
                "dln_l1": "L1 normalization (DLN)", "dln_l2": "L2 normalization (DLN)",
                "dln_linf": "L-infinity normalization (DLN)",
