@@ -155,6 +155,6 @@ def test_mlflow_variant_runs_log_curvature_and_the_study_run_every_comparison(be
         assert [m.step for m in trace] == [0, 10]
         parent = client.get_run(run.data.tags["mlflow.parentRunId"])
         metrics = parent.data.metrics
-        assert f"{STUDY}.candidate_noisy_vs_baseline/test_accuracy.estimate" in metrics
-        assert f"{STUDY}.test_accuracy.estimate" in metrics  # the headline's, as full_study's
+        assert f"{STUDY}.candidate_noisy_vs_baseline/test_accuracy.difference" in metrics
+        assert f"{STUDY}.test_accuracy.difference" in metrics  # the headline's, as full_study's
         assert f"{STUDY}.{model}/lambda_max_late" in metrics  # the curvature question's

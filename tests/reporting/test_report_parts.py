@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 import pandas as pd
+import pytest
 
 from bnstudy.analysis import beyond
 from bnstudy.pipelines.reporting import nodes
@@ -61,15 +62,18 @@ def test_parts_follow_fidelity_with_their_figures_captions_and_metrics_and_the_r
     setup = text.split("## Setup (provenance)", 1)[1].split("\n## ", 1)[0]
     assert "baseline: none; candidate: batch; candidate_l2: l2" in setup
     estimate = study["comparisons"]["candidate_l2_vs_candidate"]["measures"]["paper/loss_range"]["overall"]["estimate"]
-    assert metrics["candidate_l2_vs_candidate/paper/loss_range.estimate"]["value"] == estimate
-    assert "candidate_vs_baseline/paper/loss_range.estimate" not in metrics  # the headline's are unprefixed
-    assert "paper/loss_range.estimate" in metrics
+    assert metrics["candidate_l2_vs_candidate/paper/loss_range.ratio"]["value"] == pytest.approx(estimate, rel=1e-3)
+    assert "candidate_vs_baseline/paper/loss_range.ratio" not in metrics  # the headline's are unprefixed
+    assert "paper/loss_range.ratio" in metrics and "paper/loss_range.ratio_ci_low" in metrics
+    assert "test_accuracy.difference" in metrics and not any(k.endswith(".estimate") for k in metrics)
+    for value in (m["value"] for m in metrics.values()):  # 4 significant digits, not a float's 17
+        assert value == float(f"{value:.4g}")
 
 
 def test_further_metrics_of_a_sweep_name_the_rate_as_mlflow_allows():
     summary = {**comparisons([1, 2]), "reference": "baseline", "treatment": "candidate", "learning_rate": 0.1}
     names = conclusions.further_metrics(summary)
-    assert "candidate_vs_baseline/lr_0.1/test_accuracy.estimate" in names
+    assert "candidate_vs_baseline/lr_0.1/test_accuracy.difference" in names
     assert all(re.fullmatch(r"[/\w.\- :]*", name) for name in names)  # mlflow's rule: no @ or =
 
 

@@ -304,8 +304,20 @@ def _accuracy(entry: Mapping[str, Any]) -> str:
     return pct(entry.get("final_test_accuracy"))
 
 
-METRIC_FIELDS = ("estimate", "low", "high", "p_value")
-"""What the study's MLflow run gets of a measure's overall comparison."""
+METRIC_FIELDS = {"estimate": "{kind}", "low": "{kind}_ci_low", "high": "{kind}_ci_high", "p_value": "p_value"}
+"""What the study's MLflow run gets of a measure's overall comparison, named for what it is:
+``<measure>.ratio`` (treatment / reference, a geometric mean) or ``<measure>.difference``
+(treatment - reference), its 95% interval ``.ratio_ci_low`` / ``.ratio_ci_high``, and its
+paired test's ``.p_value``."""
+METRIC_DIGITS = 4
+"""Significant digits of a study metric: the MLflow UI shows a float's 17 (the exact values are
+in the summaries' JSON)."""
+
+
+def measure_metrics(name: str, overall: Mapping[str, Any]) -> dict[str, Any]:
+    """``{<name>.<field>: value}`` of one overall comparison (:data:`METRIC_FIELDS`)."""
+    kind = overall.get("kind") or "estimate"
+    return {f"{name}.{field.format(kind=kind)}": overall.get(key) for key, field in METRIC_FIELDS.items()}
 
 
 def headline_metrics(summary: Mapping[str, Any], records: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
@@ -314,8 +326,7 @@ def headline_metrics(summary: Mapping[str, Any], records: Mapping[str, Mapping[s
     p-value (missing values left out)."""
     values: dict[str, Any] = {f"{m}.final_test_accuracy": r.get("final_test_accuracy") for m, r in records.items()}
     for name, measure in summary["measures"].items():
-        for field in METRIC_FIELDS:
-            values[f"{name}.{field}"] = measure["overall"].get(field)
+        values.update(measure_metrics(name, measure["overall"]))
     return _finite(values)
 
 
@@ -331,13 +342,13 @@ def further_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
     for template in COMPARED:
         name = template.format(preset=preset)
         measure = summary.get("measures", {}).get(name)
-        for field in METRIC_FIELDS if measure is not None else ():
-            values[f"{prefix}/{name}.{field}"] = measure["overall"].get(field)
+        if measure is not None:
+            values.update(measure_metrics(f"{prefix}/{name}", measure["overall"]))
     return _finite(values)
 
 
 def _finite(values: Mapping[str, Any]) -> dict[str, float]:
-    return {key: float(v) for key, v in values.items()
+    return {key: float(f"{v:.{METRIC_DIGITS}g}") for key, v in values.items()
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
 
 
