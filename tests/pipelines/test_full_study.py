@@ -74,6 +74,11 @@ def test_mlflow_has_a_study_run_with_two_nested_model_runs_with_matching_keys(st
     assert parent.data.params["models.candidate.normalization"] == "batch"  # the roster entry
     assert parent.data.params["training.learning_rate"] == "0.035"  # the shared settings
     assert "study.baseline.final_test_accuracy" in parent.data.metrics
+    assert "study.paper/loss_range.ratio" in parent.data.metrics  # named for what it is
+    # the run's description: the study's summary box, in its own block
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("<!-- bnstudy:full_study -->") and "Summary: each claim" in note
+    assert "Smoother loss landscape with BN" in note
     baseline, candidate = sorted(children, key=lambda r: r.info.run_name)
     assert set(baseline.data.metrics) == set(candidate.data.metrics)
     assert set(baseline.data.params) == set(candidate.data.params)

@@ -183,9 +183,14 @@ def test_write_report_node_returns_the_report_with_its_figures_and_an_html_page(
              "comparisons": {"candidate_vs_baseline": headline, "extra_vs_baseline": further}}
     records = {"run_record:baseline": i["records"]["baseline"], "run_record:candidate": i["records"]["candidate"],
                "run_record:extra": i["records"]["candidate"]}
-    markdown, page, metrics = nodes.write_report(
+    markdown, page, metrics, note = nodes.write_report(
         i["params"], study, i["fidelity"], i["provenance"], i["preprocessing"], **records,
         **{f"figure:{name}": value for name, value in _figures().items()})
+
+    # the MLflow run's description: the title, the summary box (each claim's verdict) and the caveats
+    assert note.startswith("**A bnstudy report**")
+    for row in i["fidelity"]["rows"]:
+        assert document.md_cell(row["claim"]) in note and document.md_cell(words.agreement(row, 3)) in note
 
     assert set(markdown["files"]) == {f"figures/{n}.{'gif' if n == 'activation_animation' else 'png'}"
                                       for n in nodes.FIGURE_NAMES}
@@ -200,6 +205,18 @@ def test_write_report_node_returns_the_report_with_its_figures_and_an_html_page(
     assert markdown["text"].index("## Further comparisons") > markdown["text"].index("## Fidelity")
     assert metrics["paper/loss_range.ratio"]["value"] == pytest.approx(
         i["comparisons"]["measures"]["paper/loss_range"]["overall"]["estimate"], rel=1e-3)
+
+
+def test_each_study_keeps_its_own_block_of_the_runs_description():
+    from bnstudy.datasets.mlflow_note_dataset import with_block
+
+    note = with_block("", "full_study", "first")
+    assert note == "<!-- bnstudy:full_study -->\nfirst\n<!-- /bnstudy:full_study -->"
+    both = with_block(note, "beyond_study", "second")
+    assert both.index("first") < both.index("second")
+    again = with_block(both, "full_study", "first, again")
+    assert "first, again" in again and "second" in again and again.count("<!-- bnstudy:full_study -->") == 1
+    assert again.index("first, again") < again.index("second")  # replaced where it was
 
 
 def test_html_escapes_and_converts_the_markdown_subset():

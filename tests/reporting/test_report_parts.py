@@ -29,7 +29,7 @@ def _study(seeds: list[int], *treatments: tuple[str, str]) -> dict:
     return {"headline": "candidate_vs_baseline", "comparisons": keyed}
 
 
-def _write(study: dict, parts: dict[str, ReportPart]) -> tuple[dict, str, dict]:
+def _write(study: dict, parts: dict[str, ReportPart]) -> tuple[dict, str, dict, str]:
     i = inputs([1337, 1, 2])
     models = {treatment for summary in study["comparisons"].values()
               for treatment in (summary["reference"], summary["treatment"])}
@@ -46,7 +46,7 @@ def test_parts_follow_fidelity_with_their_figures_captions_and_metrics_and_the_r
                           figures={"its_plot": FAKE_PNG}, captions={"its_plot": "What its plot shows."},
                           metrics={"candidate_l2/lambda_max_late": 12.5})
 
-    markdown, page, metrics = _write(study, {"question": question})
+    markdown, page, metrics, _ = _write(study, {"question": question})
     text = markdown["text"]
 
     order = [text.index(f"\n{title}\n") for title in (

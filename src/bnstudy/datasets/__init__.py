@@ -6,6 +6,7 @@ from bnstudy.datasets.mlflow_model_run_dataset import (
     MlflowLiveRunDataset,
     MlflowModelRunDataset,
 )
+from bnstudy.datasets.mlflow_note_dataset import MlflowNoteDataset
 from bnstudy.datasets.npz_dataset import NpzDataset
 from bnstudy.datasets.report_dataset import ReportDataset
 
@@ -16,6 +17,7 @@ __all__ = [
     "LiveModelRun",
     "MlflowLiveRunDataset",
     "MlflowModelRunDataset",
+    "MlflowNoteDataset",
     "NpzDataset",
     "ReportDataset",
 ]

@@ -147,6 +147,17 @@ def render_markdown(report: Report, figures: Mapping[str, bytes]) -> str:
     return "\n".join(out) + "\n"
 
 
+def render_note(report: Report) -> str:
+    """The study's description for its MLflow run: the title, the summary box and the
+    caveats, in Markdown (MLflow renders a run's description as Markdown)."""
+    out = [f"**{report.title}**", ""]
+    if report.summary is not None:
+        out += [f"*{SUMMARY_CAPTION}*", "", markdown_table(report.summary), ""]
+    out += [f"> {c}\n" for c in report.caveats]
+    out.append("The whole report, with its figures, is among this run's artifacts (report.md and report.html).")
+    return "\n".join(out) + "\n"
+
+
 def inline_html(text: str) -> str:
     """Escaped HTML of a line of the report's Markdown subset (``**bold**``, ```code```)."""
     escaped = html.escape(text)

@@ -125,7 +125,7 @@ def animate_activations(params: dict[str, Any], comparisons: list, **inputs: Any
 
 def write_report(params: dict[str, Any], model_comparisons: dict[str, Any],
                  fidelity: dict[str, Any], provenance: dict[str, Any], preprocessing: dict[str, Any],
-                 **inputs: Any) -> tuple[dict[str, Any], str, dict[str, dict[str, float]]]:
+                 **inputs: Any) -> tuple[dict[str, Any], str, dict[str, dict[str, float]], str]:
     """The report as Markdown (with its figures, to be saved next to it) and HTML, and the
     study-level metrics for MLflow. ``inputs``: ``run_record:<model>`` of every model of the
     study, ``figure:<name>`` of every figure of :data:`FIGURE_NAMES`, and ``part:<question>``
@@ -149,4 +149,5 @@ def write_report(params: dict[str, Any], model_comparisons: dict[str, Any],
         metrics.update(conclusions.further_metrics(comparison))
     for part in parts:
         metrics.update(part.metrics)
-    return markdown, document.render_html(built, figure_bytes), {k: {"value": v, "step": 0} for k, v in metrics.items()}
+    return (markdown, document.render_html(built, figure_bytes), {k: {"value": v, "step": 0} for k, v in metrics.items()},
+            document.render_note(built))

@@ -64,6 +64,6 @@ def create_pipeline(study: str = "full_study", parts: Sequence[str] = (),
                 **model_inputs(models, ["run_record"]),
                 **{f"figure:{name}": f"{name}_figure" for name in nodes.FIGURE_NAMES},
                 **{f"part:{name}": f"{name}_report_part" for name in parts}},
-        outputs=["study_report_md", "study_report_html", "study_metrics"],
+        outputs=["study_report_md", "study_report_html", "study_metrics", "study_note"],
         name="write_report_node", tags=["reporting"]))
     return Pipeline(built)
