@@ -72,20 +72,24 @@ def test_new_run_is_tagged_with_its_process(finished_run):
 
 
 @pytest.mark.slow
-def test_run_ends_with_a_line_naming_the_mlflow_run(finished_run):
+def test_run_ends_with_a_line_naming_the_mlflow_run_and_the_bare_link(finished_run):
     result, project, client, stale = finished_run
-    last = result.stdout.strip().splitlines()[-1]
+    *_, named, link = result.stdout.strip().splitlines()
     run = _new_run(client, stale)
     run_id = run.info.run_id
-    opener = (f"mlflow ui --backend-store-uri {tracking_uri(project)}, then open http://127.0.0.1:5000"
-              f"/#/experiments/{run.info.experiment_id}/runs/{run_id}?workflowType=machine_learning")
-    assert f"MLflow run {run_id} (see it with: {opener})" in last
-    assert "Report:" not in last  # this pipeline writes no report
+    assert (f"MLflow run {run_id} (its page: start the UI with `mlflow ui --backend-store-uri "
+            f"{tracking_uri(project)}`, then open the link below)") in named
+    assert "Report:" not in named  # this pipeline writes no report
+    # the link alone on the last line, unwrapped, in the model-training view
+    assert link == (f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+                    "?workflowType=machine_learning")
 
 
-def test_last_line_names_this_runs_report_version(tmp_path, caplog):
+def test_last_line_names_this_runs_report_version(tmp_path, caplog, monkeypatch):
     """The report part, from the project's real catalog entry (versioned)."""
     from kedro.config import OmegaConfigLoader
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
 
     entry = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), base_env="base", default_run_env="base")[
         "catalog"
@@ -98,7 +102,7 @@ def test_last_line_names_this_runs_report_version(tmp_path, caplog):
     hooks.after_catalog_created({REPORT_DATASET: {**entry, "filepath": str(filepath)}}, version)
     hooks.run_id = "abc123"
 
-    assert "Report:" not in hooks.summary()  # not written yet
+    assert "Report:" not in hooks.summary()[0]  # not written yet
     report = filepath / version / "report.md"
     report.parent.mkdir(parents=True)
     report.write_text("# report")
@@ -107,7 +111,7 @@ def test_last_line_names_this_runs_report_version(tmp_path, caplog):
 
     assert caplog.messages[-1].startswith(
         f"Report: data/08_reporting/report.md/{version}/report.md | MLflow run abc123 "
-        "(see it with: mlflow ui --backend-store-uri "
+        "(its page: start the UI with `mlflow ui --backend-store-uri "
     )
 
 

@@ -17,7 +17,9 @@ from kedro.framework.hooks import hook_impl
 from bnstudy.parameters import CODE_DEFAULTS, validate_parameters, with_code_defaults
 from bnstudy.reliability.params import check_overrides_exist
 from bnstudy.reliability.tracking import (
+    end_failed_model_runs,
     mark_stale_runs_killed,
+    nested_runs,
     probe_tracking_server,
     process_tags,
 )
@@ -26,8 +28,14 @@ from bnstudy.roster import model_settings
 logger = logging.getLogger(__name__)
 
 REPORT_DATASET = "study_report_md"
-# The experiment tag the MLflow 3 UI reads to choose its view (GenAI or model training).
+# The experiment tag of MLflow 3's "experiment type". The 3.17 UI does not choose its view by
+# it: the view comes from the URL's ``workflowType`` (else the browser's saved choice, first
+# GenAI), so every link this project prints carries WORKFLOW (docs/tracking.md).
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+WORKFLOW = "workflowType=machine_learning"
+# kedro-mlflow tags the run with Kedro's run_params, where "run_id" is the Kedro session id:
+# renamed to what it is.
+SESSION_TAG = "kedro.session_id"
 
 
 class PreflightHooks:
@@ -96,6 +104,7 @@ class RunRecordHooks:
     def __init__(self) -> None:
         self.run_id: str | None = None
         self.experiment_id: str | None = None
+        self._failed_model: str | None = None
         self._report: Path | None = None
         self._project_path: Path | None = None
 
@@ -128,43 +137,95 @@ class RunRecordHooks:
     @hook_impl(trylast=True)
     def before_pipeline_run(self, run_params: dict[str, Any], catalog: Any) -> None:
         """Name and tag the run kedro-mlflow has just started: ``<env>-<timestamp>`` (or
-        ``reporting.study_name``), the env, data source and seeds, this process's pid and host;
-        and make the experiment open in MLflow's model-training view (not its GenAI view)."""
+        ``reporting.study_name``), the env, data source and seeds, this process's pid and host,
+        the Kedro session id as ``kedro.session_id`` (not kedro-mlflow's ``run_id``)."""
         import mlflow
 
+        self._failed_model = None
         active = mlflow.active_run()
         if active is not None:
             self.run_id, self.experiment_id = active.info.run_id, active.info.experiment_id
             parameters = _parameters(catalog)
-            mlflow.set_tags({**process_tags(),
+            client = mlflow.MlflowClient()
+            session = run_params.get("run_id") or run_params.get("session_id")
+            if "run_id" in client.get_run(self.run_id).data.tags:
+                client.delete_tag(self.run_id, "run_id")
+            mlflow.set_tags({**process_tags(), **({SESSION_TAG: str(session)} if session else {}),
                              **(study_tags(run_params, parameters) if parameters else {})})
             if parameters:
                 mlflow.log_params(unwritten_defaults(parameters))
-            mlflow.MlflowClient().set_experiment_tag(active.info.experiment_id, *EXPERIMENT_KIND)
+            client.set_experiment_tag(active.info.experiment_id, *EXPERIMENT_KIND)
+
+    @hook_impl
+    def on_node_error(self, node: Any) -> None:
+        """Remember the failing node's model (its namespace) for on_pipeline_error."""
+        namespace = getattr(node, "namespace", None)
+        self._failed_model = namespace.split(".")[0] if namespace else None
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        """A failed run ends its model runs too: the failing model's FAILED, any other still
+        open KILLED (kedro-mlflow ends only the study's run and the active ones)."""
+        if self.run_id is None:
+            return
+        try:
+            ended = end_failed_model_runs(self.run_id, getattr(self, "_failed_model", None))
+        except Exception as error:  # noqa: BLE001 - the node's own error is the one to show
+            logger.warning("Could not end the model runs of MLflow run %s: %s", self.run_id, error)
+            return
+        for name, status in ended.items():
+            logger.info("MLflow model run '%s' ended %s.", name, status)
 
     @hook_impl(trylast=True)
     def after_pipeline_run(self) -> None:
-        """The run's last line: the report and the MLflow run, with how to open them."""
-        logger.info(self.summary())
+        """The run's last lines: the report and the MLflow run with how to open it, then the
+        link alone on a line of its own (written to stdout unwrapped, so it can be clicked)."""
+        import sys
 
-    def summary(self) -> str:
-        """``Report: <path> | MLflow run <id>: <how to open it>`` (parts that exist)."""
+        line, link = self.summary()
+        logger.info(line)
+        if link:
+            sys.stdout.write(f"{link}\n")
+            sys.stdout.flush()
+
+    def summary(self) -> tuple[str, str | None]:
+        """``("Report: <path> | MLflow run <id>: <how to open it>", link)``: the parts that
+        exist, and the UI link: the compare view of the model runs when there are two or
+        more, else the run's own page, in the model-training view."""
         import mlflow
 
         parts = []
         if self._report is not None and self._report.exists():
             parts.append(f"Report: {_relative(self._report, self._project_path)}")
+        link = None
         if self.run_id is not None:
             uri = mlflow.get_tracking_uri()
-            # the run's page in the UI's model-training view (MLflow 3 opens in its GenAI view)
-            page = (f"/#/experiments/{self.experiment_id}/runs/{self.run_id}"
-                    "?workflowType=machine_learning")
-            opener = (
-                f"open {uri.rstrip('/')}{page}" if uri.startswith(("http://", "https://"))
-                else f"mlflow ui --backend-store-uri {uri}, then open http://127.0.0.1:5000{page}"
-            )
-            parts.append(f"MLflow run {self.run_id} (see it with: {opener})")
-        return " | ".join(parts) or "Run complete (no report, tracking disabled)."
+            remote = uri.startswith(("http://", "https://"))
+            page, what = self._page()
+            link = f"{uri.rstrip('/') if remote else 'http://127.0.0.1:5000'}{page}"
+            opener = ("open the link below" if remote else
+                      f"start the UI with `mlflow ui --backend-store-uri {uri}`, then open the link below")
+            parts.append(f"MLflow run {self.run_id} ({what}: {opener})")
+        return " | ".join(parts) or "Run complete (no report, tracking disabled).", link
+
+    def _page(self) -> tuple[str, str]:
+        """The UI page (after the host) and what it shows."""
+        import json
+        import urllib.parse
+
+        import mlflow
+
+        client = mlflow.MlflowClient()
+        try:
+            models = [run.info.run_id for run in nested_runs(client, client.get_run(self.run_id))]
+        except Exception:  # noqa: BLE001 - a store that cannot list the runs: the run's page
+            models = []
+        if len(models) >= 2:
+            runs = urllib.parse.quote(json.dumps(models))
+            experiments = urllib.parse.quote(json.dumps([self.experiment_id]))
+            return (f"/#/compare-runs?runs={runs}&experiments={experiments}&{WORKFLOW}",
+                    f"its {len(models)} model runs compared")
+        return f"/#/experiments/{self.experiment_id}/runs/{self.run_id}?{WORKFLOW}", "its page"
 
 
 def study_tags(run_params: dict[str, Any], parameters: dict[str, Any]) -> dict[str, str]:

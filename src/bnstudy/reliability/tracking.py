@@ -157,12 +157,37 @@ def mark_run_killed(run_id: str | None) -> list[str]:
         return killed
     client = mlflow.MlflowClient()
     parent = client.get_run(run_id)
-    children = client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"attributes.status = 'RUNNING' and tags.`{PARENT_TAG}` = '{run_id}'",
-    )
-    for run in [parent, *children]:
+    for run in [parent, *nested_runs(client, parent, running_only=True)]:
         if run.info.status == "RUNNING":
             client.set_terminated(run.info.run_id, status="KILLED")
             killed.append(run.info.run_id)
     return sorted(set(killed))
+
+
+def nested_runs(client: Any, parent: Any, *, running_only: bool = False,
+                run_name: str | None = None) -> list[Any]:
+    """The runs nested under ``parent`` (an MLflow ``Run``): every one, only the RUNNING ones,
+    or only those named ``run_name`` (a model run is named after its model), oldest first."""
+    filters = [f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'"]
+    if running_only:
+        filters.append("attributes.status = 'RUNNING'")
+    if run_name is not None:
+        filters.append(f"tags.`mlflow.runName` = '{run_name}'")
+    return client.search_runs([parent.info.experiment_id], filter_string=" and ".join(filters),
+                              order_by=["attributes.start_time ASC"])
+
+
+def end_failed_model_runs(parent_id: str, failed_model: str | None) -> dict[str, str]:
+    """After a node failed: the RUNNING model run of ``failed_model`` (the failing node's
+    namespace) ends FAILED, and any other model run still RUNNING under ``parent_id`` ends
+    KILLED (it was stopped by another model's failure, not by its own). Returns
+    ``{run name: status}`` of the runs it ended."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    ended = {}
+    for run in nested_runs(client, client.get_run(parent_id), running_only=True):
+        status = "FAILED" if run.info.run_name == failed_model else "KILLED"
+        client.set_terminated(run.info.run_id, status=status)
+        ended[run.info.run_name] = status
+    return ended
