@@ -153,7 +153,14 @@ class Reporting(Section):
     title: described(Str, "The report's title.")
     ics_layers: described(Names, "Layers drawn in the gradient-ICS figure.")
     activation_layers: described(Names, "Layers drawn in the activation figures.")
-    histogram_snapshots: described(PositiveInt, "Columns of the small-multiples figure.")
+    histogram_layers: described(Names | None, (
+        "Rows of the report's histogram grid; null: 4 layers evenly spaced through "
+        "activation_layers."))
+    histogram_snapshots: described(PositiveInt, (
+        "Columns of the report's histogram grid: snapshots evenly spaced in steps."))
+    full_histogram_snapshots: described(PositiveInt, (
+        "Columns of the full grid (every layer of activation_layers), "
+        "the figure activation_histograms_full (data/08_reporting/figures/), not in the report."))
     animation_fps: described(PositiveInt, "Frames per second of the activation animation.")
 
 
@@ -461,8 +468,8 @@ def _check_study(params: Mapping[str, Any], study: str, roster: Roster,
                 f"{family}: set models.{name}.architecture.family to {family!r}, or the "
                 f"study's data to the model's. {FIX}")
         layers = layer_names(model)
-        for key in ("ics_layers", "activation_layers"):
-            missing = [layer for layer in settings["reporting"][key] if layer not in layers]
+        for key in ("ics_layers", "activation_layers", "histogram_layers"):
+            missing = [layer for layer in settings["reporting"][key] or () if layer not in layers]
             if missing:
                 raise ParameterError(
                     f"Parameter {where}.{key} names {missing}, which model '{name}' of "

@@ -110,7 +110,8 @@ def test_the_statement_tells_a_run_that_diverged_from_one_that_did_not_train(ana
     base = summary["largest_stable"]["baseline_sgd"]
     assert base["diverged_at"] == [0.5, 1.0] and base["untrained_at"] == [0.5] and base["steps"] == STEPS
     text = summary["comparisons"]["candidate_sgd_vs_baseline_sgd"]["statement"]
-    assert "baseline_sgd: a seed diverged at lr 0.5, 1; a seed stayed finite but did not train within its 40 steps at lr 0.5." in text
+    assert ("no BN (plain SGD): a seed diverged at lr 0.5, 1; a seed stayed finite but did not train "
+            "within its 40 steps at lr 0.5.") in text
 
 
 def test_a_run_that_spiked_and_settled_at_chance_did_not_train():

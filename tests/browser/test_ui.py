@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bnstudy.palette import STUDY_RUN_COLOR, model_color
 from tests.browser.conftest import free_port, screenshot, serving
 
 pytestmark = pytest.mark.slow
@@ -92,6 +93,15 @@ def _rest_checks(client, experiment_id: str) -> tuple[str, str]:
     for child in children:
         stamps = [m.timestamp for m in client.get_metric_history(child.info.run_id, "train_loss")]
         assert stamps == sorted(stamps) and stamps[0] < stamps[-1], child.info.run_name
+        # its duration covers its training (the engine's wall time) and it ends after it
+        duration_s = (child.info.end_time - child.info.start_time) / 1000
+        assert child.data.metrics["run/wall_time_s"] <= duration_s, child.info.run_name
+        assert child.data.tags["mlflow.runColor"] == model_color(child.info.run_name)
+    # the runs do not overlap: the baseline ends before the candidate starts training
+    first, second = sorted(children, key=lambda r: r.info.start_time)
+    assert first.info.end_time <= second.info.start_time, (first.info.run_name, second.info.run_name)
+    assert parent.data.tags["mlflow.runColor"] == STUDY_RUN_COLOR
+    assert "run_id" not in parent.data.tags and "kedro.session_id" in parent.data.tags
     return children[0].info.run_id, children[1].info.run_id
 
 
@@ -121,6 +131,24 @@ def test_mlflow_compare_view_shows_the_headline_metrics_of_both_models(finished_
         assert not missing, f"the compare view does not list {sorted(missing)}"
         assert {"paper/loss_range", "blog/loss_range"} <= shown
         screenshot(page, "mlflow_compare")
+
+        # the experiment page from the link this project prints lands in the model-training
+        # view: its runs table lists the study run, not the GenAI overview
+        page.goto(f"{base}/#/experiments/{experiment.experiment_id}?workflowType=machine_learning")
+        page.get_by_text("baseline", exact=True).or_(page.get_by_text(_study_run_name(client, experiment),
+                                                                        exact=True)).first.wait_for(timeout=60_000)
+        assert "/overview" not in page.url
+        # the model-training side bar (Runs, Models, Traces), not the GenAI one (Overview, ...)
+        assert page.get_by_text("Runs", exact=True).count() and page.get_by_text("Model registry").count()
+        assert not page.get_by_text("Overview", exact=True).count()
+        screenshot(page, "mlflow_experiment")
+
+
+def _study_run_name(client, experiment) -> str:
+    """The newest study run's name (the parent of the newest model runs)."""
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
+    parent_id = next(r.data.tags["mlflow.parentRunId"] for r in runs if "mlflow.parentRunId" in r.data.tags)
+    return client.get_run(parent_id).info.run_name
 
 
 def _metric_rows(page) -> set[str]:

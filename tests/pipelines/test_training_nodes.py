@@ -281,3 +281,18 @@ def test_a_diverged_pair_of_a_sweep_leaves_its_seeds_other_rate_in_the_means(swe
     np.testing.assert_allclose(payload["metric_history"]["train_loss"]["values"],
                                kept.groupby("step")["train_loss"].mean(), rtol=1e-6)
     assert payload["metrics"]["run/num_diverged_seeds"] == 1.0
+
+
+def test_each_model_run_is_opened_and_ended_by_its_own_training_node():
+    """The node that reads ``<model>.mlflow_live`` (opening the model's MLflow run) also
+    writes ``<model>.mlflow_run`` (ending it): a run ends when its own training does, not
+    when the last model's training does (a separate payload node sat a level later)."""
+    from bnstudy.pipelines.training.pipeline import namespaced
+
+    pipeline = namespaced(("baseline", "candidate", "candidate_l1"))
+    for model in ("baseline", "candidate", "candidate_l1"):
+        (opener,) = [n for n in pipeline.nodes if f"{model}.mlflow_live" in n.inputs]
+        assert f"{model}.mlflow_run" in opener.outputs, model
+    order = [n.name for n in pipeline.nodes]
+    assert order == ["baseline.train_model_node", "candidate.train_model_node",
+                     "candidate_l1.train_model_node"]

@@ -108,3 +108,19 @@ def test_a_run_without_model_runs_links_its_own_page(parent, capsys):
     link = capsys.readouterr().out.splitlines()[-1]
     assert link == (f"http://127.0.0.1:5000/#/experiments/{parent.info.experiment_id}/runs/"
                     f"{parent.info.run_id}?workflowType=machine_learning")
+
+
+def test_each_model_run_has_its_figures_colour_and_the_study_run_a_grey_of_its_own(parent):
+    import mlflow
+
+    from bnstudy.palette import STUDY_RUN_COLOR, model_color
+    from bnstudy.reporting.plotting import model_color as figure_color
+
+    client = mlflow.MlflowClient()
+    runs = {name: open_model_run(name, {})[1] for name in ("baseline", "candidate", "my_model")}
+    RunRecordHooks().before_pipeline_run({"run_id": "s"}, catalog=None)
+    colours = {name: client.get_run(run).data.tags["mlflow.runColor"] for name, run in runs.items()}
+    assert colours == {"baseline": "#1f77b4", "candidate": "#d62728", "my_model": model_color("my_model")}
+    assert all(figure_color(name) == colour for name, colour in colours.items())
+    study = client.get_run(parent.info.run_id).data.tags["mlflow.runColor"]
+    assert study == STUDY_RUN_COLOR and study not in colours.values()

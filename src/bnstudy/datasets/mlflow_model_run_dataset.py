@@ -40,6 +40,8 @@ from kedro.io.core import AbstractDataset, DatasetError
 
 logger = logging.getLogger(__name__)
 
+# The tag MLflow 3's UI draws a run's colour from: each model's run in its figures' colour.
+RUN_COLOR_TAG = "mlflow.runColor"
 _BATCH = 1000  # MLflow's log_batch limit on metrics per call
 _MAX_PARAM_CHARS = 6000
 
@@ -170,11 +172,13 @@ class LiveModelRun:
 
 def open_model_run(run_name: str, tags: dict[str, str]) -> tuple[Any, str, str] | None:
     """``(client, child run id, parent run id)`` of the RUNNING child run ``run_name`` under
-    the active run, created (tagged with this process) if there is none yet; None and a
+    the active run, created (tagged with this process and the model's colour) if there is
+    none yet; None and a
     warning without an active run (tracking disabled for this pipeline)."""
     import mlflow
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+    from bnstudy.palette import model_color
     from bnstudy.reliability.tracking import process_tags
 
     parent = mlflow.active_run()
@@ -195,7 +199,8 @@ def open_model_run(run_name: str, tags: dict[str, str]) -> tuple[Any, str, str] 
         return client, run_id, parent_id
     child = client.create_run(
         experiment_id=parent.info.experiment_id, run_name=run_name,
-        tags={**process_tags(), **tags, MLFLOW_PARENT_RUN_ID: parent_id, MLFLOW_RUN_NAME: run_name})
+        tags={**process_tags(), RUN_COLOR_TAG: model_color(run_name), **tags,
+              MLFLOW_PARENT_RUN_ID: parent_id, MLFLOW_RUN_NAME: run_name})
     return client, child.info.run_id, parent_id
 
 

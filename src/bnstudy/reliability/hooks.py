@@ -14,6 +14,8 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
+from bnstudy.datasets.mlflow_model_run_dataset import RUN_COLOR_TAG
+from bnstudy.palette import STUDY_RUN_COLOR
 from bnstudy.parameters import CODE_DEFAULTS, validate_parameters, with_code_defaults
 from bnstudy.reliability.params import check_overrides_exist
 from bnstudy.reliability.tracking import (
@@ -138,7 +140,8 @@ class RunRecordHooks:
     def before_pipeline_run(self, run_params: dict[str, Any], catalog: Any) -> None:
         """Name and tag the run kedro-mlflow has just started: ``<env>-<timestamp>`` (or
         ``reporting.study_name``), the env, data source and seeds, this process's pid and host,
-        the Kedro session id as ``kedro.session_id`` (not kedro-mlflow's ``run_id``)."""
+        the Kedro session id as ``kedro.session_id`` (not kedro-mlflow's ``run_id``), and the
+        study run's colour (a grey apart from every model's)."""
         import mlflow
 
         self._failed_model = None
@@ -150,7 +153,8 @@ class RunRecordHooks:
             session = run_params.get("run_id") or run_params.get("session_id")
             if "run_id" in client.get_run(self.run_id).data.tags:
                 client.delete_tag(self.run_id, "run_id")
-            mlflow.set_tags({**process_tags(), **({SESSION_TAG: str(session)} if session else {}),
+            mlflow.set_tags({**process_tags(), RUN_COLOR_TAG: STUDY_RUN_COLOR,
+                             **({SESSION_TAG: str(session)} if session else {}),
                              **(study_tags(run_params, parameters) if parameters else {})})
             if parameters:
                 mlflow.log_params(unwritten_defaults(parameters))

@@ -62,8 +62,10 @@ def figure_captions(seeds: Sequence[int], zero_panels: Mapping[str, Iterable[tup
             f"and test accuracy on the full test set, against the step. {BAND_METHOD} "
             f"{count}."),
         "activation_histograms": (
-            "Pre-activation histograms of each layer (rows) at evenly spaced snapshots (columns), without "
-            f"BatchNorm (blue) and with it (red), on the same batch. {HISTOGRAM_RANGE}. {_one_seed(first)}"),
+            "Pre-activation histograms of the chosen layers (rows; `reporting.histogram_layers`) at snapshots "
+            "evenly spaced in steps (columns), without BatchNorm (blue) and with it (red), on the same batch. "
+            f"{HISTOGRAM_RANGE}. {_one_seed(first)} The grid of every layer is the figure "
+            "`activation_histograms_full` (data/08_reporting/figures/, and figures/ of the study's MLflow run)."),
         "activation_final_snapshot": (
             "Pre-activation histogram of every layer at the final snapshot, both models; the legend gives each "
             f"model's mean ± standard deviation of the layer's activations there. {HISTOGRAM_RANGE}. "

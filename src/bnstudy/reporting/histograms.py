@@ -109,13 +109,34 @@ def _frame_axes(ax: Axes, limits: tuple[float, float, float], ylabel: str = "Cou
     ax.tick_params(labelsize=6)
 
 
+def snapshot_picks(steps: np.ndarray, count: int) -> np.ndarray:
+    """Indices of ``count`` snapshots evenly spaced in *steps* (the first and the last
+    included): each the snapshot nearest to its even step, none twice. Snapshots taken at an
+    uneven cadence (every k-th step and the last) are so shown at even intervals of training."""
+    steps = np.asarray(steps)
+    targets = np.linspace(steps[0], steps[-1], min(count, steps.size))
+    return np.unique([int(np.abs(steps - target).argmin()) for target in targets])
+
+
+def grid_layers(layers: Sequence[str], chosen: Sequence[str] | None, rows: int = 4) -> list[str]:
+    """The rows of the readable histogram grid: ``chosen`` (``reporting.histogram_layers``)
+    when given, else ``rows`` layers evenly spaced through ``layers`` (the first and last
+    included)."""
+    if chosen:
+        return list(chosen)
+    layers = list(layers)
+    if len(layers) <= rows:
+        return layers
+    return [layers[i] for i in np.unique(np.linspace(0, len(layers) - 1, rows).round().astype(int))]
+
+
 @styled
 def activation_histograms_figure(histograms: Mapping[str, Mapping[str, Any]], layers: Sequence[str],
                                  num_snapshots: int, seeds: Sequence[int] | None = None) -> Figure:
     """Small multiples of one seed: rows = layers, columns = evenly spaced snapshots."""
     seed, per_model = _one_seed(histograms, seeds)
     steps = np.asarray(next(iter(per_model.values()))["steps"])
-    picks = np.unique(np.linspace(0, steps.size - 1, min(num_snapshots, steps.size)).round().astype(int))
+    picks = snapshot_picks(steps, num_snapshots)
     layers = _layers(per_model, layers)
     limits = layer_limits(per_model, layers)
     figure, axes = new_figure(len(layers), picks.size, 3.0 * picks.size, 1.8 * len(layers))

@@ -102,10 +102,23 @@ def _pair(inputs: dict[str, Any], trace: str, comparisons: list) -> dict[str, An
 
 
 def plot_activation_histograms(params: dict[str, Any], comparisons: list, **inputs: Any) -> bytes:
+    """The readable grid: ``histogram_layers`` (or 4 of ``activation_layers``) x
+    ``histogram_snapshots`` evenly spaced snapshots."""
+    layers = histograms_module.grid_layers(params["activation_layers"], params["histogram_layers"])
+    return _histogram_grid(inputs, comparisons, layers, params["histogram_snapshots"])
+
+
+def plot_activation_histograms_full(params: dict[str, Any], comparisons: list, **inputs: Any) -> bytes:
+    """The full grid, saved beside the report (not in it): every layer of
+    ``activation_layers`` x ``full_histogram_snapshots`` snapshots."""
+    return _histogram_grid(inputs, comparisons, params["activation_layers"],
+                           params["full_histogram_snapshots"])
+
+
+def _histogram_grid(inputs: dict[str, Any], comparisons: list, layers: list, snapshots: int) -> bytes:
     histograms, records = _pair(inputs, "activation_histograms", comparisons), _pair(inputs, "run_record", comparisons)
     return to_png(histograms_module.activation_histograms_figure(
-        histograms, params["activation_layers"], params["histogram_snapshots"],
-        seeds=shown_seeds(records["baseline"], records["candidate"])))
+        histograms, layers, snapshots, seeds=shown_seeds(records["baseline"], records["candidate"])))
 
 
 def plot_activation_final_snapshot(params: dict[str, Any], comparisons: list, **inputs: Any) -> bytes:

@@ -30,6 +30,8 @@ TABLE_FIGURES = {
 """Figures drawn from their measurement's ``<name>_table`` alone."""
 HISTOGRAM_FIGURES = {
     "activation_histograms": (nodes.plot_activation_histograms, ["activation_histograms", "run_record"]),
+    # saved beside the report (data/08_reporting/figures/, MLflow figures/), not embedded in it
+    "activation_histograms_full": (nodes.plot_activation_histograms_full, ["activation_histograms", "run_record"]),
     "activation_final_snapshot": (nodes.plot_activation_final_snapshot,
                                   ["activation_histograms", "activation_stats", "run_record"]),
     "activation_animation": (nodes.animate_activations,

@@ -25,10 +25,11 @@ from bnstudy.parameters import model_configs, with_code_defaults
 from bnstudy.pipelines import json_ready
 from bnstudy.reliability.checkpoints import checkpoint_store
 from bnstudy.roster import model_settings
+from bnstudy.tracking import model_run_payload
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["examples", "run_record", "runtime_provenance", "train_model"]
+__all__ = ["examples", "run_record", "runtime_provenance", "train_and_track", "train_model"]
 
 
 def train_model(
@@ -87,6 +88,31 @@ def train_model(
             "clock": None if live is None else live.clock(),
         }),
     }
+
+
+def train_and_track(
+    model_input_train: dict[str, np.ndarray],
+    model_input_test: dict[str, np.ndarray],
+    model: dict[str, Any],
+    architecture: dict[str, Any],
+    training: dict[str, Any],
+    measurements: list,
+    checkpoints: dict[str, Any],
+    mlflow: dict[str, Any],
+    live: Any = None,
+) -> dict[str, Any]:
+    """:func:`train_model`, then the model's MLflow payload from its outputs
+    (:func:`bnstudy.tracking.model_run_payload`, output ``mlflow_run``), in one node: saving
+    the payload ends the model's run, so each model's run ends when its own training does.
+    (As a node of its own the payload waited for the next model's training: Kedro runs a
+    pipeline level by level, and every model's training is on the level before.)"""
+    outputs = train_model(model_input_train, model_input_test, model, architecture, training,
+                          measurements, checkpoints, live)
+    outputs["mlflow_run"] = model_run_payload(
+        outputs["training_trace"], outputs["eval_trace"], outputs["smoothness_trace"],
+        outputs["ics_trace"], outputs["initial_state"], outputs["final_state"],
+        outputs["run_record"], mlflow, outputs["curvature_trace"])
+    return outputs
 
 
 def examples(model_input: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -9,9 +9,8 @@ namespace as one collapsible box.
 
 from kedro.pipeline import Node, Pipeline
 
-from bnstudy.pipelines.training.nodes import train_model
+from bnstudy.pipelines.training.nodes import train_and_track
 from bnstudy.roster import SHARED_SECTIONS, pipeline_roster
-from bnstudy.tracking import model_run_payload
 
 TRAINING_OUTPUTS = [
     "initial_state",
@@ -30,37 +29,22 @@ TRAINING_OUTPUTS = [
 
 
 def create_template() -> Pipeline:
-    """The pipeline for one model, before namespacing."""
+    """The pipeline for one model, before namespacing: one node that trains the model and
+    logs its MLflow run (:func:`train_and_track`)."""
     return Pipeline(
         [
             Node(
-                func=train_model,
+                func=train_and_track,
                 inputs=[
                     "model_input_train",
                     "model_input_test",
                     "params:model",
                     *(f"params:{section}" for section in SHARED_SECTIONS),
+                    "params:mlflow",
                     "mlflow_live",
                 ],
-                outputs={name: name for name in TRAINING_OUTPUTS},
+                outputs={name: name for name in (*TRAINING_OUTPUTS, "mlflow_run")},
                 name="train_model_node",
-                tags=["training"],
-            ),
-            Node(
-                func=model_run_payload,
-                inputs=[
-                    "training_trace",
-                    "eval_trace",
-                    "smoothness_trace",
-                    "ics_trace",
-                    "initial_state",
-                    "final_state",
-                    "run_record",
-                    "params:mlflow",
-                    "curvature_trace",
-                ],
-                outputs="mlflow_run",
-                name="log_model_run_node",
                 tags=["training", "tracking"],
             ),
         ]
