@@ -56,6 +56,13 @@ def test_kedro_viz_draws_both_namespaces_and_previews_a_figure(finished_study, p
     with serving(command, f"http://127.0.0.1:{port}/api/main", finished_study) as api:
         graph = json.loads(urllib.request.urlopen(api, timeout=60).read())
         assert {"baseline", "candidate"} <= set(graph["modular_pipelines"])
+        # a tidy table's preview leads with model ... value and shows every model's rows
+        (table,) = [n["id"] for n in graph["nodes"] if n["name"] == "loss_landscape_table"]
+        node = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/nodes/{table}", timeout=60).read())
+        preview = node["preview"]
+        assert preview["columns"][0] == "model" and "value" in preview["columns"][:8], preview["columns"]
+        models = {row[0] for row in preview["data"]}
+        assert models == {"baseline", "candidate"}, models
         labels = _viz_page(page, f"http://127.0.0.1:{port}/")
         _assert_both_namespaces(labels)
         screenshot(page, "kedro_viz_graph")

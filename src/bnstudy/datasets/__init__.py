@@ -9,6 +9,7 @@ from bnstudy.datasets.mlflow_model_run_dataset import (
 from bnstudy.datasets.mlflow_note_dataset import MlflowNoteDataset
 from bnstudy.datasets.npz_dataset import NpzDataset
 from bnstudy.datasets.report_dataset import ReportDataset
+from bnstudy.datasets.table_dataset import TableDataset
 
 __all__ = [
     "BytesDataset",
@@ -20,4 +21,5 @@ __all__ = [
     "MlflowNoteDataset",
     "NpzDataset",
     "ReportDataset",
+    "TableDataset",
 ]
