@@ -34,3 +34,36 @@ def test_a_per_model_trace_spreads_its_preview_over_its_seeds(tmp_path):
     dataset.save(_tidy().drop(columns="model"))
     frame = pd.DataFrame(**{k: v for k, v in dataset.preview(nrows=6).items() if k != "index"})
     assert frame.columns[0] == "seed" and frame["seed"].value_counts().to_dict() == {0: 3, 1: 3}
+
+
+def test_a_dataset_never_saved_previews_nothing_instead_of_raising(tmp_path):
+    """kedro viz previews every dataset of every pipeline; one a study never wrote (a
+    versioned file without versions) must answer None, not raise VersionNotFoundError (which
+    kedro viz logs as a warning per dataset: 461 in a `kedro viz build` before)."""
+    import inspect
+
+    from kedro.io.core import Version
+
+    from bnstudy.datasets import (
+        HtmlDataset,
+        ImageDataset,
+        NpzDataset,
+        PreviewedJSONDataset,
+        ReportDataset,
+    )
+
+    made = [TableDataset(filepath=str(tmp_path / "t.parquet"), version=None),
+            PreviewedJSONDataset(filepath=str(tmp_path / "s.json")),
+            ImageDataset(filepath=str(tmp_path / "f.png")),
+            HtmlDataset(filepath=str(tmp_path / "r.html")),
+            NpzDataset(filepath=str(tmp_path / "a.npz")),
+            ReportDataset(filepath=str(tmp_path / "report.md"))]
+    made += [TableDataset(filepath=str(tmp_path / "v.parquet"), version=Version(None, None)),
+             PreviewedJSONDataset(filepath=str(tmp_path / "v.json"), version=Version(None, None))]
+    for dataset in made:
+        assert dataset.preview() is None, type(dataset).__name__
+        # the return annotation kedro viz reads to pick its renderer is kept
+        assert "Preview" in str(inspect.signature(dataset.preview).return_annotation)
+    saved = PreviewedJSONDataset(filepath=str(tmp_path / "saved.json"))
+    saved.save({"a": 1})
+    assert saved.preview() == '{"a": 1}'  # JSONDataset's own preview, once saved

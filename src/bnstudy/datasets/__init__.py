@@ -8,6 +8,7 @@ from bnstudy.datasets.mlflow_model_run_dataset import (
 )
 from bnstudy.datasets.mlflow_note_dataset import MlflowNoteDataset
 from bnstudy.datasets.npz_dataset import NpzDataset
+from bnstudy.datasets.previews import PreviewedJSONDataset
 from bnstudy.datasets.report_dataset import ReportDataset
 from bnstudy.datasets.table_dataset import TableDataset
 
@@ -21,5 +22,6 @@ __all__ = [
     "MlflowNoteDataset",
     "NpzDataset",
     "ReportDataset",
+    "PreviewedJSONDataset",
     "TableDataset",
 ]

@@ -15,6 +15,7 @@ from kedro.io.core import DatasetError, Version
 from kedro_datasets._typing import HTMLPreview, ImagePreview
 
 from bnstudy.datasets.file_dataset import FileDataset
+from bnstudy.datasets.previews import saved_only
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class ImageDataset(BytesDataset):
     """A figure's bytes (PNG, or a GIF animation), previewed in kedro viz (an image in the
     dataset's side panel). Otherwise a :class:`BytesDataset`."""
 
+    @saved_only
     def preview(self) -> ImagePreview:
         """The newest version, base64-encoded (kedro viz's ``ImagePreview``)."""
         return ImagePreview(base64.b64encode(self._read_bytes()).decode("ascii"))
@@ -90,6 +92,7 @@ class HtmlDataset(BytesDataset):
     """An HTML page's bytes, previewed in kedro viz as the page itself. Otherwise a
     :class:`BytesDataset`."""
 
+    @saved_only
     def preview(self) -> HTMLPreview:
         """The newest version's HTML (kedro viz's ``HTMLPreview``)."""
         return HTMLPreview(self._read_bytes().decode("utf-8"))

@@ -19,6 +19,7 @@ from kedro.io.core import DatasetError, Version
 from kedro_datasets._typing import JSONPreview
 
 from bnstudy.datasets.file_dataset import FileDataset
+from bnstudy.datasets.previews import saved_only
 
 _SEPARATOR = "/"
 _BARE_ARRAY_KEY = "array"
@@ -119,6 +120,7 @@ class NpzDataset(FileDataset):
         self._write_bytes(npz_bytes(flat, compress=self._save_args["compress"]))
 
 
+    @saved_only
     def preview(self, max_items: int = 60) -> JSONPreview:
         """The newest version's arrays as ``{key: "float32[200, 64]"}`` (the first
         ``max_items``): kedro viz's ``JSONPreview``."""

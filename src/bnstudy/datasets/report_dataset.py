@@ -23,6 +23,7 @@ from kedro.io.core import DatasetError, get_filepath_str
 from kedro_datasets._typing import HTMLPreview
 
 from bnstudy.datasets.bytes_dataset import BytesDataset
+from bnstudy.datasets.previews import saved_only
 
 
 class ReportDataset(BytesDataset):
@@ -55,6 +56,7 @@ class ReportDataset(BytesDataset):
             for path, local in written:
                 self._log_file_to_mlflow(local, str(PurePosixPath(self._mlflow_artifact_path) / path.parent))
 
+    @saved_only
     def preview(self) -> HTMLPreview:
         """The newest report's Markdown source, as preformatted text (kedro viz's
         ``HTMLPreview``; the rendered page is the ``study_report_html`` dataset)."""

@@ -14,6 +14,8 @@ import pandas as pd
 from kedro_datasets._typing import TablePreview
 from kedro_datasets.pandas import ParquetDataset
 
+from bnstudy.datasets.previews import saved_only
+
 # Columns a preview leads with, in this order, where the table has them.
 LEADING = ("model", "seed", "learning_rate", "step", "layer", "preset", "metric", "value")
 
@@ -38,6 +40,7 @@ class TableDataset(ParquetDataset):
     """``pandas.ParquetDataset`` with a reader's preview (:func:`preview_frame`); set the row
     count with the catalog's ``metadata: kedro-viz: preview_args: nrows``."""
 
+    @saved_only
     def preview(self, nrows: int = 12) -> TablePreview:
         """The preview kedro viz shows: :func:`preview_frame` of the saved table, in pandas'
         ``split`` form (kedro viz's ``TablePreview``)."""
