@@ -59,3 +59,27 @@ def test_nothing_probed_is_said_not_drawn():
     assert table.empty and "distance" in table.columns
     figure = figures.gradient_difference_figure(table)
     assert isinstance(figure, Figure) and not any(ax.get_lines() for ax in figure.axes)
+
+
+def test_a_row_is_read_on_one_scale_and_on_a_log_axis_when_it_spans_decades():
+    # values from 2 * 0.5 * 0.1 * 2 = 0.2 to 3 * 4 * 0.1 * 2 * 2 = 4.8: within a factor 100
+    narrow = gradient_difference_curves({"baseline": _probe_trace({1: 2.0}, slope=3.0),
+                                         "candidate": _probe_trace({1: 2.0}, slope=2.0)})
+    wide = narrow.copy()
+    wide.loc[wide.model == "candidate", "grad_diff"] *= 1e-3  # 3 decades below the baseline
+    wide["preset"] = "blog"
+    table = pd.concat([narrow, wide], ignore_index=True)
+    figure = figures.gradient_difference_figure(table)
+    panels = [ax for ax in figure.axes if ax.get_lines()]
+    by_row = {}
+    for ax in panels:
+        by_row.setdefault(ax.get_title().split(": ")[1], []).append(ax)
+    blog, paper = by_row["blog protocol, lr 0.1"], by_row["paper protocol, lr 0.1"]
+    assert [ax.get_yscale() for ax in blog] == ["log", "log"]
+    assert [ax.get_yscale() for ax in paper] == ["linear", "linear"]
+    for row in (blog, paper):
+        assert row[0].get_ylim() == row[1].get_ylim()  # both models on one scale
+    high = narrow["grad_diff"].max()
+    assert paper[0].get_ylim() == (0.0, high * 1.05)
+    low = wide[wide.model == "candidate"]["grad_diff"].min()
+    np.testing.assert_allclose(blog[0].get_ylim(), (low / 1.2, wide["grad_diff"].max() * 1.2))

@@ -94,7 +94,8 @@ def figure_captions(seeds: Sequence[int], zero_panels: Mapping[str, Iterable[tup
             "Gradient difference against distance (Santurkar et al., Fig. 11): at each measured step (one line, "
             "coloured by the step) the change of the gradient, ||grad L(W(s)) - g_t||, against the distance "
             "moved along it, s lr ||g_t||; both averaged over the seeds at each s. A steeper curve is a less "
-            f"predictive gradient. One panel per model, protocol and learning rate; {count}."),
+            "predictive gradient. One panel per model, protocol and learning rate; the panels of a row share "
+            f"one y-scale, logarithmic where the row's values span more than a factor 100; {count}."),
         "beta_smoothness": (
             "Effective beta-smoothness (Santurkar et al., Fig. 4c): the largest gradient change per unit of "
             f"distance along the gradient at each measured step. {BAND_METHOD} Log axis; one panel per protocol. "

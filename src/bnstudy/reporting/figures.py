@@ -245,6 +245,25 @@ def activation_shift_figure(table: pd.DataFrame) -> Figure:
     return figure
 
 
+WIDE_RANGE = 100.0  # a row whose values span more than this factor gets a log y-axis
+
+
+def _shared_row_scale(row: np.ndarray, values: pd.Series) -> None:
+    """One y-range for a row of Fig 11's panels (the models side by side read on one scale),
+    on a log axis when the positive values span more than :data:`WIDE_RANGE` (the blog
+    protocol's eval-mode differences run over decades, which a linear axis flattens)."""
+    positive = values[np.isfinite(values) & (values > 0)]
+    if positive.empty:
+        return
+    low, high = float(positive.min()), float(positive.max())
+    for ax in row:
+        if high / low > WIDE_RANGE:
+            ax.set_yscale("log")
+            ax.set_ylim(low / 1.2, high * 1.2)
+        else:
+            ax.set_ylim(0.0, high * 1.05)
+
+
 @styled
 def gradient_difference_figure(table: pd.DataFrame) -> Figure:
     """The paper's Fig 11: ||grad L(W - s lr g) - g|| against the distance s lr ||g||, one line
@@ -271,6 +290,7 @@ def gradient_difference_figure(table: pd.DataFrame) -> Figure:
             ax.set_title(f"{model_label(model)}: {preset} protocol, lr {rate:g}", fontsize=10)
             ax.set_xlabel("distance moved along the gradient, s lr ||g||")
             ax.set_ylabel("||grad L(W - s lr g) - g||")
+        _shared_row_scale(axes[i], table[(table.preset == preset) & (table.learning_rate == rate)]["grad_diff"])
     figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes.ravel().tolist(),
                     label="training step")
     return figure
