@@ -10,7 +10,7 @@ the active parent):
   creates the child run when training starts and returns a :class:`LiveModelRun`, the
   node's progress callback, which logs ``progress/<metric>`` after every chunk at its real
   step and wall-clock time, and keeps that clock (step -> time) for the payload.
-* :class:`MlflowModelRunDataset` (save-only), the output of the payload node: saving logs
+* :class:`MlflowModelRunDataset` (save-only), the training node's ``mlflow_run`` output: saving logs
   the payload to the same child run and ends it, so the run's duration covers training.
 
 Payload (all keys optional)::
