@@ -48,7 +48,7 @@ def test_outputs_figures_and_report_are_written(study):
     markdown = latest(study, "data/08_reporting/report.md").read_text()
     html = latest(study, "data/08_reporting/report.html").read_text()
     assert markdown.startswith("# How does batch normalization help optimization?")
-    assert "## Conclusions" in markdown and "<h2>Conclusions</h2>" in html
+    assert "\n## Conclusions\n" in markdown and ">Conclusions</h2>" in html  # the h2 carries its anchor id
     for model in ("baseline", "candidate"):
         trace = pd.read_parquet(latest(study, f"data/07_model_output/{model}/training_trace.parquet"))
         assert trace.groupby("seed").size().to_dict() == {1: 20, 2: 20, 1337: 20}  # 3 seeds x 20 steps
