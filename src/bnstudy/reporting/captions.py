@@ -42,6 +42,10 @@ GEOMETRY = (
 """The init-distance figure's caption, before its error bars and seeds."""
 
 
+FULL_GRID = ("The grid of every layer is the figure `activation_histograms_full` (data/08_reporting/figures/, "
+             "and figures/ of the study's MLflow run).")
+
+
 def figure_captions(seeds: Sequence[int], zero_panels: Mapping[str, Iterable[tuple[str, str]]] | None = None,
                     *, regression: bool = False, sweep_rate: float | None = None) -> dict[str, str]:
     """Caption of every figure of the report, by figure name.
@@ -64,8 +68,7 @@ def figure_captions(seeds: Sequence[int], zero_panels: Mapping[str, Iterable[tup
         "activation_histograms": (
             "Pre-activation histograms of the chosen layers (rows; `reporting.histogram_layers`) at snapshots "
             "evenly spaced in steps (columns), without BatchNorm (blue) and with it (red), on the same batch. "
-            f"{HISTOGRAM_RANGE}. {_one_seed(first)} The grid of every layer is the figure "
-            "`activation_histograms_full` (data/08_reporting/figures/, and figures/ of the study's MLflow run)."),
+            f"{HISTOGRAM_RANGE}. {_one_seed(first)} {FULL_GRID}"),
         "activation_final_snapshot": (
             "Pre-activation histogram of every layer at the final snapshot, both models; the legend gives each "
             f"model's mean ± standard deviation of the layer's activations there. {HISTOGRAM_RANGE}. "
