@@ -179,7 +179,7 @@ def open_model_run(run_name: str, tags: dict[str, str]) -> tuple[Any, str, str] 
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
     from bnstudy.palette import model_color
-    from bnstudy.reliability.tracking import process_tags
+    from bnstudy.reliability.tracking import nested_runs, process_tags
 
     parent = mlflow.active_run()
     if parent is None:
@@ -188,12 +188,9 @@ def open_model_run(run_name: str, tags: dict[str, str]) -> tuple[Any, str, str] 
         return None
     client = mlflow.MlflowClient()
     parent_id = parent.info.run_id
-    found = client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=(f"attributes.status = 'RUNNING' and tags.`{MLFLOW_PARENT_RUN_ID}` = "
-                       f"'{parent_id}' and tags.`{MLFLOW_RUN_NAME}` = '{run_name}'"))
+    found = nested_runs(client, parent, running_only=True, run_name=run_name)
     if found:
-        run_id = found[0].info.run_id
+        run_id = found[-1].info.run_id  # the newest (nested_runs is oldest first)
         if tags:
             client.log_batch(run_id, tags=_run_tags(tags))
         return client, run_id, parent_id

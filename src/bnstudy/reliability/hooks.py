@@ -150,7 +150,7 @@ class RunRecordHooks:
             self.run_id, self.experiment_id = active.info.run_id, active.info.experiment_id
             parameters = _parameters(catalog)
             client = mlflow.MlflowClient()
-            session = run_params.get("run_id") or run_params.get("session_id")
+            session = run_params.get("run_id")
             if "run_id" in client.get_run(self.run_id).data.tags:
                 client.delete_tag(self.run_id, "run_id")
             mlflow.set_tags({**process_tags(), RUN_COLOR_TAG: STUDY_RUN_COLOR,
@@ -173,7 +173,7 @@ class RunRecordHooks:
         if self.run_id is None:
             return
         try:
-            ended = end_failed_model_runs(self.run_id, getattr(self, "_failed_model", None))
+            ended = end_failed_model_runs(self.run_id, self._failed_model)
         except Exception as error:  # noqa: BLE001 - the node's own error is the one to show
             logger.warning("Could not end the model runs of MLflow run %s: %s", self.run_id, error)
             return

@@ -90,24 +90,14 @@ def train_model(
     }
 
 
-def train_and_track(
-    model_input_train: dict[str, np.ndarray],
-    model_input_test: dict[str, np.ndarray],
-    model: dict[str, Any],
-    architecture: dict[str, Any],
-    training: dict[str, Any],
-    measurements: list,
-    checkpoints: dict[str, Any],
-    mlflow: dict[str, Any],
-    live: Any = None,
-) -> dict[str, Any]:
+def train_and_track(mlflow: dict[str, Any], live: Any = None, **inputs: Any) -> dict[str, Any]:
     """:func:`train_model`, then the model's MLflow payload from its outputs
     (:func:`bnstudy.tracking.model_run_payload`, output ``mlflow_run``), in one node: saving
     the payload ends the model's run, so each model's run ends when its own training does.
     (As a node of its own the payload waited for the next model's training: Kedro runs a
-    pipeline level by level, and every model's training is on the level before.)"""
-    outputs = train_model(model_input_train, model_input_test, model, architecture, training,
-                          measurements, checkpoints, live)
+    pipeline level by level, and every model's training is on the level before.) ``inputs``:
+    :func:`train_model`'s, by name."""
+    outputs = train_model(**inputs, live=live)
     outputs["mlflow_run"] = model_run_payload(
         outputs["training_trace"], outputs["eval_trace"], outputs["smoothness_trace"],
         outputs["ics_trace"], outputs["initial_state"], outputs["final_state"],

@@ -35,14 +35,14 @@ def create_template() -> Pipeline:
         [
             Node(
                 func=train_and_track,
-                inputs=[
-                    "model_input_train",
-                    "model_input_test",
-                    "params:model",
-                    *(f"params:{section}" for section in SHARED_SECTIONS),
-                    "params:mlflow",
-                    "mlflow_live",
-                ],
+                inputs={
+                    "model_input_train": "model_input_train",
+                    "model_input_test": "model_input_test",
+                    "model": "params:model",
+                    **{section: f"params:{section}" for section in SHARED_SECTIONS},
+                    "mlflow": "params:mlflow",
+                    "live": "mlflow_live",
+                },
                 outputs={name: name for name in (*TRAINING_OUTPUTS, "mlflow_run")},
                 name="train_model_node",
                 tags=["training", "tracking"],
