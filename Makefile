@@ -11,7 +11,7 @@ PARAMS ?=
 export KEDRO_DISABLE_TELEMETRY := 1
 export MPLBACKEND := Agg
 
-.PHONY: install study beyond paper-optimizer lr-sweep test test-slow lint docs notebook clean-venv
+.PHONY: install study beyond paper-optimizer lr-sweep viz-build test test-slow lint docs notebook clean-venv
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ install: $(VENV)/.installed
 
 study: install
 	$(BIN)/kedro run --env $(ENV) --pipelines $(PIPELINE)$(if $(PARAMS), --params '$(PARAMS)')
+
+# The static kedro viz site in build/ (kedro viz build --include-previews, plus the api/metadata
+# response it leaves out: bnstudy/viz_site.py). Serve it with
+# .venv/bin/python -m http.server --bind 127.0.0.1 --directory build 4142
+viz-build: install
+	$(BIN)/python -m bnstudy.viz_site
 
 # The study and the beyond-the-paper study in one environment (beyond_study reads the
 # study's outputs; after a `make study` in the same environment, `kedro run --env <env>

@@ -349,11 +349,12 @@ def run_session(project: Path, pipeline: str, env: str = "test", params: dict | 
 
 @pytest.fixture(scope="session")
 def viz_build(finished_study) -> Path:
-    """``kedro viz build --include-previews`` of the finished study: the static site (``build/``)."""
+    """``make viz-build`` of the finished study (``kedro viz build --include-previews`` and its
+    ``api/metadata``, :mod:`bnstudy.viz_site`): the static site (``build/``)."""
     import subprocess
     import sys
 
-    build = subprocess.run([sys.executable, "-m", "kedro", "viz", "build", "--include-previews"],
+    build = subprocess.run([sys.executable, "-m", "bnstudy.viz_site"],
                            cwd=finished_study,
                            capture_output=True, text=True, timeout=300, check=False,
                            env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"})

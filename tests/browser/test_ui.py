@@ -78,9 +78,16 @@ def test_kedro_viz_build_is_served_over_http(viz_build, page):
     port = free_port()
     command = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port), "--directory",
                str(viz_build)]
+    failed, errors = [], []
+    page.on("response", lambda response: failed.append(f"{response.status} {response.url}")
+            if response.status >= 400 else None)
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
     with serving(command, f"http://127.0.0.1:{port}/", viz_build.parent):
         labels = _viz_page(page, f"http://127.0.0.1:{port}/")
         _assert_both_namespaces(labels)
+        # every API request of the front end is answered: /api/metadata too (bnstudy.viz_site)
+        assert not failed, failed
+        assert not [e for e in errors if "metadata" in e], errors
         screenshot(page, "kedro_viz_build")
 
 
