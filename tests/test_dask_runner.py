@@ -28,8 +28,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 from kedro.framework.hooks import hook_impl
 from kedro.io import DataCatalog, MemoryDataset
@@ -50,6 +48,7 @@ from bnstudy.runners import (
     worker_hook_manager,
 )
 from tests.conftest import ROSTER_PIPELINES, roster_project, with_checkpoints_of
+from tests.outputs import assert_same_outputs
 from tests.pipelines.test_numbers_unchanged import newest
 from tests.reliability.cli_helpers import KedroProcess, kedro_env, run_kedro
 
@@ -376,28 +375,6 @@ def dask_cluster(project: Path) -> Iterator[str]:
             assert cluster.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.2)
         yield address()
-
-
-def assert_same_outputs(expected: Path, actual: Path, model: str) -> int:
-    """Every table and array of ``model``'s newest outputs equal, bit for bit (the run
-    record, with its timings, aside); returns how many files were compared."""
-    folders = [*(expected / "data" / "07_model_output" / model).iterdir(),
-               *(expected / "data" / "06_models" / model).iterdir()]
-    compared = 0
-    for folder in sorted(folders):
-        mine, theirs = newest(actual / folder.relative_to(expected)), newest(folder)
-        if folder.suffix == ".parquet":
-            pd.testing.assert_frame_equal(pd.read_parquet(mine), pd.read_parquet(theirs),
-                                          check_exact=True, obj=f"{model}/{folder.name}")
-        elif folder.suffix == ".npz":
-            with np.load(mine) as got, np.load(theirs) as want:
-                assert got.files == want.files, f"{model}/{folder.name}"
-                for key in want.files:
-                    np.testing.assert_array_equal(got[key], want[key], err_msg=f"{model}/{folder.name}:{key}")
-        else:
-            continue
-        compared += 1
-    return compared
 
 
 def _studies(uri: str) -> list[tuple[object, dict[str, object]]]:

@@ -235,9 +235,21 @@ class TrainConfig:
         "results still fetched once per chunk) or `auto` (`host` for the VGG on CPU, where "
         "XLA runs convolutions inside loops slowly, else `scan`).")) = "auto"
 
+    devices: described(Annotated[Int, Field(ge=0)] | None, (
+        "Shard the run axis (seeds x learning rates) over this many of the process's local "
+        "devices (`jax.local_devices()`, a 1-D mesh `run`); 0: all of them; null: no mesh, "
+        "the default device. The number of runs must divide by it. A sharded run equals the "
+        "unsharded one to rounding (rtol 1e-5) and resumes from its checkpoints.")) = None
+
     def __post_init__(self) -> None:
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"TrainConfig.seeds must be distinct integers, got {self.seeds!r}")
+        runs = len(self.seed_list) * len(self.learning_rate_list)
+        if self.devices and runs % self.devices:
+            raise ValueError(
+                f"TrainConfig.devices ({self.devices}) must divide the number of runs, "
+                f"{runs} (seeds x learning rates), so each device holds as many runs; e.g. set "
+                f"devices to one of {[d for d in range(1, runs + 1) if runs % d == 0]}")
         if self.learning_rates is not None:
             self._check_learning_rates(self.learning_rates)
         if not self.histogram_range[0] < self.histogram_range[1]:

@@ -51,6 +51,8 @@ class TrainingResult:
             run this one equals: its seed and learning rate); measurement_configs: list.
         wall_time_s: seconds of the whole stacked run (all runs); compile_time_s: seconds of the
             first chunk beyond the median chunk (an estimate of compilation).
+        run_devices: the devices the stacked run's state was sharded over (1: one device;
+            ``TrainConfig.devices`` or ``shard=``).
         diverged_at: None for a healthy run; else the first step k whose loss, gradient or
             update was not finite. Training stopped there: final_params / final_batch_stats
             are W_k (the last finite state), and every value of steps t >= k is NaN (integer
@@ -83,6 +85,7 @@ class TrainingResult:
     measurement_configs: list[dict[str, Any]]
     wall_time_s: float = 0.0
     compile_time_s: float = 0.0
+    run_devices: int = 1
     diverged_at: int | None = None
     curvature: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 

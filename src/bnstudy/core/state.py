@@ -8,13 +8,15 @@ steps; the learning rate and the momentum are leaves of ``opt_state``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bnstudy.core.config import Run, TrainConfig
 from bnstudy.core.models import BatchStats, Params, PureModel
@@ -119,3 +121,27 @@ def run_slice(states: TrainState, index: int) -> TrainState:
 def num_runs(states: TrainState) -> int:
     """Length of the leading run axis of a stacked state."""
     return int(states.step.shape[0])
+
+
+def run_axis_sharding(devices: int, runs: int) -> Callable[[Any], Any]:
+    """``device_put`` of a pytree with a leading run axis over a 1-D mesh ``run`` of the first
+    ``devices`` local devices (0: all of ``jax.local_devices()``): the ``shard`` of
+    :func:`bnstudy.core.train_seeds` that ``TrainConfig.devices`` asks for.
+
+    Raises:
+        ValueError: fewer local devices than asked for, or ``runs`` not a multiple of the
+            device count.
+    """
+    available = jax.local_devices()
+    count = devices or len(available)
+    if count > len(available):
+        raise ValueError(
+            f"TrainConfig.devices ({devices}) asks for more devices than this process has "
+            f"({len(available)}: {available}); set devices to at most {len(available)}, 0 for "
+            "all, or null for none (on CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N "
+            "makes N virtual devices)")
+    if runs % count:
+        raise ValueError(f"TrainConfig.devices: {runs} runs do not split over {count} devices; "
+                         "set devices to a divisor of the number of runs (seeds x learning rates)")
+    sharding = NamedSharding(Mesh(np.array(available[:count]), ("run",)), PartitionSpec("run"))
+    return lambda tree: jax.device_put(tree, sharding)

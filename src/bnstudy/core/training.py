@@ -31,7 +31,7 @@ from bnstudy.core.plan import MeasurementPlan
 from bnstudy.core.programs import call
 from bnstudy.core.recorder import Recorder, training_results
 from bnstudy.core.results import TrainingResult
-from bnstudy.core.state import TrainState, init_states, run_slice, seed_keys
+from bnstudy.core.state import TrainState, init_states, run_axis_sharding, run_slice, seed_keys
 from bnstudy.core.step import Spec, evaluate, model_of
 
 logger = logging.getLogger(__name__)
@@ -236,7 +236,10 @@ def _run_hash(spec: Spec, plan: MeasurementPlan, loop: str, arrays: dict[str, np
     whole TrainConfig, its seeds and learning rates included)."""
     # format 2: the learning rate and the momentum are leaves of the optimizer state; format 3:
     # the snapshots record the kernels' norm and angle and the normalization scales
-    configs = {"model": spec.model_config.to_dict(), "train": train_config.to_dict(),
+    # the device count is not part of it: a sharded run resumes an unsharded one's checkpoint
+    # (and hashes stay those of the runs made before the setting existed)
+    train = {key: value for key, value in train_config.to_dict().items() if key != "devices"}
+    configs = {"model": spec.model_config.to_dict(), "train": train,
                "measurements": [preset.to_dict() for preset in plan.presets],
                "snapshots": plan.snapshots, "loop": loop,
                "x64": bool(jax.config.jax_enable_x64), "format": "bnstudy.core.training/3"}
@@ -264,7 +267,8 @@ def train_seeds(model_config: ModelConfig, train_config: TrainConfig,
         snapshots: record activation statistics and distance from init.
         concurrent_probes: let the host loop use its worker thread.
         shard: optional function applied to the stacked state and the orders (e.g.
-            ``jax.device_put`` with a ``NamedSharding`` over the run axis).
+            ``jax.device_put`` with a ``NamedSharding`` over the run axis); None: that of
+            ``train_config.devices`` (:func:`~bnstudy.core.state.run_axis_sharding`), if set.
         checkpoints: opens the checkpoints of this run's configuration hash (a
             :data:`~bnstudy.core.checkpoint.CheckpointStore`, e.g.
             ``bnstudy.reliability.checkpoints.checkpoint_store(directory)``: the file I/O is
@@ -279,6 +283,8 @@ def train_seeds(model_config: ModelConfig, train_config: TrainConfig,
     """
     started = time.perf_counter()
     check_inputs(model_config, x_train, y_train, x_test, y_test)
+    if shard is None and train_config.devices is not None:
+        shard = run_axis_sharding(train_config.devices, len(train_config.runs))
     spec = Spec.of(model_config, train_config)
     total = train_config.total_steps(x_train.shape[0])
     plan = MeasurementPlan.build(model_config, train_config, measurement_configs, total,
@@ -294,12 +300,14 @@ def train_seeds(model_config: ModelConfig, train_config: TrainConfig,
         run, states, recorder = _start(
             _Run(spec, plan, loop, {}, (), train_config.runs, train_config), states, arrays,
             shard, checkpoints)
+        devices = len(states.step.sharding.device_set)
         states = _run_chunks(run, states, recorder, progress, concurrent_probes, checkpoints,
                              checkpoint_every_s)
     results = training_results(spec, train_config, plan, states, initial, recorder)
     for result in results:
         result.wall_time_s = time.perf_counter() - started
         result.compile_time_s = recorder.compile_time()
+        result.run_devices = devices
     return results
 
 

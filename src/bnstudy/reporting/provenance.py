@@ -121,10 +121,12 @@ def _same_or_both(records: Mapping[str, Record], value) -> str:
 def _device(record: Record) -> str:
     runtime = record.get("runtime", {})
     backend = runtime.get("backend", "?")
+    sharded = record.get("run_devices", 1)
+    mesh = f"; runs sharded over {sharded} devices" if sharded > 1 else ""
     if backend == "cpu":
-        return f"CPU: {runtime.get('cpu', '?')} ({runtime.get('device_count', '?')} JAX device(s))"
+        return f"CPU: {runtime.get('cpu', '?')} ({runtime.get('device_count', '?')} JAX device(s){mesh})"
     return (f"{backend.upper()}: {runtime.get('device_kind', '?')} x {runtime.get('device_count', '?')} "
-            f"(host CPU {runtime.get('cpu', '?')})")
+            f"(host CPU {runtime.get('cpu', '?')}{mesh})")
 
 
 def run_rows(records: Mapping[str, Record], environment: str) -> list[list[str]]:
