@@ -24,6 +24,16 @@ writes to ``--out``:
   moments and quantiles per snapshot, and the distance from initialization (per-channel
   statistics, histograms and per-leaf ICS stay out, to keep the file small).
 
+* ``<model>/results.npz`` and ``<model>/results.json`` (``baseline``, ``candidate``): every
+  result of the model's runs, complete (:mod:`bnstudy.run_files`), with its configs, the
+  data's fingerprint and the device. Copied to a machine with the project, they become a
+  study there, with no training: ``kedro run --env <env> --params imported_runs.path=<out>``
+  makes the traces, MLflow runs, analysis, figures and report from them, with the same code
+  as for models trained there (docs/scaling.md, "GPU runs as studies"). The environment's
+  settings must be those of the run: ``--env`` the same, and the flags below given as the
+  same parameters (a model whose configuration or data differ is refused, naming the first
+  difference).
+
 ``--max-steps`` and ``--width`` make a quick check on a CPU (e.g. ``--max-steps 4
 --width 0.0625 --train-size 1000 --test-size 200``).
 """
@@ -56,6 +66,12 @@ from bnstudy.core.preprocessing import (  # noqa: E402
 )
 from bnstudy.data import cifar10  # noqa: E402
 from bnstudy.reliability.checkpoints import checkpoint_store  # noqa: E402
+from bnstudy.run_files import (  # noqa: E402
+    configs_about,
+    data_fingerprint,
+    runtime_provenance,
+    save_results,
+)
 
 MODELS = (("baseline", "none"), ("candidate", "batch"))
 PRESET_TRACES = ("measured_steps", "ics_l2", "ics_cosine", "probe_s", "probe_loss",
@@ -137,7 +153,8 @@ def traces(name: str, results: list[TrainingResult]) -> dict[str, np.ndarray]:
 
 
 def run_model(name: str, normalization: str, args, data) -> tuple[dict, dict]:
-    """Train one model's seeds; (its JSON summary, its traces)."""
+    """Train one model's seeds; (its JSON summary, its traces). With ``--out``, its results
+    are saved in ``<out>/<name>/`` as a study reads them (:func:`bnstudy.run_files.save_results`)."""
     model_config, train_config, presets = configs(args, normalization)
     start = time.perf_counter()
     logging.info("%s: %s, seeds %s", name, model_config, list(train_config.seed_list))
@@ -145,6 +162,11 @@ def run_model(name: str, normalization: str, args, data) -> tuple[dict, dict]:
     results = train_seeds(model_config, train_config, presets, *data,  # logs every chunk
                           checkpoints=checkpoints)
     wall = time.perf_counter() - start
+    if args.out:
+        save_results(results, args.out / name, {
+            **configs_about(model_config, train_config, presets),
+            "data_fingerprint": data_fingerprint(*data), "runtime": runtime_provenance(),
+            "num_train": int(len(data[1])), "num_test": int(len(data[3]))})
     seeds = [seed_summary(result, wall, len(results)) for result in results]
     finals = np.array([s["final_test_accuracy"] for s in seeds])
     summary = {"seeds": seeds, "final_test_accuracy_mean": float(finals.mean()),
@@ -176,7 +198,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--train-size", type=int, default=None)
     parser.add_argument("--test-size", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None,
-                        help="folder for paper_run.json and paper_run.npz")
+                        help="folder for paper_run.json, paper_run.npz and <model>/results.*")
     parser.add_argument("--checkpoint-dir", type=Path, default=None,
                         help="resumable: checkpoints per model here (a rerun continues)")
     return parser.parse_args(argv)

@@ -179,10 +179,22 @@ class Checkpoints(Section):
         "At most one save per this many seconds of wall time (and after the last chunk)."))
 
 
+class ImportedRuns(Section):
+    """``imported_runs``: models trained elsewhere (``benchmarks/paper_run.py --out``, e.g. on a
+    GPU machine), read instead of trained (docs/scaling.md, "GPU runs as studies")."""
+
+    path: described(Str | None, (
+        "Folder that benchmarks/paper_run.py --out wrote (one sub-folder per model): each "
+        "model of the run reads the results saved there with its own configuration and data "
+        "instead of training (an error names the first difference when none matches). null: "
+        "every model trains here."))
+
+
 SECTIONS: dict[str, type[Section]] = {
     "data_ingestion": DataIngestion, "preprocessing": Preprocessing,
     "linear_data": LinearData, "analysis": Analysis,
     "reporting": Reporting, "beyond": Beyond, "sweep": Sweep, "mlflow": Mlflow,
+    "imported_runs": ImportedRuns,
 }
 ROSTER_SECTIONS = frozenset({"models", "studies"})
 CODE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -585,7 +597,7 @@ REFERENCE_INTRO = (
     "belong to it; conf/base/globals.yml states only what the study sets otherwise (curvature "
     "on, the two protocols), and never a key at its default. **Every other section is stated "
     "in the YAML alone**: `data_ingestion`, `preprocessing`, `analysis`, `reporting`, `beyond`, `sweep`, "
-    "`mlflow` and `checkpoints` are read only by the pipelines, their models in "
+    "`mlflow`, `checkpoints` and `imported_runs` are read only by the pipelines, their models in "
     "`bnstudy.parameters` have no defaults, and a key missing from the YAML is an error, never "
     "a silent fallback. Environments (conf/cpu, conf/test), roster entries and `--params` "
     "override single keys of either, a core default included (`--params "
@@ -606,6 +618,7 @@ def configuration_reference(conf: Path = BASE_CONF) -> str:
         ("analysis", Analysis), ("reporting", Reporting), ("beyond", Beyond), ("sweep", Sweep),
         ("architecture", ModelConfig), ("training", TrainConfig),
         ("measurements", MeasurementConfig), ("mlflow", Mlflow), ("checkpoints", Checkpoints),
+        ("imported_runs", ImportedRuns),
     ]
     for section, cls in tables:
         stated, where = base.get(section, ({}, None))

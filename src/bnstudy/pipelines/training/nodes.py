@@ -25,11 +25,12 @@ from bnstudy.parameters import model_configs, with_code_defaults
 from bnstudy.pipelines import json_ready
 from bnstudy.reliability.checkpoints import checkpoint_store
 from bnstudy.roster import model_settings
+from bnstudy.run_files import configs_about, data_fingerprint, matching_results, runtime_provenance
 from bnstudy.tracking import model_run_payload
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["examples", "run_record", "runtime_provenance", "train_and_track", "train_model"]
+__all__ = ["examples", "run_record", "train_and_track", "train_model"]
 
 
 def train_model(
@@ -40,6 +41,7 @@ def train_model(
     training: dict[str, Any],
     measurements: list,
     checkpoints: dict[str, Any],
+    imported: dict[str, Any] | None = None,
     live: Any = None,
 ) -> dict[str, Any]:
     """Train one model of the roster in every seed of ``training.seeds`` (one stacked run)
@@ -54,7 +56,10 @@ def train_model(
     Returns the pipeline's outputs by name: ``initial_state`` / ``final_state``
     (``{"seed_<k>": {"params", "batch_stats"}}``), the traces (each with ``seed`` and
     ``learning_rate`` columns), ``activation_histograms`` (``{"seed_<k>": ...}``) and
-    ``run_record``. With a learning-rate sweep (``training.learning_rates``) the states and
+    ``run_record``. With ``imported`` (``imported_runs``) naming a folder, the model is not
+    trained: its results are those that ``benchmarks/paper_run.py --out`` saved there with this
+    model's configuration and data (:func:`bnstudy.run_files.matching_results`), and its run
+    record keeps that run's runtime and timings. With a learning-rate sweep (``training.learning_rates``) the states and
     histograms of a seed hold one entry per rate
     (:func:`bnstudy.analysis.traces.by_run`: ``seed_<k>/lr_<x>``).
     """
@@ -63,15 +68,22 @@ def train_model(
     settings = model_settings(shared, model)
     configs = model_configs(settings)  # built and checked by the preflight: looked up here
     directory = configs.checkpoints.directory
-    results = train_seeds(
-        configs.model, configs.train, list(configs.measurements),
-        *examples(model_input_train), *examples(model_input_test),
-        # One folder per normalization; inside it, one per configuration hash.
-        checkpoints=(None if directory is None
-                     else checkpoint_store(f"{directory}/{configs.model.normalization}")),
-        checkpoint_every_s=float(configs.checkpoints.every_s),
-        progress=live,
-    )
+    arrays = (*examples(model_input_train), *examples(model_input_test))
+    if (imported or {}).get("path"):
+        results, about = matching_results(
+            imported["path"], configs_about(configs.model, configs.train, configs.measurements),
+            data_fingerprint(*arrays))
+        runtime = about["runtime"]
+    else:
+        results = train_seeds(
+            configs.model, configs.train, list(configs.measurements), *arrays,
+            # One folder per normalization; inside it, one per configuration hash.
+            checkpoints=(None if directory is None
+                         else checkpoint_store(f"{directory}/{configs.model.normalization}")),
+            checkpoint_every_s=float(configs.checkpoints.every_s),
+            progress=live,
+        )
+        runtime = runtime_provenance()
     return {
         "initial_state": by_run(results, lambda r: model_state(r.initial_params, r.initial_batch_stats)),
         "final_state": by_run(results, lambda r: model_state(r.final_params, r.final_batch_stats)),
@@ -81,7 +93,7 @@ def train_model(
             **run_record(results),
             "num_train": int(len(examples(model_input_train)[1])),
             "num_test": int(len(examples(model_input_test)[1])),
-            "runtime": runtime_provenance(),
+            "runtime": runtime,
             # the model's parameters, the code's defaults included (the MLflow run's params),
             # and when each chunk ended
             "parameters": with_code_defaults(settings),
@@ -113,30 +125,3 @@ def examples(model_input: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray
             return model_input[inputs], model_input[targets]
     raise ValueError(f"a model input holds images and labels, or samples and targets; this one "
                      f"holds {sorted(model_input)}")
-
-
-def runtime_provenance() -> dict[str, Any]:
-    """Library versions, the device the run used and the ``XLA_FLAGS`` it started JAX with
-    (for the report's Setup)."""
-    import os
-    from importlib import metadata
-
-    import jax
-
-    device = jax.devices()[0]
-    versions = {name: metadata.version(name) for name in ("jax", "jaxlib", "flax", "optax", "kedro")}
-    return {"versions": versions, "backend": jax.default_backend(), "device_kind": device.device_kind,
-            "device_count": jax.device_count(), "cpu": _cpu_model(),
-            "xla_flags": os.environ.get("XLA_FLAGS", "")}
-
-
-def _cpu_model() -> str:
-    import platform
-    from pathlib import Path
-
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()

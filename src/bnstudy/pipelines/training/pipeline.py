@@ -41,6 +41,7 @@ def create_template() -> Pipeline:
                     "model": "params:model",
                     **{section: f"params:{section}" for section in SHARED_SECTIONS},
                     "mlflow": "params:mlflow",
+                    "imported": "params:imported_runs",
                     "live": "mlflow_live",
                 },
                 outputs={name: name for name in (*TRAINING_OUTPUTS, "mlflow_run")},
@@ -51,7 +52,8 @@ def create_template() -> Pipeline:
     )
 
 
-SHARED_PARAMETERS = {f"params:{name}": f"params:{name}" for name in (*SHARED_SECTIONS, "mlflow")}
+SHARED_PARAMETERS = {f"params:{name}": f"params:{name}"
+                     for name in (*SHARED_SECTIONS, "mlflow", "imported_runs")}
 """The parameters every namespace reads as they are (not prefixed with the namespace)."""
 
 
