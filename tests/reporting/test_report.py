@@ -24,8 +24,13 @@ def _markdown(inputs) -> str:
 
 
 def _table(markdown: str, caption: str) -> list[list[str]]:
-    """Cells of the Markdown table under ``**caption**`` (header first), split on unescaped |."""
-    block = markdown.split(f"**{caption}**\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    """Cells of the Markdown table under ``**caption**``, or folded under a ``<summary>`` of
+    that caption (header first), split on unescaped |."""
+    marker = f"**{caption}**\n\n" if f"**{caption}**\n\n" in markdown else f"<b>{caption}</b>"
+    after = markdown.split(marker, 1)[1]
+    if marker.startswith("<b>"):
+        after = after.split("</summary>\n\n", 1)[1]
+    block = after.split("\n\n", 1)[0].splitlines()
     rows = [re.split(r"(?<!\\)\|", line.strip())[1:-1] for line in block]
     return [[cell.strip() for cell in row] for row in rows if not set("".join(row)) <= set("-")]
 
@@ -201,7 +206,7 @@ def test_write_report_node_returns_the_report_with_its_figures_and_an_html_page(
     # the further comparison: its own section, conclusions and table, after the headline's
     further_section = markdown["text"].split("### extra against no BN (extra vs baseline)\n", 1)[1]
     assert "seed 2: extra diverged at step 9" in further_section
-    assert "**Every measure, paired by seed**" in further_section
+    assert "<summary><b>Every measure, paired by seed</b>" in further_section  # folded
     assert markdown["text"].index("## Further comparisons") > markdown["text"].index("## Fidelity")
     assert metrics["paper/loss_range.ratio"]["value"] == pytest.approx(
         i["comparisons"]["measures"]["paper/loss_range"]["overall"]["estimate"], rel=1e-3)
@@ -314,3 +319,19 @@ def test_a_pair_without_claims_is_summarized_by_its_measures(three_seeds):
     measures = three_seeds["comparisons"]["measures"]
     assert built.summary.columns[0] == "measure"
     assert [row[0] for row in built.summary.rows] == [m["label"] for m in measures.values()]
+
+
+def test_a_folded_sections_tables_are_collapsed_in_both_renderings_and_others_are_not():
+    views = document.Table(["view", "value"], [["all steps", "ratio 2.00 [1.50, 2.70]"], ["late", "x"]])
+    setup = document.Table(["field", "value"], [["seed", "1337"]])
+    doc = document.Report("T", [], [document.Section("Setup", tables=[("Setup", setup)]),
+                                    document.Section("ICS", level=3, tables=[("Every view", views)],
+                                                     folded=True)], {})
+    markdown, page = document.render_markdown(doc, {}), document.render_html(doc, {})
+    folded = "<details><summary><b>Every view</b> (2 rows: click to open)</summary>"
+    assert folded in markdown and folded in page
+    # the Markdown table sits between blank lines inside <details>, so viewers render it
+    assert f"{folded}\n\n| view | value |" in markdown and "| late | x |\n\n</details>" in markdown
+    assert page.index(folded) < page.index("ratio 2.00 [1.50, 2.70]") < page.index("</details>")
+    assert "**Setup**" in markdown and "<details><summary><b>Setup</b>" not in page
+    assert _table(markdown, "Every view")[1] == ["all steps", "ratio 2.00 [1.50, 2.70]"]

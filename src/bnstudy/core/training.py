@@ -203,6 +203,8 @@ def _start(run: _Run, states: TrainState, arrays: dict[str, np.ndarray],
     """(the run with its data on device, the states, the recorder): those of the newest
     usable checkpoint, or fresh ones with the evaluation at step 0."""
     train_config = run.config
+    if shard is None and train_config.devices is not None:
+        shard = run_axis_sharding(train_config.devices, len(run.runs))
     restored = None if checkpoints is None else checkpoints.restore(jax.device_get(states))
     if restored is not None:
         states = jax.tree.map(jnp.asarray, restored.state)
@@ -283,8 +285,6 @@ def train_seeds(model_config: ModelConfig, train_config: TrainConfig,
     """
     started = time.perf_counter()
     check_inputs(model_config, x_train, y_train, x_test, y_test)
-    if shard is None and train_config.devices is not None:
-        shard = run_axis_sharding(train_config.devices, len(train_config.runs))
     spec = Spec.of(model_config, train_config)
     total = train_config.total_steps(x_train.shape[0])
     plan = MeasurementPlan.build(model_config, train_config, measurement_configs, total,
@@ -300,14 +300,13 @@ def train_seeds(model_config: ModelConfig, train_config: TrainConfig,
         run, states, recorder = _start(
             _Run(spec, plan, loop, {}, (), train_config.runs, train_config), states, arrays,
             shard, checkpoints)
-        devices = len(states.step.sharding.device_set)
         states = _run_chunks(run, states, recorder, progress, concurrent_probes, checkpoints,
                              checkpoint_every_s)
     results = training_results(spec, train_config, plan, states, initial, recorder)
     for result in results:
         result.wall_time_s = time.perf_counter() - started
         result.compile_time_s = recorder.compile_time()
-        result.run_devices = devices
+        result.run_devices = len(states.step.sharding.device_set)
     return results
 
 

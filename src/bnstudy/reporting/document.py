@@ -42,6 +42,7 @@ class Section:
     figures: list[str] = field(default_factory=list)  # figure names, in order
     tables: list[tuple[str, Table]] = field(default_factory=list)
     level: int = 2
+    folded: bool = False  # its tables collapsed (<details>), opened by a click: the detail
 
 
 @dataclass
@@ -137,7 +138,11 @@ def render_markdown(report: Report, figures: Mapping[str, bytes]) -> str:
         if section.bullets:
             out += [f"- {b}" for b in section.bullets] + [""]
         for caption, table in section.tables:
-            out += [f"**{caption}**", "", markdown_table(table), ""]
+            if section.folded:
+                out += [f"<details><summary>{_folded_summary(caption, table)}</summary>", "",
+                        markdown_table(table), "", "</details>", ""]
+            else:
+                out += [f"**{caption}**", "", markdown_table(table), ""]
         for name in section.figures:
             if name in figures:
                 path = figure_file(name, figures[name])
@@ -175,14 +180,24 @@ HTML_STYLE = (
     "text-align:left;vertical-align:top}th{background:#f3f3f3}img{max-width:100%}"
     "figure{margin:1em 0 2em}figcaption{font-style:italic;font-size:0.92em}"
     ".caveat{border-left:4px solid #9a6700;background:#fff8e6;padding:0.4em 1em}"
-    ".summary{border:2px solid #1f4e79;background:#f4f8fc;padding:0.2em 1em;margin:1em 0}</style>"
+    ".summary{border:2px solid #1f4e79;background:#f4f8fc;padding:0.2em 1em;margin:1em 0}"
+    "details{margin:0.3em 0 1.2em}summary{cursor:pointer}</style>"
 )
 
 
-def _html_table(caption: str, table: Table) -> str:
+def _folded_summary(caption: str, table: Table) -> str:
+    """The line a folded table shows closed: its caption and how many rows it hides."""
+    rows = len(table.rows)
+    return f"<b>{html.escape(caption)}</b> ({rows} row{'s' if rows != 1 else ''}: click to open)"
+
+
+def _html_table(caption: str, table: Table, folded: bool = False) -> str:
     esc = html.escape
     head = "".join(f"<th>{esc(c)}</th>" for c in table.columns)
     body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in table.rows)
+    if folded:
+        return (f"<details><summary>{_folded_summary(caption, table)}</summary>"
+                f"<table><tr>{head}</tr>{body}</table></details>")
     return f"<p><b>{esc(caption)}</b></p><table><tr>{head}</tr>{body}</table>"
 
 
@@ -194,7 +209,7 @@ def _html_section(section: Section, report: Report, figures: Mapping[str, bytes]
     parts += [f"<p>{inline_html(p)}</p>" for p in section.paragraphs]
     if section.bullets:
         parts.append("<ul>" + "".join(f"<li>{inline_html(b)}</li>" for b in section.bullets) + "</ul>")
-    parts += [_html_table(caption, table) for caption, table in section.tables]
+    parts += [_html_table(caption, table, section.folded) for caption, table in section.tables]
     for name in section.figures:
         if name in figures:
             data = base64.b64encode(figures[name]).decode()

@@ -48,7 +48,7 @@ def measure_section(name: str, measure: Mapping[str, Any]) -> Section:
     label = measure["label"]
     return Section(label[:1].upper() + label[1:], level=3,
                    paragraphs=[f"`{name}`: {measure['overall']['text']}.", *words.measure_notes(measure)],
-                   tables=[("Every view", words.views_table(measure))])
+                   tables=[("Every view", words.views_table(measure))], folded=True)
 
 
 def topic_sections(comparisons: Mapping[str, Any]) -> list[Section]:
@@ -164,7 +164,7 @@ def further_sections(further: Mapping[str, Mapping[str, Any]]) -> list[Section]:
             f"{model_word(treatment)} against {model_word(reference)} ({treatment} vs "
             f"{reference}){rate}",
             level=3, paragraphs=paragraphs, bullets=words.conclusion_bullets(summary),
-            tables=[("Every measure, paired by seed", words.comparison_table(summary))]))
+            tables=[("Every measure, paired by seed", words.comparison_table(summary))], folded=True))
     return sections
 
 

@@ -67,23 +67,8 @@ def train_model(
               "checkpoints": checkpoints}
     settings = model_settings(shared, model)
     configs = model_configs(settings)  # built and checked by the preflight: looked up here
-    directory = configs.checkpoints.directory
-    arrays = (*examples(model_input_train), *examples(model_input_test))
-    if (imported or {}).get("path"):
-        results, about = matching_results(
-            imported["path"], configs_about(configs.model, configs.train, configs.measurements),
-            data_fingerprint(*arrays))
-        runtime = about["runtime"]
-    else:
-        results = train_seeds(
-            configs.model, configs.train, list(configs.measurements), *arrays,
-            # One folder per normalization; inside it, one per configuration hash.
-            checkpoints=(None if directory is None
-                         else checkpoint_store(f"{directory}/{configs.model.normalization}")),
-            checkpoint_every_s=float(configs.checkpoints.every_s),
-            progress=live,
-        )
-        runtime = runtime_provenance()
+    results, runtime = _trained_or_imported(
+        configs, (*examples(model_input_train), *examples(model_input_test)), imported, live)
     return {
         "initial_state": by_run(results, lambda r: model_state(r.initial_params, r.initial_batch_stats)),
         "final_state": by_run(results, lambda r: model_state(r.final_params, r.final_batch_stats)),
@@ -100,6 +85,27 @@ def train_model(
             "clock": None if live is None else live.clock(),
         }),
     }
+
+
+def _trained_or_imported(configs, arrays: tuple, imported: dict[str, Any] | None,
+                         live: Any) -> tuple[list, dict[str, Any]]:
+    """(the model's results, the runtime they were made on): trained here, or read from
+    ``imported["path"]`` (:func:`bnstudy.run_files.matching_results`)."""
+    if (imported or {}).get("path"):
+        results, about = matching_results(
+            imported["path"], configs_about(configs.model, configs.train, configs.measurements),
+            data_fingerprint(*arrays))
+        return results, about["runtime"]
+    directory = configs.checkpoints.directory
+    results = train_seeds(
+        configs.model, configs.train, list(configs.measurements), *arrays,
+        # One folder per normalization; inside it, one per configuration hash.
+        checkpoints=(None if directory is None
+                     else checkpoint_store(f"{directory}/{configs.model.normalization}")),
+        checkpoint_every_s=float(configs.checkpoints.every_s),
+        progress=live,
+    )
+    return results, runtime_provenance()
 
 
 def train_and_track(mlflow: dict[str, Any], live: Any = None, **inputs: Any) -> dict[str, Any]:
