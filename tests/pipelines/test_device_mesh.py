@@ -34,7 +34,7 @@ ulp. Training amplifies such differences: measured on the test study (20 steps, 
 CPU devices), the losses agree to 1e-7 relative up to step 8, then BN's seed 2 drifts to 2.5e-6
 at step 12 and 1.6e-4 at step 17, and the ICS cosine, a difference of nearly equal gradients,
 moves by up to 1.3 by step 18. Over the whole run, rtol 1e-5 cannot hold for any program change
-(the library test, 4 steps, is bitwise: tests/core/test_training.py). So the check is the
+(the library tests, 4 steps, hold rtol 1e-5: tests/core/test_training.py). So the check is the
 structure of every output, the identical initial state, and the trajectory's first steps."""
 
 
