@@ -5,6 +5,7 @@ initial state, and the same trajectory until rounding differences grow (issue 23
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -43,6 +44,30 @@ def _frames(project, model: str) -> dict[str, pd.DataFrame]:
     return {p.stem: pd.read_parquet(newest(p)) for p in sorted(folder.glob("*.parquet"))}
 
 
+def assert_matches_unsharded(project, reference, model: str) -> None:
+    """``model``'s outputs in ``project`` against those of the unsharded run in ``reference``:
+    every table with the same rows, columns and dtypes, the initial state bit for bit, and the
+    losses of the first :data:`EARLY` steps (and the test loss at W_0) to rtol 1e-6."""
+    mine, theirs = _frames(project, model), _frames(reference, model)
+    assert list(mine) == list(theirs) and len(theirs) >= 8, (model, list(mine))
+    for name, want in theirs.items():
+        got = mine[name]
+        assert got.dtypes.to_dict() == want.dtypes.to_dict(), (model, name)
+        keys = [c for c in want.columns if want[c].dtype.kind not in "fc"]
+        pd.testing.assert_frame_equal(got[keys], want[keys], check_exact=True, obj=f"{model}/{name}")
+    early = theirs["training_trace"]["step"] < EARLY
+    np.testing.assert_allclose(mine["training_trace"]["train_loss"][early],
+                               theirs["training_trace"]["train_loss"][early], rtol=1e-6)
+    first = theirs["eval_trace"]["step"] == 0
+    np.testing.assert_allclose(mine["eval_trace"]["test_loss"][first],
+                               theirs["eval_trace"]["test_loss"][first], rtol=1e-6)
+    state = Path("data") / "06_models" / model / "initial_state.npz"
+    with np.load(newest(project / state)) as got, np.load(newest(reference / state)) as want:
+        assert got.files == want.files
+        for key in want.files:
+            np.testing.assert_array_equal(got[key], want[key], err_msg=f"{model}:{key}")
+
+
 @pytest.mark.slow
 def test_the_study_sharded_over_devices_by_a_parameter_equals_the_unsharded_run(
         finished_study, tmp_path):
@@ -58,23 +83,6 @@ def test_the_study_sharded_over_devices_by_a_parameter_equals_the_unsharded_run(
         record = json.loads(newest(project / "data/07_model_output" / model / "run_record.json").read_text())
         assert record["run_devices"] == DEVICES, model  # the state did live on the mesh
         assert record["parameters"]["training"]["devices"] == DEVICES
-        mine, theirs = _frames(project, model), _frames(finished_study, model)
-        assert list(mine) == list(theirs) and len(theirs) >= 9, model
-        for name, want in theirs.items():  # every table: same rows, columns and dtypes
-            got = mine[name]
-            assert got.dtypes.to_dict() == want.dtypes.to_dict(), (model, name)
-            keys = [c for c in want.columns if want[c].dtype.kind not in "fc"]
-            pd.testing.assert_frame_equal(got[keys], want[keys], check_exact=True, obj=f"{model}/{name}")
-        early = theirs["training_trace"]["step"] < EARLY
-        np.testing.assert_allclose(mine["training_trace"]["train_loss"][early],
-                                   theirs["training_trace"]["train_loss"][early], rtol=1e-6)
-        first = theirs["eval_trace"]["step"] == 0
-        np.testing.assert_allclose(mine["eval_trace"]["test_loss"][first],
-                                   theirs["eval_trace"]["test_loss"][first], rtol=1e-6)
-        with (np.load(newest(project / "data/06_models" / model / "initial_state.npz")) as got,
-              np.load(newest(finished_study / "data/06_models" / model / "initial_state.npz")) as want):
-            assert got.files == want.files
-            for key in want.files:
-                np.testing.assert_array_equal(got[key], want[key], err_msg=f"{model}:{key}")
+        assert_matches_unsharded(project, finished_study, model)
     setup = newest(project / "data/08_reporting/report.md").read_text()
     assert f"runs sharded over {DEVICES} devices" in setup
