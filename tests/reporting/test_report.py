@@ -322,12 +322,17 @@ def test_a_pair_without_claims_is_summarized_by_its_measures(three_seeds):
 
 
 def test_a_folded_sections_tables_are_collapsed_in_both_renderings_and_others_are_not():
-    views = document.Table(["view", "value"], [["all steps", "ratio 2.00 [1.50, 2.70]"], ["late", "x"]])
+    views = document.folded(document.Table(["view", "value"], [["all steps", "ratio 2.00 [1.50, 2.70]"],
+                                                                 ["late", "x"]]))
     setup = document.Table(["field", "value"], [["seed", "1337"]])
     doc = document.Report("T", [], [document.Section("Setup", tables=[("Setup", setup)]),
                                     document.Section("ICS", level=3, tables=[("Every view", views)],
-                                                     folded=True)], {})
-    markdown, page = document.render_markdown(doc, {}), document.render_html(doc, {})
+                                                     figures=["a", "b"], folded_figures=["b"])],
+                          {"a": "shown", "b": "on a click"})
+    figures = {"a": b"\x89PNG a", "b": b"\x89PNG b"}
+    markdown, page = document.render_markdown(doc, figures), document.render_html(doc, figures)
+    assert "<details><summary><b>Figure 2: b</b> (click to show)</summary>\n\n![Figure 2: b]" in markdown
+    assert "<summary><b>Figure 1" not in markdown and page.count("<details>") == 2
     folded = "<details><summary><b>Every view</b> (2 rows: click to open)</summary>"
     assert folded in markdown and folded in page
     # the Markdown table sits between blank lines inside <details>, so viewers render it

@@ -20,6 +20,7 @@ Table cells are escaped for either format (a ``|`` inside a Markdown cell would 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import re
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ FIGURE_FOLDER = "figures"
 class Table:
     columns: list[str]
     rows: list[list[str]]
+    folded: bool = False  # collapsed (<details>, caption and row count shown): the detail
 
 
 @dataclass
@@ -42,7 +44,7 @@ class Section:
     figures: list[str] = field(default_factory=list)  # figure names, in order
     tables: list[tuple[str, Table]] = field(default_factory=list)
     level: int = 2
-    folded: bool = False  # its tables collapsed (<details>), opened by a click: the detail
+    folded_figures: list[str] = field(default_factory=list)  # of figures: shown on a click
 
 
 @dataclass
@@ -138,7 +140,7 @@ def render_markdown(report: Report, figures: Mapping[str, bytes]) -> str:
         if section.bullets:
             out += [f"- {b}" for b in section.bullets] + [""]
         for caption, table in section.tables:
-            if section.folded:
+            if table.folded:
                 out += [f"<details><summary>{_folded_summary(caption, table)}</summary>", "",
                         markdown_table(table), "", "</details>", ""]
             else:
@@ -147,8 +149,12 @@ def render_markdown(report: Report, figures: Mapping[str, bytes]) -> str:
             if name in figures:
                 path = figure_file(name, figures[name])
                 caption = report.captions.get(name, name)
-                out += [f"![Figure {numbers[name]}: {name}]({path})", "",
-                        f"*Figure {numbers[name]}. {caption}* (`{path}`)", ""]
+                shown = [f"![Figure {numbers[name]}: {name}]({path})", "",
+                         f"*Figure {numbers[name]}. {caption}* (`{path}`)", ""]
+                if name in section.folded_figures:
+                    shown = [f"<details><summary>{_folded_figure(numbers[name], name)}</summary>", "",
+                             *shown, "</details>", ""]
+                out += shown
     return "\n".join(out) + "\n"
 
 
@@ -191,11 +197,20 @@ def _folded_summary(caption: str, table: Table) -> str:
     return f"<b>{html.escape(caption)}</b> ({rows} row{'s' if rows != 1 else ''}: click to open)"
 
 
-def _html_table(caption: str, table: Table, folded: bool = False) -> str:
+def folded(table: Table) -> Table:
+    """``table``, collapsed in the report (<details>: its caption and row count shown)."""
+    return dataclasses.replace(table, folded=True)
+
+
+def _folded_figure(number: int, name: str) -> str:
+    return f"<b>Figure {number}: {html.escape(name)}</b> (click to show)"
+
+
+def _html_table(caption: str, table: Table) -> str:
     esc = html.escape
     head = "".join(f"<th>{esc(c)}</th>" for c in table.columns)
     body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in table.rows)
-    if folded:
+    if table.folded:
         return (f"<details><summary>{_folded_summary(caption, table)}</summary>"
                 f"<table><tr>{head}</tr>{body}</table></details>")
     return f"<p><b>{esc(caption)}</b></p><table><tr>{head}</tr>{body}</table>"
@@ -209,13 +224,16 @@ def _html_section(section: Section, report: Report, figures: Mapping[str, bytes]
     parts += [f"<p>{inline_html(p)}</p>" for p in section.paragraphs]
     if section.bullets:
         parts.append("<ul>" + "".join(f"<li>{inline_html(b)}</li>" for b in section.bullets) + "</ul>")
-    parts += [_html_table(caption, table, section.folded) for caption, table in section.tables]
+    parts += [_html_table(caption, table) for caption, table in section.tables]
     for name in section.figures:
         if name in figures:
             data = base64.b64encode(figures[name]).decode()
-            parts.append(f"<figure><img alt='{esc(name)}' src='data:{_mime(figures[name])};base64,{data}'>"
-                         f"<figcaption>Figure {numbers[name]}. {esc(report.captions.get(name, name))}"
-                         "</figcaption></figure>")
+            shown = (f"<figure><img alt='{esc(name)}' src='data:{_mime(figures[name])};base64,{data}'>"
+                     f"<figcaption>Figure {numbers[name]}. {esc(report.captions.get(name, name))}"
+                     "</figcaption></figure>")
+            if name in section.folded_figures:
+                shown = f"<details><summary>{_folded_figure(numbers[name], name)}</summary>{shown}</details>"
+            parts.append(shown)
     return parts
 
 

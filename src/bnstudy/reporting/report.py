@@ -19,7 +19,7 @@ from bnstudy.analysis.fidelity import BLOG_OPTIMIZER, PAPER_OPTIMIZER, optimizer
 from bnstudy.analysis.study import model_word
 from bnstudy.reporting import conclusions as words
 from bnstudy.reporting.captions import figure_captions
-from bnstudy.reporting.document import Report, ReportPart, Section
+from bnstudy.reporting.document import Report, ReportPart, Section, folded
 from bnstudy.reporting.figures import zero_by_definition
 from bnstudy.reporting.provenance import setup_table
 
@@ -39,6 +39,11 @@ TOPICS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
 )
 
 
+FOLDED_FIGURES = ("activation_final_snapshot", "activation_animation")
+"""Figures the report shows on a click (<details>): the every-layer views of the activations,
+beside the readable 4 x 4 grid of ``activation_histograms``."""
+
+
 def _matches(name: str, selector: str) -> bool:
     return name.endswith(selector) if selector.startswith("/") else name == selector
 
@@ -48,7 +53,7 @@ def measure_section(name: str, measure: Mapping[str, Any]) -> Section:
     label = measure["label"]
     return Section(label[:1].upper() + label[1:], level=3,
                    paragraphs=[f"`{name}`: {measure['overall']['text']}.", *words.measure_notes(measure)],
-                   tables=[("Every view", words.views_table(measure))], folded=True)
+                   tables=[("Every view", folded(words.views_table(measure)))])
 
 
 def topic_sections(comparisons: Mapping[str, Any]) -> list[Section]:
@@ -61,7 +66,8 @@ def topic_sections(comparisons: Mapping[str, Any]) -> list[Section]:
     for title, figure_names, selectors in TOPICS:
         reading = readings.get(title)
         sections.append(Section(title, figures=list(figure_names),
-                                paragraphs=[reading] if reading else []))
+                                paragraphs=[reading] if reading else [],
+                                folded_figures=[n for n in figure_names if n in FOLDED_FIGURES]))
         for selector in selectors:
             sections += [measure_section(name, measure) for name, measure in measures.items()
                          if _matches(name, selector)]
@@ -143,7 +149,7 @@ def fidelity_section(fidelity: Mapping[str, Any], num_seeds: int,
             "pair. Holm's adjustment runs over every test of this table, so its adjusted p are at least the "
             "table's above.")
         tables.append(("Every reading: pair, optimizer and protocol",
-                       words.readings_table(readings, study_records, num_seeds)))
+                       folded(words.readings_table(readings, study_records, num_seeds))))
     return Section("Fidelity", paragraphs=paragraphs, tables=tables)
 
 
@@ -164,7 +170,7 @@ def further_sections(further: Mapping[str, Mapping[str, Any]]) -> list[Section]:
             f"{model_word(treatment)} against {model_word(reference)} ({treatment} vs "
             f"{reference}){rate}",
             level=3, paragraphs=paragraphs, bullets=words.conclusion_bullets(summary),
-            tables=[("Every measure, paired by seed", words.comparison_table(summary))], folded=True))
+            tables=[("Every measure, paired by seed", folded(words.comparison_table(summary)))]))
     return sections
 
 
