@@ -10,7 +10,8 @@ every chunk. Each save is written twice, in alternating order, from the same hos
   ``CheckpointManager``;
 * pytree: the same ``CheckpointManager`` options saving the state and the record as orbax
   pytrees (``StandardSave``, one tensorstore array per leaf, which is what sharded arrays
-  need), and the same JSON ``extra``.
+  need; the non-empty leaves as lists, since the record's keys hold '/' and orbax refuses
+  zero-size arrays), and the same JSON ``extra``.
 
 Then the newest checkpoint is restored in both formats, ``--repeats`` times. Printed: the
 median save and restore seconds of each format, their ratio, the arrays and bytes on disk.
@@ -32,12 +33,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 import orbax.checkpoint as ocp  # noqa: E402
 from bench_training import synthetic_data  # noqa: E402
 from study_config import study_configs  # noqa: E402
 
 from bnstudy.core import train_seeds  # noqa: E402
 from bnstudy.reliability.checkpoints import RunCheckpoints  # noqa: E402
+
+
+def _leaves(tree) -> list[np.ndarray]:
+    """The non-empty leaves of a pytree, as orbax saves them: one tensorstore array each (the
+    record's keys hold '/', leaf names, which orbax would take as folders, and it refuses
+    zero-size arrays)."""
+    return [np.asarray(leaf) for leaf in jax.tree.leaves(dict(tree) if isinstance(tree, dict) else tree)
+            if np.asarray(leaf).size]
 
 
 class PytreeCheckpoints:
@@ -50,13 +60,13 @@ class PytreeCheckpoints:
 
     def save(self, done, state, record, extra) -> None:
         self._manager.save(done, force=True, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), record=ocp.args.StandardSave(dict(record)),
+            state=ocp.args.StandardSave(_leaves(state)), record=ocp.args.StandardSave(_leaves(record)),
             meta=ocp.args.JsonSave(dict(extra))))
 
     def restore(self, state_template):
         step = self._manager.latest_step()
         return self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(state_template), record=ocp.args.StandardRestore(),
+            state=ocp.args.StandardRestore(), record=ocp.args.StandardRestore(),
             meta=ocp.args.JsonRestore()))
 
     def close(self) -> None:

@@ -381,6 +381,8 @@ RUN_FIELDS = (
     "curvature_every", "curvature_rtol", "curvature_max_iters", "curvature_trace_samples",
     # sizes of the inputs only, which the programs' signatures already key
     "eval_batch_size", "curvature_probe_size", "curvature_group",
+    # where the run axis lives: the inputs' sharding, which jit keys its programs by
+    "devices",
 )
 """The TrainConfig fields that set only the values or the cadence of a run, not a program
 (every field is in exactly one of PROGRAM_FIELDS and RUN_FIELDS; a test checks it)."""
