@@ -94,7 +94,9 @@ def test_one_table_reads_the_claims_under_both_optimizers_and_both_protocols(pap
     blog-optimizer pair, each measured in both protocols, and its report's Fidelity section
     sets every claim's readings side by side: 2 pairs x (4 claims x 2 protocols + 2)."""
     markdown = latest(paper_optimizer_run, "data/08_reporting/optimizer_fidelity_study/report.md").read_text()
-    table = markdown[markdown.index("**Every reading: pair, optimizer and protocol**"):].split("\n\n")[1]
+    # folded under its caption (<details>): the table follows the </summary> line
+    folded = markdown[markdown.index("<b>Every reading: pair, optimizer and protocol</b>"):]
+    table = folded.split("</summary>\n\n", 1)[1].split("\n\n")[0]
     header, _, *rows = table.splitlines()
     assert "p: raw / Holm (20 tests)" in header, header
     cells = [row.split(" | ") for row in rows]
