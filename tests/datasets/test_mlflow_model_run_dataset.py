@@ -57,12 +57,23 @@ def test_without_an_active_run_nothing_is_logged(tracking, caplog):
     assert tracking.search_runs([tracking.get_experiment_by_name("test").experiment_id]) == []
 
 
-def test_unknown_payload_keys_and_load_are_errors(tracking):
+def test_unknown_payload_keys_are_an_error(tracking):
     dataset = MlflowModelRunDataset(run_name="baseline")
     with pytest.raises(DatasetError, match="unknown payload keys \\['metric'\\]"):
         dataset.save({"metric": {}})
-    with pytest.raises(DatasetError, match="save-only"):
-        dataset.load()
+
+
+def test_load_names_the_newest_model_run_of_that_name_under_the_active_run(tracking):
+    """What the model's results record: its run's id and status; none outside a run."""
+    dataset = MlflowModelRunDataset(run_name="baseline")
+    assert dataset.load() == {"run_name": "baseline", "run_id": None, "status": None}
+    with mlflow.start_run():
+        assert dataset.load()["run_id"] is None  # not logged yet
+        MlflowModelRunDataset(run_name="candidate").save({"metrics": {"x": 1.0}})
+        dataset.save({"metrics": {"x": 1.0}})
+        loaded = dataset.load()
+    assert loaded["run_id"] == dataset.last_run_id and loaded["status"] == "FINISHED"
+    assert tracking.get_run(loaded["run_id"]).info.run_name == "baseline"
 
 
 def test_bytes_dataset_logs_each_version_as_an_artifact(tracking, tmp_path):

@@ -293,6 +293,27 @@ def test_each_model_run_is_opened_and_ended_by_its_own_training_node():
     for model in ("baseline", "candidate", "candidate_l1"):
         (opener,) = [n for n in pipeline.nodes if f"{model}.mlflow_live" in n.inputs]
         assert f"{model}.mlflow_run" in opener.outputs, model
-    order = [n.name for n in pipeline.nodes]
+    order = [n.name for n in pipeline.nodes if n.name.endswith("train_model_node")]
     assert order == ["baseline.train_model_node", "candidate.train_model_node",
                      "candidate_l1.train_model_node"]
+
+
+def test_a_models_namespace_has_one_output_its_results_so_kedro_viz_draws_it_as_one_box():
+    """kedro-viz (12.x, ``ModularPipelinesRepository.populate_tree``) draws inside a
+    namespace's box every dataset that is made and read only inside it, and outside every
+    "free output": one that nothing reads, or that a node outside reads. In a whole study,
+    each model's only free output is ``<model>.results``; its traces, states, run record and
+    MLflow run are inside."""
+    from bnstudy.pipeline_registry import register_pipelines
+    from bnstudy.pipelines.training.pipeline import TRAINING_OUTPUTS
+
+    pipeline = register_pipelines()["full_study"]
+    for model in ("baseline", "candidate"):
+        inside = pipeline.only_nodes_with_namespaces([model])
+        rest = pipeline - inside
+        free = inside.outputs() | (rest.inputs() & inside.all_outputs())
+        assert free == {f"{model}.results"}, model
+        internal = inside.all_outputs() - free
+        assert internal == {f"{model}.{name}" for name in (*TRAINING_OUTPUTS, "mlflow_run")}
+        assert not any(name.startswith(f"{model}.") and name != f"{model}.results"
+                       for name in rest.inputs()), "nothing outside reads a model's traces"

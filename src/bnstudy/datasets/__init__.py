@@ -10,6 +10,7 @@ from bnstudy.datasets.mlflow_note_dataset import MlflowNoteDataset
 from bnstudy.datasets.npz_dataset import NpzDataset
 from bnstudy.datasets.previews import PreviewedJSONDataset
 from bnstudy.datasets.report_dataset import ReportDataset
+from bnstudy.datasets.results_dataset import ModelResults, ModelResultsDataset
 from bnstudy.datasets.table_dataset import TableDataset
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "MlflowLiveRunDataset",
     "MlflowModelRunDataset",
     "MlflowNoteDataset",
+    "ModelResults",
+    "ModelResultsDataset",
     "NpzDataset",
     "ReportDataset",
     "PreviewedJSONDataset",

@@ -10,8 +10,9 @@ the active parent):
   creates the child run when training starts and returns a :class:`LiveModelRun`, the
   node's progress callback, which logs ``progress/<metric>`` after every chunk at its real
   step and wall-clock time, and keeps that clock (step -> time) for the payload.
-* :class:`MlflowModelRunDataset` (save-only), the training node's ``mlflow_run`` output: saving logs
-  the payload to the same child run and ends it, so the run's duration covers training.
+* :class:`MlflowModelRunDataset`, the training node's ``mlflow_run`` output: saving logs
+  the payload to the same child run and ends it, so the run's duration covers training;
+  loading names that run (the model's ``collect_results_node`` records its id).
 
 Payload (all keys optional)::
 
@@ -60,8 +61,9 @@ class _ModelRunDataset:
 
 
 class MlflowModelRunDataset(_ModelRunDataset, AbstractDataset[dict[str, Any], None]):
-    """Save-only: logs the payload to the child run ``run_name`` under the active run (the one
-    its :class:`MlflowLiveRunDataset` opened, or a new one) and ends it FINISHED.
+    """Saving logs the payload to the child run ``run_name`` under the active run (the one its
+    :class:`MlflowLiveRunDataset` opened, or a new one) and ends it FINISHED; loading names
+    that run (its id and status, which the model's results record).
 
     Args:
         run_name: the child run's name (e.g. ``"{model}"`` in a factory pattern).
@@ -74,10 +76,19 @@ class MlflowModelRunDataset(_ModelRunDataset, AbstractDataset[dict[str, Any], No
         self.last_run_id: str | None = None
 
     def load(self) -> dict[str, Any]:
-        raise DatasetError(
-            f"MlflowModelRunDataset '{self._run_name}' is save-only: read the run back with "
-            "mlflow.search_runs(filter_string=\"tags.mlflow.runName = '...'\")."
-        )
+        """The newest child run ``run_name`` under the active run, as its model's results
+        record it: ``{"run_name", "run_id", "status"}``; ``run_id`` and ``status`` are None
+        without an active run (tracking disabled) or before the run was logged."""
+        import mlflow
+
+        from bnstudy.reliability.tracking import nested_runs
+
+        found, parent = [], mlflow.active_run()
+        if parent is not None:
+            found = nested_runs(mlflow.MlflowClient(), parent, run_name=self._run_name)
+        info = found[-1].info if found else None
+        return {"run_name": self._run_name, "run_id": info.run_id if info else None,
+                "status": info.status if info else None}
 
     def _exists(self) -> bool:
         return False

@@ -1,7 +1,8 @@
 """Thin Kedro adapters around :mod:`bnstudy.analysis.tables` and :mod:`bnstudy.analysis.study`.
 
-Each node takes every model's traces of its study as keyword inputs ``<trace>:<model>`` (so
-kedro-viz shows where each comes from) and the study's ``comparisons``; it runs the
+Each node takes every model's results of its study as keyword inputs ``results:<model>``
+(``<model>.results``, a :class:`~bnstudy.datasets.ModelResults` that loads each trace when a
+node first reads it) and the study's ``comparisons``; it runs the
 measurement once per comparison and returns a tidy table of every model (under its roster
 name) and a JSON-ready summary per comparison. A seed that diverged in either model of a pair
 is left out of that pair (:mod:`bnstudy.analysis.divergence`), and the summary says so under
@@ -22,15 +23,42 @@ from bnstudy.pipelines import json_ready
 
 Result = tuple[pd.DataFrame, dict[str, Any]]
 SEPARATOR = ":"
-"""Between a trace's name and the model's in a node's keyword inputs (``training_trace:baseline``)."""
+"""Between a kind and a name in a node's keyword inputs (``results:baseline``, ``figure:...``)."""
+RESULTS = "results"
+"""The kind of a model's results in a node's keyword inputs (``results:<model>``)."""
 
 
-def traces_by_kind(inputs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{"<trace>:<model>": value}`` -> ``{trace: {model: value}}``, in input order."""
-    grouped: dict[str, dict[str, Any]] = {}
+class ByModel(Mapping[str, Any]):
+    """``{model: its output member}`` over the models' results, each loaded on first access."""
+
+    def __init__(self, results: Mapping[str, Mapping[str, Any]], member: str) -> None:
+        self._results = {model: found for model, found in results.items() if member in found}
+        self._member = member
+
+    def __getitem__(self, model: str) -> Any:
+        return self._results[model][self._member]
+
+    def __iter__(self):
+        return iter(self._results)
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+
+def traces_by_kind(inputs: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """``{"<kind>:<name>": value}`` -> ``{kind: {name: value}}``, in input order; each model's
+    results (``results:<model>``) become one entry per output, ``{trace: {model: trace}}``
+    (:class:`ByModel`: a trace loads when it is first read)."""
+    grouped: dict[str, Mapping[str, Any]] = {}
+    results: dict[str, Mapping[str, Any]] = {}
     for key, value in inputs.items():
-        trace, _, model = key.partition(SEPARATOR)
-        grouped.setdefault(trace, {})[model] = value
+        kind, _, name = key.partition(SEPARATOR)
+        if kind == RESULTS:
+            results[name] = value
+        else:
+            grouped.setdefault(kind, {})[name] = value
+    for member in dict.fromkeys(member for found in results.values() for member in found):
+        grouped.setdefault(member, ByModel(results, member))
     return grouped
 
 
@@ -109,7 +137,7 @@ def analyze_init_distance(params: dict[str, Any], comparisons: list, **traces: p
 
 
 def gradient_difference(**traces: pd.DataFrame) -> pd.DataFrame:
-    """The paper's Fig 11 data for every model of the study (``probe_trace:<model>``
+    """The paper's Fig 11 data for every model of the study (read from ``results:<model>``
     inputs): :func:`bnstudy.analysis.tables.gradient_difference_curves`. A diverged run's
     probe rows are NaN from its divergence on, so they drop out."""
     return analysis.gradient_difference_curves(traces_by_kind(traces)["probe_trace"])

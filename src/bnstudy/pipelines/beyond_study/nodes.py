@@ -24,7 +24,7 @@ NOISE_KINDS = ("none", "batch", "batch_noisy", "noisy")
 
 def check_same_setup(**records: dict[str, Any]) -> dict[str, str]:
     """``{model: normalization}`` of every model of the study once their run records
-    (``run_record:<model>``) show one setup (ValueError otherwise)."""
+    (``results:<model>``) show one setup (ValueError otherwise)."""
     return beyond.check_same_setup(traces_by_kind(records)["run_record"])
 
 
@@ -35,7 +35,7 @@ def answer_noise_question(study_summary: dict[str, Any], normalizations: dict[st
 
 def analyze_curvature(normalizations: dict[str, str], params: dict[str, Any],
                       **inputs: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Every model's curvature trace (``curvature_trace:<model>``) against the thresholds of
+    """Every model's curvature trace (read from ``results:<model>``) against the thresholds of
     the run's learning rate and momentum (one setup: :func:`check_same_setup`), paired with
     the first model without normalization."""
     grouped = traces_by_kind(inputs)

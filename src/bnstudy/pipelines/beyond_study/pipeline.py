@@ -32,14 +32,14 @@ def questions(models: tuple[str, ...]) -> Pipeline:
     """The questions' nodes (inside the namespace: ``model_comparisons_summary`` is the
     study's own; ``<model>.<dataset>`` every model's)."""
     return Pipeline([
-        Node(func=nodes.check_same_setup, inputs=model_inputs(models, ["run_record"]),
+        Node(func=nodes.check_same_setup, inputs=model_inputs(models),
              outputs="normalizations_summary", name="check_same_setup_node", tags=ANALYSIS),
         Node(func=nodes.answer_noise_question,
              inputs=["model_comparisons_summary", "normalizations_summary"],
              outputs="noise_question_summary", name="answer_noise_question_node", tags=ANALYSIS),
         Node(func=nodes.analyze_curvature,
              inputs={"normalizations": "normalizations_summary", "params": "params:beyond",
-                     **model_inputs(models, ["run_record", "curvature_trace"])},
+                     **model_inputs(models)},
              outputs=["curvature_table", "curvature_summary"], name="analyze_curvature_node",
              tags=ANALYSIS),
         Node(func=nodes.plot_noisy_shift,

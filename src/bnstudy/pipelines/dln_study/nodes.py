@@ -20,9 +20,9 @@ from bnstudy.runs import learning_rate_key
 
 def analyze_curvature_by_rate(params: dict[str, Any], **inputs: Any
                               ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Every model's curvature trace (``curvature_trace:<model>``) against the thresholds of
+    """Every model's curvature trace (read from ``results:<model>``) against the thresholds of
     each learning rate it trained at, paired with the study's model without normalization
-    (``run_record:<model>`` names each model's normalization and momentum).
+    (``results:<model>``: each run record names each model's normalization and momentum).
 
     Returns:
         The table with a ``learning_rate`` column, and ``{"by_learning_rate": {rate:

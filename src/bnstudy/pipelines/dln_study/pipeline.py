@@ -25,7 +25,7 @@ def questions(models: tuple[str, ...]) -> Pipeline:
     return Pipeline([
         Node(func=nodes.analyze_curvature_by_rate,
              inputs={"params": "params:beyond",
-                     **model_inputs(models, ["run_record", "curvature_trace"])},
+                     **model_inputs(models)},
              outputs=["curvature_table", "curvature_summary"],
              name="analyze_curvature_by_rate_node", tags=["analysis"]),
         Node(func=nodes.plot_curvature_by_rate, inputs=["curvature_table", "curvature_summary"],

@@ -20,7 +20,7 @@ from bnstudy.reporting.plotting import to_png
 def analyze_sweep(params: dict[str, Any], comparisons: list, **inputs: Any
                   ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Every model's ``training_trace``, ``eval_trace`` and ``run_record`` (keyword inputs
-    ``<trace>:<model>``) -> the runs table and the sweep summary
+    ``results:<model>``) -> the runs table and the sweep summary
     (:func:`bnstudy.analysis.sweep.analyze_sweep`)."""
     grouped = traces_by_kind(inputs)
     table, summary = sweep.analyze_sweep(grouped["training_trace"], grouped["eval_trace"],

@@ -16,27 +16,26 @@ COMPARISONS = f"params:studies.{STUDY}.comparisons"
 
 def questions(models: tuple[str, ...]) -> Pipeline:
     """The sweep question's nodes (inside the namespace)."""
-    curves = model_inputs(models, ["training_trace", "eval_trace"])
-    ics = model_inputs(models, ["ics_trace"])
+    results = model_inputs(models)
     return Pipeline([
         Node(func=nodes.analyze_sweep,
              inputs={"params": "params:sweep", "comparisons": COMPARISONS,
-                     **curves, **model_inputs(models, ["run_record"])},
+                     **results},
              outputs=["sweep_table", "sweep_summary"], name="analyze_sweep_node",
              tags=["analysis"]),
         Node(func=nodes.plot_sweep, inputs="sweep_table", outputs="sweep_figure",
              name="plot_sweep_node", tags=["reporting"]),
         Node(func=nodes.plot_sweep_curves,
-             inputs={"params": "params:sweep", "comparisons": COMPARISONS, **curves},
+             inputs={"params": "params:sweep", "comparisons": COMPARISONS, **results},
              outputs="sweep_curves_figure", name="plot_sweep_curves_node", tags=["reporting"]),
         Node(func=nodes.plot_sweep_ics,
              inputs={"params": "params:sweep", "reporting": "params:reporting",
-                     "comparisons": COMPARISONS, **ics},
+                     "comparisons": COMPARISONS, **results},
              outputs="sweep_ics_figure", name="plot_sweep_ics_node", tags=["reporting"]),
         Node(func=nodes.sweep_part,
              inputs={"params": "params:sweep", "summary": "sweep_summary",
                      "sweep_figure": "sweep_figure", "curves_figure": "sweep_curves_figure",
-                     "ics_figure": "sweep_ics_figure", **ics},
+                     "ics_figure": "sweep_ics_figure", **results},
              outputs="sweep_report_part", name="write_sweep_section_node", tags=["reporting"]),
     ])
 

@@ -56,7 +56,7 @@ def plot_training_curves(table: pd.DataFrame) -> bytes:
 
 
 def plot_gradient_ics(table: pd.DataFrame, params: dict[str, Any], **records: dict[str, Any]) -> bytes:
-    """``records``: ``run_record:<model>`` of every model of the study."""
+    """``records``: ``results:<model>`` of every model of the study (its run records are read)."""
     zero = figures.zero_by_definition(traces_by_kind(records)["run_record"])
     return _drawn(figures.gradient_ics_figure, "Gradient ICS", table, params["ics_layers"], zero)
 
@@ -140,7 +140,7 @@ def write_report(params: dict[str, Any], model_comparisons: dict[str, Any],
                  fidelity: dict[str, Any], provenance: dict[str, Any], preprocessing: dict[str, Any],
                  **inputs: Any) -> tuple[dict[str, Any], str, dict[str, dict[str, float]], str]:
     """The report as Markdown (with its figures, to be saved next to it) and HTML, and the
-    study-level metrics for MLflow. ``inputs``: ``run_record:<model>`` of every model of the
+    study-level metrics for MLflow. ``inputs``: ``results:<model>`` of every model of the
     study, ``figure:<name>`` of every figure of :data:`FIGURE_NAMES`, and ``part:<question>``
     for each question of the study's own (a :class:`~bnstudy.reporting.document.ReportPart`:
     its sections, figures, captions and metrics join the report's)."""

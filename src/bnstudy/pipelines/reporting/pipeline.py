@@ -2,7 +2,7 @@
 
 The line figures draw every model of the study from the analysis's tidy tables; the
 activation-histogram figures draw the headline comparison's pair side by side. Per-model
-inputs are keyword inputs ``<dataset>:<model>`` (``run_record:baseline`` <- ``baseline.run_record``).
+inputs are the models' results, keyword inputs ``results:<model>`` (<- ``<model>.results``).
 A study's own questions add to the report as ``part:<question>`` inputs (``<question>_report_part``,
 a :class:`~bnstudy.reporting.document.ReportPart`), so the report is always this one.
 """
@@ -29,13 +29,11 @@ TABLE_FIGURES = {
 }
 """Figures drawn from their measurement's ``<name>_table`` alone."""
 HISTOGRAM_FIGURES = {
-    "activation_histograms": (nodes.plot_activation_histograms, ["activation_histograms", "run_record"]),
+    "activation_histograms": nodes.plot_activation_histograms,
     # saved beside the report (data/08_reporting/figures/, MLflow figures/), not embedded in it
-    "activation_histograms_full": (nodes.plot_activation_histograms_full, ["activation_histograms", "run_record"]),
-    "activation_final_snapshot": (nodes.plot_activation_final_snapshot,
-                                  ["activation_histograms", "activation_stats", "run_record"]),
-    "activation_animation": (nodes.animate_activations,
-                             ["activation_histograms", "activation_stats", "run_record"]),
+    "activation_histograms_full": nodes.plot_activation_histograms_full,
+    "activation_final_snapshot": nodes.plot_activation_final_snapshot,
+    "activation_animation": nodes.animate_activations,
 }
 
 
@@ -53,17 +51,17 @@ def create_pipeline(study: str = "full_study", parts: Sequence[str] = (),
                   tags=["reporting"]) for name, func in TABLE_FIGURES.items()]
     built.append(Node(func=nodes.plot_gradient_ics,
                       inputs={"table": "gradient_ics_table", "params": settings,
-                              **model_inputs(models, ["run_record"])},
+                              **model_inputs(models)},
                       outputs="gradient_ics_figure", name="plot_gradient_ics_node", tags=["reporting"]))
     built += [Node(func=func, inputs={"params": settings, "comparisons": comparisons,
-                                      **model_inputs(models, datasets)},
+                                      **model_inputs(models)},
                    outputs=f"{name}_figure", name=f"plot_{name}_node", tags=["reporting"])
-              for name, (func, datasets) in HISTOGRAM_FIGURES.items()]
+              for name, func in HISTOGRAM_FIGURES.items()]
     built.append(Node(
         func=nodes.write_report,
         inputs={"params": settings, "model_comparisons": "model_comparisons_summary", "fidelity": "fidelity_summary",
                 "provenance": provenance, "preprocessing": data_parameters,
-                **model_inputs(models, ["run_record"]),
+                **model_inputs(models),
                 **{f"figure:{name}": f"{name}_figure" for name in nodes.FIGURE_NAMES},
                 **{f"part:{name}": f"{name}_report_part" for name in parts}},
         outputs=["study_report_md", "study_report_html", "study_metrics", "study_note"],

@@ -21,6 +21,7 @@ from bnstudy.analysis.traces import (
     run_record,
 )
 from bnstudy.core import train_seeds
+from bnstudy.datasets.results_dataset import content_digest
 from bnstudy.parameters import model_configs, with_code_defaults
 from bnstudy.pipelines import json_ready
 from bnstudy.reliability.checkpoints import checkpoint_store
@@ -121,6 +122,16 @@ def train_and_track(mlflow: dict[str, Any], live: Any = None, **inputs: Any) -> 
         outputs["ics_trace"], outputs["initial_state"], outputs["final_state"],
         outputs["run_record"], mlflow, outputs["curvature_trace"])
     return outputs
+
+
+def collect_results(mlflow_run: dict[str, Any], **outputs: Any) -> dict[str, Any]:
+    """The model's results (``<model>.results``, a
+    :class:`~bnstudy.datasets.ModelResultsDataset`): the content digest of each of its
+    ``outputs`` as this node read them, which that dataset pins by version, and its MLflow run
+    (``mlflow_run``'s id and status). Everything outside the model's namespace reads this one
+    dataset."""
+    return {"digests": {name: content_digest(value) for name, value in outputs.items()},
+            "mlflow_run": mlflow_run}
 
 
 def examples(model_input: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

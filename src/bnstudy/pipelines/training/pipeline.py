@@ -3,13 +3,18 @@
 Every model runs the same nodes on the same model input. Its datasets are ``<model>.*``
 (catalog factory patterns ``{model}.*``); its parameters are the shared sections
 (``params:architecture``, ``params:training``, ...) and its roster entry
-``params:models.<model>``, whose overrides the node merges over them. kedro-viz draws each
-namespace as one collapsible box.
+``params:models.<model>``, whose overrides the node merges over them.
+
+Two nodes: the training writes the model's outputs (:data:`TRAINING_OUTPUTS` and its MLflow
+run), and ``collect_results_node`` reads them all and writes ``<model>.results``, the one
+dataset that everything outside the namespace reads (a manifest that pins each output's
+version, :class:`~bnstudy.datasets.ModelResultsDataset`). So every output but that one is
+internal to the namespace, and kedro-viz draws a collapsed model as one box with one output.
 """
 
 from kedro.pipeline import Node, Pipeline
 
-from bnstudy.pipelines.training.nodes import train_and_track
+from bnstudy.pipelines.training.nodes import collect_results, train_and_track
 from bnstudy.roster import SHARED_SECTIONS, pipeline_roster
 
 TRAINING_OUTPUTS = [
@@ -29,8 +34,9 @@ TRAINING_OUTPUTS = [
 
 
 def create_template() -> Pipeline:
-    """The pipeline for one model, before namespacing: one node that trains the model and
-    logs its MLflow run (:func:`train_and_track`)."""
+    """The pipeline for one model, before namespacing: the node that trains the model and
+    logs its MLflow run (:func:`train_and_track`), and the node that collects its outputs into
+    ``results`` (:func:`collect_results`)."""
     return Pipeline(
         [
             Node(
@@ -47,6 +53,13 @@ def create_template() -> Pipeline:
                 outputs={name: name for name in (*TRAINING_OUTPUTS, "mlflow_run")},
                 name="train_model_node",
                 tags=["training", "tracking"],
+            ),
+            Node(
+                func=collect_results,
+                inputs={name: name for name in (*TRAINING_OUTPUTS, "mlflow_run")},
+                outputs="results",
+                name="collect_results_node",
+                tags=["training"],
             ),
         ]
     )
