@@ -23,14 +23,14 @@ MLFLOW = Path(sys.executable).parent / "mlflow"
 PER_MODEL = ("training_trace", "ics_trace", "smoothness_trace", "run_record", "mlflow_live")
 SHARED = ("model_input_train", "loss_landscape_figure", "model_comparisons_summary", "study_report_md")
 HEADLINE = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "final_test_accuracy")
-# Kedro-Viz state in the browser: no onboarding tour over the graph, namespaces expanded.
-VIZ_STATE = json.dumps({"showFeatureHints": False, "expandAllPipelines": True})
 
 
-def _viz_page(page, url: str) -> list[str]:
-    """Open kedro viz at ``url`` with every namespace expanded; the node labels it draws."""
-    page.add_init_script(f"window.localStorage.setItem('KedroViz', {json.dumps(VIZ_STATE)})")
-    page.goto(f"{url}?expandAllPipelines=true")
+def _viz_page(page, url: str, expanded: bool = True) -> list[str]:
+    """Open kedro viz at ``url`` with every namespace expanded (or collapsed) and no
+    onboarding tour over the graph; the node labels it draws."""
+    state = json.dumps({"showFeatureHints": False, "expandAllPipelines": expanded})
+    page.add_init_script(f"window.localStorage.setItem('KedroViz', {json.dumps(state)})")
+    page.goto(f"{url}?expandAllPipelines={str(expanded).lower()}")
     page.wait_for_selector(".pipeline-node", timeout=60_000)
     page.wait_for_timeout(1500)  # the layout settles
     dismiss = page.get_by_text("Dismiss", exact=True)  # the update banner (it checks PyPI)
@@ -49,6 +49,28 @@ def _assert_both_namespaces(labels: list[str]) -> None:
     assert labels.count("train_model_node") == 2  # one per namespace
 
 
+def _assert_one_output_per_model(graph: dict) -> None:
+    """kedro viz's own tree (``/api/main``): each model's namespace has one output, its
+    results, and holds its traces and both of its nodes."""
+    names = {node["id"]: node["name"] for node in graph["nodes"]}
+    for model in ("baseline", "candidate"):
+        tree = graph["modular_pipelines"][model]
+        assert [names[i] for i in tree["outputs"]] == [f"{model}.results"], model
+        children = {names[child["id"]] for child in tree["children"]}
+        assert {f"{model}.{name}" for name in PER_MODEL if name != "mlflow_live"} <= children
+        assert {"train_model_node", "collect_results_node"} <= children
+
+
+def _assert_each_model_is_one_box(labels: list[str]) -> None:
+    """Collapsed, a model is one box (labelled with its name) and its one output; none of
+    its traces is drawn."""
+    for model in ("baseline", "candidate"):
+        assert labels.count(model) == 1 and f"{model}.results" in labels, model
+        drawn = [label for label in labels if label.startswith(f"{model}.")]
+        assert sorted(drawn) == [f"{model}.mlflow_live", f"{model}.results"], drawn
+    assert "train_model_node" not in labels and set(SHARED) <= set(labels)
+
+
 def test_kedro_viz_draws_both_namespaces_and_previews_a_figure(finished_study, page):
     port = free_port()
     command = [str(KEDRO), "viz", "run", "--host", "127.0.0.1", "--port", str(port), "--no-browser",
@@ -63,9 +85,14 @@ def test_kedro_viz_draws_both_namespaces_and_previews_a_figure(finished_study, p
         assert preview["columns"][0] == "model" and "value" in preview["columns"][:8], preview["columns"]
         models = {row[0] for row in preview["data"]}
         assert models == {"baseline", "candidate"}, models
+        _assert_one_output_per_model(graph)
         labels = _viz_page(page, f"http://127.0.0.1:{port}/")
         _assert_both_namespaces(labels)
         screenshot(page, "kedro_viz_graph")
+        collapsed = page.context.new_page()
+        _assert_each_model_is_one_box(_viz_page(collapsed, f"http://127.0.0.1:{port}/", expanded=False))
+        screenshot(collapsed, "kedro_viz_collapsed")
+        collapsed.close()
         # a figure's side panel shows the figure itself (ImageDataset.preview)
         page.locator(".pipeline-node", has_text="loss_landscape_figure").first.click()
         preview = page.locator(".pipeline-metadata img")

@@ -92,12 +92,15 @@ def test_a_changed_file_is_refused_with_what_to_do(tmp_path):
 
 
 def test_digests_must_name_exactly_the_members_and_members_must_be_versioned(tmp_path):
-    dataset = ModelResultsDataset(filepath=str(tmp_path / "results.json"), members=_members(tmp_path))
+    dataset = ModelResultsDataset(filepath=str(tmp_path / "results.json"), members=_members(tmp_path),
+                                  version=Version(None, None))
     with pytest.raises(DatasetError, match=r"missing \['run_record'\], unknown \['ics_trace'\]"):
         dataset.save({"digests": {"training_trace": "x", "final_state": "y", "ics_trace": "z"}})
     assert not dataset.exists(), "nothing was written"
     with pytest.raises(DatasetError, match="'training_trace' has no saved version.*run the model's training"):
         dataset.save({"digests": dict.fromkeys(_members(tmp_path), "x")})
+    with pytest.raises(DatasetError, match=r"No results manifest of .*kedro run --nodes \S+\.collect_results_node"):
+        dataset.load()
     members = {**_members(tmp_path), "run_record": {**_members(tmp_path)["run_record"], "versioned": False}}
     dataset = ModelResultsDataset(filepath=str(tmp_path / "results.json"), members=members)
     with pytest.raises(DatasetError, match="'run_record' is not versioned"):

@@ -16,11 +16,18 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
+from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from kedro.io.core import AbstractDataset, AbstractVersionedDataset, DatasetError, Version
+from kedro.io.core import (
+    AbstractDataset,
+    AbstractVersionedDataset,
+    DatasetError,
+    Version,
+    VersionNotFoundError,
+)
 from kedro_datasets._typing import JSONPreview
 
 from bnstudy.datasets.file_dataset import FileDataset
@@ -169,7 +176,15 @@ class ModelResultsDataset(FileDataset):
         self._write_bytes(json.dumps(manifest, indent=2, sort_keys=True).encode())
 
     def load(self) -> ModelResults:
-        manifest = json.loads(self._read_bytes())
+        try:
+            manifest = json.loads(self._read_bytes())
+        except VersionNotFoundError as error:
+            model = PurePosixPath(self._filepath).parent.name
+            raise DatasetError(
+                f"No results manifest of '{model}' yet ({self._filepath}). A run trained before "
+                "manifests existed has its outputs but no manifest: write one from them, "
+                f"without training, with `kedro run --nodes {model}.collect_results_node` "
+                "(add --env as for the run); otherwise run the model's training.") from error
         if manifest.get("format") != FORMAT or set(manifest.get("members", {})) - set(self._members):
             raise DatasetError(
                 f"{self._filepath}: not a manifest this catalog can read (format "
