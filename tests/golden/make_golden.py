@@ -7,14 +7,15 @@ instructions the CPU has, so the last bits of a sum differ and grow over a few t
 (on an AMD EPYC VM, commit 7301c74's own ICS of the cpu network differs by 0.5% at step 0 from
 what it computed on an Intel Xeon VM). A bitwise check of the redesigned code therefore needs
 traces that the old code computed on the same kind of processor. Each set lives in
-``tests/golden/<set>/`` with ``machine.json`` naming the processor and the library versions;
+``tests/golden/<set>/`` with ``machine.json`` naming the processor, its vector instruction set
+(:func:`vector_isa`) and the library versions;
 the test picks the set of its machine, and on a processor with no set it records one itself
 into a temporary folder (:func:`record`, a few minutes, needs the commit in the clone's
 history).
 
 To add a set for this machine, from the checkout's root:
 
-    .venv/bin/python tests/golden/make_golden.py <set name>      # e.g. amd_epyc
+    .venv/bin/python tests/golden/make_golden.py <set name>      # e.g. amd_epyc_avx512
 
 It extracts :data:`SOURCE_COMMIT` with ``git archive`` into a temporary folder and runs there,
 with that tree's own package (``PYTHONPATH``) and configuration, one ``kedro run`` per run of
@@ -64,17 +65,29 @@ def machine() -> dict[str, str]:
     import jax
     import jaxlib
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
-            "python": platform.python_version()}
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+               platform.processor())
+    return {"cpu": cpu, "isa": vector_isa(lines), "jax": jax.__version__,
+            "jaxlib": jaxlib.__version__, "python": platform.python_version()}
+
+
+def vector_isa(cpuinfo: list[str]) -> str:
+    """The widest vector instructions the processor has (``avx512``, ``avx2`` or ``sse``): a VM
+    reports "AMD EPYC" for Zen 3 (AVX2) and Zen 4 (AVX-512) alike, and XLA:CPU's kernels, so
+    their float32 rounding, follow the instructions, not the name."""
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), []))
+    return "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "sse"
 
 
 def saved_set() -> Path | None:
-    """The folder of the set recorded on this kind of machine, if there is one."""
+    """The folder of the set recorded on this kind of machine, if there is one: every field
+    its ``machine.json`` names equals this machine's (a set recorded before ``isa`` was kept
+    matches on the others)."""
     mine = machine()
     for record in sorted(GOLDEN.glob("*/machine.json")):
-        if json.loads(record.read_text())["machine"] == mine:
+        theirs = json.loads(record.read_text())["machine"]
+        if all(mine.get(key) == value for key, value in theirs.items()):
             return record.parent
     return None
 

@@ -11,7 +11,8 @@ only against the old code's traces from the same processor: XLA:CPU's kernels fo
 vector instructions, and their float32 rounding differs in the last bits and grows over a few
 steps (7301c74's own traces differ between an Intel Xeon and an AMD EPYC VM by 0.5% in one ICS
 value at step 0 and by hundreds of histogram counts after 20 steps; no tolerance would tell
-that from a real change). ``tests/golden/<set>/`` holds one set per processor; on a processor
+that from a real change; two AMD EPYC VMs, one with AVX-512 and one without, differ as much).
+``tests/golden/<set>/`` holds one set per processor and vector instruction set; on a processor
 with none, the test first runs 7301c74's code here (a few minutes) and compares with that. New
 columns (a later ``learning_rate`` axis, say) are allowed; a saved column that is missing or
 changed fails.
