@@ -16,6 +16,7 @@ from kedro.io.core import DatasetError, Version
 
 from bnstudy.datasets import ModelResults, ModelResultsDataset
 from bnstudy.datasets.results_dataset import content_digest
+from bnstudy.pipelines.analysis.nodes import traces_by_kind
 from tests.conftest import PROJECT_ROOT
 
 
@@ -73,6 +74,9 @@ def test_an_output_loads_only_when_read(tmp_path):
     results = _manifest(tmp_path, "2026-01-01T00.00.00.000Z", outputs).load()
     for state in (tmp_path / "final_state.npz").rglob("*.npz"):
         state.unlink()  # never read below
+    assert "final_state" in results and "ics_trace" not in results  # asking loads nothing
+    grouped = traces_by_kind({"results:baseline": results})  # as every analysis node reads them
+    assert grouped["run_record"]["baseline"]["seeds"] == [0, 1]
     assert results["run_record"]["seeds"] == [0, 1]
     with pytest.raises(DatasetError):
         results["final_state"]

@@ -122,6 +122,10 @@ class ModelResults(Mapping[str, Any]):
             self._loaded[name] = value
         return self._loaded[name]
 
+    def __contains__(self, name: object) -> bool:
+        # Mapping's own __contains__ would load the output (it tries self[name])
+        return name in self._manifest
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._manifest)
 
