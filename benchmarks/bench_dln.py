@@ -101,7 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--models", default=None,
                         help="comma-separated models of the study (default: all of them)")
+    parser.add_argument("--devices", type=int, default=None,
+                        help="shard each model's runs over this many virtual CPU devices "
+                             "(training.devices; XLA_FLAGS --xla_force_host_platform_device_count)")
     args = parser.parse_args(argv)
+    if args.devices:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_"
+                                   f"platform_device_count={args.devices}").strip()
     use_cpu_flags()
     import jax
 
@@ -126,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         full = train.total_steps(data["num_train"])
         if args.steps % train.steps_per_chunk or not 0 < args.steps <= full:
             parser.error(f"--steps must be a multiple of {train.steps_per_chunk} of at most {full}")
-        short = dataclasses.replace(train, max_steps=args.steps)
+        short = dataclasses.replace(train, max_steps=args.steps,
+                                    devices=args.devices or train.devices)
         compiles, steps = [], []
         for _ in range(args.repeats):
             with CompileClock() as clock:

@@ -39,6 +39,7 @@ from bnstudy.core.config import (
     described,
 )
 from bnstudy.core.models import layer_names
+from bnstudy.core.moments import moment_set_problem
 from bnstudy.data.common import IMAGE_SHAPE, checked_md5
 from bnstudy.errors import ParameterError
 from bnstudy.roster import SHARED_SECTIONS, Roster, model_settings, roster_from_parameters
@@ -251,7 +252,25 @@ def validate_parameters(params: Mapping[str, Any]) -> dict[str, ModelParameters]
     models = {name: model_parameters(f"models.{name}", model_settings(params, params["models"][name]))
               for name in roster.models}
     _check_across(params, sections, roster, models)
+    _check_moment_sets(params, sections["linear_data"].num_train, models)
     return models
+
+
+def _check_moment_sets(params: Mapping[str, Any], num_train: int,
+                       models: Mapping[str, ModelParameters]) -> None:
+    """A model that trains on its data's moment set (``training.moment_set``) must be one
+    whose loss depends on the data through its moments only (:mod:`bnstudy.core.moments`)."""
+    for name, configs in models.items():
+        train, model = configs.train, configs.model
+        if not train.moment_set:
+            continue
+        problem = moment_set_problem(
+            model.family, model.normalization, train.batch_size, num_train,
+            None if train.curvature_every is None else train.curvature_probe_size)
+        if problem is not None:
+            raise ParameterError(
+                f"Parameter {parameter_path(params, name, 'training', 'moment_set')} = true "
+                f"cannot be used by model {name!r}: {problem}. {FIX}")
 
 
 _BUILT: dict[str, ModelParameters] = {}

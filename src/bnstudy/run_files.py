@@ -141,8 +141,7 @@ def data_fingerprint(x_train, y_train, x_test, y_test) -> str:
 def configs_about(model_config, train_config, measurement_configs) -> dict[str, Any]:
     """What identifies a model's run: its configs as dicts, without the device count (a run
     sharded over devices computes the same to rounding)."""
-    train = {key: value for key, value in train_config.to_dict().items() if key != "devices"}
-    return {"model_config": model_config.to_dict(), "train_config": train,
+    return {"model_config": model_config.to_dict(), "train_config": train_config.identity(),
             "measurement_configs": [config.to_dict() for config in measurement_configs]}
 
 

@@ -4,6 +4,7 @@ the parameter, its value and what is allowed (bnstudy.parameters)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,16 @@ BAD_PARAMETERS = [
      r"analysis\.num_phases = 0 \(int\): Input should be greater than or equal to 1"),
     ("metric stride 0", {"mlflow": {"metric_stride": 0}},
      r"mlflow\.metric_stride = 0 \(int\)"),
+    ("moment set with l1", {"models": {"dln_l1": {"training": {"moment_set": True}}}},
+     r"Parameter models\.dln_l1\.training\.moment_set = true cannot be used by model "
+     r"'dln_l1': normalization 'l1' is not a function of the batch's mean and covariance"),
+    ("moment set with minibatches", {"models": {"dln_candidate": {"training": {
+        "batch_size": 50, "curvature_probe_size": 100}}}},
+     r"models\.dln_candidate\.training\.moment_set = true cannot be used by model "
+     r"'dln_candidate': it needs full-batch training, but batch_size is 50 of 100 samples"),
+    ("moment set for a VGG", {"models": {"baseline": {"training": {"moment_set": True}}}},
+     r"models\.baseline\.training\.moment_set = true cannot be used by model 'baseline': it "
+     r"is for the deep linear network"),
     # shared settings are named as written, for every model
     ("shared lr as text", {"training": {"learning_rate": "oops"}},
      r"Parameter training\.learning_rate = 'oops' \(str\): expects int or float"),
@@ -186,7 +197,10 @@ def test_the_shipped_environments_are_valid():
         # the deep linear network's models: one family and setup, their own normalization
         dln = [models[f"dln_{kind}"] for kind in ("baseline", "candidate", "l1", "l2", "linf")]
         assert {m.model.family for m in dln} == {"dln"} and models["baseline"].model.family == "vgg"
-        assert all(m.train == dln[0].train and m.measurements == dln[0].measurements for m in dln)
+        assert all(dataclasses.replace(m.train, moment_set=True) == dln[0].train
+                   and m.measurements == dln[0].measurements for m in dln)
+        # on the moment set where that is exact (none, batch, l2), on the samples elsewhere
+        assert [m.train.moment_set for m in dln] == [True, True, False, True, False]
         assert dln[0].train.batch_size == dln[0].train.curvature_probe_size  # the full batch
         # the variants share everything but the normalization with the pair
         for name in ("candidate_noisy", "candidate_l1", "candidate_l2", "candidate_linf",

@@ -264,6 +264,7 @@ def run_record(results: list[TrainingResult]) -> dict[str, Any]:
         "wall_time_s": first.wall_time_s,
         "compile_time_s": first.compile_time_s,
         "run_devices": first.run_devices,
+        "moment_points": first.moment_points,
         "final_test_accuracy": float(np.mean([r.test_accuracy[-1] for r in results])),
         "final_test_loss": float(np.mean([r.test_loss[-1] for r in results])),
         "per_seed": {

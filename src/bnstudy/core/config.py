@@ -187,6 +187,11 @@ class TrainConfig:
     batch_size: described(PositiveInt, (
         "Training batch size; the last partial batch of each epoch is dropped (static "
         "shapes).")) = 128
+    moment_set: described(Annotated[bool, Strict()], (
+        "Deep linear network, full batch only: train and measure on the 2r points with the "
+        "training set's mean and covariance (bnstudy.core.moments), the same loss at every "
+        "parameter in exact arithmetic and about a tenth of the work; the activation snapshots "
+        "stay on the samples. Refused where it is not exact (l1, linf, noise, minibatches).")) = False
     epochs: described(PositiveInt, "Passes over the training set, reshuffled each epoch from the seed.") = 39
     max_steps: described(PositiveInt | None, (
         "Optional cap on the number of steps (null: epochs * floor(N / batch_size)).")) = None
@@ -299,6 +304,13 @@ class TrainConfig:
         """Plain-dict view (lists instead of tuples), the inverse of ``from_dict``."""
         return _plain(self)
 
+    def identity(self) -> dict[str, Any]:
+        """What of :meth:`to_dict` identifies a run's results (checkpoint hashes, saved runs):
+        not the device count (a sharded run computes the same to rounding), nor a
+        ``moment_set`` that is off (the runs made before it existed keep their identity)."""
+        return {key: value for key, value in self.to_dict().items()
+                if key != "devices" and not (key == "moment_set" and not value)}
+
     @property
     def seed_list(self) -> tuple[int, ...]:
         """The seeds of the run: ``seeds``, or ``(seed,)`` when it is empty."""
@@ -381,6 +393,8 @@ RUN_FIELDS = (
     "curvature_every", "curvature_rtol", "curvature_max_iters", "curvature_trace_samples",
     # sizes of the inputs only, which the programs' signatures already key
     "eval_batch_size", "curvature_probe_size", "curvature_group",
+    # which points the full batch is (the samples or their moment set): the inputs' shapes
+    "moment_set",
     # where the run axis lives: the inputs' sharding, which jit keys its programs by
     "devices",
 )

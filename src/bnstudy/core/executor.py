@@ -86,7 +86,8 @@ def data_measured_step(spec: Spec, state: TrainState, x_all, y_all, order):
 
 def measure_step(ops: Ops, spec: Spec, computations: Sequence[Computation], snapshots: bool,
                  state: TrainState, new_state: TrainState, grads, x, y, *, guard: Guard,
-                 dispatch: Dispatch, vectorized: bool = False) -> dict[str, Any]:
+                 dispatch: Dispatch, vectorized: bool = False,
+                 x_snapshot=None) -> dict[str, Any]:
     """The measurements of one step t: every computation of ``computations`` (ICS and probes,
     from W_t, W_{t+1}, g_t and the batch x_t, y_t) and, with ``snapshots``, the snapshot of
     W_t; {name: output}.
@@ -95,7 +96,8 @@ def measure_step(ops: Ops, spec: Spec, computations: Sequence[Computation], snap
     worker thread starts on its share), then each ICS runs, then each probe summary from its
     points, then the snapshot; ``guard`` runs each of them. ``vectorized``: the ICS of all
     layers as one vmap (:func:`bnstudy.core.step.gradient_ics_vectorized`; inside one traced
-    program only), else layer by layer on ``ops``.
+    program only), else layer by layer on ``ops``. ``x_snapshot``: the samples of the
+    snapshot when they are not the batch (a run on the moment set, :mod:`bnstudy.core.moments`).
     """
     probes = [c for c in computations if c.kind == "probe"]
     ics = [c for c in computations if c.kind == "ics"]
@@ -111,7 +113,8 @@ def measure_step(ops: Ops, spec: Spec, computations: Sequence[Computation], snap
             ops, c, points[c.name](), grads, learning_rate_of(state), x.dtype))
     if snapshots:
         outputs["snapshot"] = guard("snapshot", functools.partial(
-            ops["snapshot"], state.params, state.batch_stats, state.initial_params, x))
+            ops["snapshot"], state.params, state.batch_stats, state.initial_params,
+            x if x_snapshot is None else x_snapshot))
     return outputs
 
 
@@ -204,8 +207,8 @@ def mask_diverged(outputs: dict[str, Any], diverged_at: np.ndarray,
             for name, value in outputs.items()}
 
 
-def scan_chunk(spec: Spec, state: TrainState, x_all, y_all, order, due, snap_due, active, *,
-               computations: tuple[Computation, ...], snapshots: bool):
+def scan_chunk(spec: Spec, state: TrainState, x_all, y_all, order, due, snap_due, active,
+               x_snapshot=None, *, computations: tuple[Computation, ...], snapshots: bool):
     """One chunk as one program: a scan over steps (one run; the executor vmaps it), every
     computation of :func:`measure_step` under a ``lax.cond`` on its due flag."""
     ops = DirectOps(spec)
@@ -222,7 +225,7 @@ def scan_chunk(spec: Spec, state: TrainState, x_all, y_all, order, due, snap_due
                     else functools.partial(inline_points, ops))
         return new_state, {**metrics, **measure_step(
             ops, spec, computations, snapshots, state, new_state, grads, x, y, guard=guard,
-            dispatch=dispatch, vectorized=vectorized)}
+            dispatch=dispatch, vectorized=vectorized, x_snapshot=x_snapshot)}
 
     def body(state, inputs):
         due_t, snap_t, active_t = inputs
@@ -278,7 +281,7 @@ class Executor:
         the outputs of a diverged run masked from its divergence on (:func:`mask_diverged`).
 
         ``data`` holds x [N, ...], y [N] and orders [R, E, N'] (each run's data order: its
-        seed's).
+        seed's), and optionally x_snapshot [M, ...], the snapshot's samples (else the batch).
         """
         if self.loop == "scan":
             return self._scan(states, data, first, stop)
@@ -300,8 +303,9 @@ class Executor:
         snap_due = self.plan.snapshot_mask(steps) & active
         static = (("computations", self.plan.computations), ("snapshots", self.plan.snapshots))
         vmapped = jax.vmap(functools.partial(scan_chunk, **dict(static)),
-                           in_axes=(None, 0, None, None, 0, None, None, None))
-        args = (states, data["x"], data["y"], data["orders"], due, snap_due, active)
+                           in_axes=(None, 0, None, None, 0, None, None, None, None))
+        args = (states, data["x"], data["y"], data["orders"], due, snap_due, active,
+                data.get("x_snapshot"))
         program = compiled("scan_chunk", vmapped, self.spec, args, donate=(0,),
                            key_extra=static)
         states, outputs = program(*args)
@@ -324,7 +328,8 @@ class Executor:
                     data["y"], order)
                 outputs = {**metrics, **measure_step(
                     self.ops, self.spec, computations, bool(snap[offset]), state, new_state,
-                    grads, x, y, guard=_run_now, dispatch=self._points)}
+                    grads, x, y, guard=_run_now, dispatch=self._points,
+                    x_snapshot=data.get("x_snapshot"))}
                 state = new_state
             else:
                 state, outputs = call("train_step", data_train_step, self.spec, state,
@@ -347,8 +352,10 @@ class Executor:
 
     def _snapshot_shape(self, state, data):
         if self._snapshot_shapes is None:
-            x = jax.ShapeDtypeStruct((self.spec.program.batch_size, *data["x"].shape[1:]),
-                                     data["x"].dtype)
+            samples = data.get("x_snapshot")
+            x = jax.ShapeDtypeStruct(
+                (self.spec.program.batch_size if samples is None else samples.shape[0],
+                 *data["x"].shape[1:]), data["x"].dtype)
             self._snapshot_shapes = jax.eval_shape(
                 functools.partial(snapshot, self.spec), state.params, state.batch_stats,
                 state.initial_params, x)

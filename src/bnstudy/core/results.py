@@ -53,6 +53,9 @@ class TrainingResult:
             first chunk beyond the median chunk (an estimate of compilation).
         run_devices: the devices the stacked run's state was sharded over (1: one device;
             ``TrainConfig.devices`` or ``shard=``).
+        moment_points: the points the steps and measurements ran on in place of the samples
+            (``TrainConfig.moment_set``: :func:`bnstudy.core.moments.moment_set`); None: the
+            samples themselves.
         diverged_at: None for a healthy run; else the first step k whose loss, gradient or
             update was not finite. Training stopped there: final_params / final_batch_stats
             are W_k (the last finite state), and every value of steps t >= k is NaN (integer
@@ -86,6 +89,7 @@ class TrainingResult:
     wall_time_s: float = 0.0
     compile_time_s: float = 0.0
     run_devices: int = 1
+    moment_points: int | None = None
     diverged_at: int | None = None
     curvature: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 

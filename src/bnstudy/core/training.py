@@ -27,6 +27,7 @@ from bnstudy.core.checkpoint import Checkpointer, CheckpointStore, fingerprint
 from bnstudy.core.config import MeasurementConfig, ModelConfig, Run, TrainConfig
 from bnstudy.core.curvature import measure_curvature, probe_set
 from bnstudy.core.executor import Executor
+from bnstudy.core.moments import moment_set, moment_set_problem
 from bnstudy.core.plan import MeasurementPlan
 from bnstudy.core.programs import call
 from bnstudy.core.recorder import Recorder, training_results
@@ -216,10 +217,12 @@ def _start(run: _Run, states: TrainState, arrays: dict[str, np.ndarray],
         states, orders = shard(states), shard(orders)
     dtype = np.dtype(run.spec.model_config.param_dtype)
     target_dtype = model_of(run.spec.model_config).target_dtype(dtype)
+    data = {"x": jnp.asarray(np.asarray(x_train, dtype)),
+            "y": jnp.asarray(np.asarray(arrays["y_train"], target_dtype)), "orders": orders}
+    if "x_snapshot" in arrays:
+        data["x_snapshot"] = jnp.asarray(np.asarray(arrays["x_snapshot"], dtype))
     run = dataclasses.replace(
-        run, data={"x": jnp.asarray(np.asarray(x_train, dtype)),
-                   "y": jnp.asarray(np.asarray(arrays["y_train"], target_dtype)),
-                   "orders": orders},
+        run, data=data,
         test_batches=batched_for_eval(arrays["x_test"], arrays["y_test"],
                                       train_config.eval_batch_size, dtype, target_dtype))
     if run.plan.curvature_steps().size:
@@ -232,6 +235,27 @@ def _start(run: _Run, states: TrainState, arrays: dict[str, np.ndarray],
     return run, states, recorder
 
 
+def fit_data(model_config: ModelConfig, train_config: TrainConfig, x_train: np.ndarray,
+             y_train: np.ndarray) -> tuple[TrainConfig, dict[str, np.ndarray]]:
+    """(the TrainConfig of the programs, the arrays they train on): ``train_config`` and
+    nothing to replace, or, with ``train_config.moment_set``, its moment set
+    (:func:`bnstudy.core.moments.moment_set`) as x_train and y_train, the samples as
+    x_snapshot, and the batch and the curvature probe set resized to it: the same steps of
+    the same loss (every step a full batch)."""
+    if not train_config.moment_set:
+        return train_config, {}
+    problem = moment_set_problem(
+        model_config.family, model_config.normalization, train_config.batch_size,
+        x_train.shape[0],
+        None if train_config.curvature_every is None else train_config.curvature_probe_size)
+    if problem is not None:
+        raise ValueError(f"TrainConfig.moment_set cannot be used here: {problem}")
+    x_fit, y_fit = moment_set(x_train, y_train)
+    size = x_fit.shape[0]
+    fit = dataclasses.replace(train_config, batch_size=size, curvature_probe_size=size)
+    return fit, {"x_train": x_fit, "y_train": y_fit, "x_snapshot": x_train}
+
+
 def _run_hash(spec: Spec, plan: MeasurementPlan, loop: str, arrays: dict[str, np.ndarray],
               train_config: TrainConfig) -> str:
     """The configuration hash of a run: what must match for a checkpoint to be used (the
@@ -240,8 +264,7 @@ def _run_hash(spec: Spec, plan: MeasurementPlan, loop: str, arrays: dict[str, np
     # the snapshots record the kernels' norm and angle and the normalization scales
     # the device count is not part of it: a sharded run resumes an unsharded one's checkpoint
     # (and hashes stay those of the runs made before the setting existed)
-    train = {key: value for key, value in train_config.to_dict().items() if key != "devices"}
-    configs = {"model": spec.model_config.to_dict(), "train": train,
+    configs = {"model": spec.model_config.to_dict(), "train": train_config.identity(),
                "measurements": [preset.to_dict() for preset in plan.presets],
                "snapshots": plan.snapshots, "loop": loop,
                "x64": bool(jax.config.jax_enable_x64), "format": "bnstudy.core.training/3"}
@@ -285,21 +308,20 @@ def train_seeds(model_config: ModelConfig, train_config: TrainConfig,
     """
     started = time.perf_counter()
     check_inputs(model_config, x_train, y_train, x_test, y_test)
-    spec = Spec.of(model_config, train_config)
-    total = train_config.total_steps(x_train.shape[0])
-    plan = MeasurementPlan.build(model_config, train_config, measurement_configs, total,
-                                 snapshots=snapshots)
+    fit, fit_arrays = fit_data(model_config, train_config, x_train, y_train)
+    spec = Spec.of(model_config, fit)
+    plan = MeasurementPlan.build(model_config, fit, measurement_configs,
+                                 train_config.total_steps(x_train.shape[0]), snapshots=snapshots)
     loop = train_config.resolved_step_loop(jax.default_backend(), model_config.family)
     states = init_states(model_of(model_config), train_config, train_config.runs)
     initial = jax.device_get((states.params, states.batch_stats))
     arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
-    store, checkpoints = checkpoints, None
-    if store is not None:
-        checkpoints = store(_run_hash(spec, plan, loop, arrays, train_config))
+    checkpoints = None if checkpoints is None else checkpoints(  # the store opens the run's
+        _run_hash(spec, plan, loop, arrays, train_config))
     with checkpoints or contextlib.nullcontext():
         run, states, recorder = _start(
-            _Run(spec, plan, loop, {}, (), train_config.runs, train_config), states, arrays,
-            shard, checkpoints)
+            _Run(spec, plan, loop, {}, (), train_config.runs, fit), states,
+            {**arrays, **fit_arrays}, shard, checkpoints)
         states = _run_chunks(run, states, recorder, progress, concurrent_probes, checkpoints,
                              checkpoint_every_s)
     results = training_results(spec, train_config, plan, states, initial, recorder)
@@ -307,6 +329,7 @@ def train_seeds(model_config: ModelConfig, train_config: TrainConfig,
         result.wall_time_s = time.perf_counter() - started
         result.compile_time_s = recorder.compile_time()
         result.run_devices = len(states.step.sharding.device_set)
+        result.moment_points = len(fit_arrays["x_train"]) if fit_arrays else None
     return results
 
 

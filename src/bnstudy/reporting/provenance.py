@@ -106,10 +106,27 @@ def model_rows(records: Mapping[str, Record]) -> list[list[str]]:
         ["steps", f"{record.get('num_steps', '?'):,} of "
                   f"{'full-batch gradient descent' if full_batch else 'SGD'} ({rate}, momentum "
                   f"{train.get('momentum')}, batch {train.get('batch_size')}, {train.get('epochs')} epochs)"],
+        *_moment_rows(records),
         ["seeds", ", ".join(str(s) for s in record.get("seeds", [train.get("seed")]))],
         ["measurement stride per protocol", _strides(record.get("measurement_configs", []))],
         ["matmul precision", str(train.get("matmul_precision", "-"))],
     ]
+
+
+def _moment_rows(records: Mapping[str, Record]) -> list[list[str]]:
+    """The row that says which models trained on the moment set of their samples (none: no
+    row)."""
+    points = {name: r.get("moment_points") for name, r in records.items()}
+    if not any(points.values()):
+        return []
+    num_train = next(iter(records.values())).get("num_train", "?")
+    each = "; ".join(f"{name}: " + (f"its {p} points" if p else "the samples")
+                     for name, p in points.items())
+    return [["computed on", f"{each}. The moment set is the points with the mean and covariance "
+             f"of the {num_train} (x, y) samples, on which the l2 loss with these "
+             "normalizations is the same function of the parameters, so every step, measurement "
+             "and curvature is that of full-batch gradient descent on the samples, up to "
+             "rounding (bnstudy.core.moments); the activation distributions are of the samples"]]
 
 
 def _same_or_both(records: Mapping[str, Record], value) -> str:
