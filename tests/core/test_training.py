@@ -402,3 +402,23 @@ def test_scan_programs_of_different_plans_are_not_shared(tiny_arrays):
     with_snapshots = train(TINY_MODEL_CONFIG, config, [FEW_POINTS], *tiny_arrays)
     assert with_snapshots.activation_stats["steps"].tolist() == [0, 3]
     np.testing.assert_array_equal(plain.train_loss, with_snapshots.train_loss)
+
+
+def test_the_recorder_keeps_the_snapshot_rows_of_the_snapshot_steps_only():
+    """A chunk's snapshot outputs are placeholders at the steps without a snapshot: only the
+    snapshot steps' rows are kept (the paper-scale DLN's would otherwise take gigabytes), in
+    order, and every other output keeps all its steps."""
+    from bnstudy.core.recorder import Recorder
+
+    steps = np.arange(6)
+    outputs = {"train_loss": np.stack([steps, 10 + steps]).astype(np.float32),
+               "snapshot": {"activations": {"x": {"mean": np.stack([steps, 10 + steps])}}}}
+    recorder = Recorder(2)
+    recorder.chunk(outputs, 1.0, steps % 4 == 0)
+    recorder.chunk({name: jax.tree.map(lambda a: a + 6, value)
+                    for name, value in outputs.items()}, 1.0, (steps + 6) % 4 == 0)
+    assert recorder.done() == 12
+    run = recorder.run_outputs(1)
+    np.testing.assert_array_equal(run["train_loss"], 10 + np.arange(12))
+    np.testing.assert_array_equal(run["snapshot"]["activations"]["x"]["mean"], [10, 14, 18])
+    assert recorder.record()["outputs"]["snapshot"]["activations"]["x"]["mean"].shape == (2, 3)

@@ -47,8 +47,14 @@ class Recorder:
         self.runs = runs
         self.diverged_at = np.full(runs, -1)
 
-    def chunk(self, outputs, seconds: float) -> None:
-        """Record a chunk's outputs and wall time."""
+    def chunk(self, outputs, seconds: float, snapshot_due: np.ndarray | None = None) -> None:
+        """Record a chunk's outputs and wall time. ``snapshot_due`` [steps of the chunk]: the
+        steps that took a snapshot; only their rows of ``outputs["snapshot"]`` are kept (the
+        others are placeholders: at paper scale, 25 layers of histograms for every step of
+        10 runs would hold gigabytes)."""
+        if snapshot_due is not None and "snapshot" in outputs:
+            outputs = {**outputs, "snapshot": jax.tree.map(
+                lambda values: values[:, np.asarray(snapshot_due, bool)], outputs["snapshot"])}
         self.chunks.append(outputs)
         self.chunk_seconds.append(seconds)
 
@@ -57,7 +63,8 @@ class Recorder:
         return sum(chunk["train_loss"].shape[1] for chunk in self.chunks)
 
     def run_outputs(self, index: int) -> dict[str, Any]:
-        """Run ``index``'s outputs of every recorded step, [done, ...]."""
+        """Run ``index``'s outputs of every recorded step, [done, ...] (the snapshot's:
+        [snapshots taken, ...])."""
         return jax.tree.map(lambda *parts: np.concatenate([p[index] for p in parts]),
                             *self.chunks)
 

@@ -155,7 +155,8 @@ def collect_measurements(plan: MeasurementPlan, model_config: ModelConfig,
 
 def collect_snapshots(plan: MeasurementPlan, train_config, outputs: dict[str, Any],
                       layers: list[str], final_distance: dict[str, Any]):
-    """(activation_stats, init_distance) of one run from its per-step outputs."""
+    """(activation_stats, init_distance) of one run from its per-step outputs, whose snapshot
+    holds one row per snapshot step (:meth:`bnstudy.core.recorder.Recorder.chunk`)."""
     rows = plan.snapshot_steps()
     snapshot = outputs["snapshot"]
     activation_stats = {
@@ -164,7 +165,7 @@ def collect_snapshots(plan: MeasurementPlan, train_config, outputs: dict[str, An
         "hist_edges": np.asarray(histogram_edges(train_config.histogram_bins,
                                                  train_config.histogram_range,
                                                  dtype=outputs["train_loss"].dtype)),
-        "layers": {layer: {stat: values[rows] for stat, values in stats.items()}
+        "layers": {layer: {stat: values for stat, values in stats.items()}
                    for layer, stats in snapshot["activations"].items()},
     }
     distance = snapshot["init_distance"]
@@ -177,7 +178,7 @@ def collect_snapshots(plan: MeasurementPlan, train_config, outputs: dict[str, An
 
     init_distance = {
         "steps": np.append(rows, plan.total_steps),
-        **{kind: {layer: np.append(values[layer][rows], final(kind, layer)) for layer in layers}
+        **{kind: {layer: np.append(values[layer], final(kind, layer)) for layer in layers}
            for kind, values in distance.items()},
     }
     return activation_stats, init_distance

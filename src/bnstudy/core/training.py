@@ -184,7 +184,8 @@ def _run_chunks(run: _Run, states: TrainState, recorder: Recorder, progress: Pro
                 _curvature(run, states, recorder, first)
             chunk_started = time.perf_counter()
             states, outputs = executor.run_chunk(states, run.data, first, stop)
-            recorder.chunk(outputs, time.perf_counter() - chunk_started)
+            recorder.chunk(outputs, time.perf_counter() - chunk_started,
+                           run.plan.snapshot_mask(np.arange(first, stop)))
             recorder.note_divergence(np.asarray(jax.device_get(states.diverged_at)), run.runs)
             if stop in eval_at:
                 recorder.evaluations.append((stop, _evaluation(
@@ -261,13 +262,14 @@ def _run_hash(spec: Spec, plan: MeasurementPlan, loop: str, arrays: dict[str, np
     """The configuration hash of a run: what must match for a checkpoint to be used (the
     whole TrainConfig, its seeds and learning rates included)."""
     # format 2: the learning rate and the momentum are leaves of the optimizer state; format 3:
-    # the snapshots record the kernels' norm and angle and the normalization scales
+    # the snapshots record the kernels' norm and angle and the normalization scales; format 4:
+    # the record keeps the snapshot's rows at the snapshot steps only
     # the device count is not part of it: a sharded run resumes an unsharded one's checkpoint
     # (and hashes stay those of the runs made before the setting existed)
     configs = {"model": spec.model_config.to_dict(), "train": train_config.identity(),
                "measurements": [preset.to_dict() for preset in plan.presets],
                "snapshots": plan.snapshots, "loop": loop,
-               "x64": bool(jax.config.jax_enable_x64), "format": "bnstudy.core.training/3"}
+               "x64": bool(jax.config.jax_enable_x64), "format": "bnstudy.core.training/4"}
     return fingerprint(configs, arrays)
 
 
