@@ -47,12 +47,12 @@ class Recorder:
         self.runs = runs
         self.diverged_at = np.full(runs, -1)
 
-    def chunk(self, outputs, seconds: float, snapshot_due: np.ndarray | None = None) -> None:
+    def chunk(self, outputs, seconds: float, snapshot_due: np.ndarray) -> None:
         """Record a chunk's outputs and wall time. ``snapshot_due`` [steps of the chunk]: the
         steps that took a snapshot; only their rows of ``outputs["snapshot"]`` are kept (the
         others are placeholders: at paper scale, 25 layers of histograms for every step of
         10 runs would hold gigabytes)."""
-        if snapshot_due is not None and "snapshot" in outputs:
+        if "snapshot" in outputs:
             outputs = {**outputs, "snapshot": jax.tree.map(
                 lambda values: values[:, np.asarray(snapshot_due, bool)], outputs["snapshot"])}
         self.chunks.append(outputs)
